@@ -1,0 +1,69 @@
+// The model bundle: everything a server needs to serve a trained model, in one directory.
+//
+//   MANIFEST            text BundleManifest: format version, model version, config (the
+//                       feature schema), dims, and the SHA-256 of every file below
+//   user_tower.pb       TowerState: user feature state (vocabularies, statistics) + weights
+//   item_tower.pb       TowerState: same for items
+//   users.pb            EncodedTable: known users' encoded features (ids -> rows)
+//   items.pb            EncodedTable: the catalogue's encoded features
+//   item_embeddings.pb  ItemEmbeddings: catalogue ids + L2-normalised item vectors
+//
+// Written atomically (temp directory, fsync, rename); read back with every check a server
+// needs before it trusts a file.
+#ifndef TWOTOWER_BUNDLE_BUNDLE_H_
+#define TWOTOWER_BUNDLE_BUNDLE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "features/encoded_table.h"
+#include "features/feature_encoder.h"
+#include "model/tower.h"
+#include "twotower/v1/bundle.pb.h"
+
+namespace twotower {
+
+inline constexpr int kBundleFormatVersion = 1;
+
+// One side of the model: how to encode an entity and the tower that embeds it.
+struct TowerModel {
+  FeatureEncoder encoder;
+  Tower tower;
+};
+
+// Entities with their encoded features, row-aligned with `ids`.
+struct EncodedEntities {
+  std::vector<std::string> ids;
+  EncodedTable rows;
+};
+
+struct Bundle {
+  v1::BundleManifest manifest;  // config, versions; files are filled in by WriteBundle
+  TowerModel user;
+  TowerModel item;
+  EncodedEntities users;
+  EncodedEntities items;       // the catalogue
+  std::vector<float> item_vectors;  // items.ids.size() x embedding_dim
+
+  int embedding_dim() const { return item.tower.output_dim(); }
+  const std::string& model_version() const { return manifest.model_version(); }
+};
+
+// A fresh model version id: UTC time + random suffix, e.g. "20261128T230102Z-3fa9c2d1".
+std::string NewModelVersion();
+
+// Writes `bundle` to `dir` (which must not exist) atomically: into a sibling temp
+// directory first, fsynced, then renamed.
+absl::Status WriteBundle(const Bundle& bundle, const std::string& dir);
+
+// Reads and validates a bundle: manifest format, checksums, shapes against the schema,
+// encoded rows within the vocabularies, a finite forward pass.
+absl::StatusOr<Bundle> ReadBundle(const std::string& dir);
+
+// Points `link` (a symlink, e.g. bundles/latest) at `target` atomically.
+absl::Status UpdateSymlink(const std::string& target, const std::string& link);
+
+}  // namespace twotower
+
+#endif  // TWOTOWER_BUNDLE_BUNDLE_H_

@@ -1,0 +1,118 @@
+#include "absl/strings/string_view.h"
+#include "dataset/feature_table.h"
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "dataset/table_reader.h"
+
+namespace twotower {
+
+namespace {
+
+// Where one feature's value comes from in the table.
+struct FeatureSource {
+  v1::FeatureSpec::Kind kind;
+  int column = -1;
+  std::vector<int> flag_columns;
+  std::string separator;
+};
+
+absl::StatusOr<bool> ParseFlag(absl::string_view text) {
+  const std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  if (lower.empty() || lower == "0" || lower == "false" || lower == "no") return false;
+  if (lower == "1" || lower == "true" || lower == "yes") return true;
+  return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not a 0/1 flag"));
+}
+
+}  // namespace
+
+absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
+                                              const std::string& base_dir) {
+  absl::StatusOr<Table> table = ReadTable(spec.table(), base_dir);
+  if (!table.ok()) return table.status();
+  absl::StatusOr<int> id_col = table->ResolveColumn(spec.id_column());
+  if (!id_col.ok()) return id_col.status();
+
+  std::vector<FeatureSource> sources;
+  for (const v1::FeatureSpec& feature : spec.features()) {
+    FeatureSource source;
+    source.kind = feature.kind();
+    source.separator = feature.separator().empty() ? "|" : feature.separator();
+    if (feature.flag_columns_size() > 0) {
+      for (const v1::ColumnRef& ref : feature.flag_columns()) {
+        absl::StatusOr<int> col = table->ResolveColumn(ref);
+        if (!col.ok()) return col.status();
+        source.flag_columns.push_back(*col);
+      }
+    } else {
+      absl::StatusOr<int> col = table->ResolveColumn(feature.column());
+      if (!col.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("feature \"", feature.name(), "\": ", col.status().message()));
+      }
+      source.column = *col;
+    }
+    sources.push_back(std::move(source));
+  }
+
+  FeatureTable out;
+  out.ids.reserve(table->rows.size());
+  out.values.reserve(table->rows.size());
+  absl::flat_hash_set<std::string> seen;
+  for (size_t r = 0; r < table->rows.size(); ++r) {
+    const std::vector<std::string>& row = table->rows[r];
+    std::string id(absl::StripAsciiWhitespace(row[*id_col]));
+    if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(table->Where(r), ": empty id"));
+    if (!seen.insert(id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(table->Where(r), ": duplicate id \"", id, "\""));
+    }
+    std::vector<RawValue> values(sources.size());
+    for (size_t f = 0; f < sources.size(); ++f) {
+      const FeatureSource& source = sources[f];
+      RawValue& value = values[f];
+      const std::string where =
+          absl::StrCat(table->Where(r), ": feature \"", spec.features(f).name(), "\": ");
+      if (!source.flag_columns.empty()) {
+        for (int col : source.flag_columns) {
+          absl::StatusOr<bool> set = ParseFlag(row[col]);
+          if (!set.ok()) return absl::InvalidArgumentError(where + std::string(set.status().message()));
+          if (*set) value.tokens.push_back(table->ColumnName(col));
+        }
+        continue;
+      }
+      absl::string_view field = absl::StripAsciiWhitespace(row[source.column]);
+      switch (source.kind) {
+        case v1::FeatureSpec::CATEGORICAL:
+          if (!field.empty()) value.tokens.emplace_back(field);
+          break;
+        case v1::FeatureSpec::MULTI_HOT:
+          for (absl::string_view token : absl::StrSplit(field, source.separator)) {
+            token = absl::StripAsciiWhitespace(token);
+            if (!token.empty()) value.tokens.emplace_back(token);
+          }
+          break;
+        case v1::FeatureSpec::NUMERIC:
+          if (!field.empty()) {
+            if (!absl::SimpleAtod(field, &value.number)) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat(where, "\"", field, "\" is not a number"));
+            }
+            value.has_number = true;
+          }
+          break;
+        default:
+          return absl::InvalidArgumentError(where + "kind not set");
+      }
+    }
+    out.ids.push_back(std::move(id));
+    out.values.push_back(std::move(values));
+  }
+  return out;
+}
+
+}  // namespace twotower

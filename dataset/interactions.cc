@@ -1,0 +1,50 @@
+#include "absl/strings/string_view.h"
+#include "dataset/interactions.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "dataset/table_reader.h"
+
+namespace twotower {
+
+absl::StatusOr<InteractionLog> ReadInteractions(const v1::InteractionTableSpec& spec,
+                                                const std::string& base_dir) {
+  absl::StatusOr<Table> table = ReadTable(spec.table(), base_dir);
+  if (!table.ok()) return table.status();
+  absl::StatusOr<int> user_col = table->ResolveColumn(spec.user_column());
+  if (!user_col.ok()) return user_col.status();
+  absl::StatusOr<int> item_col = table->ResolveColumn(spec.item_column());
+  if (!item_col.ok()) return item_col.status();
+  int time_col = -1;
+  if (spec.has_timestamp_column()) {
+    absl::StatusOr<int> col = table->ResolveColumn(spec.timestamp_column());
+    if (!col.ok()) return col.status();
+    time_col = *col;
+  }
+  InteractionLog log;
+  log.users.reserve(table->rows.size());
+  log.items.reserve(table->rows.size());
+  for (size_t r = 0; r < table->rows.size(); ++r) {
+    const std::vector<std::string>& row = table->rows[r];
+    absl::string_view user = absl::StripAsciiWhitespace(row[*user_col]);
+    absl::string_view item = absl::StripAsciiWhitespace(row[*item_col]);
+    if (user.empty() || item.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(table->Where(r), ": empty user or item id"));
+    }
+    log.users.emplace_back(user);
+    log.items.emplace_back(item);
+    if (time_col >= 0) {
+      int64_t t = 0;
+      if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(row[time_col]), &t)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            table->Where(r), ": timestamp \"", row[time_col], "\" is not an integer"));
+      }
+      log.timestamps.push_back(t);
+    }
+  }
+  return log;
+}
+
+}  // namespace twotower

@@ -1,0 +1,27 @@
+// Positive interactions (user, item[, timestamp]) read from a table.
+#ifndef TWOTOWER_DATASET_INTERACTIONS_H_
+#define TWOTOWER_DATASET_INTERACTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "twotower/v1/config.pb.h"
+
+namespace twotower {
+
+struct InteractionLog {
+  std::vector<std::string> users;
+  std::vector<std::string> items;
+  std::vector<int64_t> timestamps;  // empty when the table has no timestamp column
+
+  size_t size() const { return users.size(); }
+};
+
+absl::StatusOr<InteractionLog> ReadInteractions(const v1::InteractionTableSpec& spec,
+                                                const std::string& base_dir);
+
+}  // namespace twotower
+
+#endif  // TWOTOWER_DATASET_INTERACTIONS_H_

@@ -1,0 +1,200 @@
+#include "absl/strings/string_view.h"
+#include "dataset/table_reader.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "util/file.h"
+
+namespace twotower {
+
+absl::StatusOr<int> Table::ResolveColumn(const v1::ColumnRef& ref) const {
+  const int width = rows.empty() ? static_cast<int>(header.size())
+                                 : static_cast<int>(rows.front().size());
+  switch (ref.ref_case()) {
+    case v1::ColumnRef::kIndex:
+      if (ref.index() < 0 || ref.index() >= width) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            source, ": column index ", ref.index(), " out of range (table has ", width,
+            " columns, 0-based)"));
+      }
+      return ref.index();
+    case v1::ColumnRef::kName:
+      if (header.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            source, ": column \"", ref.name(),
+            "\" referenced by name but the table has no header (set header: true or use "
+            "index)"));
+      }
+      for (size_t i = 0; i < header.size(); ++i) {
+        if (header[i] == ref.name()) return static_cast<int>(i);
+      }
+      return absl::InvalidArgumentError(absl::StrCat(source, ": no column named \"",
+                                                     ref.name(), "\" (columns: ",
+                                                     absl::StrJoin(header, ", "), ")"));
+    case v1::ColumnRef::REF_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(source, ": column reference not set"));
+}
+
+std::string Table::ColumnName(int index) const {
+  if (index >= 0 && static_cast<size_t>(index) < header.size()) return header[index];
+  return absl::StrCat("#", index);
+}
+
+std::string Table::Where(size_t row) const {
+  return absl::StrCat(source, ":", row < line_numbers.size() ? line_numbers[row] : 0);
+}
+
+namespace {
+
+// Splits one record starting at `pos`; advances `pos` past its line end. CSV fields may be
+// quoted (with "" for a quote and embedded newlines); TSV fields are taken verbatim.
+absl::Status NextRecord(absl::string_view text, size_t& pos, char delim, bool quoting,
+                        int& line, std::vector<std::string>& fields) {
+  fields.clear();
+  std::string field;
+  bool in_quotes = false;
+  bool field_was_quoted = false;
+  const int start_line = line;
+  while (pos < text.size()) {
+    const char c = text[pos];
+    if (in_quotes) {
+      if (c == '"') {
+        if (pos + 1 < text.size() && text[pos + 1] == '"') {
+          field.push_back('"');
+          pos += 2;
+          continue;
+        }
+        in_quotes = false;
+        ++pos;
+        continue;
+      }
+      if (c == '\n') ++line;
+      field.push_back(c);
+      ++pos;
+      continue;
+    }
+    if (c == delim) {
+      fields.push_back(std::move(field));
+      field.clear();
+      field_was_quoted = false;
+      ++pos;
+      continue;
+    }
+    if (c == '\n' || c == '\r') {
+      ++pos;
+      if (c == '\r' && pos < text.size() && text[pos] == '\n') ++pos;
+      ++line;
+      fields.push_back(std::move(field));
+      return absl::OkStatus();
+    }
+    if (quoting && c == '"' && field.empty() && !field_was_quoted) {
+      in_quotes = true;
+      field_was_quoted = true;
+      ++pos;
+      continue;
+    }
+    field.push_back(c);
+    ++pos;
+  }
+  if (in_quotes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("line ", start_line, ": unterminated quoted field"));
+  }
+  fields.push_back(std::move(field));
+  ++line;
+  return absl::OkStatus();
+}
+
+bool IsBlank(const std::vector<std::string>& fields) {
+  return fields.size() == 1 && fields[0].empty();
+}
+
+}  // namespace
+
+absl::StatusOr<Table> ParseTable(absl::string_view text, Delimiter delimiter, bool has_header,
+                                 std::string source) {
+  Table table;
+  table.source = std::move(source);
+  const char delim = delimiter == Delimiter::kComma ? ',' : '\t';
+  const bool quoting = delimiter == Delimiter::kComma;
+  if (text.size() >= 3 && text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // BOM
+  size_t pos = 0;
+  int line = 1;
+  std::vector<std::string> fields;
+  size_t width = 0;
+  while (pos < text.size()) {
+    const int record_line = line;
+    if (absl::Status s = NextRecord(text, pos, delim, quoting, line, fields); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(table.source, ": ", s.message()));
+    }
+    if (IsBlank(fields)) continue;
+    if (width == 0) width = fields.size();
+    if (fields.size() != width) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(table.source, ":", record_line, ": expected ", width, " fields, got ",
+                       fields.size(),
+                       delimiter == Delimiter::kComma ? " (CSV)" : " (TSV)"));
+    }
+    if (has_header && table.header.empty()) {
+      table.header = fields;
+      continue;
+    }
+    table.rows.push_back(fields);
+    table.line_numbers.push_back(record_line);
+  }
+  if (has_header && table.header.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(table.source, ": empty (no header row)"));
+  }
+  return table;
+}
+
+absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& base_dir) {
+  if (spec.path().empty()) return absl::InvalidArgumentError("table path is empty");
+  const std::string path = ResolvePath(base_dir, spec.path());
+  Delimiter delimiter;
+  switch (spec.format()) {
+    case v1::TableSpec::CSV:
+      delimiter = Delimiter::kComma;
+      break;
+    case v1::TableSpec::TSV:
+      delimiter = Delimiter::kTab;
+      break;
+    default:
+      if (absl::EndsWith(path, ".csv")) {
+        delimiter = Delimiter::kComma;
+      } else if (absl::EndsWith(path, ".tsv") || absl::EndsWith(path, ".tab")) {
+        delimiter = Delimiter::kTab;
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ": cannot tell CSV from TSV by the extension; set format: CSV or TSV"));
+      }
+  }
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  return ParseTable(*text, delimiter, spec.header(), path);
+}
+
+std::string FormatCsvRow(const std::vector<std::string>& fields) {
+  std::string out;
+  for (size_t i = 0; i < fields.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    const std::string& f = fields[i];
+    if (f.find_first_of(",\"\n\r") == std::string::npos) {
+      out += f;
+      continue;
+    }
+    out.push_back('"');
+    for (char c : f) {
+      if (c == '"') out.push_back('"');
+      out.push_back(c);
+    }
+    out.push_back('"');
+  }
+  out.push_back('\n');
+  return out;
+}
+
+}  // namespace twotower

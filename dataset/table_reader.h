@@ -1,0 +1,44 @@
+// Reads delimited text tables (CSV with RFC 4180 quoting, or TSV), with or without a
+// header row, and resolves column references against them.
+#ifndef TWOTOWER_DATASET_TABLE_READER_H_
+#define TWOTOWER_DATASET_TABLE_READER_H_
+
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "twotower/v1/config.pb.h"
+
+namespace twotower {
+
+struct Table {
+  std::string source;               // file name, for error messages
+  std::vector<std::string> header;  // empty when the table has no header row
+  std::vector<std::vector<std::string>> rows;
+  std::vector<int> line_numbers;    // 1-based source line of each row
+
+  // Column index of `ref`; an error names the table and the known columns.
+  absl::StatusOr<int> ResolveColumn(const v1::ColumnRef& ref) const;
+  // Human-readable name of column `index` (header name, else "#index").
+  std::string ColumnName(int index) const;
+  // "source:line" of row `row`, for error messages.
+  std::string Where(size_t row) const;
+};
+
+enum class Delimiter { kComma, kTab };
+
+// Parses `text`. Every row must have as many fields as the first one; blank lines are
+// skipped; "\r\n" line ends are accepted.
+absl::StatusOr<Table> ParseTable(absl::string_view text, Delimiter delimiter, bool has_header,
+                                 std::string source);
+
+// Reads spec.path (resolved against `base_dir` when relative) in spec.format.
+absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& base_dir);
+
+// Writes rows as CSV (quoting fields that need it) - used by the synthetic generator.
+std::string FormatCsvRow(const std::vector<std::string>& fields);
+
+}  // namespace twotower
+
+#endif  // TWOTOWER_DATASET_TABLE_READER_H_

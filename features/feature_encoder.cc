@@ -1,0 +1,179 @@
+#include "absl/strings/string_view.h"
+#include "features/feature_encoder.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace twotower {
+
+namespace {
+double Pretransform(v1::FeatureSpec::Transform transform, double x) {
+  return transform == v1::FeatureSpec::LOG1P_STANDARDIZE ? std::log1p(std::max(x, 0.0)) : x;
+}
+}  // namespace
+
+absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
+    const std::vector<v1::FeatureSpec>& schema, const FeatureTable& table,
+    const absl::flat_hash_map<std::string, int64_t>& id_counts, int64_t id_min_count) {
+  FeatureEncoder encoder;
+  encoder.schema_ = schema;
+  encoder.ids_ = Vocabulary::Fit(id_counts, std::max<int64_t>(1, id_min_count));
+  for (size_t f = 0; f < schema.size(); ++f) {
+    const v1::FeatureSpec& spec = schema[f];
+    if (spec.kind() == v1::FeatureSpec::NUMERIC) {
+      double sum = 0, sum_sq = 0;
+      int64_t n = 0;
+      for (const std::vector<RawValue>& row : table.values) {
+        if (!row[f].has_number) continue;
+        const double x = Pretransform(spec.transform(), row[f].number);
+        sum += x;
+        sum_sq += x * x;
+        ++n;
+      }
+      NumericState state{spec.transform(), 0.0, 1.0};
+      if (spec.transform() != v1::FeatureSpec::IDENTITY && n > 0) {
+        state.mean = sum / n;
+        const double var = std::max(0.0, sum_sq / n - state.mean * state.mean);
+        state.stddev = var > 1e-12 ? std::sqrt(var) : 1.0;
+      }
+      encoder.numeric_.push_back(static_cast<int>(f));
+      encoder.numeric_state_.push_back(state);
+      continue;
+    }
+    absl::flat_hash_map<std::string, int64_t> counts;
+    for (const std::vector<RawValue>& row : table.values) {
+      for (const std::string& token : row[f].tokens) ++counts[token];
+    }
+    encoder.embedded_.push_back(static_cast<int>(f));
+    encoder.vocabularies_.push_back(Vocabulary::Fit(counts, std::max(1, spec.min_count())));
+  }
+  return encoder;
+}
+
+absl::StatusOr<FeatureEncoder> FeatureEncoder::FromState(
+    const std::vector<v1::FeatureSpec>& schema, const v1::TowerState& state) {
+  if (state.features_size() != static_cast<int>(schema.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("tower state has ", state.features_size(),
+                                                   " features, schema has ", schema.size()));
+  }
+  FeatureEncoder encoder;
+  encoder.schema_ = schema;
+  encoder.ids_ = Vocabulary::FromTokens({state.id().vocabulary().begin(),
+                                         state.id().vocabulary().end()});
+  for (size_t f = 0; f < schema.size(); ++f) {
+    const v1::FeatureState& fs = state.features(static_cast<int>(f));
+    if (fs.name() != schema[f].name()) {
+      return absl::InvalidArgumentError(absl::StrCat("tower state feature ", f, " is \"",
+                                                     fs.name(), "\", schema says \"",
+                                                     schema[f].name(), "\""));
+    }
+    if (schema[f].kind() == v1::FeatureSpec::NUMERIC) {
+      if (!(fs.stddev() > 0) || !std::isfinite(fs.mean())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("feature \"", fs.name(), "\": invalid numeric statistics"));
+      }
+      encoder.numeric_.push_back(static_cast<int>(f));
+      encoder.numeric_state_.push_back({schema[f].transform(), fs.mean(), fs.stddev()});
+    } else {
+      encoder.embedded_.push_back(static_cast<int>(f));
+      encoder.vocabularies_.push_back(
+          Vocabulary::FromTokens({fs.vocabulary().begin(), fs.vocabulary().end()}));
+    }
+  }
+  return encoder;
+}
+
+void FeatureEncoder::ToState(v1::TowerState* state) const {
+  state->mutable_id()->set_name("id");
+  for (const std::string& token : ids_.tokens()) state->mutable_id()->add_vocabulary(token);
+  size_t e = 0, n = 0;
+  for (size_t f = 0; f < schema_.size(); ++f) {
+    v1::FeatureState* fs = state->add_features();
+    fs->set_name(schema_[f].name());
+    if (e < embedded_.size() && embedded_[e] == static_cast<int>(f)) {
+      for (const std::string& token : vocabularies_[e].tokens()) fs->add_vocabulary(token);
+      ++e;
+    } else {
+      fs->set_mean(numeric_state_[n].mean);
+      fs->set_stddev(numeric_state_[n].stddev);
+      ++n;
+    }
+  }
+}
+
+int32_t FeatureEncoder::FieldRows(int field) const {
+  return field == 0 ? ids_.rows() : vocabularies_[field - 1].rows();
+}
+
+float FeatureEncoder::TransformNumber(int j, double x) const {
+  const NumericState& s = numeric_state_[j];
+  return static_cast<float>((Pretransform(s.transform, x) - s.mean) / s.stddev);
+}
+
+void FeatureEncoder::Encode(absl::string_view id, const std::vector<RawValue>* values,
+                            EncodedTable* out) const {
+  std::vector<std::vector<int32_t>> fields(num_fields());
+  fields[0].push_back(ids_.Lookup(id));
+  for (size_t e = 0; e < embedded_.size(); ++e) {
+    std::vector<int32_t>& rows = fields[e + 1];
+    if (values != nullptr) {
+      for (const std::string& token : (*values)[embedded_[e]].tokens) {
+        rows.push_back(vocabularies_[e].Lookup(token));
+      }
+    }
+    if (rows.empty()) rows.push_back(Vocabulary::kOov);
+  }
+  std::vector<float> numeric(numeric_.size(), 0.0f);
+  for (size_t j = 0; j < numeric_.size(); ++j) {
+    if (values != nullptr && (*values)[numeric_[j]].has_number) {
+      numeric[j] = TransformNumber(static_cast<int>(j), (*values)[numeric_[j]].number);
+    }
+  }
+  out->AppendRow(fields, numeric);
+}
+
+absl::StatusOr<std::vector<RawValue>> FeatureEncoder::FromRequest(
+    const google::protobuf::Map<std::string, v1::FeatureValue>& features) const {
+  std::vector<RawValue> values(schema_.size());
+  for (const auto& [name, value] : features) {
+    size_t f = 0;
+    while (f < schema_.size() && schema_[f].name() != name) ++f;
+    if (f == schema_.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown feature \"", name, "\""));
+    }
+    RawValue& raw = values[f];
+    const v1::FeatureSpec::Kind kind = schema_[f].kind();
+    const auto wrong_type = [&](absl::string_view expected) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("feature \"", name, "\" expects a ", expected, " value"));
+    };
+    switch (value.value_case()) {
+      case v1::FeatureValue::kCategorical:
+        if (kind == v1::FeatureSpec::NUMERIC) return wrong_type("numeric");
+        raw.tokens.push_back(value.categorical());
+        break;
+      case v1::FeatureValue::kCategoricalInt:
+        if (kind == v1::FeatureSpec::NUMERIC) return wrong_type("numeric");
+        raw.tokens.push_back(absl::StrCat(value.categorical_int()));
+        break;
+      case v1::FeatureValue::kMultiHot:
+        if (kind != v1::FeatureSpec::MULTI_HOT) {
+          return wrong_type(kind == v1::FeatureSpec::NUMERIC ? "numeric" : "categorical");
+        }
+        raw.tokens.assign(value.multi_hot().values().begin(), value.multi_hot().values().end());
+        break;
+      case v1::FeatureValue::kNumeric:
+        if (kind != v1::FeatureSpec::NUMERIC) return wrong_type("categorical");
+        if (!std::isfinite(value.numeric())) return wrong_type("finite numeric");
+        raw.number = value.numeric();
+        raw.has_number = true;
+        break;
+      case v1::FeatureValue::VALUE_NOT_SET:
+        return absl::InvalidArgumentError(absl::StrCat("feature \"", name, "\" has no value"));
+    }
+  }
+  return values;
+}
+
+}  // namespace twotower

@@ -1,0 +1,114 @@
+// One tower: embedding fields (id, categorical, mean-pooled multi-hot) and numeric inputs
+// -> concat -> MLP (ReLU hidden layers) -> L2-normalised vector. Forward and backward are
+// written once here; the trainer uses both, the server uses Forward.
+#ifndef TWOTOWER_MODEL_TOWER_H_
+#define TWOTOWER_MODEL_TOWER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "features/encoded_table.h"
+#include "features/feature_encoder.h"
+#include "twotower/v1/config.pb.h"
+
+namespace twotower {
+
+struct TowerShape {
+  struct Field {
+    int32_t rows = 0;  // vocabulary size including the OOV row
+    int dim = 0;
+  };
+  std::vector<Field> fields;  // field 0 = id
+  int num_numeric = 0;
+  std::vector<int> hidden_dims;
+  int output_dim = 0;
+
+  int input_dim() const;
+  // Widths of the layer inputs/outputs: input, hidden..., output.
+  std::vector<int> layer_dims() const;
+  absl::Status Validate() const;
+};
+
+// The shape a tower spec gives with the vocabularies of a fitted encoder.
+TowerShape ShapeFor(const v1::TowerSpec& spec, const FeatureEncoder& encoder);
+
+struct EmbeddingTable {
+  int32_t rows = 0;
+  int dim = 0;
+  std::vector<float> weights;  // rows x dim
+  float* Row(int32_t r) { return weights.data() + static_cast<size_t>(r) * dim; }
+  const float* Row(int32_t r) const { return weights.data() + static_cast<size_t>(r) * dim; }
+};
+
+struct DenseLayer {
+  int in = 0;
+  int out = 0;
+  std::vector<float> weights;  // out x in, row-major
+  std::vector<float> bias;     // out
+};
+
+// What Forward keeps for Backward. Reused across batches to avoid reallocation.
+struct TowerActivations {
+  std::vector<std::vector<float>> layer_inputs;  // [l] = input of layer l (rows x in_l)
+  std::vector<float> raw_output;                 // rows x output_dim, before normalising
+  std::vector<float> norms;                      // rows
+};
+
+// Gradients of the touched embedding rows only (a batch touches few rows of big tables).
+struct SparseRowGradients {
+  int dim = 0;
+  std::vector<int32_t> rows;                      // touched rows, first-touch order
+  std::vector<float> values;                      // rows.size() x dim
+  absl::flat_hash_map<int32_t, int32_t> slot;     // row -> index into rows
+  float* Accumulator(int32_t row);                // zero-initialised on first touch
+  void Clear();
+};
+
+struct TowerGradients {
+  std::vector<SparseRowGradients> embeddings;  // per field
+  std::vector<std::vector<float>> weights;     // per layer, out x in
+  std::vector<std::vector<float>> bias;        // per layer
+  void Clear();
+};
+
+class Tower {
+ public:
+  Tower() = default;
+  // Random initialisation: embeddings N(0, 0.1^2), dense layers Glorot-uniform, bias 0.
+  static absl::StatusOr<Tower> Create(const TowerShape& shape, uint64_t seed);
+  // Takes ownership of trained parameters (checked against the shape).
+  static absl::StatusOr<Tower> FromParameters(const TowerShape& shape,
+                                              std::vector<EmbeddingTable> embeddings,
+                                              std::vector<DenseLayer> layers);
+
+  const TowerShape& shape() const { return shape_; }
+  int output_dim() const { return shape_.output_dim; }
+
+  // Writes the L2-normalised outputs (batch.size() x output_dim) to `out`. Every row
+  // index in `batch` must be < the field's rows (checked by the callers' encoders).
+  void Forward(const EncodedTable& batch, TowerActivations* acts, float* out) const;
+  // Accumulates into `grads` the gradient of a loss whose gradient with respect to the
+  // normalised outputs is `d_out` (rows x output_dim). `acts` comes from Forward on the
+  // same batch.
+  void Backward(const EncodedTable& batch, const TowerActivations& acts, const float* d_out,
+                TowerGradients* grads) const;
+  TowerGradients NewGradients() const;
+  // Forward over all rows of `table` in chunks; returns table.size() x output_dim.
+  std::vector<float> EmbedAll(const EncodedTable& table) const;
+
+  std::vector<EmbeddingTable>& embeddings() { return embeddings_; }
+  const std::vector<EmbeddingTable>& embeddings() const { return embeddings_; }
+  std::vector<DenseLayer>& layers() { return layers_; }
+  const std::vector<DenseLayer>& layers() const { return layers_; }
+
+ private:
+  TowerShape shape_;
+  std::vector<EmbeddingTable> embeddings_;
+  std::vector<DenseLayer> layers_;
+};
+
+}  // namespace twotower
+
+#endif  // TWOTOWER_MODEL_TOWER_H_

@@ -1,0 +1,153 @@
+#include "absl/strings/string_view.h"
+#include "trainer/config.h"
+
+#include <cmath>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "util/text_proto.h"
+
+namespace twotower {
+
+namespace {
+
+absl::Status Invalid(absl::string_view field, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat("config: ", field, ": ", problem));
+}
+
+absl::Status ValidateTable(absl::string_view field, const v1::TableSpec& table) {
+  if (table.path().empty()) return Invalid(absl::StrCat(field, ".table.path"), "must be set");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateColumn(absl::string_view field, const v1::ColumnRef& ref) {
+  if (ref.ref_case() == v1::ColumnRef::REF_NOT_SET) return Invalid(field, "must be set");
+  if (ref.ref_case() == v1::ColumnRef::kIndex && ref.index() < 0) return Invalid(field, "index must be >= 0");
+  if (ref.ref_case() == v1::ColumnRef::kName && ref.name().empty()) return Invalid(field, "name is empty");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateInteractions(absl::string_view field, const v1::InteractionTableSpec& spec) {
+  if (absl::Status s = ValidateTable(field, spec.table()); !s.ok()) return s;
+  if (absl::Status s = ValidateColumn(absl::StrCat(field, ".user_column"), spec.user_column()); !s.ok()) return s;
+  return ValidateColumn(absl::StrCat(field, ".item_column"), spec.item_column());
+}
+
+absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpec& spec) {
+  if (spec.features_size() == 0 && !spec.has_table()) return absl::OkStatus();  // no features
+  if (absl::Status s = ValidateTable(field, spec.table()); !s.ok()) return s;
+  if (absl::Status s = ValidateColumn(absl::StrCat(field, ".id_column"), spec.id_column()); !s.ok()) return s;
+  absl::flat_hash_set<std::string> names;
+  for (int i = 0; i < spec.features_size(); ++i) {
+    const v1::FeatureSpec& f = spec.features(i);
+    const std::string where = absl::StrCat(field, ".features[", i, "] (\"", f.name(), "\")");
+    if (f.name().empty()) return Invalid(where, "name must be set");
+    if (f.name() == "id") return Invalid(where, "the name \"id\" is reserved");
+    if (!names.insert(f.name()).second) return Invalid(where, "duplicate feature name");
+    switch (f.kind()) {
+      case v1::FeatureSpec::CATEGORICAL:
+      case v1::FeatureSpec::MULTI_HOT:
+        if (f.embedding_dim() < 1) return Invalid(where, "embedding_dim must be >= 1");
+        break;
+      case v1::FeatureSpec::NUMERIC:
+        if (f.embedding_dim() != 0) return Invalid(where, "NUMERIC features have no embedding_dim");
+        break;
+      default:
+        return Invalid(where, "kind must be CATEGORICAL, MULTI_HOT or NUMERIC");
+    }
+    if (f.flag_columns_size() > 0) {
+      if (f.kind() != v1::FeatureSpec::MULTI_HOT) return Invalid(where, "flag_columns is for MULTI_HOT only");
+      if (f.has_column()) return Invalid(where, "set either column or flag_columns, not both");
+      for (int c = 0; c < f.flag_columns_size(); ++c) {
+        if (absl::Status s = ValidateColumn(absl::StrCat(where, ".flag_columns[", c, "]"), f.flag_columns(c)); !s.ok()) return s;
+      }
+    } else if (absl::Status s = ValidateColumn(absl::StrCat(where, ".column"), f.column()); !s.ok()) {
+      return s;
+    }
+    if (f.min_count() < 0) return Invalid(where, "min_count must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTower(absl::string_view field, const v1::TowerSpec& spec) {
+  if (spec.id_embedding_dim() < 1) return Invalid(absl::StrCat(field, ".id_embedding_dim"), "must be >= 1");
+  for (int h : spec.hidden_dims()) {
+    if (h < 1) return Invalid(absl::StrCat(field, ".hidden_dims"), "widths must be >= 1");
+  }
+  if (spec.output_dim() < 1) return Invalid(absl::StrCat(field, ".output_dim"), "must be >= 1");
+  if (spec.id_min_count() < 0) return Invalid(absl::StrCat(field, ".id_min_count"), "must be >= 0");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void ApplyDefaults(v1::TrainerConfig* config) {
+  v1::TrainingSpec* t = config->mutable_training();
+  if (t->objective() == v1::TrainingSpec::OBJECTIVE_UNSPECIFIED) {
+    t->set_objective(v1::TrainingSpec::IN_BATCH_SOFTMAX);
+  }
+  if (t->epochs() == 0) t->set_epochs(10);
+  if (t->batch_size() == 0) t->set_batch_size(256);
+  if (t->learning_rate() == 0) t->set_learning_rate(0.002f);
+  if (t->temperature() == 0) t->set_temperature(0.1f);
+  if (t->eval_k_size() == 0) {
+    for (int k : {10, 50, 100}) t->add_eval_k(k);
+  }
+  for (v1::TowerSpec* tower : {config->mutable_user_tower(), config->mutable_item_tower()}) {
+    if (tower->id_min_count() == 0) tower->set_id_min_count(1);
+  }
+  for (v1::FeatureTableSpec* table : {config->mutable_data()->mutable_users(),
+                                      config->mutable_data()->mutable_items()}) {
+    for (v1::FeatureSpec& f : *table->mutable_features()) {
+      if (f.kind() == v1::FeatureSpec::MULTI_HOT && f.separator().empty()) f.set_separator("|");
+      if (f.min_count() == 0) f.set_min_count(1);
+    }
+  }
+}
+
+absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
+  const v1::DataSpec& data = config.data();
+  if (!data.has_train()) return Invalid("data.train", "must be set");
+  if (absl::Status s = ValidateInteractions("data.train", data.train()); !s.ok()) return s;
+  if (absl::Status s = ValidateFeatures("data.users", data.users()); !s.ok()) return s;
+  if (absl::Status s = ValidateFeatures("data.items", data.items()); !s.ok()) return s;
+  absl::flat_hash_set<std::string> eval_names;
+  for (int i = 0; i < data.eval_size(); ++i) {
+    const std::string where = absl::StrCat("data.eval[", i, "]");
+    if (data.eval(i).name().empty()) return Invalid(where, "name must be set");
+    if (!eval_names.insert(data.eval(i).name()).second) return Invalid(where, "duplicate name");
+    if (absl::Status s = ValidateInteractions(where + ".interactions", data.eval(i).interactions()); !s.ok()) return s;
+  }
+  if (absl::Status s = ValidateTower("user_tower", config.user_tower()); !s.ok()) return s;
+  if (absl::Status s = ValidateTower("item_tower", config.item_tower()); !s.ok()) return s;
+  if (config.user_tower().output_dim() != config.item_tower().output_dim()) {
+    return Invalid("item_tower.output_dim", absl::StrCat("must equal user_tower.output_dim (",
+                                                         config.user_tower().output_dim(), ")"));
+  }
+  const v1::TrainingSpec& t = config.training();
+  if (t.objective() != v1::TrainingSpec::IN_BATCH_SOFTMAX) {
+    return Invalid("training.objective", "unsupported objective");
+  }
+  if (t.epochs() < 1) return Invalid("training.epochs", "must be >= 1");
+  if (t.batch_size() < 2) return Invalid("training.batch_size", "must be >= 2 (in-batch negatives)");
+  if (!(t.learning_rate() > 0) || !std::isfinite(t.learning_rate())) return Invalid("training.learning_rate", "must be > 0");
+  if (!(t.temperature() > 0) || !std::isfinite(t.temperature())) return Invalid("training.temperature", "must be > 0");
+  if (t.weight_decay() < 0) return Invalid("training.weight_decay", "must be >= 0");
+  for (int k : t.eval_k()) {
+    if (k < 1) return Invalid("training.eval_k", "cut-offs must be >= 1");
+  }
+  if (t.eval_every_epochs() < 0) return Invalid("training.eval_every_epochs", "must be >= 0");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::TrainerConfig> LoadTrainerConfig(const std::string& path) {
+  v1::TrainerConfig config;
+  if (absl::Status s = ReadTextProtoFile(path, &config); !s.ok()) return s;
+  ApplyDefaults(&config);
+  if (absl::Status s = ValidateTrainerConfig(config); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));
+  }
+  return config;
+}
+
+}  // namespace twotower

@@ -1,0 +1,84 @@
+#include "trainer/evaluator.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "index/item_index.h"
+
+namespace twotower {
+
+absl::StatusOr<std::vector<EvalResult>> Evaluate(const TrainingData& data,
+                                                 const Tower& user_tower,
+                                                 const std::vector<float>& item_vectors,
+                                                 const std::vector<int>& ks, int recs_depth,
+                                                 std::string* recs) {
+  const int dim = user_tower.output_dim();
+  absl::StatusOr<std::unique_ptr<ItemIndex>> index =
+      ItemIndex::Build(data.items.ids, item_vectors, dim, IndexOptions{});
+  if (!index.ok()) return index.status();
+  int depth = std::max(10, recs != nullptr ? recs_depth : 0);
+  for (int k : ks) depth = std::max(depth, k);
+
+  std::vector<EvalResult> results;
+  for (const EvalSet& set : data.eval_sets) {
+    EvalResult result;
+    result.name = set.name;
+    result.ks = ks;
+    result.recall.assign(ks.size(), 0.0);
+    EncodedTable users = data.user_encoder.NewTable();
+    std::vector<absl::flat_hash_set<int32_t>> excluded;
+    for (int32_t u : set.user_rows) {
+      users.AppendRowFrom(data.users.rows, u);
+      excluded.push_back(data.train_items_of_user[u]);
+    }
+    const std::vector<float> user_vectors = user_tower.EmbedAll(users);
+    absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =
+        (*index)->Search(user_vectors.data(), users.size(), depth, &excluded);
+    if (!hits.ok()) return hits.status();
+
+    for (size_t i = 0; i < set.user_rows.size(); ++i) {
+      const std::vector<ItemIndex::Hit>& ranked = (*hits)[i];
+      const absl::flat_hash_set<int32_t>& relevant = set.relevant[i];
+      const double total = static_cast<double>(relevant.size() + set.unreachable[i]);
+      for (size_t j = 0; j < ks.size(); ++j) {
+        int found = 0;
+        for (int r = 0; r < ks[j] && r < static_cast<int>(ranked.size()); ++r) {
+          found += relevant.contains(ranked[r].row);
+        }
+        result.recall[j] += found / total;
+      }
+      double dcg = 0, idcg = 0;
+      for (int r = 0; r < 10 && r < static_cast<int>(ranked.size()); ++r) {
+        if (relevant.contains(ranked[r].row)) dcg += 1.0 / std::log2(r + 2.0);
+      }
+      for (int r = 0; r < std::min<double>(10, total); ++r) idcg += 1.0 / std::log2(r + 2.0);
+      result.ndcg_at_10 += dcg / idcg;
+      if (recs != nullptr) {
+        const std::string& user = data.users.ids[set.user_rows[i]];
+        for (int r = 0; r < recs_depth && r < static_cast<int>(ranked.size()); ++r) {
+          absl::StrAppend(recs, user, "\t", data.items.ids[ranked[r].row], "\t", r + 1, "\n");
+        }
+      }
+    }
+    result.users = static_cast<int>(set.user_rows.size());
+    if (result.users > 0) {
+      for (double& r : result.recall) r /= result.users;
+      result.ndcg_at_10 /= result.users;
+    }
+    results.push_back(std::move(result));
+  }
+  return results;
+}
+
+std::string FormatEvalResult(const EvalResult& result) {
+  std::string out = absl::StrFormat("%-6s users %5d", result.name, result.users);
+  for (size_t j = 0; j < result.ks.size(); ++j) {
+    absl::StrAppendFormat(&out, "  Recall@%d %.6f", result.ks[j], result.recall[j]);
+  }
+  absl::StrAppendFormat(&out, "  NDCG@10 %.6f", result.ndcg_at_10);
+  return out;
+}
+
+}  // namespace twotower

@@ -1,0 +1,38 @@
+// Offline evaluation exactly as ../shared/eval/PROTOCOL.md defines it: rank the whole
+// catalogue minus the user's training items; Recall@K = hits / |held-out items|;
+// NDCG@10 with binary relevance; unweighted means over users in protocol order.
+#ifndef TWOTOWER_TRAINER_EVALUATOR_H_
+#define TWOTOWER_TRAINER_EVALUATOR_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/tower.h"
+#include "trainer/training_data.h"
+
+namespace twotower {
+
+struct EvalResult {
+  std::string name;
+  int users = 0;
+  std::vector<int> ks;
+  std::vector<double> recall;  // per k
+  double ndcg_at_10 = 0;
+};
+
+// Metrics of every eval set of `data`. When `recs` is not null, appends the top
+// `recs_depth` items of every evaluated user as "user<TAB>item<TAB>rank" lines (the
+// input of ../shared/eval/eval.py).
+absl::StatusOr<std::vector<EvalResult>> Evaluate(const TrainingData& data,
+                                                 const Tower& user_tower,
+                                                 const std::vector<float>& item_vectors,
+                                                 const std::vector<int>& ks, int recs_depth,
+                                                 std::string* recs);
+
+// "warm  users 849  Recall@10 0.1018 ..." for logs.
+std::string FormatEvalResult(const EvalResult& result);
+
+}  // namespace twotower
+
+#endif  // TWOTOWER_TRAINER_EVALUATOR_H_

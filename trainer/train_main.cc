@@ -1,0 +1,105 @@
+// twotower_train: trains both towers per a config and exports a model bundle.
+//
+//   twotower_train --config configs/synthetic.textproto --data_dir DATA --export_dir bundles
+//
+// Writes bundles/<model_version>/ and points bundles/latest at it.
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "bundle/bundle.h"
+#include "trainer/config.h"
+#include "trainer/evaluator.h"
+#include "trainer/trainer.h"
+#include "trainer/training_data.h"
+#include "util/file.h"
+
+ABSL_FLAG(std::string, config, "", "Trainer config (text TrainerConfig), required");
+ABSL_FLAG(std::string, data_dir, "",
+          "Folder that relative table paths in the config resolve against "
+          "(default: the config's folder)");
+ABSL_FLAG(std::string, export_dir, "bundles",
+          "Bundles are written to <export_dir>/<model_version>; <export_dir>/latest points "
+          "at the newest");
+ABSL_FLAG(std::string, recs_out, "",
+          "If set, write the top --recs_depth items of every evaluated user here "
+          "(user<TAB>item<TAB>rank, the input of ../shared/eval/eval.py)");
+ABSL_FLAG(int, recs_depth, 100, "Depth of the --recs_out lists");
+ABSL_FLAG(int, epochs, 0, "Override training.epochs (0 = use the config)");
+
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "error: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Trains a two-tower model: twotower_train --config FILE [--data_dir DIR] "
+      "[--export_dir DIR] [--recs_out FILE]");
+  absl::ParseCommandLine(argc, argv);
+  const std::string config_path = absl::GetFlag(FLAGS_config);
+  if (config_path.empty()) {
+    std::fprintf(stderr, "error: --config is required\n");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_recs_depth) < 1 || absl::GetFlag(FLAGS_epochs) < 0) {
+    std::fprintf(stderr, "error: --recs_depth must be >= 1 and --epochs >= 0\n");
+    return 2;
+  }
+  absl::StatusOr<twotower::v1::TrainerConfig> config = twotower::LoadTrainerConfig(config_path);
+  if (!config.ok()) return Fail(config.status());
+  if (absl::GetFlag(FLAGS_epochs) > 0) config->mutable_training()->set_epochs(absl::GetFlag(FLAGS_epochs));
+  std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (data_dir.empty()) data_dir = twotower::DirName(config_path);
+
+  absl::StatusOr<twotower::TrainingData> data =
+      twotower::LoadTrainingData(*config, data_dir, stderr);
+  if (!data.ok()) return Fail(data.status());
+  std::printf("data: %zu users, %zu items, %zu training interactions\n", data->users.ids.size(),
+              data->items.ids.size(), data->train_users.size());
+  std::fflush(stdout);
+
+  absl::StatusOr<twotower::TrainingReport> report = twotower::Train(*config, *data, stdout);
+  if (!report.ok()) return Fail(report.status());
+  std::printf("trained: %.0f examples/s overall, final loss %.4f\n",
+              report->examples_per_second, report->final_loss);
+
+  if (const std::string recs_out = absl::GetFlag(FLAGS_recs_out); !recs_out.empty()) {
+    std::string recs;
+    absl::StatusOr<std::vector<twotower::EvalResult>> eval = twotower::Evaluate(
+        *data, report->bundle.user.tower, report->bundle.item_vectors,
+        {config->training().eval_k().begin(), config->training().eval_k().end()},
+        absl::GetFlag(FLAGS_recs_depth), &recs);
+    if (!eval.ok()) return Fail(eval.status());
+    if (absl::Status s = twotower::WriteFileDurably(recs_out, recs); !s.ok()) return Fail(s);
+    std::printf("wrote recommendations to %s\n", recs_out.c_str());
+  }
+
+  const std::string export_dir = absl::GetFlag(FLAGS_export_dir);
+  std::error_code mkdir_error;
+  std::filesystem::create_directories(export_dir, mkdir_error);
+  if (mkdir_error) {
+    std::fprintf(stderr, "error: cannot create %s: %s\n", export_dir.c_str(),
+                 mkdir_error.message().c_str());
+    return 1;
+  }
+  const std::string version = report->bundle.model_version();
+  const std::string bundle_dir = absl::StrCat(export_dir, "/", version);
+  if (absl::Status s = twotower::WriteBundle(report->bundle, bundle_dir); !s.ok()) return Fail(s);
+  if (absl::Status s = twotower::UpdateSymlink(version, absl::StrCat(export_dir, "/latest"));
+      !s.ok()) {
+    return Fail(s);
+  }
+  std::printf("bundle: %s (model version %s; %s/latest points here)\n", bundle_dir.c_str(),
+              version.c_str(), export_dir.c_str());
+  return 0;
+}

@@ -1,0 +1,185 @@
+#include "trainer/training_data.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "dataset/feature_table.h"
+#include "dataset/interactions.h"
+
+namespace twotower {
+
+namespace {
+
+absl::StatusOr<FeatureTable> ReadOptionalFeatureTable(const v1::FeatureTableSpec& spec,
+                                                      const std::string& data_dir) {
+  if (!spec.has_table()) return FeatureTable{};
+  return ReadFeatureTable(spec, data_dir);
+}
+
+// Encodes every row of `table`, then the ids in `extra` that the table lacks (with no
+// features). Returns the entities and the id -> row map.
+EncodedEntities EncodeEntities(const FeatureEncoder& encoder, const FeatureTable& table,
+                               const std::vector<std::string>& extra, int* missing,
+                               absl::flat_hash_map<std::string, int32_t>* row_of) {
+  EncodedEntities out{{}, encoder.NewTable()};
+  for (size_t r = 0; r < table.ids.size(); ++r) {
+    row_of->emplace(table.ids[r], static_cast<int32_t>(out.ids.size()));
+    out.ids.push_back(table.ids[r]);
+    encoder.Encode(table.ids[r], &table.values[r], &out.rows);
+  }
+  *missing = 0;
+  for (const std::string& id : extra) {
+    if (row_of->contains(id)) continue;
+    row_of->emplace(id, static_cast<int32_t>(out.ids.size()));
+    out.ids.push_back(id);
+    encoder.Encode(id, nullptr, &out.rows);
+    ++*missing;
+  }
+  return out;
+}
+
+}  // namespace
+
+void SortIdsLikeProtocol(std::vector<std::string>* ids) {
+  bool numeric = true;
+  for (const std::string& id : *ids) {
+    int64_t v;
+    if (!absl::SimpleAtoi(id, &v)) {
+      numeric = false;
+      break;
+    }
+  }
+  if (numeric) {
+    std::sort(ids->begin(), ids->end(), [](const std::string& a, const std::string& b) {
+      int64_t x = 0, y = 0;
+      (void)absl::SimpleAtoi(a, &x);
+      (void)absl::SimpleAtoi(b, &y);
+      return x < y;
+    });
+  } else {
+    std::sort(ids->begin(), ids->end());
+  }
+}
+
+absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
+                                              const std::string& data_dir, std::FILE* log) {
+  const v1::DataSpec& spec = config.data();
+  absl::StatusOr<InteractionLog> train = ReadInteractions(spec.train(), data_dir);
+  if (!train.ok()) return train.status();
+  if (train->size() == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(spec.train().table().path(), ": no training interactions"));
+  }
+  absl::StatusOr<FeatureTable> user_table = ReadOptionalFeatureTable(spec.users(), data_dir);
+  if (!user_table.ok()) return user_table.status();
+  absl::StatusOr<FeatureTable> item_table = ReadOptionalFeatureTable(spec.items(), data_dir);
+  if (!item_table.ok()) return item_table.status();
+  std::vector<InteractionLog> eval_logs;
+  for (const v1::EvalSetSpec& eval : spec.eval()) {
+    absl::StatusOr<InteractionLog> held_out = ReadInteractions(eval.interactions(), data_dir);
+    if (!held_out.ok()) return held_out.status();
+    eval_logs.push_back(*std::move(held_out));
+  }
+
+  // Ids get a vocabulary row only when seen in training interactions.
+  absl::flat_hash_map<std::string, int64_t> user_counts, item_counts;
+  for (size_t i = 0; i < train->size(); ++i) {
+    ++user_counts[train->users[i]];
+    ++item_counts[train->items[i]];
+  }
+  TrainingData data;
+  const std::vector<v1::FeatureSpec> user_schema(spec.users().features().begin(),
+                                                 spec.users().features().end());
+  const std::vector<v1::FeatureSpec> item_schema(spec.items().features().begin(),
+                                                 spec.items().features().end());
+  absl::StatusOr<FeatureEncoder> user_encoder = FeatureEncoder::Fit(
+      user_schema, *user_table, user_counts, config.user_tower().id_min_count());
+  if (!user_encoder.ok()) return user_encoder.status();
+  absl::StatusOr<FeatureEncoder> item_encoder = FeatureEncoder::Fit(
+      item_schema, *item_table, item_counts, config.item_tower().id_min_count());
+  if (!item_encoder.ok()) return item_encoder.status();
+  data.user_encoder = *std::move(user_encoder);
+  data.item_encoder = *std::move(item_encoder);
+
+  // Users: the feature table, then anyone in training or evaluation interactions.
+  std::vector<std::string> extra_users = train->users;
+  for (const InteractionLog& held_out : eval_logs) {
+    extra_users.insert(extra_users.end(), held_out.users.begin(), held_out.users.end());
+  }
+  int users_without_features = 0, items_without_features = 0;
+  data.users = EncodeEntities(data.user_encoder, *user_table, extra_users,
+                              &users_without_features, &data.user_row);
+  // The catalogue: the item table, plus training items it lacks. Held-out items outside
+  // both cannot be recommended and count as misses.
+  data.items = EncodeEntities(data.item_encoder, *item_table, train->items,
+                              &items_without_features, &data.item_row);
+  if (spec.users().has_table() && users_without_features > 0) {
+    std::fprintf(log, "warning: %d users in interactions have no row in %s (served by id only)\n",
+                 users_without_features, spec.users().table().path().c_str());
+  }
+  if (spec.items().has_table() && items_without_features > 0) {
+    std::fprintf(log,
+                 "warning: %d training items have no row in %s (added to the catalogue with "
+                 "no features)\n",
+                 items_without_features, spec.items().table().path().c_str());
+  }
+
+  data.train_items_of_user.resize(data.users.ids.size());
+  data.train_users.reserve(train->size());
+  data.train_items.reserve(train->size());
+  std::vector<int64_t> frequency(data.items.ids.size(), 0);
+  for (size_t i = 0; i < train->size(); ++i) {
+    const int32_t u = data.user_row.at(train->users[i]);
+    const int32_t v = data.item_row.at(train->items[i]);
+    data.train_users.push_back(u);
+    data.train_items.push_back(v);
+    data.train_items_of_user[u].insert(v);
+    ++frequency[v];
+  }
+  const double total = static_cast<double>(train->size());
+  data.item_log_frequency.resize(frequency.size());
+  for (size_t v = 0; v < frequency.size(); ++v) {
+    data.item_log_frequency[v] =
+        static_cast<float>(std::log(std::max<double>(frequency[v], 0.5) / total));
+  }
+
+  for (size_t e = 0; e < eval_logs.size(); ++e) {
+    const InteractionLog& held_out = eval_logs[e];
+    absl::flat_hash_map<std::string, std::pair<absl::flat_hash_set<int32_t>, int>> by_user;
+    int outside_catalogue = 0;
+    for (size_t i = 0; i < held_out.size(); ++i) {
+      auto& [relevant, unreachable] = by_user[held_out.users[i]];
+      const int32_t u = data.user_row.at(held_out.users[i]);
+      const auto it = data.item_row.find(held_out.items[i]);
+      if (it == data.item_row.end()) {
+        ++unreachable;
+        ++outside_catalogue;
+      } else if (!data.train_items_of_user[u].contains(it->second)) {
+        relevant.insert(it->second);
+      }
+    }
+    if (outside_catalogue > 0) {
+      std::fprintf(log, "warning: eval set %s: %d held-out interactions name items outside the "
+                   "catalogue (counted as misses)\n", spec.eval(e).name().c_str(), outside_catalogue);
+    }
+    std::vector<std::string> ids;
+    for (const auto& [id, unused] : by_user) ids.push_back(id);
+    SortIdsLikeProtocol(&ids);
+    EvalSet set;
+    set.name = spec.eval(e).name();
+    for (const std::string& id : ids) {
+      auto& [relevant, unreachable] = by_user[id];
+      if (relevant.empty() && unreachable == 0) continue;  // nothing left to find
+      set.user_rows.push_back(data.user_row.at(id));
+      set.relevant.push_back(std::move(relevant));
+      set.unreachable.push_back(unreachable);
+    }
+    data.eval_sets.push_back(std::move(set));
+  }
+  return data;
+}
+
+}  // namespace twotower

@@ -1,0 +1,58 @@
+// The trainer's view of the data: tables read per the config, encoders fitted, and every
+// user / item / interaction turned into row numbers of the encoded tables.
+#ifndef TWOTOWER_TRAINER_TRAINING_DATA_H_
+#define TWOTOWER_TRAINER_TRAINING_DATA_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "bundle/bundle.h"
+#include "twotower/v1/config.pb.h"
+
+namespace twotower {
+
+struct EvalSet {
+  std::string name;
+  // Users to evaluate, in the protocol's order (numeric ids ascending when all ids are
+  // integers, else lexicographic), as rows of TrainingData::users.
+  std::vector<int32_t> user_rows;
+  // Per evaluated user: held-out items (catalogue rows) minus the user's training items.
+  std::vector<absl::flat_hash_set<int32_t>> relevant;
+  // Per evaluated user: held-out items outside the catalogue (count as misses).
+  std::vector<int> unreachable;
+};
+
+struct TrainingData {
+  FeatureEncoder user_encoder;
+  FeatureEncoder item_encoder;
+  EncodedEntities users;  // feature-table users, then users only seen in interactions
+  EncodedEntities items;  // the catalogue: item table rows, then items only in interactions
+  absl::flat_hash_map<std::string, int32_t> user_row;
+  absl::flat_hash_map<std::string, int32_t> item_row;
+
+  // Positive training interactions as (user row, item row).
+  std::vector<int32_t> train_users;
+  std::vector<int32_t> train_items;
+  // Training items of each user row (excluded when ranking for that user).
+  std::vector<absl::flat_hash_set<int32_t>> train_items_of_user;
+  // log of each catalogue item's frequency among the training positives (logQ correction);
+  // items never seen get log(0.5 / total).
+  std::vector<float> item_log_frequency;
+
+  std::vector<EvalSet> eval_sets;
+};
+
+// Reads every table of `config` (relative paths against `data_dir`) and encodes it.
+// Warnings (e.g. interactions naming users without a feature row) go to `log`.
+absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
+                                              const std::string& data_dir, std::FILE* log);
+
+// Orders ids as the evaluation protocol does: numerically when all are integers.
+void SortIdsLikeProtocol(std::vector<std::string>* ids);
+
+}  // namespace twotower
+
+#endif  // TWOTOWER_TRAINER_TRAINING_DATA_H_
