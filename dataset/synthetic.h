@@ -25,7 +25,7 @@ struct SyntheticOptions {
   int clusters = 8;
   int min_clicks = 20;
   int max_clicks = 60;
-  double affinity = 3.0;
+  double affinity = 4.0;
   // Users whose whole history goes to test_cold.csv (never seen in training).
   double cold_user_fraction = 0.1;
   // Last fraction (by timestamp) of each warm user's clicks goes to test_warm.csv.

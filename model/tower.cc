@@ -8,7 +8,14 @@
 
 #include "absl/strings/str_cat.h"
 
+// Weak: present with OpenBLAS, null with another BLAS.
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+
 namespace twotower {
+
+void UseSingleThreadedBlas() {
+  if (openblas_set_num_threads != nullptr) openblas_set_num_threads(1);
+}
 
 int TowerShape::input_dim() const {
   int dim = num_numeric;

@@ -31,6 +31,10 @@ struct TowerShape {
   absl::Status Validate() const;
 };
 
+// Asks OpenBLAS (when it is the BLAS in use) for one thread per call: our matrices are
+// small, and its worker threads only spin against the caller's own threads.
+void UseSingleThreadedBlas();
+
 // The shape a tower spec gives with the vocabularies of a fitted encoder.
 TowerShape ShapeFor(const v1::TowerSpec& spec, const FeatureEncoder& encoder);
 

@@ -9,12 +9,16 @@
 
 namespace twotower {
 
-absl::StatusOr<std::vector<EvalResult>> Evaluate(const TrainingData& data,
-                                                 const Tower& user_tower,
-                                                 const std::vector<float>& item_vectors,
-                                                 const std::vector<int>& ks, int recs_depth,
-                                                 std::string* recs) {
-  const int dim = user_tower.output_dim();
+namespace {
+
+// Ranks with inner products of user vectors (from `embed_users`, one per user row of the
+// set) and `item_vectors`, through the same index code the server uses.
+template <typename EmbedUsers>
+absl::StatusOr<std::vector<EvalResult>> EvaluateVectors(const TrainingData& data,
+                                                        EmbedUsers embed_users,
+                                                        const std::vector<float>& item_vectors,
+                                                        int dim, const std::vector<int>& ks,
+                                                        int recs_depth, std::string* recs) {
   absl::StatusOr<std::unique_ptr<ItemIndex>> index =
       ItemIndex::Build(data.items.ids, item_vectors, dim, IndexOptions{});
   if (!index.ok()) return index.status();
@@ -27,15 +31,11 @@ absl::StatusOr<std::vector<EvalResult>> Evaluate(const TrainingData& data,
     result.name = set.name;
     result.ks = ks;
     result.recall.assign(ks.size(), 0.0);
-    EncodedTable users = data.user_encoder.NewTable();
     std::vector<absl::flat_hash_set<int32_t>> excluded;
-    for (int32_t u : set.user_rows) {
-      users.AppendRowFrom(data.users.rows, u);
-      excluded.push_back(data.train_items_of_user[u]);
-    }
-    const std::vector<float> user_vectors = user_tower.EmbedAll(users);
-    absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =
-        (*index)->Search(user_vectors.data(), users.size(), depth, &excluded);
+    for (int32_t u : set.user_rows) excluded.push_back(data.train_items_of_user[u]);
+    const std::vector<float> user_vectors = embed_users(set);
+    absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits = (*index)->Search(
+        user_vectors.data(), static_cast<int>(set.user_rows.size()), depth, &excluded);
     if (!hits.ok()) return hits.status();
 
     for (size_t i = 0; i < set.user_rows.size(); ++i) {
@@ -70,6 +70,35 @@ absl::StatusOr<std::vector<EvalResult>> Evaluate(const TrainingData& data,
     results.push_back(std::move(result));
   }
   return results;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<EvalResult>> Evaluate(const TrainingData& data,
+                                                 const Tower& user_tower,
+                                                 const std::vector<float>& item_vectors,
+                                                 const std::vector<int>& ks, int recs_depth,
+                                                 std::string* recs) {
+  const auto embed_users = [&](const EvalSet& set) {
+    EncodedTable users = data.user_encoder.NewTable();
+    for (int32_t u : set.user_rows) users.AppendRowFrom(data.users.rows, u);
+    return user_tower.EmbedAll(users);
+  };
+  return EvaluateVectors(data, embed_users, item_vectors, user_tower.output_dim(), ks,
+                         recs_depth, recs);
+}
+
+absl::StatusOr<std::vector<EvalResult>> EvaluatePopularity(const TrainingData& data,
+                                                           const std::vector<int>& ks) {
+  // 1-d vectors: user = 1, item = training frequency -> score = frequency.
+  std::vector<float> item_scores(data.item_log_frequency.size());
+  for (size_t v = 0; v < item_scores.size(); ++v) {
+    item_scores[v] = std::exp(data.item_log_frequency[v]);
+  }
+  const auto embed_users = [](const EvalSet& set) {
+    return std::vector<float>(set.user_rows.size(), 1.0f);
+  };
+  return EvaluateVectors(data, embed_users, item_scores, 1, ks, 0, nullptr);
 }
 
 std::string FormatEvalResult(const EvalResult& result) {

@@ -30,6 +30,11 @@ absl::StatusOr<std::vector<EvalResult>> Evaluate(const TrainingData& data,
                                                  const std::vector<int>& ks, int recs_depth,
                                                  std::string* recs);
 
+// The popularity baseline on the same protocol: every user gets the catalogue ranked by
+// training frequency (what a model must beat).
+absl::StatusOr<std::vector<EvalResult>> EvaluatePopularity(const TrainingData& data,
+                                                           const std::vector<int>& ks);
+
 // "warm  users 849  Recall@10 0.1018 ..." for logs.
 std::string FormatEvalResult(const EvalResult& result);
 

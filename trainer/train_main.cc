@@ -13,6 +13,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "bundle/bundle.h"
+#include "model/tower.h"
 #include "trainer/config.h"
 #include "trainer/evaluator.h"
 #include "trainer/trainer.h"
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
       "Trains a two-tower model: twotower_train --config FILE [--data_dir DIR] "
       "[--export_dir DIR] [--recs_out FILE]");
   absl::ParseCommandLine(argc, argv);
+  twotower::UseSingleThreadedBlas();
   const std::string config_path = absl::GetFlag(FLAGS_config);
   if (config_path.empty()) {
     std::fprintf(stderr, "error: --config is required\n");
@@ -68,6 +70,13 @@ int main(int argc, char** argv) {
               data->items.ids.size(), data->train_users.size());
   std::fflush(stdout);
 
+  absl::StatusOr<std::vector<twotower::EvalResult>> popularity = twotower::EvaluatePopularity(
+      *data, {config->training().eval_k().begin(), config->training().eval_k().end()});
+  if (!popularity.ok()) return Fail(popularity.status());
+  for (const twotower::EvalResult& r : *popularity) {
+    std::printf("  popularity baseline %s\n", twotower::FormatEvalResult(r).c_str());
+  }
+
   absl::StatusOr<twotower::TrainingReport> report = twotower::Train(*config, *data, stdout);
   if (!report.ok()) return Fail(report.status());
   std::printf("trained: %.0f examples/s overall, final loss %.4f\n",
@@ -80,6 +89,8 @@ int main(int argc, char** argv) {
         {config->training().eval_k().begin(), config->training().eval_k().end()},
         absl::GetFlag(FLAGS_recs_depth), &recs);
     if (!eval.ok()) return Fail(eval.status());
+    std::error_code mkdir_error;
+    std::filesystem::create_directories(twotower::DirName(recs_out), mkdir_error);
     if (absl::Status s = twotower::WriteFileDurably(recs_out, recs); !s.ok()) return Fail(s);
     std::printf("wrote recommendations to %s\n", recs_out.c_str());
   }

@@ -1,0 +1,116 @@
+// Config loading: the shipped configs are valid; every kind of mistake is a clear error.
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+#include "trainer/config.h"
+#include "util/text_proto.h"
+
+namespace twotower {
+namespace {
+
+using testing::ScopedTempDir;
+using testing::SourceDir;
+using testing::WriteText;
+
+TEST(ConfigTest, ShippedConfigsAreValid) {
+  for (const char* name : {"synthetic.textproto", "ml100k.textproto"}) {
+    absl::StatusOr<v1::TrainerConfig> config = LoadTrainerConfig(SourceDir() + "/configs/" + name);
+    EXPECT_TRUE(config.ok()) << name << ": " << config.status();
+  }
+}
+
+constexpr char kMinimal[] = R"pb(
+  data {
+    train {
+      table { path: "train.csv" header: true }
+      user_column { name: "u" }
+      item_column { name: "i" }
+    }
+  }
+  user_tower { id_embedding_dim: 8 output_dim: 4 }
+  item_tower { id_embedding_dim: 8 output_dim: 4 }
+)pb";
+
+v1::TrainerConfig Minimal() {
+  v1::TrainerConfig config;
+  EXPECT_TRUE(ParseTextProto(kMinimal, "minimal", &config).ok());
+  ApplyDefaults(&config);
+  return config;
+}
+
+TEST(ConfigTest, DefaultsFillUnsetTrainingSettings) {
+  const v1::TrainerConfig config = Minimal();
+  EXPECT_TRUE(ValidateTrainerConfig(config).ok());
+  EXPECT_EQ(config.training().objective(), v1::TrainingSpec::IN_BATCH_SOFTMAX);
+  EXPECT_EQ(config.training().epochs(), 10);
+  EXPECT_EQ(config.training().batch_size(), 256);
+  EXPECT_EQ(config.training().eval_k_size(), 3);
+}
+
+// Each mutation must be rejected with a message naming the field.
+TEST(ConfigTest, InvalidSettingsNameTheField) {
+  struct Case {
+    const char* field;
+    void (*mutate)(v1::TrainerConfig*);
+  };
+  const Case cases[] = {
+      {"data.train", [](v1::TrainerConfig* c) { c->mutable_data()->clear_train(); }},
+      {"data.train.user_column", [](v1::TrainerConfig* c) { c->mutable_data()->mutable_train()->clear_user_column(); }},
+      {"item_tower.output_dim", [](v1::TrainerConfig* c) { c->mutable_item_tower()->set_output_dim(5); }},
+      {"user_tower.id_embedding_dim", [](v1::TrainerConfig* c) { c->mutable_user_tower()->set_id_embedding_dim(0); }},
+      {"user_tower.hidden_dims", [](v1::TrainerConfig* c) { c->mutable_user_tower()->add_hidden_dims(-3); }},
+      {"training.batch_size", [](v1::TrainerConfig* c) { c->mutable_training()->set_batch_size(1); }},
+      {"training.learning_rate", [](v1::TrainerConfig* c) { c->mutable_training()->set_learning_rate(-1); }},
+      {"training.temperature", [](v1::TrainerConfig* c) { c->mutable_training()->set_temperature(-0.1f); }},
+      {"data.users.features[0]", [](v1::TrainerConfig* c) {
+         v1::FeatureTableSpec* users = c->mutable_data()->mutable_users();
+         users->mutable_table()->set_path("users.csv");
+         users->mutable_id_column()->set_index(0);
+         v1::FeatureSpec* f = users->add_features();
+         f->set_name("age");
+         f->set_kind(v1::FeatureSpec::CATEGORICAL);  // no embedding_dim
+         f->mutable_column()->set_index(1);
+       }},
+      {"duplicate feature name", [](v1::TrainerConfig* c) {
+         v1::FeatureTableSpec* users = c->mutable_data()->mutable_users();
+         users->mutable_table()->set_path("users.csv");
+         users->mutable_id_column()->set_index(0);
+         for (int i = 0; i < 2; ++i) {
+           v1::FeatureSpec* f = users->add_features();
+           f->set_name("age");
+           f->set_kind(v1::FeatureSpec::NUMERIC);
+           f->mutable_column()->set_index(1);
+         }
+       }},
+      {"flag_columns is for MULTI_HOT only", [](v1::TrainerConfig* c) {
+         v1::FeatureTableSpec* items = c->mutable_data()->mutable_items();
+         items->mutable_table()->set_path("items.csv");
+         items->mutable_id_column()->set_index(0);
+         v1::FeatureSpec* f = items->add_features();
+         f->set_name("g");
+         f->set_kind(v1::FeatureSpec::CATEGORICAL);
+         f->set_embedding_dim(4);
+         f->add_flag_columns()->set_index(2);
+       }},
+  };
+  for (const Case& c : cases) {
+    v1::TrainerConfig config = Minimal();
+    c.mutate(&config);
+    const absl::Status status = ValidateTrainerConfig(config);
+    EXPECT_FALSE(status.ok()) << c.field;
+    EXPECT_NE(status.message().find(c.field), std::string::npos) << status;
+  }
+}
+
+TEST(ConfigTest, SyntaxErrorsGiveFileLineAndColumn) {
+  ScopedTempDir dir;
+  WriteText(dir.Join("bad.textproto"), "data {\n  train {\n    tabel { path: \"x\" }\n");
+  absl::StatusOr<v1::TrainerConfig> config = LoadTrainerConfig(dir.Join("bad.textproto"));
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.status().message().find("bad.textproto:3:"), std::string::npos) << config.status();
+  EXPECT_NE(config.status().message().find("tabel"), std::string::npos) << config.status();
+  EXPECT_EQ(LoadTrainerConfig(dir.Join("missing.textproto")).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace twotower

@@ -1,0 +1,171 @@
+// Table reading (CSV/TSV, header or not, quoting), feature tables, interactions, and the
+// synthetic generator.
+#include "dataset/feature_table.h"
+#include "dataset/interactions.h"
+#include "dataset/synthetic.h"
+#include "dataset/table_reader.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+#include "util/file.h"
+#include "util/text_proto.h"
+
+namespace twotower {
+namespace {
+
+using testing::ScopedTempDir;
+using testing::WriteText;
+
+TEST(TableReaderTest, CsvWithQuotesHeaderCrlfAndBom) {
+  absl::StatusOr<Table> t = ParseTable(
+      "\xEF\xBB\xBFid,title,tags\r\n1,\"Hello, world\",a|b\r\n\r\n2,\"say \"\"hi\"\"\",\r\n",
+      Delimiter::kComma, true, "t.csv");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->header, (std::vector<std::string>{"id", "title", "tags"}));
+  ASSERT_EQ(t->rows.size(), 2u);
+  EXPECT_EQ(t->rows[0][1], "Hello, world");
+  EXPECT_EQ(t->rows[1][1], "say \"hi\"");
+  EXPECT_EQ(t->rows[1][2], "");
+  EXPECT_EQ(t->Where(1), "t.csv:4");
+}
+
+TEST(TableReaderTest, QuotedFieldMayHoldANewline) {
+  absl::StatusOr<Table> t = ParseTable("a,\"x\ny\"\nb,z\n", Delimiter::kComma, false, "t.csv");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->rows.size(), 2u);
+  EXPECT_EQ(t->rows[0][1], "x\ny");
+  EXPECT_EQ(t->line_numbers[1], 3);
+}
+
+TEST(TableReaderTest, TsvWithoutHeader) {
+  absl::StatusOr<Table> t = ParseTable("1\t\"q\"\t3\n4\t5\t6", Delimiter::kTab, false, "t.tsv");
+  ASSERT_TRUE(t.ok());
+  EXPECT_TRUE(t->header.empty());
+  ASSERT_EQ(t->rows.size(), 2u);
+  EXPECT_EQ(t->rows[0][1], "\"q\"");  // TSV takes quotes literally
+  EXPECT_EQ(t->rows[1][2], "6");
+}
+
+TEST(TableReaderTest, RaggedRowIsAnErrorNamingTheLine) {
+  absl::StatusOr<Table> t = ParseTable("a,b\n1,2\n3\n", Delimiter::kComma, true, "t.csv");
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("t.csv:3: expected 2 fields, got 1"), std::string::npos)
+      << t.status();
+}
+
+TEST(TableReaderTest, UnterminatedQuoteIsAnError) {
+  EXPECT_FALSE(ParseTable("a,\"b\n", Delimiter::kComma, false, "t.csv").ok());
+}
+
+TEST(TableReaderTest, ResolvesColumnsByNameOrIndexWithClearErrors) {
+  absl::StatusOr<Table> t = ParseTable("user,item\n1,2\n", Delimiter::kComma, true, "t.csv");
+  ASSERT_TRUE(t.ok());
+  v1::ColumnRef ref;
+  ref.set_name("item");
+  EXPECT_EQ(*t->ResolveColumn(ref), 1);
+  ref.set_name("rating");
+  absl::StatusOr<int> missing = t->ResolveColumn(ref);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("columns: user, item"), std::string::npos);
+  ref.set_index(2);
+  EXPECT_FALSE(t->ResolveColumn(ref).ok());
+  absl::StatusOr<Table> no_header = ParseTable("1,2\n", Delimiter::kComma, false, "t.csv");
+  ref.set_name("user");
+  EXPECT_FALSE(no_header->ResolveColumn(ref).ok());
+}
+
+TEST(TableReaderTest, FormatByExtensionOrExplicit) {
+  ScopedTempDir dir;
+  WriteText(dir.Join("x.data"), "1\t2\n");
+  v1::TableSpec spec;
+  spec.set_path("x.data");
+  EXPECT_FALSE(ReadTable(spec, dir.path()).ok());  // cannot tell the format
+  spec.set_format(v1::TableSpec::TSV);
+  absl::StatusOr<Table> t = ReadTable(spec, dir.path());
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->rows[0][1], "2");
+  spec.set_path("missing.tsv");
+  EXPECT_EQ(ReadTable(spec, dir.path()).status().code(), absl::StatusCode::kNotFound);
+}
+
+v1::FeatureTableSpec ItemSpec(const std::string& path) {
+  v1::FeatureTableSpec spec;
+  EXPECT_TRUE(ParseTextProto(R"pb(
+    table { header: true }
+    id_column { name: "id" }
+    features { name: "genres" kind: MULTI_HOT column { name: "genres" } separator: "|" }
+    features { name: "price" kind: NUMERIC column { name: "price" } }
+    features { name: "flags" kind: MULTI_HOT flag_columns { name: "f1" } flag_columns { name: "f2" } }
+  )pb", "spec", &spec).ok());
+  spec.mutable_table()->set_path(path);
+  return spec;
+}
+
+TEST(FeatureTableTest, ReadsMultiHotNumericAndFlagColumns) {
+  ScopedTempDir dir;
+  WriteText(dir.Join("items.csv"),
+            "id,genres,price,f1,f2\nitem A, Action | Comedy ,9.5,1,0\nB,,,0,true\n");
+  absl::StatusOr<FeatureTable> t = ReadFeatureTable(ItemSpec("items.csv"), dir.path());
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->ids, (std::vector<std::string>{"item A", "B"}));
+  EXPECT_EQ(t->values[0][0].tokens, (std::vector<std::string>{"Action", "Comedy"}));
+  EXPECT_TRUE(t->values[0][1].has_number);
+  EXPECT_DOUBLE_EQ(t->values[0][1].number, 9.5);
+  EXPECT_EQ(t->values[0][2].tokens, (std::vector<std::string>{"f1"}));
+  EXPECT_TRUE(t->values[1][0].tokens.empty());
+  EXPECT_FALSE(t->values[1][1].has_number);  // missing
+  EXPECT_EQ(t->values[1][2].tokens, (std::vector<std::string>{"f2"}));
+}
+
+TEST(FeatureTableTest, BadNumberAndDuplicateIdsAreErrors) {
+  ScopedTempDir dir;
+  WriteText(dir.Join("a.csv"), "id,genres,price,f1,f2\nA,x,cheap,0,0\n");
+  absl::StatusOr<FeatureTable> bad = ReadFeatureTable(ItemSpec("a.csv"), dir.path());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("a.csv:2: feature \"price\": \"cheap\" is not a number"),
+            std::string::npos) << bad.status();
+  WriteText(dir.Join("b.csv"), "id,genres,price,f1,f2\nA,x,1,0,0\nA,y,2,0,0\n");
+  EXPECT_NE(ReadFeatureTable(ItemSpec("b.csv"), dir.path()).status().message().find("duplicate id"),
+            std::string::npos);
+  WriteText(dir.Join("c.csv"), "id,genres,price,f1,f2\nA,x,1,2,0\n");
+  EXPECT_FALSE(ReadFeatureTable(ItemSpec("c.csv"), dir.path()).ok());  // flag must be 0/1
+}
+
+TEST(InteractionsTest, ReadsIdsAsStringsAndTimestamps) {
+  ScopedTempDir dir;
+  WriteText(dir.Join("clicks.tsv"), "u-1\tx:9\t100\nu-2\tx:8\t99\n");
+  v1::InteractionTableSpec spec;
+  spec.mutable_table()->set_path("clicks.tsv");
+  spec.mutable_user_column()->set_index(0);
+  spec.mutable_item_column()->set_index(1);
+  spec.mutable_timestamp_column()->set_index(2);
+  absl::StatusOr<InteractionLog> log = ReadInteractions(spec, dir.path());
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(log->users, (std::vector<std::string>{"u-1", "u-2"}));
+  EXPECT_EQ(log->items[0], "x:9");
+  EXPECT_EQ(log->timestamps, (std::vector<int64_t>{100, 99}));
+  WriteText(dir.Join("clicks.tsv"), "u-1\tx:9\tyesterday\n");
+  EXPECT_FALSE(ReadInteractions(spec, dir.path()).ok());
+}
+
+TEST(SyntheticTest, WritesAllFilesDeterministically) {
+  ScopedTempDir a, b;
+  SyntheticOptions options;
+  options.users = 50;
+  options.items = 40;
+  options.min_clicks = 5;
+  options.max_clicks = 10;
+  ASSERT_TRUE(WriteSyntheticDataset(options, a.path()).ok());
+  ASSERT_TRUE(WriteSyntheticDataset(options, b.path()).ok());
+  for (const char* name : {"users.csv", "items.csv", "train.csv", "test_warm.csv", "test_cold.csv"}) {
+    absl::StatusOr<std::string> x = ReadFile(a.Join(name)), y = ReadFile(b.Join(name));
+    ASSERT_TRUE(x.ok()) << name;
+    EXPECT_EQ(*x, *y) << name;
+  }
+  absl::StatusOr<std::string> items = ReadFile(a.Join("items.csv"));
+  EXPECT_EQ(std::count(items->begin(), items->end(), '\n'), 41);  // header + 40 items
+  options.max_clicks = 100;  // more than the catalogue
+  EXPECT_FALSE(WriteSyntheticDataset(options, a.path()).ok());
+}
+
+}  // namespace
+}  // namespace twotower

@@ -1,0 +1,280 @@
+// Towers and losses: every gradient against central finite differences, losses against
+// hand-computed values, and the lazy Adam update.
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/adam.h"
+#include "model/losses.h"
+#include "model/tower.h"
+
+namespace twotower {
+namespace {
+
+// A tower with every kind of input: id, a categorical field, a multi-hot field with
+// repeated and multiple rows, two numeric inputs, and two hidden layers.
+TowerShape TestShape() {
+  TowerShape shape;
+  shape.fields = {{7, 3}, {4, 2}, {5, 3}};
+  shape.num_numeric = 2;
+  shape.hidden_dims = {6, 5};
+  shape.output_dim = 4;
+  return shape;
+}
+
+EncodedTable TestBatch() {
+  EncodedTable batch(3, 2);
+  batch.AppendRow({{1}, {2}, {0, 3, 4}}, std::vector<float>{0.5f, -1.0f});
+  batch.AppendRow({{0}, {2}, {1}}, std::vector<float>{-0.3f, 2.0f});
+  batch.AppendRow({{6}, {3}, {4, 4}}, std::vector<float>{1.5f, 0.1f});
+  return batch;
+}
+
+// A scalar function of the outputs: sum_bk w_bk * y_bk, computed in double.
+struct Probe {
+  std::vector<float> weights;
+  double operator()(const std::vector<float>& out) const {
+    double sum = 0;
+    for (size_t i = 0; i < out.size(); ++i) sum += static_cast<double>(weights[i]) * out[i];
+    return sum;
+  }
+};
+
+double ProbeLoss(const Tower& tower, const EncodedTable& batch, const Probe& probe) {
+  std::vector<float> out(static_cast<size_t>(batch.size()) * tower.output_dim());
+  TowerActivations acts;
+  tower.Forward(batch, &acts, out.data());
+  return probe(out);
+}
+
+// Checks d(probe)/d(param) for every element of `param` against central differences.
+void CheckParameter(Tower& tower, const EncodedTable& batch, const Probe& probe,
+                    std::vector<float>& param, const std::function<float(size_t)>& analytic,
+                    const std::string& name) {
+  constexpr float kEps = 1e-3f;
+  for (size_t i = 0; i < param.size(); ++i) {
+    const float saved = param[i];
+    param[i] = saved + kEps;
+    const double plus = ProbeLoss(tower, batch, probe);
+    param[i] = saved - kEps;
+    const double minus = ProbeLoss(tower, batch, probe);
+    param[i] = saved;
+    const double numeric = (plus - minus) / (2 * kEps);
+    const double expected = analytic(i);
+    EXPECT_NEAR(expected, numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << name << "[" << i << "]";
+  }
+}
+
+TEST(TowerTest, OutputsAreUnitVectors) {
+  absl::StatusOr<Tower> tower = Tower::Create(TestShape(), 7);
+  ASSERT_TRUE(tower.ok()) << tower.status();
+  const EncodedTable batch = TestBatch();
+  std::vector<float> out(3 * 4);
+  TowerActivations acts;
+  tower->Forward(batch, &acts, out.data());
+  for (int b = 0; b < 3; ++b) {
+    double sq = 0;
+    for (int k = 0; k < 4; ++k) sq += out[b * 4 + k] * out[b * 4 + k];
+    EXPECT_NEAR(sq, 1.0, 1e-5);
+  }
+}
+
+TEST(TowerTest, EveryGradientMatchesFiniteDifferences) {
+  absl::StatusOr<Tower> created = Tower::Create(TestShape(), 11);
+  ASSERT_TRUE(created.ok());
+  Tower& tower = *created;
+  // Bias away from zero so no ReLU input sits on its kink within +-eps.
+  for (DenseLayer& layer : tower.layers()) {
+    for (float& b : layer.bias) b = 0.05f;
+  }
+  const EncodedTable batch = TestBatch();
+  Probe probe;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> uniform(-1, 1);
+  for (int i = 0; i < 3 * 4; ++i) probe.weights.push_back(uniform(rng));
+
+  std::vector<float> out(3 * 4);
+  TowerActivations acts;
+  tower.Forward(batch, &acts, out.data());
+  TowerGradients grads = tower.NewGradients();
+  tower.Backward(batch, acts, probe.weights.data(), &grads);
+
+  for (size_t f = 0; f < tower.embeddings().size(); ++f) {
+    EmbeddingTable& table = tower.embeddings()[f];
+    SparseRowGradients& g = grads.embeddings[f];
+    const auto analytic = [&](size_t i) -> float {
+      const int32_t row = static_cast<int32_t>(i / table.dim);
+      const auto it = g.slot.find(row);
+      if (it == g.slot.end()) return 0.0f;  // untouched rows have no gradient
+      return g.values[static_cast<size_t>(it->second) * table.dim + i % table.dim];
+    };
+    CheckParameter(tower, batch, probe, table.weights, analytic, "embedding " + std::to_string(f));
+  }
+  for (size_t l = 0; l < tower.layers().size(); ++l) {
+    DenseLayer& layer = tower.layers()[l];
+    CheckParameter(tower, batch, probe, layer.weights,
+                   [&](size_t i) { return grads.weights[l][i]; }, "weights " + std::to_string(l));
+    CheckParameter(tower, batch, probe, layer.bias,
+                   [&](size_t i) { return grads.bias[l][i]; }, "bias " + std::to_string(l));
+  }
+  // Touched rows are exactly the rows the batch uses.
+  EXPECT_EQ(grads.embeddings[0].rows.size(), 3u);  // ids 1, 0, 6
+  EXPECT_EQ(grads.embeddings[2].rows.size(), 4u);  // rows 0, 3, 4, 1
+}
+
+TEST(TowerTest, MultiHotIsMeanPooled) {
+  TowerShape shape;
+  shape.fields = {{2, 1}, {3, 2}};
+  shape.output_dim = 2;
+  absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
+  ASSERT_TRUE(tower.ok());
+  // Rows {1, 2} should give the same input as a single row holding their mean.
+  EncodedTable pooled(2, 0), single(2, 0);
+  pooled.AppendRow({{0}, {1, 2}}, {});
+  single.AppendRow({{0}, {0}}, {});
+  EmbeddingTable& e = tower->embeddings()[1];
+  for (int k = 0; k < 2; ++k) e.Row(0)[k] = 0.5f * (e.Row(1)[k] + e.Row(2)[k]);
+  std::vector<float> a(2), b(2);
+  TowerActivations acts;
+  tower->Forward(pooled, &acts, a.data());
+  tower->Forward(single, &acts, b.data());
+  EXPECT_NEAR(a[0], b[0], 1e-6);
+  EXPECT_NEAR(a[1], b[1], 1e-6);
+}
+
+TEST(TowerTest, RejectsParametersThatDoNotMatchTheShape) {
+  TowerShape shape = TestShape();
+  absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
+  ASSERT_TRUE(tower.ok());
+  std::vector<EmbeddingTable> embeddings = tower->embeddings();
+  embeddings[1].weights.pop_back();
+  EXPECT_FALSE(Tower::FromParameters(shape, embeddings, tower->layers()).ok());
+  shape.output_dim = 0;
+  EXPECT_FALSE(Tower::Create(shape, 1).ok());
+}
+
+// --- In-batch softmax --------------------------------------------------------------------
+
+std::vector<float> Normalised(std::vector<float> v, int dim) {
+  for (size_t r = 0; r < v.size() / dim; ++r) {
+    double sq = 0;
+    for (int k = 0; k < dim; ++k) sq += v[r * dim + k] * v[r * dim + k];
+    for (int k = 0; k < dim; ++k) v[r * dim + k] /= static_cast<float>(std::sqrt(sq));
+  }
+  return v;
+}
+
+TEST(InBatchSoftmaxTest, HandComputedValue) {
+  // Two users, two items, dim 2: u0 = i0 = (1,0), u1 = i1 = (0,1). cos = identity matrix.
+  const std::vector<float> users = {1, 0, 0, 1}, items = {1, 0, 0, 1};
+  std::vector<float> du(4), di(4);
+  const float t = 0.5f;
+  const float loss = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, {}, {}, t, du.data(), di.data());
+  // Each row: -log(e^{1/t} / (e^{1/t} + e^0)) = log(1 + e^{-2}).
+  EXPECT_NEAR(loss, std::log1p(std::exp(-2.0)), 1e-6);
+}
+
+TEST(InBatchSoftmaxTest, LogQCorrectionSubtractsLogFrequency) {
+  // With log_q = log p, a popular negative's logit goes down: the loss must fall when
+  // the negative is popular (p large) and rise when the positive is popular.
+  const std::vector<float> users = {1, 0, 0, 1}, items = {0.6f, 0.8f, 0, 1};
+  std::vector<float> du(4), di(4);
+  const float plain = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, {}, {}, 1.0f, du.data(), di.data());
+  const std::vector<float> log_q = {std::log(0.5f), std::log(0.5f)};
+  const float uniform = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, {}, log_q, 1.0f, du.data(), di.data());
+  EXPECT_NEAR(plain, uniform, 1e-6);  // equal q shifts every logit equally
+  // Row 0: positive item 0, negative item 1. Make item 1 popular.
+  const std::vector<float> popular_negative = {std::log(0.1f), std::log(0.9f)};
+  // Hand value, row 0: logits s00 - log .1, s01 - log .9 ; row 1: s10 - log .1, s11 - log .9.
+  const double s00 = 0.6, s01 = 0.0, s10 = 0.8, s11 = 1.0;
+  const double a0 = s00 - std::log(0.1), b0 = s01 - std::log(0.9);
+  const double a1 = s10 - std::log(0.1), b1 = s11 - std::log(0.9);
+  const double row0 = -(a0 - std::log(std::exp(a0) + std::exp(b0)));
+  const double row1 = -(b1 - std::log(std::exp(a1) + std::exp(b1)));
+  const float got = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, {}, popular_negative, 1.0f, du.data(), di.data());
+  EXPECT_NEAR(got, (row0 + row1) / 2, 1e-5);
+}
+
+TEST(InBatchSoftmaxTest, AccidentalHitsAreMasked) {
+  // Rows 0 and 1 share item key 5: for row 0, column 1 is its own positive again and must
+  // not act as a negative (and vice versa); row 2 keeps every column.
+  const int dim = 3;
+  const std::vector<float> users = Normalised({1, 2, 0, 0, 1, 1, 2, 0, 1}, dim);
+  const std::vector<float> items = Normalised({1, 1, 0, 3, 0, 1, 0, 2, 1}, dim);
+  const std::vector<int32_t> keys = {5, 5, 7};
+  std::vector<float> du(9), di(9);
+  const float masked = InBatchSoftmaxLoss(users.data(), items.data(), 3, dim, keys, {}, 0.2f, du.data(), di.data());
+  const float unmasked = InBatchSoftmaxLoss(users.data(), items.data(), 3, dim, {}, {}, 0.2f, du.data(), di.data());
+  EXPECT_LT(masked, unmasked);  // removing negatives can only lower the loss
+  // Hand value for row 0 with column 1 masked.
+  double s[3][3];
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 3; ++j) {
+      s[i][j] = 0;
+      for (int k = 0; k < dim; ++k) s[i][j] += users[i * dim + k] * items[j * dim + k] / 0.2;
+    }
+  }
+  const double row0 = std::log(std::exp(s[0][0]) + std::exp(s[0][2])) - s[0][0];
+  const double row1 = std::log(std::exp(s[1][1]) + std::exp(s[1][2])) - s[1][1];
+  const double row2 = std::log(std::exp(s[2][0]) + std::exp(s[2][1]) + std::exp(s[2][2])) - s[2][2];
+  EXPECT_NEAR(masked, (row0 + row1 + row2) / 3, 1e-5);
+}
+
+TEST(InBatchSoftmaxTest, GradientsMatchFiniteDifferences) {
+  const int n = 4, dim = 3;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> uniform(-1, 1);
+  std::vector<float> users(n * dim), items(n * dim);
+  for (float& x : users) x = uniform(rng);
+  for (float& x : items) x = uniform(rng);
+  const std::vector<int32_t> keys = {1, 2, 1, 3};
+  const std::vector<float> log_q = {-1.0f, -2.0f, -1.0f, -0.5f};
+  std::vector<float> du(n * dim), di(n * dim), scratch_u(n * dim), scratch_i(n * dim);
+  InBatchSoftmaxLoss(users.data(), items.data(), n, dim, keys, log_q, 0.3f, du.data(), di.data());
+  const auto loss = [&] {
+    return static_cast<double>(InBatchSoftmaxLoss(users.data(), items.data(), n, dim, keys,
+                                                  log_q, 0.3f, scratch_u.data(), scratch_i.data()));
+  };
+  for (auto* pair : {&users, &items}) {
+    std::vector<float>& v = *pair;
+    const std::vector<float>& grad = pair == &users ? du : di;
+    for (size_t i = 0; i < v.size(); ++i) {
+      const float saved = v[i];
+      v[i] = saved + 1e-3f;
+      const double plus = loss();
+      v[i] = saved - 1e-3f;
+      const double minus = loss();
+      v[i] = saved;
+      const double numeric = (plus - minus) / 2e-3;
+      EXPECT_NEAR(grad[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << i;
+    }
+  }
+}
+
+// --- Adam ------------------------------------------------------------------------------------
+
+TEST(AdamTest, UpdatesOnlyTouchedEmbeddingRowsAndMovesAgainstTheGradient) {
+  absl::StatusOr<Tower> tower = Tower::Create(TestShape(), 3);
+  ASSERT_TRUE(tower.ok());
+  const Tower before = *tower;
+  AdamOptimizer adam(*tower, AdamOptions{.learning_rate = 0.01f});
+  TowerGradients grads = tower->NewGradients();
+  float* g = grads.embeddings[0].Accumulator(2);
+  g[0] = 1.0f;
+  g[1] = -1.0f;
+  adam.Step(grads, &*tower);
+  const EmbeddingTable& e0 = tower->embeddings()[0];
+  const EmbeddingTable& e0_before = before.embeddings()[0];
+  // First Adam step moves by lr * sign(g) (bias-corrected m / sqrt(v) = sign).
+  EXPECT_NEAR(e0.Row(2)[0], e0_before.Row(2)[0] - 0.01f, 1e-5);
+  EXPECT_NEAR(e0.Row(2)[1], e0_before.Row(2)[1] + 0.01f, 1e-5);
+  EXPECT_FLOAT_EQ(e0.Row(2)[2], e0_before.Row(2)[2]);  // zero gradient, zero step
+  for (int32_t r : {0, 1, 3, 4, 5, 6}) {
+    for (int k = 0; k < e0.dim; ++k) EXPECT_EQ(e0.Row(r)[k], e0_before.Row(r)[k]) << r;
+  }
+}
+
+}  // namespace
+}  // namespace twotower

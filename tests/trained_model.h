@@ -1,0 +1,46 @@
+// A small model trained on the synthetic data, shared by the tests that need one.
+#ifndef TWOTOWER_TESTS_TRAINED_MODEL_H_
+#define TWOTOWER_TESTS_TRAINED_MODEL_H_
+
+#include <string>
+
+#include "dataset/synthetic.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+#include "trainer/config.h"
+#include "trainer/trainer.h"
+#include "trainer/training_data.h"
+
+namespace twotower::testing {
+
+struct TrainedModel {
+  v1::TrainerConfig config;
+  TrainingData data;
+  TrainingReport report;
+};
+
+// Synthetic data (600 users, 300 items) in `dir`, trained per configs/synthetic.textproto.
+inline TrainedModel TrainSynthetic(const ScopedTempDir& dir, int epochs, uint64_t seed = 1) {
+  SyntheticOptions options;
+  options.users = 600;
+  options.items = 300;
+  TrainedModel model;
+  EXPECT_TRUE(WriteSyntheticDataset(options, dir.path()).ok());
+  absl::StatusOr<v1::TrainerConfig> config =
+      LoadTrainerConfig(SourceDir() + "/configs/synthetic.textproto");
+  EXPECT_TRUE(config.ok()) << config.status();
+  model.config = *config;
+  model.config.mutable_training()->set_epochs(epochs);
+  model.config.mutable_training()->set_seed(seed);
+  absl::StatusOr<TrainingData> data = LoadTrainingData(model.config, dir.path(), stderr);
+  EXPECT_TRUE(data.ok()) << data.status();
+  model.data = *std::move(data);
+  absl::StatusOr<TrainingReport> report = Train(model.config, model.data, nullptr);
+  EXPECT_TRUE(report.ok()) << report.status();
+  model.report = *std::move(report);
+  return model;
+}
+
+}  // namespace twotower::testing
+
+#endif  // TWOTOWER_TESTS_TRAINED_MODEL_H_
