@@ -1,5 +1,7 @@
-// Training objectives on L2-normalised user / item vectors. Each returns the mean loss
-// over the batch and writes its gradient with respect to the vectors.
+// Training objectives on L2-normalised user / item vectors (so inner product = cosine).
+// Each returns the mean loss and writes (overwrites) its gradient with respect to every
+// input vector. Vectors are gathered one row per use: users[b] is example b's user,
+// positives[b] its positive item, negatives[b * n + j] its j-th own negative.
 #ifndef TWOTOWER_MODEL_LOSSES_H_
 #define TWOTOWER_MODEL_LOSSES_H_
 
@@ -8,15 +10,56 @@
 
 namespace twotower {
 
-// Listwise softmax cross-entropy with in-batch negatives: row i of `users` is paired with
-// row i of `items` (its positive); every other row j of `items` is a negative. Logits are
-// cos(u_i, v_j) / temperature - log_q[j] (log_q empty = no sampling-bias correction).
-// Where item_keys[j] == item_keys[i] for j != i the item is the user's own positive
-// appearing again (an "accidental hit") and is masked out of the softmax.
-// users, items: batch x dim. d_users, d_items: batch x dim, overwritten.
-float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int dim,
-                         std::span<const int32_t> item_keys, std::span<const float> log_q,
-                         float temperature, float* d_users, float* d_items);
+// Examples with one positive and `num_negatives` own negatives each.
+struct ScoredExamples {
+  int batch = 0;
+  int dim = 0;
+  int num_negatives = 0;
+  const float* users = nullptr;      // batch x dim
+  const float* positives = nullptr;  // batch x dim
+  const float* negatives = nullptr;  // batch * num_negatives x dim
+};
+
+struct ExampleGradients {
+  float* users = nullptr;
+  float* positives = nullptr;
+  float* negatives = nullptr;
+};
+
+// Pointwise: binary classification of every (user, item) pair, logistic loss on the scaled
+// cosine: positives pushed to cos -> +1 (label 1), negatives to cos -> -1 (label 0).
+// loss = mean over all 1 + n pairs of softplus(-scale * cos) for positives and
+// softplus(scale * cos) for negatives.
+float PointwiseLogisticLoss(const ScoredExamples& in, float scale, const ExampleGradients& grad);
+
+// Pairwise triplet hinge: mean over (b, j) of max(0, cos(u, n_j) + margin - cos(u, p)).
+float TripletHingeLoss(const ScoredExamples& in, float margin, const ExampleGradients& grad);
+
+// Pairwise triplet logistic: mean over (b, j) of log(1 + exp(scale * (cos(u, n_j) - cos(u, p)))).
+float TripletLogisticLoss(const ScoredExamples& in, float scale, const ExampleGradients& grad);
+
+// Listwise with sampled negatives: softmax cross-entropy over [positive, own negatives]
+// with logits cos / temperature - log_q (the sampling-bias correction; log_q_positives:
+// batch values, log_q_negatives: batch * n values; both empty = no correction). A negative
+// whose key equals the positive's key is the positive itself drawn again (an accidental
+// hit) and is masked out.
+float SampledSoftmaxLoss(const ScoredExamples& in, float temperature,
+                         std::span<const int32_t> positive_keys,
+                         std::span<const int32_t> negative_keys,
+                         std::span<const float> log_q_positives,
+                         std::span<const float> log_q_negatives, const ExampleGradients& grad);
+
+// Listwise with in-batch negatives: row i of `users` (batch x dim) is paired with column i
+// of `items` (columns x dim, columns >= batch); every other column is a negative (the
+// other examples' positives, then optionally extra shared negatives: "mixed negative
+// sampling"). Logits are cos / temperature - log_q[j] (log_q empty = no correction;
+// applied in training only, the served score is the plain cosine). Where
+// item_keys[j] == item_keys[i] for j != i the column is row i's own positive again (an
+// accidental hit) and is masked. d_users: batch x dim, d_items: columns x dim.
+float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int columns,
+                         int dim, std::span<const int32_t> item_keys,
+                         std::span<const float> log_q, float temperature, float* d_users,
+                         float* d_items);
 
 }  // namespace twotower
 

@@ -7,7 +7,6 @@
 
 #include "gtest/gtest.h"
 #include "model/adam.h"
-#include "model/losses.h"
 #include "model/tower.h"
 
 namespace twotower {
@@ -153,104 +152,6 @@ TEST(TowerTest, RejectsParametersThatDoNotMatchTheShape) {
   EXPECT_FALSE(Tower::FromParameters(shape, embeddings, tower->layers()).ok());
   shape.output_dim = 0;
   EXPECT_FALSE(Tower::Create(shape, 1).ok());
-}
-
-// --- In-batch softmax --------------------------------------------------------------------
-
-std::vector<float> Normalised(std::vector<float> v, int dim) {
-  for (size_t r = 0; r < v.size() / dim; ++r) {
-    double sq = 0;
-    for (int k = 0; k < dim; ++k) sq += v[r * dim + k] * v[r * dim + k];
-    for (int k = 0; k < dim; ++k) v[r * dim + k] /= static_cast<float>(std::sqrt(sq));
-  }
-  return v;
-}
-
-TEST(InBatchSoftmaxTest, HandComputedValue) {
-  // Two users, two items, dim 2: u0 = i0 = (1,0), u1 = i1 = (0,1). cos = identity matrix.
-  const std::vector<float> users = {1, 0, 0, 1}, items = {1, 0, 0, 1};
-  std::vector<float> du(4), di(4);
-  const float t = 0.5f;
-  const float loss = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, {}, {}, t, du.data(), di.data());
-  // Each row: -log(e^{1/t} / (e^{1/t} + e^0)) = log(1 + e^{-2}).
-  EXPECT_NEAR(loss, std::log1p(std::exp(-2.0)), 1e-6);
-}
-
-TEST(InBatchSoftmaxTest, LogQCorrectionSubtractsLogFrequency) {
-  // With log_q = log p, a popular negative's logit goes down: the loss must fall when
-  // the negative is popular (p large) and rise when the positive is popular.
-  const std::vector<float> users = {1, 0, 0, 1}, items = {0.6f, 0.8f, 0, 1};
-  std::vector<float> du(4), di(4);
-  const float plain = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, {}, {}, 1.0f, du.data(), di.data());
-  const std::vector<float> log_q = {std::log(0.5f), std::log(0.5f)};
-  const float uniform = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, {}, log_q, 1.0f, du.data(), di.data());
-  EXPECT_NEAR(plain, uniform, 1e-6);  // equal q shifts every logit equally
-  // Row 0: positive item 0, negative item 1. Make item 1 popular.
-  const std::vector<float> popular_negative = {std::log(0.1f), std::log(0.9f)};
-  // Hand value, row 0: logits s00 - log .1, s01 - log .9 ; row 1: s10 - log .1, s11 - log .9.
-  const double s00 = 0.6, s01 = 0.0, s10 = 0.8, s11 = 1.0;
-  const double a0 = s00 - std::log(0.1), b0 = s01 - std::log(0.9);
-  const double a1 = s10 - std::log(0.1), b1 = s11 - std::log(0.9);
-  const double row0 = -(a0 - std::log(std::exp(a0) + std::exp(b0)));
-  const double row1 = -(b1 - std::log(std::exp(a1) + std::exp(b1)));
-  const float got = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, {}, popular_negative, 1.0f, du.data(), di.data());
-  EXPECT_NEAR(got, (row0 + row1) / 2, 1e-5);
-}
-
-TEST(InBatchSoftmaxTest, AccidentalHitsAreMasked) {
-  // Rows 0 and 1 share item key 5: for row 0, column 1 is its own positive again and must
-  // not act as a negative (and vice versa); row 2 keeps every column.
-  const int dim = 3;
-  const std::vector<float> users = Normalised({1, 2, 0, 0, 1, 1, 2, 0, 1}, dim);
-  const std::vector<float> items = Normalised({1, 1, 0, 3, 0, 1, 0, 2, 1}, dim);
-  const std::vector<int32_t> keys = {5, 5, 7};
-  std::vector<float> du(9), di(9);
-  const float masked = InBatchSoftmaxLoss(users.data(), items.data(), 3, dim, keys, {}, 0.2f, du.data(), di.data());
-  const float unmasked = InBatchSoftmaxLoss(users.data(), items.data(), 3, dim, {}, {}, 0.2f, du.data(), di.data());
-  EXPECT_LT(masked, unmasked);  // removing negatives can only lower the loss
-  // Hand value for row 0 with column 1 masked.
-  double s[3][3];
-  for (int i = 0; i < 3; ++i) {
-    for (int j = 0; j < 3; ++j) {
-      s[i][j] = 0;
-      for (int k = 0; k < dim; ++k) s[i][j] += users[i * dim + k] * items[j * dim + k] / 0.2;
-    }
-  }
-  const double row0 = std::log(std::exp(s[0][0]) + std::exp(s[0][2])) - s[0][0];
-  const double row1 = std::log(std::exp(s[1][1]) + std::exp(s[1][2])) - s[1][1];
-  const double row2 = std::log(std::exp(s[2][0]) + std::exp(s[2][1]) + std::exp(s[2][2])) - s[2][2];
-  EXPECT_NEAR(masked, (row0 + row1 + row2) / 3, 1e-5);
-}
-
-TEST(InBatchSoftmaxTest, GradientsMatchFiniteDifferences) {
-  const int n = 4, dim = 3;
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> uniform(-1, 1);
-  std::vector<float> users(n * dim), items(n * dim);
-  for (float& x : users) x = uniform(rng);
-  for (float& x : items) x = uniform(rng);
-  const std::vector<int32_t> keys = {1, 2, 1, 3};
-  const std::vector<float> log_q = {-1.0f, -2.0f, -1.0f, -0.5f};
-  std::vector<float> du(n * dim), di(n * dim), scratch_u(n * dim), scratch_i(n * dim);
-  InBatchSoftmaxLoss(users.data(), items.data(), n, dim, keys, log_q, 0.3f, du.data(), di.data());
-  const auto loss = [&] {
-    return static_cast<double>(InBatchSoftmaxLoss(users.data(), items.data(), n, dim, keys,
-                                                  log_q, 0.3f, scratch_u.data(), scratch_i.data()));
-  };
-  for (auto* pair : {&users, &items}) {
-    std::vector<float>& v = *pair;
-    const std::vector<float>& grad = pair == &users ? du : di;
-    for (size_t i = 0; i < v.size(); ++i) {
-      const float saved = v[i];
-      v[i] = saved + 1e-3f;
-      const double plus = loss();
-      v[i] = saved - 1e-3f;
-      const double minus = loss();
-      v[i] = saved;
-      const double numeric = (plus - minus) / 2e-3;
-      EXPECT_NEAR(grad[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << i;
-    }
-  }
 }
 
 // --- Adam ------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
         s->d_out.resize(static_cast<size_t>(n) * dim);
         s->tower.Forward(s->batch, &s->acts, s->out.data());
       }
-      loss_sum += InBatchSoftmaxLoss(user->out.data(), item->out.data(), n, dim, batch_items,
+      loss_sum += InBatchSoftmaxLoss(user->out.data(), item->out.data(), n, n, dim, batch_items,
                                      log_q, t.temperature(), user->d_out.data(),
                                      item->d_out.data());
       for (TowerTrainingState* s : {&*user, &*item}) {
