@@ -42,6 +42,10 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
     FeatureSource source;
     source.kind = feature.kind();
     source.separator = feature.separator().empty() ? "|" : feature.separator();
+    if (feature.kind() == v1::FeatureSpec::POPULARITY) {  // derived, no column
+      sources.push_back(std::move(source));
+      continue;
+    }
     if (feature.flag_columns_size() > 0) {
       for (const v1::ColumnRef& ref : feature.flag_columns()) {
         absl::StatusOr<int> col = table->ResolveColumn(ref);
@@ -85,6 +89,7 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
         }
         continue;
       }
+      if (source.kind == v1::FeatureSpec::POPULARITY) continue;
       absl::string_view field = absl::StripAsciiWhitespace(row[source.column]);
       switch (source.kind) {
         case v1::FeatureSpec::CATEGORICAL:

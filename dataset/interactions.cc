@@ -1,6 +1,7 @@
 #include "absl/strings/string_view.h"
 #include "dataset/interactions.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -22,6 +23,12 @@ absl::StatusOr<InteractionLog> ReadInteractions(const v1::InteractionTableSpec& 
     if (!col.ok()) return col.status();
     time_col = *col;
   }
+  int label_col = -1;
+  if (spec.has_label_column()) {
+    absl::StatusOr<int> col = table->ResolveColumn(spec.label_column());
+    if (!col.ok()) return col.status();
+    label_col = *col;
+  }
   InteractionLog log;
   log.users.reserve(table->rows.size());
   log.items.reserve(table->rows.size());
@@ -42,6 +49,17 @@ absl::StatusOr<InteractionLog> ReadInteractions(const v1::InteractionTableSpec& 
             table->Where(r), ": timestamp \"", row[time_col], "\" is not an integer"));
       }
       log.timestamps.push_back(t);
+    }
+    if (label_col >= 0) {
+      const std::string label = absl::AsciiStrToLower(absl::StripAsciiWhitespace(row[label_col]));
+      if (label.empty() || label == "0" || label == "false" || label == "no") {
+        log.labels.push_back(0);
+      } else if (label == "1" || label == "true" || label == "yes") {
+        log.labels.push_back(1);
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            table->Where(r), ": label \"", row[label_col], "\" is not 0/1 (clicked or not)"));
+      }
     }
   }
   return log;

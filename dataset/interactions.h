@@ -15,6 +15,9 @@ struct InteractionLog {
   std::vector<std::string> users;
   std::vector<std::string> items;
   std::vector<int64_t> timestamps;  // empty when the table has no timestamp column
+  // 1 = positive (clicked), 0 = exposure only (shown, not clicked). Empty when the table
+  // has no label column: every row is a positive.
+  std::vector<uint8_t> labels;
 
   size_t size() const { return users.size(); }
 };

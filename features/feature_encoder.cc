@@ -1,6 +1,7 @@
 #include "absl/strings/string_view.h"
 #include "features/feature_encoder.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +11,16 @@ namespace twotower {
 namespace {
 double Pretransform(v1::FeatureSpec::Transform transform, double x) {
   return transform == v1::FeatureSpec::LOG1P_STANDARDIZE ? std::log1p(std::max(x, 0.0)) : x;
+}
+
+bool IsNumeric(v1::FeatureSpec::Kind kind) {
+  return kind == v1::FeatureSpec::NUMERIC || kind == v1::FeatureSpec::POPULARITY;
+}
+
+// Popularity is always log1p + standardise, whatever the spec says.
+v1::FeatureSpec::Transform TransformOf(const v1::FeatureSpec& spec) {
+  return spec.kind() == v1::FeatureSpec::POPULARITY ? v1::FeatureSpec::LOG1P_STANDARDIZE
+                                                    : spec.transform();
 }
 }  // namespace
 
@@ -21,18 +32,32 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
   encoder.ids_ = Vocabulary::Fit(id_counts, std::max<int64_t>(1, id_min_count));
   for (size_t f = 0; f < schema.size(); ++f) {
     const v1::FeatureSpec& spec = schema[f];
-    if (spec.kind() == v1::FeatureSpec::NUMERIC) {
+    if (IsNumeric(spec.kind())) {
       double sum = 0, sum_sq = 0;
       int64_t n = 0;
-      for (const std::vector<RawValue>& row : table.values) {
-        if (!row[f].has_number) continue;
-        const double x = Pretransform(spec.transform(), row[f].number);
+      const auto add = [&](double raw) {
+        const double x = Pretransform(TransformOf(spec), raw);
         sum += x;
         sum_sq += x * x;
         ++n;
+      };
+      if (spec.kind() == v1::FeatureSpec::POPULARITY) {
+        encoder.id_counts_ = id_counts;
+        // Statistics over the table's entities (or over the ids seen, without a table).
+        if (table.ids.empty()) {
+          for (const auto& [id, count] : id_counts) add(static_cast<double>(count));
+        }
+        for (const std::string& id : table.ids) {
+          const auto it = id_counts.find(id);
+          add(it == id_counts.end() ? 0.0 : static_cast<double>(it->second));
+        }
+      } else {
+        for (const std::vector<RawValue>& row : table.values) {
+          if (row[f].has_number) add(row[f].number);
+        }
       }
-      NumericState state{spec.transform(), 0.0, 1.0};
-      if (spec.transform() != v1::FeatureSpec::IDENTITY && n > 0) {
+      NumericState state{TransformOf(spec), 0.0, 1.0};
+      if (state.transform != v1::FeatureSpec::IDENTITY && n > 0) {
         state.mean = sum / n;
         const double var = std::max(0.0, sum_sq / n - state.mean * state.mean);
         state.stddev = var > 1e-12 ? std::sqrt(var) : 1.0;
@@ -68,13 +93,22 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::FromState(
                                                      fs.name(), "\", schema says \"",
                                                      schema[f].name(), "\""));
     }
-    if (schema[f].kind() == v1::FeatureSpec::NUMERIC) {
+    if (IsNumeric(schema[f].kind())) {
       if (!(fs.stddev() > 0) || !std::isfinite(fs.mean())) {
         return absl::InvalidArgumentError(
             absl::StrCat("feature \"", fs.name(), "\": invalid numeric statistics"));
       }
+      if (schema[f].kind() == v1::FeatureSpec::POPULARITY) {
+        if (fs.counts_size() != fs.vocabulary_size()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("feature \"", fs.name(), "\": counts do not match ids"));
+        }
+        for (int i = 0; i < fs.counts_size(); ++i) {
+          encoder.id_counts_[fs.vocabulary(i)] = fs.counts(i);
+        }
+      }
       encoder.numeric_.push_back(static_cast<int>(f));
-      encoder.numeric_state_.push_back({schema[f].transform(), fs.mean(), fs.stddev()});
+      encoder.numeric_state_.push_back({TransformOf(schema[f]), fs.mean(), fs.stddev()});
     } else {
       encoder.embedded_.push_back(static_cast<int>(f));
       encoder.vocabularies_.push_back(
@@ -97,6 +131,15 @@ void FeatureEncoder::ToState(v1::TowerState* state) const {
     } else {
       fs->set_mean(numeric_state_[n].mean);
       fs->set_stddev(numeric_state_[n].stddev);
+      if (schema_[f].kind() == v1::FeatureSpec::POPULARITY) {
+        // Sorted, so the same model always serialises to the same bytes.
+        std::vector<std::pair<std::string, int64_t>> counts(id_counts_.begin(), id_counts_.end());
+        std::sort(counts.begin(), counts.end());
+        for (const auto& [id, count] : counts) {
+          fs->add_vocabulary(id);
+          fs->add_counts(count);
+        }
+      }
       ++n;
     }
   }
@@ -126,11 +169,21 @@ void FeatureEncoder::Encode(absl::string_view id, const std::vector<RawValue>* v
   }
   std::vector<float> numeric(numeric_.size(), 0.0f);
   for (size_t j = 0; j < numeric_.size(); ++j) {
-    if (values != nullptr && (*values)[numeric_[j]].has_number) {
-      numeric[j] = TransformNumber(static_cast<int>(j), (*values)[numeric_[j]].number);
+    if (const std::optional<double> x = RawNumber(static_cast<int>(j), id, values)) {
+      numeric[j] = TransformNumber(static_cast<int>(j), *x);
     }
   }
   out->AppendRow(fields, numeric);
+}
+
+std::optional<double> FeatureEncoder::RawNumber(int j, absl::string_view id,
+                                                const std::vector<RawValue>* values) const {
+  if (schema_[numeric_[j]].kind() == v1::FeatureSpec::POPULARITY) {
+    const auto it = id_counts_.find(id);
+    return it == id_counts_.end() ? 0.0 : static_cast<double>(it->second);
+  }
+  if (values == nullptr || !(*values)[numeric_[j]].has_number) return std::nullopt;
+  return (*values)[numeric_[j]].number;
 }
 
 absl::StatusOr<std::vector<RawValue>> FeatureEncoder::FromRequest(
@@ -144,6 +197,10 @@ absl::StatusOr<std::vector<RawValue>> FeatureEncoder::FromRequest(
     }
     RawValue& raw = values[f];
     const v1::FeatureSpec::Kind kind = schema_[f].kind();
+    if (kind == v1::FeatureSpec::POPULARITY) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "feature \"", name, "\" is derived from the training data and cannot be given"));
+    }
     const auto wrong_type = [&](absl::string_view expected) {
       return absl::InvalidArgumentError(
           absl::StrCat("feature \"", name, "\" expects a ", expected, " value"));

@@ -5,6 +5,7 @@
 #define TWOTOWER_FEATURES_FEATURE_ENCODER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include "absl/strings/string_view.h"
 #include <vector>
@@ -63,6 +64,8 @@ class FeatureEncoder {
     double mean = 0.0;
     double stddev = 1.0;
   };
+  // The raw number of numeric input j for an entity, or nullopt when missing.
+  std::optional<double> RawNumber(int j, absl::string_view id, const std::vector<RawValue>* values) const;
   float TransformNumber(int numeric_index, double x) const;
 
   std::vector<v1::FeatureSpec> schema_;
@@ -71,6 +74,8 @@ class FeatureEncoder {
   std::vector<Vocabulary> vocabularies_; // per embedded field
   std::vector<int> numeric_;             // schema index of numeric input j
   std::vector<NumericState> numeric_state_;
+  // Training interaction counts per id, for POPULARITY features (empty without one).
+  absl::flat_hash_map<std::string, int64_t> id_counts_;
 };
 
 }  // namespace twotower

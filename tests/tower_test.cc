@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "model/adam.h"
+#include "model/optimizer.h"
 #include "model/tower.h"
 
 namespace twotower {
@@ -154,13 +154,13 @@ TEST(TowerTest, RejectsParametersThatDoNotMatchTheShape) {
   EXPECT_FALSE(Tower::Create(shape, 1).ok());
 }
 
-// --- Adam ------------------------------------------------------------------------------------
+// --- Optimizers ------------------------------------------------------------------------------------
 
 TEST(AdamTest, UpdatesOnlyTouchedEmbeddingRowsAndMovesAgainstTheGradient) {
   absl::StatusOr<Tower> tower = Tower::Create(TestShape(), 3);
   ASSERT_TRUE(tower.ok());
   const Tower before = *tower;
-  AdamOptimizer adam(*tower, AdamOptions{.learning_rate = 0.01f});
+  Optimizer adam(*tower, OptimizerOptions{.learning_rate = 0.01f});
   TowerGradients grads = tower->NewGradients();
   float* g = grads.embeddings[0].Accumulator(2);
   g[0] = 1.0f;
@@ -174,6 +174,23 @@ TEST(AdamTest, UpdatesOnlyTouchedEmbeddingRowsAndMovesAgainstTheGradient) {
   EXPECT_FLOAT_EQ(e0.Row(2)[2], e0_before.Row(2)[2]);  // zero gradient, zero step
   for (int32_t r : {0, 1, 3, 4, 5, 6}) {
     for (int k = 0; k < e0.dim; ++k) EXPECT_EQ(e0.Row(r)[k], e0_before.Row(r)[k]) << r;
+  }
+}
+
+TEST(OptimizerTest, AdagradAndSgdStepSizes) {
+  for (const auto kind : {OptimizerOptions::Kind::kAdagrad, OptimizerOptions::Kind::kSgd}) {
+    absl::StatusOr<Tower> tower = Tower::Create(TestShape(), 3);
+    ASSERT_TRUE(tower.ok());
+    const float before = tower->embeddings()[1].Row(1)[0];
+    const float untouched = tower->embeddings()[1].Row(2)[0];
+    Optimizer opt(*tower, OptimizerOptions{.kind = kind, .learning_rate = 0.1f});
+    TowerGradients grads = tower->NewGradients();
+    grads.embeddings[1].Accumulator(1)[0] = 0.5f;
+    opt.Step(grads, &*tower);
+    // Adagrad's first step: lr * g / sqrt(g^2) = lr. SGD: lr * g.
+    const float expected = kind == OptimizerOptions::Kind::kSgd ? 0.05f : 0.1f;
+    EXPECT_NEAR(tower->embeddings()[1].Row(1)[0], before - expected, 1e-6);
+    EXPECT_EQ(tower->embeddings()[1].Row(2)[0], untouched);
   }
 }
 

@@ -35,7 +35,7 @@ inline TrainedModel TrainSynthetic(const ScopedTempDir& dir, int epochs, uint64_
   absl::StatusOr<TrainingData> data = LoadTrainingData(model.config, dir.path(), stderr);
   EXPECT_TRUE(data.ok()) << data.status();
   model.data = *std::move(data);
-  absl::StatusOr<TrainingReport> report = Train(model.config, model.data, nullptr);
+  absl::StatusOr<TrainingReport> report = Train(model.config, model.data, TrainOptions{});
   EXPECT_TRUE(report.ok()) << report.status();
   model.report = *std::move(report);
   return model;

@@ -52,8 +52,13 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
       case v1::FeatureSpec::NUMERIC:
         if (f.embedding_dim() != 0) return Invalid(where, "NUMERIC features have no embedding_dim");
         break;
+      case v1::FeatureSpec::POPULARITY:
+        if (f.embedding_dim() != 0 || f.has_column() || f.flag_columns_size() > 0) {
+          return Invalid(where, "POPULARITY is derived from the interactions: no column, no embedding_dim");
+        }
+        continue;
       default:
-        return Invalid(where, "kind must be CATEGORICAL, MULTI_HOT or NUMERIC");
+        return Invalid(where, "kind must be CATEGORICAL, MULTI_HOT, NUMERIC or POPULARITY");
     }
     if (f.flag_columns_size() > 0) {
       if (f.kind() != v1::FeatureSpec::MULTI_HOT) return Invalid(where, "flag_columns is for MULTI_HOT only");
@@ -90,6 +95,24 @@ void ApplyDefaults(v1::TrainerConfig* config) {
   if (t->batch_size() == 0) t->set_batch_size(256);
   if (t->learning_rate() == 0) t->set_learning_rate(0.002f);
   if (t->temperature() == 0) t->set_temperature(0.1f);
+  if (!t->has_num_negatives()) {
+    switch (t->objective()) {
+      case v1::TrainingSpec::IN_BATCH_SOFTMAX: t->set_num_negatives(0); break;
+      case v1::TrainingSpec::TRIPLET_HINGE:
+      case v1::TrainingSpec::TRIPLET_LOGISTIC: t->set_num_negatives(1); break;
+      case v1::TrainingSpec::SAMPLED_SOFTMAX: t->set_num_negatives(10); break;
+      default: t->set_num_negatives(3);  // pointwise 1:3
+    }
+  }
+  if (!t->has_negative_alpha()) t->set_negative_alpha(0.75f);
+  if (!t->has_logq_weight()) t->set_logq_weight(1.0f);
+  if (t->hard_negative_every_epochs() == 0) t->set_hard_negative_every_epochs(1);
+  if (t->hard_negative_pool() == 0) t->set_hard_negative_pool(50);
+  if (t->pointwise_scale() == 0) t->set_pointwise_scale(10.0f);
+  if (t->margin() == 0) t->set_margin(0.3f);
+  if (t->pairwise_scale() == 0) t->set_pairwise_scale(10.0f);
+  if (t->threads() == 0) t->set_threads(1);
+  if (t->selection_k() == 0) t->set_selection_k(50);
   if (t->eval_k_size() == 0) {
     for (int k : {10, 50, 100}) t->add_eval_k(k);
   }
@@ -125,8 +148,42 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
                                                          config.user_tower().output_dim(), ")"));
   }
   const v1::TrainingSpec& t = config.training();
-  if (t.objective() != v1::TrainingSpec::IN_BATCH_SOFTMAX) {
+  if (!v1::TrainingSpec::Objective_IsValid(t.objective()) ||
+      t.objective() == v1::TrainingSpec::OBJECTIVE_UNSPECIFIED) {
     return Invalid("training.objective", "unsupported objective");
+  }
+  const bool in_batch = t.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX;
+  if (t.num_negatives() < (in_batch ? 0 : 1) || t.num_negatives() > 10000) {
+    return Invalid("training.num_negatives", in_batch ? "must be in 0..10000" : "must be in 1..10000");
+  }
+  if (!(t.negative_alpha() >= 0) || t.negative_alpha() > 2) return Invalid("training.negative_alpha", "must be in [0, 2]");
+  if (!(t.hard_negative_fraction() >= 0 && t.hard_negative_fraction() <= 1)) {
+    return Invalid("training.hard_negative_fraction", "must be in [0, 1]");
+  }
+  if (in_batch && t.hard_negative_fraction() > 0) {
+    return Invalid("training.hard_negative_fraction", "hard negatives need per-example negatives (not IN_BATCH_SOFTMAX)");
+  }
+  if (t.hard_negative_every_epochs() < 1) return Invalid("training.hard_negative_every_epochs", "must be >= 1");
+  if (t.hard_negative_pool() < 1) return Invalid("training.hard_negative_pool", "must be >= 1");
+  for (const auto& [name, value] : {std::pair{"training.pointwise_scale", t.pointwise_scale()},
+                                    std::pair{"training.pairwise_scale", t.pairwise_scale()},
+                                    std::pair{"training.margin", t.margin()}}) {
+    if (!(value > 0) || !std::isfinite(value)) return Invalid(name, "must be > 0");
+  }
+  if (!(t.logq_weight() >= 0) || !std::isfinite(t.logq_weight())) return Invalid("training.logq_weight", "must be >= 0");
+  if (!v1::TrainingSpec::Optimizer_IsValid(t.optimizer())) return Invalid("training.optimizer", "unknown optimizer");
+  for (const auto& [name, value] : {std::pair{"training.user_id_dropout", t.user_id_dropout()},
+                                    std::pair{"training.item_id_dropout", t.item_id_dropout()}}) {
+    if (!(value >= 0 && value < 1)) return Invalid(name, "must be in [0, 1)");
+  }
+  if (t.threads() < 1 || t.threads() > 256) return Invalid("training.threads", "must be in 1..256");
+  if (t.patience() < 0) return Invalid("training.patience", "must be >= 0");
+  if (t.log_every_steps() < 0) return Invalid("training.log_every_steps", "must be >= 0");
+  if (t.select_best_epoch()) {
+    if (config.data().eval_size() == 0) return Invalid("training.select_best_epoch", "needs data.eval sets (a validation split)");
+    bool has_k = false;
+    for (int k : t.eval_k()) has_k |= k == t.selection_k();
+    if (!has_k) return Invalid("training.selection_k", "must be one of training.eval_k");
   }
   if (t.epochs() < 1) return Invalid("training.epochs", "must be >= 1");
   if (t.batch_size() < 2) return Invalid("training.batch_size", "must be >= 2 (in-batch negatives)");

@@ -32,6 +32,11 @@ ABSL_FLAG(std::string, recs_out, "",
           "(user<TAB>item<TAB>rank, the input of ../shared/eval/eval.py)");
 ABSL_FLAG(int, recs_depth, 100, "Depth of the --recs_out lists");
 ABSL_FLAG(int, epochs, 0, "Override training.epochs (0 = use the config)");
+ABSL_FLAG(int, threads, 0, "Override training.threads (0 = use the config)");
+ABSL_FLAG(uint64_t, seed, 0, "Override training.seed (0 = use the config)");
+ABSL_FLAG(std::string, metrics_out, "", "If set, write one JSON line of metrics per epoch here");
+ABSL_FLAG(std::string, plot_out, "",
+          "If set, render the loss and Recall curves to this PNG (needs gnuplot)");
 
 namespace {
 
@@ -60,6 +65,13 @@ int main(int argc, char** argv) {
   absl::StatusOr<twotower::v1::TrainerConfig> config = twotower::LoadTrainerConfig(config_path);
   if (!config.ok()) return Fail(config.status());
   if (absl::GetFlag(FLAGS_epochs) > 0) config->mutable_training()->set_epochs(absl::GetFlag(FLAGS_epochs));
+  if (absl::GetFlag(FLAGS_threads) > 0) config->mutable_training()->set_threads(absl::GetFlag(FLAGS_threads));
+  if (absl::GetFlag(FLAGS_seed) > 0) config->mutable_training()->set_seed(absl::GetFlag(FLAGS_seed));
+  if (absl::Status s = twotower::ValidateTrainerConfig(*config); !s.ok()) return Fail(s);
+  const std::string plot_out = absl::GetFlag(FLAGS_plot_out);
+  if (!plot_out.empty()) {
+    if (absl::Status s = twotower::CheckPlotterAvailable(); !s.ok()) return Fail(s);
+  }
   std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   if (data_dir.empty()) data_dir = twotower::DirName(config_path);
 
@@ -77,10 +89,20 @@ int main(int argc, char** argv) {
     std::printf("  popularity baseline %s\n", twotower::FormatEvalResult(r).c_str());
   }
 
-  absl::StatusOr<twotower::TrainingReport> report = twotower::Train(*config, *data, stdout);
+  twotower::TrainOptions options;
+  options.log = stdout;
+  options.metrics_path = absl::GetFlag(FLAGS_metrics_out);
+  absl::StatusOr<twotower::TrainingReport> report = twotower::Train(*config, *data, options);
   if (!report.ok()) return Fail(report.status());
-  std::printf("trained: %.0f examples/s overall, final loss %.4f\n",
-              report->examples_per_second, report->final_loss);
+  std::printf("trained: %.0f examples/s overall, final loss %.4f, exporting epoch %d\n",
+              report->examples_per_second, report->final_loss, report->exported_epoch);
+  if (!plot_out.empty()) {
+    if (absl::Status s = twotower::RenderTrainingPlot(report->history, config->training().selection_k(), plot_out);
+        !s.ok()) {
+      return Fail(s);
+    }
+    std::printf("wrote training curves to %s\n", plot_out.c_str());
+  }
 
   if (const std::string recs_out = absl::GetFlag(FLAGS_recs_out); !recs_out.empty()) {
     std::string recs;

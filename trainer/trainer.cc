@@ -1,139 +1,412 @@
 #include "trainer/trainer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
+#include <mutex>
 #include <numeric>
 #include <random>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "model/adam.h"
 #include "model/losses.h"
+#include "model/optimizer.h"
+#include "trainer/negative_sampler.h"
 
 namespace twotower {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using Objective = v1::TrainingSpec::Objective;
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-// Both towers with their gradients, activations and optimizer state.
-struct TowerTrainingState {
-  Tower tower;
-  TowerGradients grads;
-  TowerActivations acts;
-  std::unique_ptr<AdamOptimizer> optimizer;
-  EncodedTable batch;
-  std::vector<float> out, d_out;
+// The towers being trained and their optimizers, shared by all workers.
+struct Model {
+  Tower user;
+  Tower item;
+  std::unique_ptr<Optimizer> user_optimizer;
+  std::unique_ptr<Optimizer> item_optimizer;
 };
 
-absl::StatusOr<TowerTrainingState> MakeState(const v1::TowerSpec& spec,
-                                             const FeatureEncoder& encoder,
-                                             const AdamOptions& adam, uint64_t seed) {
-  absl::StatusOr<Tower> tower = Tower::Create(ShapeFor(spec, encoder), seed);
-  if (!tower.ok()) return tower.status();
-  TowerTrainingState state;
-  state.tower = *std::move(tower);
-  state.grads = state.tower.NewGradients();
-  state.optimizer = std::make_unique<AdamOptimizer>(state.tower, adam);
-  state.batch = encoder.NewTable();
-  return state;
+// Per-tower scratch of one worker: the unique entities of a batch and their vectors.
+struct TowerScratch {
+  EncodedTable rows;
+  absl::flat_hash_map<int32_t, int32_t> slot;  // entity row -> position in `rows`
+  TowerActivations acts;
+  TowerGradients grads;
+  std::vector<float> out, d_out;
+
+  // Position of entity `row` in this batch, added on first use (with id dropout).
+  int32_t Add(const EncodedTable& all, int32_t row, float id_dropout, std::mt19937_64& rng) {
+    const auto [it, inserted] = slot.try_emplace(row, rows.size());
+    if (inserted) {
+      rows.AppendRowFrom(all, row);
+      if (id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout) {
+        rows.SetId(rows.size() - 1, Vocabulary::kOov);
+      }
+    }
+    return it->second;
+  }
+  void Clear() {
+    rows.Clear();
+    slot.clear();
+  }
+};
+
+// Everything one thread needs to run steps; nothing in it is shared.
+struct Worker {
+  TowerScratch user, item;
+  std::mt19937_64 rng;
+  std::vector<int32_t> example_user, example_positive, example_negatives, shared_negatives;
+  std::vector<int32_t> positive_keys, negative_keys, column_keys;
+  std::vector<float> users, positives, negatives, d_users, d_positives, d_negatives;
+  std::vector<float> log_q_positive, log_q_negative, columns, d_columns, log_q_columns;
+};
+
+void Gather(const std::vector<float>& vectors, const std::vector<int32_t>& slots, int dim,
+            std::vector<float>* out) {
+  out->resize(slots.size() * dim);
+  for (size_t i = 0; i < slots.size(); ++i) {
+    std::copy_n(vectors.data() + static_cast<size_t>(slots[i]) * dim, dim, out->data() + i * dim);
+  }
+}
+
+void Scatter(const std::vector<float>& grads, const std::vector<int32_t>& slots, int dim,
+             std::vector<float>* d_vectors) {
+  for (size_t i = 0; i < slots.size(); ++i) {
+    float* dst = d_vectors->data() + static_cast<size_t>(slots[i]) * dim;
+    const float* src = grads.data() + i * dim;
+    for (int k = 0; k < dim; ++k) dst[k] += src[k];
+  }
+}
+
+class TrainingLoop {
+ public:
+  TrainingLoop(const v1::TrainerConfig& config, const TrainingData& data, Model* model,
+               const NegativeSampler* sampler)
+      : t_(config.training()), data_(data), model_(model), sampler_(sampler),
+        dim_(model->user.output_dim()) {}
+
+  // One step over examples order[begin, end); returns the batch's mean loss.
+  float Step(Worker& w, const std::vector<int32_t>& order, size_t begin, size_t end) {
+    const int n = t_.num_negatives();
+    const int batch = static_cast<int>(end - begin);
+    w.user.Clear();
+    w.item.Clear();
+    w.example_user.clear();
+    w.example_positive.clear();
+    w.example_negatives.clear();
+    w.shared_negatives.clear();
+    w.positive_keys.clear();
+    w.negative_keys.clear();
+    for (size_t i = begin; i < end; ++i) {
+      const int32_t u = data_.train_users[order[i]];
+      const int32_t v = data_.train_items[order[i]];
+      w.example_user.push_back(w.user.Add(data_.users.rows, u, t_.user_id_dropout(), w.rng));
+      w.example_positive.push_back(w.item.Add(data_.items.rows, v, t_.item_id_dropout(), w.rng));
+      w.positive_keys.push_back(v);
+      if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) continue;
+      for (int j = 0; j < n; ++j) {
+        const bool hard = sampler_->has_hard() && t_.hard_negative_fraction() > 0 &&
+                          (w.rng() >> 11) * 0x1.0p-53 < t_.hard_negative_fraction();
+        const int32_t neg = hard ? sampler_->SampleHard(u, w.rng) : sampler_->SampleEasy(w.rng);
+        w.example_negatives.push_back(w.item.Add(data_.items.rows, neg, t_.item_id_dropout(), w.rng));
+        w.negative_keys.push_back(neg);
+      }
+    }
+    if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) {
+      for (int j = 0; j < n; ++j) {  // mixed negative sampling: shared easy negatives
+        const int32_t neg = sampler_->SampleEasy(w.rng);
+        w.shared_negatives.push_back(w.item.Add(data_.items.rows, neg, t_.item_id_dropout(), w.rng));
+        w.negative_keys.push_back(neg);
+      }
+    }
+
+    // Forward each unique user and item once.
+    for (auto [scratch, tower] : {std::pair{&w.user, &model_->user}, std::pair{&w.item, &model_->item}}) {
+      const size_t size = static_cast<size_t>(scratch->rows.size()) * dim_;
+      scratch->out.resize(size);
+      scratch->d_out.assign(size, 0.0f);
+      tower->Forward(scratch->rows, &scratch->acts, scratch->out.data());
+    }
+
+    const float loss = Loss(w, batch);
+
+    for (auto [scratch, tower, optimizer] :
+         {std::tuple{&w.user, &model_->user, model_->user_optimizer.get()},
+          std::tuple{&w.item, &model_->item, model_->item_optimizer.get()}}) {
+      if (scratch->grads.weights.empty()) scratch->grads = tower->NewGradients();
+      scratch->grads.Clear();
+      tower->Backward(scratch->rows, scratch->acts, scratch->d_out.data(), &scratch->grads);
+      optimizer->Step(scratch->grads, tower);
+    }
+    return loss;
+  }
+
+ private:
+  float LogQWeight() const { return t_.logq_correction() ? t_.logq_weight() : 0.0f; }
+
+  float Loss(Worker& w, int batch) {
+    const int d = dim_;
+    Gather(w.user.out, w.example_user, d, &w.users);
+    w.d_users.resize(w.users.size());
+    if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) {
+      // Columns: every example's positive, then the shared negatives.
+      std::vector<int32_t> column_slots = w.example_positive;
+      column_slots.insert(column_slots.end(), w.shared_negatives.begin(), w.shared_negatives.end());
+      Gather(w.item.out, column_slots, d, &w.columns);
+      w.d_columns.resize(w.columns.size());
+      w.column_keys = w.positive_keys;
+      w.column_keys.insert(w.column_keys.end(), w.negative_keys.begin(), w.negative_keys.end());
+      w.log_q_columns.clear();
+      if (LogQWeight() != 0) {
+        // q of an in-batch column = the item's share of the positives; of a shared
+        // negative = its sampling probability.
+        for (int32_t v : w.positive_keys) w.log_q_columns.push_back(LogQWeight() * data_.item_log_frequency[v]);
+        for (int32_t v : w.negative_keys) {
+          w.log_q_columns.push_back(LogQWeight() * static_cast<float>(std::log(sampler_->EasyProbability(v))));
+        }
+      }
+      const float loss = InBatchSoftmaxLoss(
+          w.users.data(), w.columns.data(), batch, static_cast<int>(column_slots.size()), d,
+          w.column_keys, w.log_q_columns, t_.temperature(), w.d_users.data(), w.d_columns.data());
+      Scatter(w.d_users, w.example_user, d, &w.user.d_out);
+      Scatter(w.d_columns, column_slots, d, &w.item.d_out);
+      return loss;
+    }
+
+    Gather(w.item.out, w.example_positive, d, &w.positives);
+    Gather(w.item.out, w.example_negatives, d, &w.negatives);
+    w.d_positives.resize(w.positives.size());
+    w.d_negatives.resize(w.negatives.size());
+    const ScoredExamples in{batch, d, t_.num_negatives(), w.users.data(), w.positives.data(),
+                            w.negatives.data()};
+    const ExampleGradients grad{w.d_users.data(), w.d_positives.data(), w.d_negatives.data()};
+    float loss = 0;
+    switch (t_.objective()) {
+      case v1::TrainingSpec::POINTWISE:
+        loss = PointwiseLogisticLoss(in, t_.pointwise_scale(), grad);
+        break;
+      case v1::TrainingSpec::TRIPLET_HINGE:
+        loss = TripletHingeLoss(in, t_.margin(), grad);
+        break;
+      case v1::TrainingSpec::TRIPLET_LOGISTIC:
+        loss = TripletLogisticLoss(in, t_.pairwise_scale(), grad);
+        break;
+      default: {  // SAMPLED_SOFTMAX
+        w.log_q_positive.clear();
+        w.log_q_negative.clear();
+        if (LogQWeight() != 0) {
+          for (int32_t v : w.positive_keys) {
+            w.log_q_positive.push_back(LogQWeight() * static_cast<float>(std::log(sampler_->EasyProbability(v))));
+          }
+          for (int32_t v : w.negative_keys) {
+            w.log_q_negative.push_back(LogQWeight() * static_cast<float>(std::log(sampler_->EasyProbability(v))));
+          }
+        }
+        loss = SampledSoftmaxLoss(in, t_.temperature(), w.positive_keys, w.negative_keys,
+                                  w.log_q_positive, w.log_q_negative, grad);
+      }
+    }
+    Scatter(w.d_users, w.example_user, d, &w.user.d_out);
+    Scatter(w.d_positives, w.example_positive, d, &w.item.d_out);
+    Scatter(w.d_negatives, w.example_negatives, d, &w.item.d_out);
+    return loss;
+  }
+
+  const v1::TrainingSpec& t_;
+  const TrainingData& data_;
+  Model* model_;
+  const NegativeSampler* sampler_;
+  const int dim_;
+};
+
+double SelectionScore(const std::vector<EvalResult>& eval, int k) {
+  double score = 0;
+  for (const EvalResult& r : eval) {
+    for (size_t j = 0; j < r.ks.size(); ++j) {
+      if (r.ks[j] == k) score += r.recall[j];
+    }
+  }
+  return score;
 }
 
 }  // namespace
 
 absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const TrainingData& data,
-                                     std::FILE* log) {
+                                     const TrainOptions& options) {
   const v1::TrainingSpec& t = config.training();
-  const AdamOptions adam{.learning_rate = t.learning_rate(), .weight_decay = t.weight_decay()};
-  absl::StatusOr<TowerTrainingState> user =
-      MakeState(config.user_tower(), data.user_encoder, adam, t.seed() * 2 + 1);
-  if (!user.ok()) return user.status();
-  absl::StatusOr<TowerTrainingState> item =
-      MakeState(config.item_tower(), data.item_encoder, adam, t.seed() * 2 + 2);
-  if (!item.ok()) return item.status();
-  const int dim = user->tower.output_dim();
-  const std::vector<int> ks(t.eval_k().begin(), t.eval_k().end());
+  std::FILE* log = options.log;
+  OptimizerOptions optimizer;
+  optimizer.kind = t.optimizer() == v1::TrainingSpec::ADAGRAD ? OptimizerOptions::Kind::kAdagrad
+                   : t.optimizer() == v1::TrainingSpec::SGD   ? OptimizerOptions::Kind::kSgd
+                                                              : OptimizerOptions::Kind::kAdam;
+  optimizer.learning_rate = t.learning_rate();
+  optimizer.weight_decay = t.weight_decay();
 
-  std::mt19937_64 rng(t.seed());
+  Model model;
+  absl::StatusOr<Tower> user = Tower::Create(ShapeFor(config.user_tower(), data.user_encoder), t.seed() * 2 + 1);
+  if (!user.ok()) return user.status();
+  absl::StatusOr<Tower> item = Tower::Create(ShapeFor(config.item_tower(), data.item_encoder), t.seed() * 2 + 2);
+  if (!item.ok()) return item.status();
+  model.user = *std::move(user);
+  model.item = *std::move(item);
+  model.user_optimizer = std::make_unique<Optimizer>(model.user, optimizer);
+  model.item_optimizer = std::make_unique<Optimizer>(model.item, optimizer);
+
+  absl::StatusOr<NegativeSampler> sampler = NegativeSampler::Create(data, t.negative_alpha());
+  if (!sampler.ok()) return sampler.status();
+  std::unique_ptr<MetricsLog> metrics;
+  if (!options.metrics_path.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsLog>> opened = MetricsLog::Open(options.metrics_path);
+    if (!opened.ok()) return opened.status();
+    metrics = *std::move(opened);
+  }
+
+  const int threads = std::max(1, t.threads());
+  std::vector<Worker> workers(threads);
+  for (int i = 0; i < threads; ++i) {
+    workers[i].rng.seed(t.seed() * 7919 + 17 * i + 3);
+    workers[i].user.rows = data.user_encoder.NewTable();
+    workers[i].item.rows = data.item_encoder.NewTable();
+  }
+  TrainingLoop loop(config, data, &model, &*sampler);
+  const std::vector<int> ks(t.eval_k().begin(), t.eval_k().end());
+  std::mt19937_64 shuffle_rng(t.seed());
   std::vector<int32_t> order(data.train_users.size());
   std::iota(order.begin(), order.end(), 0);
-  const int batch_size = t.batch_size();
-  const int64_t steps_per_epoch = (static_cast<int64_t>(order.size()) + batch_size - 1) / batch_size;
-  std::vector<int32_t> batch_items;
-  std::vector<float> log_q;
+  const size_t batch_size = static_cast<size_t>(t.batch_size());
+  const int64_t steps_per_epoch = static_cast<int64_t>((order.size() + batch_size - 1) / batch_size);
+  const int64_t log_every = t.log_every_steps() > 0 ? t.log_every_steps()
+                                                    : std::max<int64_t>(1, steps_per_epoch / 10);
+  const int64_t total_steps = steps_per_epoch * t.epochs();
 
   TrainingReport report;
-  const Clock::time_point start = Clock::now();
+  Tower best_user, best_item;
+  double best_score = -1;
+  int evaluations_without_improvement = 0;
+  double train_seconds = 0;
   int64_t examples = 0;
+  std::mutex log_mutex;
   for (int epoch = 1; epoch <= t.epochs(); ++epoch) {
+    const bool mine = t.hard_negative_fraction() > 0 && epoch > 1 &&
+                      (epoch - 1) % std::max(1, t.hard_negative_every_epochs()) == 0;
+    if (mine) {
+      const std::vector<float> item_vectors = model.item.EmbedAll(data.items.rows);
+      if (absl::Status s = sampler->MineHard(data, model.user, item_vectors, t.hard_negative_pool()); !s.ok()) {
+        return s;
+      }
+    }
     // Fisher-Yates with the raw engine: identical on every standard library.
-    for (size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[rng() % (i + 1)]);
+    for (size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[shuffle_rng() % (i + 1)]);
+
     const Clock::time_point epoch_start = Clock::now();
-    double loss_sum = 0;
-    for (int64_t step = 0; step < steps_per_epoch; ++step) {
-      const size_t begin = static_cast<size_t>(step) * batch_size;
-      const size_t end = std::min(order.size(), begin + batch_size);
-      if (end - begin < 2) continue;  // a one-example batch has no negatives
-      user->batch.Clear();
-      item->batch.Clear();
-      batch_items.clear();
-      log_q.clear();
-      for (size_t i = begin; i < end; ++i) {
-        const int32_t v = data.train_items[order[i]];
-        user->batch.AppendRowFrom(data.users.rows, data.train_users[order[i]]);
-        item->batch.AppendRowFrom(data.items.rows, v);
-        batch_items.push_back(v);
-        if (t.logq_correction()) log_q.push_back(data.item_log_frequency[v]);
+    std::atomic<int64_t> next_step{0};
+    std::vector<double> loss_sums(threads, 0.0);
+    std::vector<int64_t> steps_done(threads, 0);
+    const auto run = [&](int id) {
+      Worker& w = workers[id];
+      for (int64_t step = next_step.fetch_add(1); step < steps_per_epoch; step = next_step.fetch_add(1)) {
+        const size_t begin = static_cast<size_t>(step) * batch_size;
+        const size_t end = std::min(order.size(), begin + batch_size);
+        if (end - begin < 2) continue;  // a one-example batch has no in-batch negatives
+        loss_sums[id] += loop.Step(w, order, begin, end);
+        ++steps_done[id];
+        if (log != nullptr && (step + 1) % log_every == 0) {
+          const int64_t done = (epoch - 1) * steps_per_epoch + step + 1;
+          const double elapsed = train_seconds + Seconds(epoch_start);
+          const double rate = static_cast<double>(std::min(end, order.size())) / std::max(Seconds(epoch_start), 1e-9);
+          std::lock_guard<std::mutex> lock(log_mutex);
+          std::fprintf(log, "epoch %d/%d  step %lld/%lld  loss %.4f  %.0f examples/s  ETA %.0fs\n",
+                       epoch, t.epochs(), static_cast<long long>(step + 1),
+                       static_cast<long long>(steps_per_epoch), loss_sums[id] / steps_done[id],
+                       rate, elapsed / done * (total_steps - done));
+          std::fflush(log);
+        }
       }
-      const int n = static_cast<int>(end - begin);
-      for (TowerTrainingState* s : {&*user, &*item}) {
-        s->out.resize(static_cast<size_t>(n) * dim);
-        s->d_out.resize(static_cast<size_t>(n) * dim);
-        s->tower.Forward(s->batch, &s->acts, s->out.data());
-      }
-      loss_sum += InBatchSoftmaxLoss(user->out.data(), item->out.data(), n, n, dim, batch_items,
-                                     log_q, t.temperature(), user->d_out.data(),
-                                     item->d_out.data());
-      for (TowerTrainingState* s : {&*user, &*item}) {
-        s->grads.Clear();
-        s->tower.Backward(s->batch, s->acts, s->d_out.data(), &s->grads);
-        s->optimizer->Step(s->grads, &s->tower);
-      }
-      examples += n;
+    };
+    if (threads == 1) {
+      run(0);
+    } else {
+      std::vector<std::thread> pool;
+      for (int i = 0; i < threads; ++i) pool.emplace_back(run, i);
+      for (std::thread& th : pool) th.join();
     }
     const double epoch_seconds = Seconds(epoch_start);
-    report.final_loss = loss_sum / std::max<int64_t>(1, steps_per_epoch);
+    train_seconds += epoch_seconds;
+    examples += static_cast<int64_t>(order.size());
+
+    EpochRecord record;
+    record.epoch = epoch;
+    record.loss = std::accumulate(loss_sums.begin(), loss_sums.end(), 0.0) / std::max<int64_t>(1, steps_per_epoch);
+    record.seconds = epoch_seconds;
+    record.examples_per_second = order.size() / std::max(epoch_seconds, 1e-9);
+    report.final_loss = record.loss;
     if (log != nullptr) {
-      std::fprintf(log, "epoch %d/%d  loss %.4f  %.0f examples/s  %.1fs\n", epoch, t.epochs(),
-                   report.final_loss, data.train_users.size() / std::max(epoch_seconds, 1e-9),
-                   epoch_seconds);
+      std::fprintf(log, "epoch %d/%d done  loss %.4f  %.0f examples/s  %.2fs\n", epoch, t.epochs(),
+                   record.loss, record.examples_per_second, epoch_seconds);
     }
     const bool last = epoch == t.epochs();
     const bool periodic = t.eval_every_epochs() > 0 && epoch % t.eval_every_epochs() == 0;
+    bool stop = false;
     if (!data.eval_sets.empty() && (last || periodic)) {
-      const std::vector<float> item_vectors = item->tower.EmbedAll(data.items.rows);
-      absl::StatusOr<std::vector<EvalResult>> eval =
-          Evaluate(data, user->tower, item_vectors, ks, 0, nullptr);
+      const std::vector<float> item_vectors = model.item.EmbedAll(data.items.rows);
+      absl::StatusOr<std::vector<EvalResult>> eval = Evaluate(data, model.user, item_vectors, ks, 0, nullptr);
       if (!eval.ok()) return eval.status();
+      record.eval = *eval;
       if (log != nullptr) {
         for (const EvalResult& r : *eval) std::fprintf(log, "  eval %s\n", FormatEvalResult(r).c_str());
       }
-      if (last) report.final_eval = *std::move(eval);
+      if (t.select_best_epoch()) {
+        const double score = SelectionScore(*eval, t.selection_k());
+        if (score > best_score) {
+          best_score = score;
+          best_user = model.user;
+          best_item = model.item;
+          report.exported_epoch = epoch;
+          report.final_eval = *eval;
+          evaluations_without_improvement = 0;
+        } else if (t.patience() > 0 && ++evaluations_without_improvement >= t.patience()) {
+          stop = true;
+        }
+        if (log != nullptr) {
+          std::fprintf(log, "  selection: sum of Recall@%d = %.6f (best %.6f at epoch %d)\n",
+                       t.selection_k(), score, best_score, report.exported_epoch);
+        }
+      } else if (last) {
+        report.final_eval = *eval;
+      }
+    }
+    if (metrics != nullptr) {
+      if (absl::Status s = metrics->Append(record); !s.ok()) return s;
+    }
+    report.history.push_back(std::move(record));
+    if (stop) {
+      if (log != nullptr) std::fprintf(log, "early stop: no improvement in %d evaluations\n", t.patience());
+      break;
     }
   }
-  report.examples_per_second = examples / std::max(Seconds(start), 1e-9);
+  report.examples_per_second = examples / std::max(train_seconds, 1e-9);
+  if (t.select_best_epoch() && best_score >= 0) {
+    model.user = std::move(best_user);
+    model.item = std::move(best_item);
+  } else {
+    report.exported_epoch = report.history.back().epoch;
+  }
 
   Bundle& bundle = report.bundle;
   *bundle.manifest.mutable_config() = config;
   bundle.manifest.set_model_version(NewModelVersion());
   bundle.manifest.set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
-  bundle.user = {data.user_encoder, std::move(user->tower)};
-  bundle.item = {data.item_encoder, std::move(item->tower)};
+  bundle.user = {data.user_encoder, std::move(model.user)};
+  bundle.item = {data.item_encoder, std::move(model.item)};
   bundle.users = data.users;
   bundle.items = data.items;
   bundle.item_vectors = bundle.item.tower.EmbedAll(bundle.items.rows);

@@ -1,32 +1,39 @@
-// The training loop: batches of positive interactions -> both towers forward -> loss ->
-// both towers backward -> Adam. Evaluates on the configured held-out sets and packages the
-// result as a Bundle.
+// The training loop: batches of positive interactions -> negatives -> both towers forward
+// -> loss -> both towers backward -> optimizer. Evaluates on the configured held-out sets,
+// optionally keeps the best epoch, and packages the result as a Bundle.
 #ifndef TWOTOWER_TRAINER_TRAINER_H_
 #define TWOTOWER_TRAINER_TRAINER_H_
 
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "bundle/bundle.h"
 #include "trainer/evaluator.h"
 #include "trainer/training_data.h"
+#include "trainer/training_log.h"
 #include "twotower/v1/config.pb.h"
 
 namespace twotower {
 
+struct TrainOptions {
+  std::FILE* log = nullptr;     // progress lines; null = quiet
+  std::string metrics_path;     // JSON lines per epoch; empty = none
+};
+
 struct TrainingReport {
   Bundle bundle;
-  std::vector<EvalResult> final_eval;  // after the last epoch
-  double examples_per_second = 0;
+  std::vector<EpochRecord> history;
+  int exported_epoch = 0;              // the last epoch, or the best with selection
+  std::vector<EvalResult> final_eval;  // metrics of the exported model (if evaluated)
+  double examples_per_second = 0;      // positives per second over all epochs
   double final_loss = 0;
 };
 
-// Trains on `data` per `config` (validated), printing progress to `log` (may be null).
-// `data` stays valid for the returned bundle's lifetime only by copy: the bundle owns
-// everything it holds.
+// Trains on `data` per `config` (validated by LoadTrainerConfig / ValidateTrainerConfig).
 absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const TrainingData& data,
-                                     std::FILE* log);
+                                     const TrainOptions& options);
 
 }  // namespace twotower
 

@@ -69,6 +69,24 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   const v1::DataSpec& spec = config.data();
   absl::StatusOr<InteractionLog> train = ReadInteractions(spec.train(), data_dir);
   if (!train.ok()) return train.status();
+  // Exposures are neither positives nor negatives: drop them before anything counts them.
+  const auto keep_positives = [](InteractionLog& log) {
+    int64_t dropped = 0;
+    if (log.labels.empty()) return dropped;
+    InteractionLog kept;
+    for (size_t i = 0; i < log.size(); ++i) {
+      if (log.labels[i] == 0) {
+        ++dropped;
+        continue;
+      }
+      kept.users.push_back(std::move(log.users[i]));
+      kept.items.push_back(std::move(log.items[i]));
+      if (!log.timestamps.empty()) kept.timestamps.push_back(log.timestamps[i]);
+    }
+    log = std::move(kept);
+    return dropped;
+  };
+  const int64_t exposures = keep_positives(*train);
   if (train->size() == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(spec.train().table().path(), ": no training interactions"));
@@ -81,6 +99,7 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   for (const v1::EvalSetSpec& eval : spec.eval()) {
     absl::StatusOr<InteractionLog> held_out = ReadInteractions(eval.interactions(), data_dir);
     if (!held_out.ok()) return held_out.status();
+    keep_positives(*held_out);
     eval_logs.push_back(*std::move(held_out));
   }
 
@@ -91,6 +110,11 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     ++item_counts[train->items[i]];
   }
   TrainingData data;
+  data.exposures_skipped = exposures;
+  if (exposures > 0) {
+    std::fprintf(log, "note: %lld exposure rows (label 0) left out: not positives, not negatives\n",
+                 static_cast<long long>(exposures));
+  }
   const std::vector<v1::FeatureSpec> user_schema(spec.users().features().begin(),
                                                  spec.users().features().end());
   const std::vector<v1::FeatureSpec> item_schema(spec.items().features().begin(),

@@ -43,6 +43,8 @@ struct TrainingData {
   std::vector<float> item_log_frequency;
 
   std::vector<EvalSet> eval_sets;
+  // Training rows marked as exposures (shown, not clicked): left out entirely.
+  int64_t exposures_skipped = 0;
 };
 
 // Reads every table of `config` (relative paths against `data_dir`) and encodes it.
