@@ -6,6 +6,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "util/program_usage.h"
 #include "absl/flags/usage.h"
 #include "dataset/synthetic.h"
 
@@ -16,7 +17,7 @@ ABSL_FLAG(int, clusters, 8, "Number of hidden taste clusters");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Writes the synthetic default dataset: twotower_synth --out_dir DIR");
+  twotower::SetProgramUsage("Writes the synthetic default dataset: twotower_synth --out_dir DIR");
   absl::ParseCommandLine(argc, argv);
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
   if (out_dir.empty()) {

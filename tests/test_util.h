@@ -35,11 +35,9 @@ inline void WriteText(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
 
-// The source tree (configs/ etc.), passed by CTest in TWOTOWER_SOURCE_DIR.
-inline std::string SourceDir() {
-  const char* dir = std::getenv("TWOTOWER_SOURCE_DIR");
-  return dir != nullptr ? dir : ".";
-}
+// The source tree (configs/ etc.) and the build tree (binaries), compiled in by CMake.
+inline std::string SourceDir() { return TWOTOWER_SOURCE_DIR; }
+inline std::string BinaryDir() { return TWOTOWER_BINARY_DIR; }
 
 }  // namespace twotower::testing
 

@@ -10,6 +10,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "util/program_usage.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "bundle/bundle.h"
@@ -48,7 +49,7 @@ int Fail(const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  twotower::SetProgramUsage(
       "Trains a two-tower model: twotower_train --config FILE [--data_dir DIR] "
       "[--export_dir DIR] [--recs_out FILE]");
   absl::ParseCommandLine(argc, argv);

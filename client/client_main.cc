@@ -1,0 +1,355 @@
+// twotower_client: command-line client of a running twotower_server.
+//
+//   twotower_client retrieve --user u00012 --k 10
+//   twotower_client retrieve --user new-user --feature segment=student --feature age=num:23
+//                            --feature 'interests=multi:music|travel' --exclude item-0003
+//   twotower_client status | reload --bundle DIR | rebuild-index --index HNSW32,Flat | health
+//
+// Exit status: 0 success, 1 the call failed (or health is not SERVING), 2 usage error.
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "util/program_usage.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "twotower/v1/admin.grpc.pb.h"
+#include "twotower/v1/retrieval.grpc.pb.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50051",
+          "Retrieval API address (retrieve, health)");
+ABSL_FLAG(std::string, admin_address, "127.0.0.1:50052",
+          "Admin API address (status, reload, rebuild-index)");
+ABSL_FLAG(int, timeout_ms, 5000, "Deadline of each call, in milliseconds");
+ABSL_FLAG(std::string, user, "", "retrieve: the user id");
+ABSL_FLAG(int, k, 10, "retrieve: number of items");
+ABSL_FLAG(std::vector<std::string>, feature, {},
+          "retrieve: a user feature, repeatable: --feature NAME=VALUE. VALUE is a "
+          "categorical token, or typed by a prefix: cat:TOKEN, int:42 (categorical given as "
+          "an integer), num:3.5 (numeric), multi:a|b|c (multi-hot; multi: alone = empty "
+          "set). Use cat: for a token that itself starts with one of these prefixes. Each "
+          "--feature takes one feature, so values may contain commas");
+ABSL_FLAG(std::vector<std::string>, exclude, {},
+          "retrieve: item ids never to return, comma-separated");
+ABSL_FLAG(std::string, bundle, "", "reload: bundle directory, as seen by the server");
+ABSL_FLAG(std::string, index, "",
+          "rebuild-index: FAISS factory string (empty = keep the current one)");
+ABSL_FLAG(int, ef_search, 0, "rebuild-index: HNSW search depth (0 = keep current)");
+ABSL_FLAG(int, nprobe, 0, "rebuild-index: IVF probes (0 = keep current)");
+ABSL_FLAG(std::string, service, "",
+          "health: service name to check (empty = the server as a whole)");
+
+namespace {
+
+constexpr char kUsage[] =
+    "Client of twotower_server.\n"
+    "\n"
+    "  twotower_client retrieve --user ID [--k N] [--feature NAME=VALUE ...] "
+    "[--exclude ID,ID...]\n"
+    "  twotower_client status\n"
+    "  twotower_client reload --bundle DIR\n"
+    "  twotower_client rebuild-index [--index FACTORY] [--ef_search N] [--nprobe N]\n"
+    "  twotower_client health [--service NAME]\n"
+    "\n"
+    "retrieve and health call --address; status, reload and rebuild-index call "
+    "--admin_address.\n"
+    "--feature values: TOKEN (categorical), cat:TOKEN, int:42, num:3.5, multi:a|b|c.\n"
+    "Exit status: 0 ok, 1 the call failed or health is not SERVING, 2 usage error.";
+
+int UsageError(absl::string_view message) {
+  std::fprintf(stderr, "error: %.*s\nrun with --help for usage\n",
+               static_cast<int>(message.size()), message.data());
+  return 2;
+}
+
+const char* CodeName(grpc::StatusCode code) {
+  static constexpr const char* kNames[] = {
+      "OK",           "CANCELLED",         "UNKNOWN",           "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND",    "ALREADY_EXISTS",    "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",   "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",       "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  const int i = static_cast<int>(code);
+  return i >= 0 && i < static_cast<int>(std::size(kNames)) ? kNames[i] : "UNKNOWN";
+}
+
+int RpcError(const grpc::Status& status) {
+  std::fprintf(stderr, "error: %s: %s\n", CodeName(status.error_code()),
+               status.error_message().c_str());
+  return 1;
+}
+
+void SetDeadline(grpc::ClientContext* context) {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+}
+
+std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
+  return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+}
+
+// Removes every --feature / -feature (with "=VALUE" or the next argument) from argv and
+// returns the values. absl's std::vector flags keep only the last occurrence and split
+// on commas; features are repeatable and their values may hold commas.
+std::optional<std::vector<std::string>> ExtractFeatures(int* argc, char** argv) {
+  std::vector<std::string> features;
+  int out = 0;
+  for (int i = 0; i < *argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") {  // everything after is positional
+      while (i < *argc) argv[out++] = argv[i++];
+      break;
+    }
+    absl::string_view rest = arg;
+    if (!absl::ConsumePrefix(&rest, "--")) absl::ConsumePrefix(&rest, "-");
+    if (rest.size() == arg.size() || !absl::ConsumePrefix(&rest, "feature")) {
+      argv[out++] = argv[i];
+      continue;
+    }
+    if (absl::ConsumePrefix(&rest, "=")) {
+      features.emplace_back(rest);
+    } else if (rest.empty() && i + 1 < *argc) {
+      features.emplace_back(argv[++i]);
+    } else if (rest.empty()) {
+      return std::nullopt;  // --feature without a value
+    } else {
+      argv[out++] = argv[i];  // another flag that starts with "feature"
+    }
+  }
+  *argc = out;
+  return features;
+}
+
+// "NAME=[TYPE:]VALUE" -> an entry of RetrieveRequest.user_features; false + *error on a
+// malformed one.
+bool AddFeature(absl::string_view text, twotower::v1::RetrieveRequest* request,
+                std::string* error) {
+  const size_t eq = text.find('=');
+  if (eq == absl::string_view::npos || eq == 0) {
+    *error = absl::StrCat("--feature \"", text, "\": expected NAME=VALUE");
+    return false;
+  }
+  const std::string name(text.substr(0, eq));
+  absl::string_view value = text.substr(eq + 1);
+  twotower::v1::FeatureValue feature;
+  if (absl::ConsumePrefix(&value, "int:")) {
+    int64_t number = 0;
+    if (!absl::SimpleAtoi(value, &number)) {
+      *error = absl::StrCat("--feature ", name, ": \"", value, "\" is not an integer");
+      return false;
+    }
+    feature.set_categorical_int(number);
+  } else if (absl::ConsumePrefix(&value, "num:")) {
+    double number = 0.0;
+    if (!absl::SimpleAtod(value, &number)) {
+      *error = absl::StrCat("--feature ", name, ": \"", value, "\" is not a number");
+      return false;
+    }
+    feature.set_numeric(number);
+  } else if (absl::ConsumePrefix(&value, "multi:")) {
+    twotower::v1::MultiHot* multi = feature.mutable_multi_hot();
+    if (!value.empty()) {
+      for (absl::string_view token : absl::StrSplit(value, '|')) multi->add_values(std::string(token));
+    }
+  } else {
+    absl::ConsumePrefix(&value, "cat:");
+    feature.set_categorical(std::string(value));
+  }
+  if (!request->mutable_user_features()->insert({name, feature}).second) {
+    *error = absl::StrCat("--feature ", name, " given twice");
+    return false;
+  }
+  return true;
+}
+
+int Retrieve(const std::vector<std::string>& features) {
+  twotower::v1::RetrieveRequest request;
+  request.set_user_id(absl::GetFlag(FLAGS_user));
+  request.set_k(absl::GetFlag(FLAGS_k));
+  for (const std::string& text : features) {
+    std::string error;
+    if (!AddFeature(text, &request, &error)) return UsageError(error);
+  }
+  if (request.user_id().empty() && request.user_features().empty()) {
+    return UsageError("retrieve needs --user, --feature or both");
+  }
+  for (const std::string& id : absl::GetFlag(FLAGS_exclude)) {
+    if (!id.empty()) request.add_exclude_item_ids(id);
+  }
+
+  auto stub = twotower::v1::Retrieval::NewStub(Connect(absl::GetFlag(FLAGS_address)));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  twotower::v1::RetrieveResponse response;
+  const grpc::Status status = stub->Retrieve(&context, request, &response);
+  if (!status.ok()) return RpcError(status);
+
+  std::printf("model %s, user %s (%s), %d items\n", response.model_version().c_str(),
+              request.user_id().empty() ? "-" : request.user_id().c_str(),
+              response.user_known() ? "known" : "unknown: served from features / OOV",
+              response.items_size());
+  int id_width = static_cast<int>(std::strlen("item_id"));
+  for (const auto& item : response.items()) {
+    id_width = std::max(id_width, static_cast<int>(item.item_id().size()));
+  }
+  std::printf("%-5s %-*s %s\n", "rank", id_width, "item_id", "score");
+  for (int i = 0; i < response.items_size(); ++i) {
+    std::printf("%-5d %-*s %.6f\n", i + 1, id_width, response.items(i).item_id().c_str(),
+                response.items(i).score());
+  }
+  return 0;
+}
+
+void PrintIndex(const twotower::v1::IndexParams& index) {
+  std::printf("index:           %s (ef_search %d, nprobe %d)\n", index.factory().c_str(),
+              index.ef_search(), index.nprobe());
+}
+
+int Status() {
+  auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  twotower::v1::GetStatusResponse response;
+  const grpc::Status status = stub->GetStatus(&context, {}, &response);
+  if (!status.ok()) return RpcError(status);
+  std::printf("model_version:   %s\n", response.model_version().c_str());
+  std::printf("bundle_path:     %s\n", response.bundle_path().c_str());
+  std::printf("items:           %lld\n", static_cast<long long>(response.item_count()));
+  std::printf("embedding_dim:   %d\n", response.embedding_dim());
+  PrintIndex(response.index());
+  std::printf("uptime:          %.1f s\n", response.uptime_seconds());
+  std::printf("requests:        %lld (%lld failed)\n",
+              static_cast<long long>(response.requests_total()),
+              static_cast<long long>(response.requests_failed()));
+  const twotower::v1::LatencySummary& latency = response.retrieve_latency();
+  std::printf("retrieve ms:     p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n", latency.p50_ms(),
+              latency.p90_ms(), latency.p99_ms(), latency.max_ms());
+  std::printf("reloads:         %lld (%lld failed)\n",
+              static_cast<long long>(response.reloads_total()),
+              static_cast<long long>(response.reloads_failed()));
+  return 0;
+}
+
+int Reload() {
+  twotower::v1::ReloadModelRequest request;
+  request.set_bundle_path(absl::GetFlag(FLAGS_bundle));
+  if (request.bundle_path().empty()) return UsageError("reload needs --bundle");
+  auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  twotower::v1::ReloadModelResponse response;
+  const grpc::Status status = stub->ReloadModel(&context, request, &response);
+  if (!status.ok()) return RpcError(status);
+  std::printf("serving %s (was %s): %lld items, loaded in %.2f s\n",
+              response.model_version().c_str(), response.previous_model_version().c_str(),
+              static_cast<long long>(response.item_count()), response.load_seconds());
+  return 0;
+}
+
+int RebuildIndex() {
+  twotower::v1::RebuildIndexRequest request;
+  request.mutable_params()->set_factory(absl::GetFlag(FLAGS_index));
+  request.mutable_params()->set_ef_search(absl::GetFlag(FLAGS_ef_search));
+  request.mutable_params()->set_nprobe(absl::GetFlag(FLAGS_nprobe));
+  auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  twotower::v1::RebuildIndexResponse response;
+  const grpc::Status status = stub->RebuildIndex(&context, request, &response);
+  if (!status.ok()) return RpcError(status);
+  std::printf("model %s: %lld items indexed in %.2f s\n", response.model_version().c_str(),
+              static_cast<long long>(response.item_count()), response.build_seconds());
+  PrintIndex(response.params());
+  return 0;
+}
+
+// grpc.health.v1.Health/Check through a generic stub: Debian ships no generated health
+// stubs, and the two messages are tiny enough to encode by hand.
+//   HealthCheckRequest  { string service = 1; }
+//   HealthCheckResponse { ServingStatus status = 1; }  // 1 = SERVING, 2 = NOT_SERVING
+int Health() {
+  const std::string service = absl::GetFlag(FLAGS_service);
+  if (service.size() > 127) return UsageError("--service is too long");
+  std::string request_bytes;
+  if (!service.empty()) {
+    request_bytes.push_back(0x0a);  // field 1, length-delimited
+    request_bytes.push_back(static_cast<char>(service.size()));  // one-byte varint
+    request_bytes += service;
+  }
+  grpc::Slice slice(request_bytes);
+  const grpc::ByteBuffer request(&slice, 1);
+
+  grpc::GenericStub stub(Connect(absl::GetFlag(FLAGS_address)));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  grpc::CompletionQueue queue;
+  std::unique_ptr<grpc::GenericClientAsyncResponseReader> call =
+      stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", request, &queue);
+  call->StartCall();
+  grpc::ByteBuffer response;
+  grpc::Status status;
+  call->Finish(&response, &status, /*tag=*/nullptr);
+  void* tag = nullptr;
+  bool ok = false;
+  queue.Next(&tag, &ok);
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  if (!status.ok()) return RpcError(status);
+
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (response.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) {
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  // Proto3 omits a zero enum, so no bytes means UNKNOWN (0).
+  int serving_status = 0;
+  if (bytes.size() >= 2 && bytes[0] == 0x08) serving_status = static_cast<unsigned char>(bytes[1]);
+  static constexpr const char* kStatusNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING",
+                                                 "SERVICE_UNKNOWN"};
+  std::printf("%s\n", serving_status >= 0 && serving_status < 4 ? kStatusNames[serving_status]
+                                                                 : "UNKNOWN");
+  return serving_status == 1 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  twotower::SetProgramUsage(kUsage);
+  std::optional<std::vector<std::string>> features = ExtractFeatures(&argc, argv);
+  if (!features.has_value()) return UsageError("--feature needs a value");
+  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() != 2) {
+    return UsageError(positional.size() < 2 ? "no command given" : "one command at a time");
+  }
+  if (absl::GetFlag(FLAGS_timeout_ms) < 1) return UsageError("--timeout_ms must be >= 1");
+  const absl::string_view command = positional[1];
+  if (command != "retrieve" && !features->empty()) {
+    return UsageError("--feature only applies to retrieve");
+  }
+  if (command == "retrieve") return Retrieve(*features);
+  if (command == "status") return Status();
+  if (command == "reload") return Reload();
+  if (command == "rebuild-index") return RebuildIndex();
+  if (command == "health") return Health();
+  return UsageError(absl::StrCat("unknown command \"", command, "\""));
+}

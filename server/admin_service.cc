@@ -1,0 +1,148 @@
+#include "server/admin_service.h"
+
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc_status.h"
+
+namespace twotower {
+
+namespace {
+
+void ToProto(const IndexOptions& options, v1::IndexParams* params) {
+  params->set_factory(options.factory);
+  params->set_ef_search(options.ef_search);
+  params->set_nprobe(options.nprobe);
+}
+
+std::string VersionOf(const std::shared_ptr<const Snapshot>& snapshot) {
+  return snapshot == nullptr ? std::string("none") : snapshot->model_version;
+}
+
+}  // namespace
+
+AdminService::AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics)
+    : snapshots_(snapshots), metrics_(metrics) {}
+
+grpc::Status AdminService::ReloadModel(grpc::ServerContext* /*context*/,
+                                       const v1::ReloadModelRequest* request,
+                                       v1::ReloadModelResponse* response) {
+  const ServerMetrics::InFlightCall in_flight(metrics_);
+  const std::string& path = request->bundle_path();
+  if (path.empty()) {
+    metrics_->RecordReload(false);
+    return ToGrpcStatus(absl::InvalidArgumentError("bundle_path is required"));
+  }
+  absl::MutexLock lock(&mutation_mu_);
+  const std::shared_ptr<const Snapshot> current = snapshots_->Get();
+  // A reload changes the model, not how it is indexed: keep the operator's index choice.
+  const IndexOptions options = current != nullptr ? current->index->options() : IndexOptions{};
+  LogEvent("info", "reloading model", {{"bundle", path}, {"current", VersionOf(current)}});
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next = LoadSnapshot(path, options);
+  if (!next.ok()) {
+    metrics_->RecordReload(false);
+    LogEvent("warn", "reload failed, keeping the current model",
+             {{"bundle", path},
+              {"current", VersionOf(current)},
+              {"code", absl::StatusCodeToString(next.status().code())},
+              {"error", std::string(next.status().message())}});
+    return ToGrpcStatus(absl::Status(
+        next.status().code(), absl::StrCat("reload of ", path, " failed (still serving ",
+                                           VersionOf(current), "): ", next.status().message())));
+  }
+  const std::shared_ptr<const Snapshot> loaded = *next;
+  const std::shared_ptr<const Snapshot> previous = snapshots_->Swap(loaded);
+  metrics_->RecordReload(true);
+  LogEvent("info", "model reloaded",
+           {{"version", loaded->model_version},
+            {"previous", VersionOf(previous)},
+            {"bundle", path},
+            {"items", absl::StrCat(loaded->index->size())},
+            {"seconds", absl::StrCat(absl::ToDoubleSeconds(loaded->load_duration))}});
+  response->set_model_version(loaded->model_version);
+  response->set_previous_model_version(previous != nullptr ? previous->model_version : "");
+  response->set_item_count(loaded->index->size());
+  response->set_load_seconds(absl::ToDoubleSeconds(loaded->load_duration));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RebuildIndex(grpc::ServerContext* /*context*/,
+                                        const v1::RebuildIndexRequest* request,
+                                        v1::RebuildIndexResponse* response) {
+  const ServerMetrics::InFlightCall in_flight(metrics_);
+  const v1::IndexParams& params = request->params();
+  if (params.ef_search() < 0 || params.nprobe() < 0) {
+    return ToGrpcStatus(absl::InvalidArgumentError("ef_search and nprobe must be >= 0"));
+  }
+  absl::MutexLock lock(&mutation_mu_);
+  const std::shared_ptr<const Snapshot> current = snapshots_->Get();
+  if (current == nullptr) return ToGrpcStatus(absl::UnavailableError("no model loaded yet"));
+  IndexOptions options = current->index->options();
+  if (!params.factory().empty()) options.factory = params.factory();
+  if (params.ef_search() > 0) options.ef_search = params.ef_search();
+  if (params.nprobe() > 0) options.nprobe = params.nprobe();
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next = RebuildSnapshotIndex(*current, options);
+  if (!next.ok()) {
+    LogEvent("warn", "index rebuild failed, keeping the current index",
+             {{"factory", options.factory},
+              {"code", absl::StatusCodeToString(next.status().code())},
+              {"error", std::string(next.status().message())}});
+    return ToGrpcStatus(next.status());
+  }
+  const std::shared_ptr<const Snapshot> rebuilt = *next;
+  snapshots_->Swap(rebuilt);
+  LogEvent("info", "index rebuilt",
+           {{"version", rebuilt->model_version},
+            {"factory", options.factory},
+            {"ef_search", absl::StrCat(options.ef_search)},
+            {"nprobe", absl::StrCat(options.nprobe)},
+            {"seconds", absl::StrCat(absl::ToDoubleSeconds(rebuilt->load_duration))}});
+  response->set_model_version(rebuilt->model_version);
+  response->set_item_count(rebuilt->index->size());
+  ToProto(rebuilt->index->options(), response->mutable_params());
+  response->set_build_seconds(absl::ToDoubleSeconds(rebuilt->load_duration));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::UpsertItems(grpc::ServerContext* /*context*/,
+                                       const v1::UpsertItemsRequest* /*request*/,
+                                       v1::UpsertItemsResponse* /*response*/) {
+  return ToGrpcStatus(absl::UnimplementedError(
+      "UpsertItems is not implemented yet: online item updates land with the serving issue; "
+      "retrain and ReloadModel meanwhile"));
+}
+
+grpc::Status AdminService::RemoveItems(grpc::ServerContext* /*context*/,
+                                       const v1::RemoveItemsRequest* /*request*/,
+                                       v1::RemoveItemsResponse* /*response*/) {
+  return ToGrpcStatus(absl::UnimplementedError(
+      "RemoveItems is not implemented yet: online item updates land with the serving issue; "
+      "pass exclude_item_ids in Retrieve meanwhile"));
+}
+
+grpc::Status AdminService::GetStatus(grpc::ServerContext* /*context*/,
+                                     const v1::GetStatusRequest* /*request*/,
+                                     v1::GetStatusResponse* response) {
+  if (const std::shared_ptr<const Snapshot> snapshot = snapshots_->Get(); snapshot != nullptr) {
+    response->set_model_version(snapshot->model_version);
+    response->set_bundle_path(snapshot->bundle_path);
+    response->set_item_count(snapshot->index->size());
+    response->set_embedding_dim(snapshot->index->dim());
+    ToProto(snapshot->index->options(), response->mutable_index());
+  }
+  response->set_uptime_seconds(absl::ToDoubleSeconds(metrics_->uptime()));
+  response->set_requests_total(metrics_->requests_total());
+  response->set_requests_failed(metrics_->requests_failed());
+  const ServerMetrics::LatencySummary latency = metrics_->RetrieveLatency();
+  v1::LatencySummary* summary = response->mutable_retrieve_latency();
+  summary->set_p50_ms(latency.p50_ms);
+  summary->set_p90_ms(latency.p90_ms);
+  summary->set_p99_ms(latency.p99_ms);
+  summary->set_max_ms(latency.max_ms);
+  response->set_reloads_total(metrics_->reloads_total());
+  response->set_reloads_failed(metrics_->reloads_failed());
+  return grpc::Status::OK;
+}
+
+}  // namespace twotower

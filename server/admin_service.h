@@ -1,0 +1,48 @@
+// The operator API (proto/twotower/v1/admin.proto). Mutations build a complete new
+// Snapshot off to the side and swap it in only when it is ready, so a failed reload or
+// rebuild leaves the serving model untouched and requests never wait for a load.
+#ifndef TWOTOWER_SERVER_ADMIN_SERVICE_H_
+#define TWOTOWER_SERVER_ADMIN_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/synchronization/mutex.h"
+#include "server/server_metrics.h"
+#include "server/snapshot.h"
+#include "twotower/v1/admin.grpc.pb.h"
+
+namespace twotower {
+
+class AdminService final : public v1::Admin::Service {
+ public:
+  // `snapshots` and `metrics` must outlive the service.
+  AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics);
+
+  // Loads request->bundle_path with the current index options; on success swaps it in.
+  // On failure returns the load error (mapped from ReadBundle / the index build, e.g.
+  // DATA_LOSS for a corrupt file) and keeps serving the current model.
+  grpc::Status ReloadModel(grpc::ServerContext* context, const v1::ReloadModelRequest* request,
+                           v1::ReloadModelResponse* response) override;
+  // Re-indexes the current bundle: an empty factory keeps the current one, ef_search /
+  // nprobe 0 keep the current values.
+  grpc::Status RebuildIndex(grpc::ServerContext* context, const v1::RebuildIndexRequest* request,
+                            v1::RebuildIndexResponse* response) override;
+  // Not implemented yet: UNIMPLEMENTED.
+  grpc::Status UpsertItems(grpc::ServerContext* context, const v1::UpsertItemsRequest* request,
+                           v1::UpsertItemsResponse* response) override;
+  grpc::Status RemoveItems(grpc::ServerContext* context, const v1::RemoveItemsRequest* request,
+                           v1::RemoveItemsResponse* response) override;
+  grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
+                         v1::GetStatusResponse* response) override;
+
+ private:
+  SnapshotHolder* const snapshots_;
+  ServerMetrics* const metrics_;
+  // Held for a whole reload / rebuild: two concurrent mutations would both build from the
+  // same current snapshot and the later swap would silently undo the earlier one.
+  absl::Mutex mutation_mu_;
+};
+
+}  // namespace twotower
+
+#endif  // TWOTOWER_SERVER_ADMIN_SERVICE_H_

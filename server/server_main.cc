@@ -1,0 +1,235 @@
+// twotower_server: serves a model bundle over gRPC.
+//
+//   twotower_server --bundle bundles/latest [--address 127.0.0.1:50051]
+//                   [--admin_address 127.0.0.1:50052] [--index "HNSW32,Flat"]
+//
+// Two listeners: the Retrieval API (+ gRPC health checking and reflection) on --address,
+// the Admin API on --admin_address, loopback by default so that reloading or re-indexing
+// is not reachable from outside unless an operator decides so. A port of 0 picks a free
+// port. When both listen, one line goes to stdout (tests and scripts wait for it):
+//
+//   serving model <version> on <host:port> (admin <host:port>)
+//
+// SIGTERM / SIGINT: health turns NOT_SERVING, in-flight calls get up to
+// --shutdown_grace_ms to finish, exit 0. Logs are logfmt lines on stderr.
+#include <fcntl.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "util/program_usage.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/admin_service.h"
+#include "server/retrieval_service.h"
+#include "server/server_metrics.h"
+#include "server/snapshot.h"
+
+ABSL_FLAG(std::string, address, "127.0.0.1:50051",
+          "Retrieval API listen address, host:port (port 0 = pick a free port)");
+ABSL_FLAG(std::string, admin_address, "127.0.0.1:50052",
+          "Admin API listen address; keep it on loopback unless operators must reach it "
+          "from elsewhere (it can replace the model)");
+ABSL_FLAG(std::string, bundle, "", "Model bundle directory to serve (required)");
+ABSL_FLAG(std::string, index, "Flat",
+          "FAISS index_factory string for the item index (inner product), e.g. Flat, "
+          "HNSW32,Flat, IVF256,Flat");
+ABSL_FLAG(int, ef_search, 0, "HNSW search depth (0 = FAISS default)");
+ABSL_FLAG(int, nprobe, 0, "IVF lists probed per query (0 = FAISS default)");
+ABSL_FLAG(int, max_k, 1000, "Largest k a Retrieve request may ask for");
+ABSL_FLAG(int, max_batch, 1024, "Most requests in one BatchRetrieve");
+ABSL_FLAG(int, threads, 0,
+          "Most threads the Retrieval server uses for requests (0 = gRPC's default)");
+ABSL_FLAG(int, shutdown_grace_ms, 5000,
+          "On SIGTERM/SIGINT, how long in-flight calls get to finish before they are "
+          "cancelled");
+
+namespace {
+
+using twotower::LogEvent;
+
+// How long gRPC gets to finish calls that arrived after the drain began (see below).
+constexpr absl::Duration kShutdownSettle = absl::Milliseconds(250);
+
+int stop_pipe[2] = {-1, -1};
+
+extern "C" void OnStopSignal(int signal) {
+  // Only async-signal-safe calls here: one write, errno preserved for the thread it
+  // interrupted.
+  const int saved_errno = errno;
+  const unsigned char byte = static_cast<unsigned char>(signal);
+  if (::write(stop_pipe[1], &byte, 1) < 0) {
+  }
+  errno = saved_errno;
+}
+
+// host:port with the port replaced by the one actually bound (for ":0").
+std::string WithPort(const std::string& address, int port) {
+  const size_t colon = address.rfind(':');
+  return absl::StrCat(colon == std::string::npos ? address : address.substr(0, colon), ":",
+                      port);
+}
+
+struct Listener {
+  std::unique_ptr<grpc::Server> server;
+  std::string address;  // as bound
+};
+
+// Starts a server with `service` on `address`; null server when it cannot listen.
+Listener Start(const std::string& address, grpc::Service* service, int max_threads) {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(service);
+  if (max_threads > 0) {
+    grpc::ResourceQuota quota("twotower_server");
+    quota.SetMaxThreads(max_threads);
+    builder.SetResourceQuota(quota);
+  }
+  Listener listener;
+  listener.server = builder.BuildAndStart();
+  if (listener.server != nullptr && port == 0) {  // built, but the port did not bind
+    listener.server->Shutdown();
+    listener.server.reset();
+  }
+  listener.address = WithPort(address, port);
+  return listener;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  twotower::SetProgramUsage(
+      "Serves a twotower model bundle over gRPC: twotower_server --bundle DIR "
+      "[--address HOST:PORT] [--admin_address HOST:PORT] [--index FACTORY]");
+  absl::ParseCommandLine(argc, argv);
+  const std::string bundle_path = absl::GetFlag(FLAGS_bundle);
+  if (bundle_path.empty()) {
+    std::fprintf(stderr, "error: --bundle is required\n");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_max_k) < 1 || absl::GetFlag(FLAGS_max_batch) < 1 ||
+      absl::GetFlag(FLAGS_ef_search) < 0 || absl::GetFlag(FLAGS_nprobe) < 0 ||
+      absl::GetFlag(FLAGS_threads) < 0 || absl::GetFlag(FLAGS_shutdown_grace_ms) < 0) {
+    std::fprintf(stderr,
+                 "error: --max_k and --max_batch must be >= 1; --ef_search, --nprobe, "
+                 "--threads and --shutdown_grace_ms >= 0\n");
+    return 2;
+  }
+
+  // Stop signals become a byte on a pipe that an ordinary thread reads, so shutdown runs
+  // as normal code. (sigwait with the signals blocked is not enough: OpenBLAS starts its
+  // threads before main, with the signals unblocked, and the default action would kill
+  // the process on one of them.) Installed before the load, so a signal during it is
+  // not lost; the write end is non-blocking, so a flood of signals cannot block the
+  // handler.
+  if (::pipe2(stop_pipe, O_CLOEXEC) != 0 || ::fcntl(stop_pipe[1], F_SETFL, O_NONBLOCK) != 0) {
+    std::fprintf(stderr, "error: pipe: %s\n", std::strerror(errno));
+    return 1;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  action.sa_flags = SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGTERM, &action, nullptr);
+  ::sigaction(SIGINT, &action, nullptr);
+
+  twotower::IndexOptions index_options;
+  index_options.factory = absl::GetFlag(FLAGS_index);
+  index_options.ef_search = absl::GetFlag(FLAGS_ef_search);
+  index_options.nprobe = absl::GetFlag(FLAGS_nprobe);
+  LogEvent("info", "loading model",
+           {{"bundle", bundle_path}, {"index", index_options.factory}});
+  absl::StatusOr<std::shared_ptr<const twotower::Snapshot>> snapshot =
+      twotower::LoadSnapshot(bundle_path, index_options);
+  if (!snapshot.ok()) {
+    std::fprintf(stderr, "error: cannot load bundle %s: %s\n", bundle_path.c_str(),
+                 snapshot.status().ToString().c_str());
+    return 1;
+  }
+  twotower::SnapshotHolder snapshots;
+  snapshots.Swap(*snapshot);
+  const std::string version = (*snapshot)->model_version;
+  LogEvent("info", "model loaded",
+           {{"version", version},
+            {"items", absl::StrCat((*snapshot)->index->size())},
+            {"seconds", absl::StrCat(absl::ToDoubleSeconds((*snapshot)->load_duration))}});
+  snapshot->reset();  // the holder owns it now; a reload must be able to free it
+
+  twotower::ServerMetrics metrics;
+  twotower::RetrievalOptions retrieval_options;
+  retrieval_options.max_k = absl::GetFlag(FLAGS_max_k);
+  retrieval_options.max_batch = absl::GetFlag(FLAGS_max_batch);
+  twotower::RetrievalService retrieval_service(&snapshots, &metrics, retrieval_options);
+  twotower::AdminService admin_service(&snapshots, &metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  Listener retrieval =
+      Start(absl::GetFlag(FLAGS_address), &retrieval_service, absl::GetFlag(FLAGS_threads));
+  if (retrieval.server == nullptr) {
+    std::fprintf(stderr, "error: cannot listen on %s\n", absl::GetFlag(FLAGS_address).c_str());
+    return 1;
+  }
+  Listener admin = Start(absl::GetFlag(FLAGS_admin_address), &admin_service, 0);
+  if (admin.server == nullptr) {
+    std::fprintf(stderr, "error: cannot listen on %s\n",
+                 absl::GetFlag(FLAGS_admin_address).c_str());
+    retrieval.server->Shutdown();
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = retrieval.server->GetHealthCheckService();
+  health->SetServingStatus("", true);
+  health->SetServingStatus(twotower::v1::Retrieval::service_full_name(), true);
+
+  LogEvent("info", "serving",
+           {{"version", version}, {"address", retrieval.address}, {"admin", admin.address}});
+  std::printf("serving model %s on %s (admin %s)\n", version.c_str(), retrieval.address.c_str(),
+              admin.address.c_str());
+  std::fflush(stdout);
+
+  std::thread stopper([&] {
+    unsigned char signal = 0;
+    while (::read(stop_pipe[0], &signal, 1) < 0 && errno == EINTR) {
+    }
+    LogEvent("info", "shutting down", {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    // Load balancers polling health stop sending new calls while the old ones drain.
+    health->SetServingStatus(false);
+    // grpc::Server::Shutdown drains in-flight calls but also waits for every client to
+    // acknowledge its GOAWAY, and an idle client (one not inside a call) may not do so
+    // before the deadline. So wait for our own in-flight calls first, then give gRPC a
+    // short settle period for calls that raced with the signal.
+    const absl::Time drain_deadline =
+        absl::Now() + absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
+    while (metrics.in_flight() > 0 && absl::Now() < drain_deadline) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    const auto deadline =
+        absl::ToChronoTime(std::min(drain_deadline, absl::Now() + kShutdownSettle));
+    retrieval.server->Shutdown(deadline);
+    admin.server->Shutdown(deadline);
+  });
+  retrieval.server->Wait();
+  admin.server->Wait();
+  stopper.join();
+  LogEvent("info", "stopped",
+           {{"requests", absl::StrCat(metrics.requests_total())},
+            {"failed", absl::StrCat(metrics.requests_failed())}});
+  return 0;
+}

@@ -1,0 +1,791 @@
+// End to end: the real binaries, as an operator runs them. The suite makes synthetic data
+// and trains two model versions with twotower_synth / twotower_train; every test starts
+// its own twotower_server on free loopback ports (so tests can mutate the server and still
+// run alone, as ctest runs them), talks to it through the generated stubs, the C++ CLI
+// and the Python client, and stops it with SIGTERM, which must exit 0 within 5 s.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "bundle/bundle.h"
+#include "features/vocabulary.h"
+#include "gtest/gtest.h"
+#include "model/tower.h"
+#include "tests/test_util.h"
+#include "twotower/v1/admin.grpc.pb.h"
+#include "twotower/v1/retrieval.grpc.pb.h"
+
+extern char** environ;
+
+namespace twotower {
+namespace {
+
+using ::twotower::testing::ScopedTempDir;
+using ::twotower::testing::BinaryDir;
+using ::twotower::testing::SourceDir;
+
+constexpr int kMaxK = 1000;  // the server's default --max_k
+constexpr float kScoreTolerance = 1e-4f;
+
+// Debian's python3-grpcio / python3-protobuf are installed for the system interpreter,
+// which may not be the first python3 on PATH (pyenv, venvs).
+std::string Python() {
+  const char* python = std::getenv("TWOTOWER_PYTHON");
+  return python != nullptr ? python : "/usr/bin/python3";
+}
+
+// Starts argv[0] (a path) with stdout to `stdout_fd` (-1: inherit); -1 on failure.
+pid_t Spawn(const std::vector<std::string>& args, int stdout_fd) {
+  std::vector<char*> argv;
+  for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (stdout_fd >= 0) posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
+  pid_t pid = -1;
+  const int error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return error == 0 ? pid : -1;
+}
+
+struct RunResult {
+  int exit_code = -1;  // -1: did not start or did not exit normally
+  std::string out;     // stdout
+};
+
+// Runs a command to completion, capturing its stdout (stderr goes to the test log).
+RunResult RunCommand(const std::vector<std::string>& args) {
+  RunResult result;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return result;
+  const pid_t pid = Spawn(args, fds[1]);
+  ::close(fds[1]);
+  if (pid > 0) {
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::read(fds[0], buffer, sizeof buffer)) > 0) result.out.append(buffer, n);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  }
+  ::close(fds[0]);
+  return result;
+}
+
+std::string ReadLink(const std::string& link) {
+  std::error_code error;
+  const std::filesystem::path target = std::filesystem::read_symlink(link, error);
+  return error ? std::string() : target.string();
+}
+
+// A twotower_server child process on free loopback ports.
+class ServerProcess {
+ public:
+  ServerProcess() = default;
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+  ~ServerProcess() {
+    if (pid_ > 0) {  // a test failed before stopping it
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (stdout_ >= 0) ::close(stdout_);
+  }
+
+  // Starts the server and waits (up to 60 s) for its ready line.
+  void Start(const std::string& bundle, const std::vector<std::string>& extra_flags = {}) {
+    std::vector<std::string> args = {BinaryDir() + "/twotower_server", "--bundle=" + bundle,
+                                     "--address=127.0.0.1:0", "--admin_address=127.0.0.1:0"};
+    args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    pid_ = Spawn(args, fds[1]);
+    ::close(fds[1]);
+    stdout_ = fds[0];
+    ASSERT_GT(pid_, 0) << "cannot start " << args[0];
+
+    std::string line;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (line.find('\n') == std::string::npos) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      ASSERT_GT(left.count(), 0) << "no ready line from the server within 60 s";
+      pollfd poll_fd = {stdout_, POLLIN, 0};
+      if (::poll(&poll_fd, 1, static_cast<int>(left.count())) <= 0) continue;
+      char buffer[512];
+      const ssize_t n = ::read(stdout_, buffer, sizeof buffer);
+      ASSERT_GT(n, 0) << "server exited before it was ready (stdout so far: " << line << ")";
+      line.append(buffer, n);
+    }
+    // "serving model <version> on <host:port> (admin <host:port>)"
+    const std::vector<std::string> words =
+        absl::StrSplit(line.substr(0, line.find('\n')), ' ');
+    ASSERT_EQ(words.size(), 7u) << line;
+    ASSERT_EQ(words[0], "serving") << line;
+    ASSERT_EQ(words[3], "on") << line;
+    ASSERT_EQ(words[5], "(admin") << line;
+    version_ = words[2];
+    address_ = words[4];
+    admin_address_ = words[6].substr(0, words[6].size() - 1);  // drop ")"
+    retrieval_ = v1::Retrieval::NewStub(
+        grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+    admin_ = v1::Admin::NewStub(
+        grpc::CreateChannel(admin_address_, grpc::InsecureChannelCredentials()));
+  }
+
+  // Sends `signal` and waits up to `timeout` for the exit; the wait status, or -1 if the
+  // process is still running (it is then killed).
+  int Stop(int signal, std::chrono::milliseconds timeout) {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, signal);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    pid_ = -1;
+    return status;
+  }
+
+  bool running() const { return pid_ > 0; }
+  const std::string& version() const { return version_; }
+  const std::string& address() const { return address_; }
+  const std::string& admin_address() const { return admin_address_; }
+  v1::Retrieval::Stub& retrieval() { return *retrieval_; }
+  v1::Admin::Stub& admin() { return *admin_; }
+
+ private:
+  pid_t pid_ = -1;
+  int stdout_ = -1;
+  std::string version_, address_, admin_address_;
+  std::unique_ptr<v1::Retrieval::Stub> retrieval_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+};
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return context;
+}
+
+// --- The offline model: what the server must answer, computed from the bundle ----------
+
+// Scores of every catalogue item for the user tower input `row`, by brute force.
+std::map<std::string, float> OfflineScores(const Bundle& bundle, const EncodedTable& row) {
+  const int dim = bundle.embedding_dim();
+  std::vector<float> user(dim);
+  TowerActivations activations;
+  bundle.user.tower.Forward(row, &activations, user.data());
+  std::map<std::string, float> scores;
+  for (size_t i = 0; i < bundle.items.ids.size(); ++i) {
+    double dot = 0.0;
+    for (int d = 0; d < dim; ++d) {
+      dot += static_cast<double>(user[d]) * bundle.item_vectors[i * dim + d];
+    }
+    scores.emplace(bundle.items.ids[i], static_cast<float>(dot));
+  }
+  return scores;
+}
+
+// The tower input the server should build for `request` (the documented rules).
+EncodedTable OfflineUserRow(const Bundle& bundle, const v1::RetrieveRequest& request) {
+  EncodedTable row = bundle.user.encoder.NewTable();
+  if (!request.user_features().empty()) {
+    absl::StatusOr<std::vector<RawValue>> values =
+        bundle.user.encoder.FromRequest(request.user_features());
+    EXPECT_TRUE(values.ok()) << values.status();
+    if (values.ok()) bundle.user.encoder.Encode(request.user_id(), &*values, &row);
+    return row;
+  }
+  const auto it = std::find(bundle.users.ids.begin(), bundle.users.ids.end(), request.user_id());
+  if (it != bundle.users.ids.end()) {
+    row.AppendRowFrom(bundle.users.rows, static_cast<int>(it - bundle.users.ids.begin()));
+  } else {
+    bundle.user.encoder.Encode(request.user_id(), nullptr, &row);
+  }
+  return row;
+}
+
+// Checks `response` is the exact top-k of the offline model. Ties make "equal ids" too
+// strict (two items within float noise may come in either order), so it checks what
+// defines a correct top-k: every position's score equals the offline k-th best score at
+// that position, every returned item's score is its offline score, no item twice, none
+// excluded. When scores are distinct this is the same as equal ids.
+void ExpectOfflineTopK(const Bundle& bundle, const v1::RetrieveRequest& request,
+                       const v1::RetrieveResponse& response) {
+  const std::map<std::string, float> scores = OfflineScores(bundle, OfflineUserRow(bundle, request));
+  const std::set<std::string> excluded(request.exclude_item_ids().begin(),
+                                       request.exclude_item_ids().end());
+  std::vector<float> expected;
+  for (const auto& [id, score] : scores) {
+    if (!excluded.contains(id)) expected.push_back(score);
+  }
+  std::sort(expected.begin(), expected.end(), std::greater<>());
+  expected.resize(std::min<size_t>(expected.size(), request.k()));
+
+  ASSERT_EQ(response.items_size(), static_cast<int>(expected.size()));
+  std::set<std::string> seen;
+  for (int i = 0; i < response.items_size(); ++i) {
+    const v1::ScoredItem& item = response.items(i);
+    EXPECT_NEAR(item.score(), expected[i], kScoreTolerance) << "rank " << i + 1;
+    const auto it = scores.find(item.item_id());
+    ASSERT_NE(it, scores.end()) << item.item_id() << " is not in the catalogue";
+    EXPECT_NEAR(item.score(), it->second, kScoreTolerance) << item.item_id();
+    EXPECT_TRUE(seen.insert(item.item_id()).second) << item.item_id() << " returned twice";
+    EXPECT_FALSE(excluded.contains(item.item_id())) << item.item_id() << " was excluded";
+    if (i > 0) {
+      EXPECT_GE(response.items(i - 1).score(), item.score()) << "rank " << i + 1;
+    }
+  }
+}
+
+v1::RetrieveRequest KnownUserRequest(const std::string& user, int k) {
+  v1::RetrieveRequest request;
+  request.set_user_id(user);
+  request.set_k(k);
+  return request;
+}
+
+// A user the model never saw, described by features of configs/synthetic.textproto.
+v1::RetrieveRequest ColdUserRequest(const std::string& user, int k) {
+  v1::RetrieveRequest request = KnownUserRequest(user, k);
+  auto& features = *request.mutable_user_features();
+  features["segment"].set_categorical("s1");
+  features["age"].set_numeric(31);
+  features["region"].set_categorical("r2");
+  features["interests"].mutable_multi_hot()->add_values("g0");
+  features["interests"].mutable_multi_hot()->add_values("g3");
+  return request;
+}
+
+// First item id of a CLI "rank item_id score" listing (header lines skipped).
+std::string TopItemOfListing(const std::string& out) {
+  for (const absl::string_view line : absl::StrSplit(out, '\n')) {
+    const std::vector<std::string> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (words.size() == 3 && words[0] == "1") return words[1];
+  }
+  return "";
+}
+
+// --- Fixture ----------------------------------------------------------------------------
+
+class E2eServerTest : public ::testing::Test {
+ protected:
+  // Data + two trained versions, once per test process. Bundles: first_ (older), latest_.
+  static void SetUpTestSuite() {
+    dir_ = std::make_unique<ScopedTempDir>();
+    const std::string data = dir_->Join("data");
+    const std::string bundles = dir_->Join("bundles");
+    const RunResult synth = RunCommand({BinaryDir() + "/twotower_synth", "--out_dir=" + data,
+                                 "--users=300", "--items=200"});
+    if (synth.exit_code != 0) {
+      setup_error_ = "twotower_synth failed:\n" + synth.out;
+      return;
+    }
+    std::vector<std::string> versions;
+    for (int run = 0; run < 2; ++run) {
+      const RunResult train = RunCommand({BinaryDir() + "/twotower_train",
+                                   "--config=" + SourceDir() + "/configs/synthetic.textproto",
+                                   "--data_dir=" + data, "--export_dir=" + bundles,
+                                   "--epochs=2"});
+      if (train.exit_code != 0) {
+        setup_error_ = "twotower_train failed:\n" + train.out;
+        return;
+      }
+      versions.push_back(ReadLink(bundles + "/latest"));
+    }
+    if (versions[0].empty() || versions[0] == versions[1]) {
+      setup_error_ = "training twice did not give two bundles under " + bundles + "/latest";
+      return;
+    }
+    first_path_ = bundles + "/" + versions[0];
+    latest_path_ = bundles + "/latest";
+    absl::StatusOr<Bundle> first = ReadBundle(first_path_);
+    absl::StatusOr<Bundle> latest = ReadBundle(latest_path_);
+    if (!first.ok() || !latest.ok()) {
+      setup_error_ = absl::StrCat("ReadBundle: ", first.status().ToString(), " / ",
+                                  latest.status().ToString());
+      return;
+    }
+    first_ = std::make_unique<Bundle>(*std::move(first));
+    latest_ = std::make_unique<Bundle>(*std::move(latest));
+  }
+
+  static void TearDownTestSuite() {
+    first_.reset();
+    latest_.reset();
+    dir_.reset();
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(setup_error_.empty()) << setup_error_;
+    ASSERT_NO_FATAL_FAILURE(server_.Start(latest_path_));
+    ASSERT_EQ(server_.version(), latest_->model_version());
+  }
+
+  void TearDown() override {
+    if (!server_.running()) return;
+    const int status = server_.Stop(SIGTERM, std::chrono::seconds(5));
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "server did not exit 0 within 5 s of SIGTERM (wait status " << status << ")";
+  }
+
+  // Known users with their own id embedding (in the id vocabulary and in users.pb).
+  static std::vector<std::string> KnownUsers(const Bundle& bundle, size_t count) {
+    std::vector<std::string> users;
+    for (const std::string& id : bundle.users.ids) {
+      if (bundle.user.encoder.ids().Lookup(id) != Vocabulary::kOov) users.push_back(id);
+      if (users.size() == count) break;
+    }
+    return users;
+  }
+
+  grpc::Status Retrieve(const v1::RetrieveRequest& request, v1::RetrieveResponse* response) {
+    return server_.retrieval().Retrieve(Context().get(), request, response);
+  }
+
+  v1::GetStatusResponse Status() {
+    v1::GetStatusResponse status;
+    const grpc::Status rpc = server_.admin().GetStatus(Context().get(), {}, &status);
+    EXPECT_TRUE(rpc.ok()) << rpc.error_message();
+    return status;
+  }
+
+  static inline std::unique_ptr<ScopedTempDir> dir_;
+  static inline std::string setup_error_;
+  static inline std::string first_path_, latest_path_;
+  static inline std::unique_ptr<Bundle> first_, latest_;
+  ServerProcess server_;
+};
+
+// --- Retrieval --------------------------------------------------------------------------
+
+TEST_F(E2eServerTest, KnownUsersGetTheOfflineModelsTopK) {
+  const std::vector<std::string> users = KnownUsers(*latest_, 5);
+  ASSERT_EQ(users.size(), 5u);
+  for (const std::string& user : users) {
+    SCOPED_TRACE(user);
+    const v1::RetrieveRequest request = KnownUserRequest(user, 10);
+    v1::RetrieveResponse response;
+    const grpc::Status status = Retrieve(request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.model_version(), latest_->model_version());
+    EXPECT_TRUE(response.user_known());
+    EXPECT_EQ(response.items_size(), 10);
+    ExpectOfflineTopK(*latest_, request, response);
+  }
+}
+
+TEST_F(E2eServerTest, KLargerThanTheCatalogueReturnsEveryItemOnce) {
+  const v1::RetrieveRequest request = KnownUserRequest(KnownUsers(*latest_, 1).at(0), kMaxK);
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(request, &response).ok());
+  EXPECT_EQ(response.items_size(), static_cast<int>(latest_->items.ids.size()));
+  ExpectOfflineTopK(*latest_, request, response);
+}
+
+TEST_F(E2eServerTest, ColdUserWithFeaturesIsServedFromFeatures) {
+  const v1::RetrieveRequest request = ColdUserRequest("never-seen-user", 10);
+  v1::RetrieveResponse response;
+  const grpc::Status status = Retrieve(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_FALSE(response.user_known());
+  EXPECT_EQ(response.items_size(), 10);
+  ExpectOfflineTopK(*latest_, request, response);
+
+  // Features without any id work too.
+  v1::RetrieveRequest anonymous = ColdUserRequest("", 5);
+  ASSERT_TRUE(Retrieve(anonymous, &response).ok());
+  EXPECT_FALSE(response.user_known());
+  ExpectOfflineTopK(*latest_, anonymous, response);
+}
+
+TEST_F(E2eServerTest, ColdUserWithoutFeaturesGetsTheOovEmbedding) {
+  const v1::RetrieveRequest request = KnownUserRequest("never-seen-user", 10);
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(request, &response).ok());
+  EXPECT_FALSE(response.user_known());
+  ExpectOfflineTopK(*latest_, request, response);
+}
+
+TEST_F(E2eServerTest, InvalidRequestsAreRejected) {
+  v1::RetrieveResponse response;
+  v1::RetrieveRequest nobody;
+  nobody.set_k(10);
+  EXPECT_EQ(Retrieve(nobody, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  EXPECT_EQ(Retrieve(KnownUserRequest(user, 0), &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Retrieve(KnownUserRequest(user, -3), &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Retrieve(KnownUserRequest(user, kMaxK + 1), &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::RetrieveRequest unknown_feature = ColdUserRequest("x", 5);
+  (*unknown_feature.mutable_user_features())["shoe_size"].set_numeric(44);
+  const grpc::Status unknown = Retrieve(unknown_feature, &response);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(unknown.error_message().find("shoe_size"), std::string::npos)
+      << unknown.error_message();
+
+  v1::RetrieveRequest wrong_type = ColdUserRequest("x", 5);
+  (*wrong_type.mutable_user_features())["age"].set_categorical("old");
+  EXPECT_EQ(Retrieve(wrong_type, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::RetrieveRequest filtered = KnownUserRequest(user, 5);
+  v1::ItemFilter* filter = filtered.add_filters();
+  filter->set_feature("brand");
+  filter->add_any_of("b1");
+  EXPECT_EQ(Retrieve(filtered, &response).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST_F(E2eServerTest, ExcludedItemsAreNeverReturned) {
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  v1::RetrieveResponse top;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 10), &top).ok());
+  ASSERT_EQ(top.items_size(), 10);
+
+  v1::RetrieveRequest request = KnownUserRequest(user, 10);
+  for (int i : {0, 2, 5}) request.add_exclude_item_ids(top.items(i).item_id());
+  request.add_exclude_item_ids("no-such-item");  // unknown ids are ignored
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(request, &response).ok());
+  EXPECT_EQ(response.items_size(), 10);
+  ExpectOfflineTopK(*latest_, request, response);
+}
+
+TEST_F(E2eServerTest, BatchRetrieveEqualsRetrieveOneByOne) {
+  v1::BatchRetrieveRequest batch;
+  int k = 3;
+  for (const std::string& user : KnownUsers(*latest_, 4)) {
+    *batch.add_requests() = KnownUserRequest(user, k++);
+  }
+  *batch.add_requests() = ColdUserRequest("cold-1", 7);
+  *batch.add_requests() = KnownUserRequest("cold-2", 2);
+  v1::RetrieveRequest with_exclude = KnownUserRequest(KnownUsers(*latest_, 1).at(0), 4);
+  with_exclude.add_exclude_item_ids(latest_->items.ids[0]);
+  with_exclude.add_exclude_item_ids(latest_->items.ids[1]);
+  *batch.add_requests() = with_exclude;
+
+  v1::BatchRetrieveResponse answers;
+  const grpc::Status status = server_.retrieval().BatchRetrieve(Context().get(), batch, &answers);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(answers.responses_size(), batch.requests_size());
+  for (int i = 0; i < batch.requests_size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("request ", i));
+    v1::RetrieveResponse single;
+    ASSERT_TRUE(Retrieve(batch.requests(i), &single).ok());
+    const v1::RetrieveResponse& batched = answers.responses(i);
+    EXPECT_EQ(batched.model_version(), single.model_version());
+    EXPECT_EQ(batched.user_known(), single.user_known());
+    ASSERT_EQ(batched.items_size(), single.items_size());
+    for (int j = 0; j < single.items_size(); ++j) {
+      EXPECT_NEAR(batched.items(j).score(), single.items(j).score(), kScoreTolerance);
+    }
+    ExpectOfflineTopK(*latest_, batch.requests(i), batched);
+  }
+
+  // One bad request fails the batch, naming it.
+  *batch.add_requests() = KnownUserRequest("u", 0);
+  const grpc::Status bad = server_.retrieval().BatchRetrieve(Context().get(), batch, &answers);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find(absl::StrCat("requests[", batch.requests_size() - 1, "]")),
+            std::string::npos)
+      << bad.error_message();
+}
+
+// --- Admin ------------------------------------------------------------------------------
+
+TEST_F(E2eServerTest, StatusReportsTheModelAndCounters) {
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5), &response).ok());
+  EXPECT_FALSE(Retrieve(KnownUserRequest("u", 0), &response).ok());
+
+  const v1::GetStatusResponse status = Status();
+  EXPECT_EQ(status.model_version(), latest_->model_version());
+  EXPECT_EQ(status.bundle_path(), latest_path_);
+  EXPECT_EQ(status.item_count(), static_cast<int64_t>(latest_->items.ids.size()));
+  EXPECT_EQ(status.embedding_dim(), latest_->embedding_dim());
+  EXPECT_EQ(status.index().factory(), "Flat");
+  EXPECT_EQ(status.requests_total(), 2);
+  EXPECT_EQ(status.requests_failed(), 1);
+  EXPECT_GT(status.retrieve_latency().max_ms(), 0.0);
+  EXPECT_LE(status.retrieve_latency().p50_ms(), status.retrieve_latency().max_ms());
+  EXPECT_GT(status.uptime_seconds(), 0.0);
+  EXPECT_EQ(status.reloads_total(), 0);
+}
+
+TEST_F(E2eServerTest, CorruptBundleReloadFailsAndTheOldModelKeepsServing) {
+  const std::string corrupt = dir_->Join("corrupt-" + std::to_string(::getpid()));
+  std::filesystem::copy(first_path_, corrupt, std::filesystem::copy_options::recursive);
+  {
+    std::fstream file(corrupt + "/item_tower.pb", std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(file.is_open());
+    file.seekg(100);
+    char byte = 0;
+    file.read(&byte, 1);
+    byte = static_cast<char>(byte ^ 0x5a);
+    file.seekp(100);
+    file.write(&byte, 1);
+  }
+  v1::ReloadModelRequest reload;
+  reload.set_bundle_path(corrupt);
+  v1::ReloadModelResponse reloaded;
+  const grpc::Status status = server_.admin().ReloadModel(Context().get(), reload, &reloaded);
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.error_message().find("item_tower.pb"), std::string::npos)
+      << status.error_message();
+
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 5), &response).ok());
+  EXPECT_EQ(response.model_version(), latest_->model_version());
+  ExpectOfflineTopK(*latest_, KnownUserRequest(user, 5), response);
+  const v1::GetStatusResponse after = Status();
+  EXPECT_EQ(after.model_version(), latest_->model_version());
+  EXPECT_EQ(after.reloads_total(), 1);
+  EXPECT_EQ(after.reloads_failed(), 1);
+}
+
+TEST_F(E2eServerTest, ReloadSwitchesTheModelVersion) {
+  v1::ReloadModelRequest reload;
+  reload.set_bundle_path(first_path_);
+  v1::ReloadModelResponse reloaded;
+  const grpc::Status status = server_.admin().ReloadModel(Context().get(), reload, &reloaded);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(reloaded.model_version(), first_->model_version());
+  EXPECT_EQ(reloaded.previous_model_version(), latest_->model_version());
+  EXPECT_EQ(reloaded.item_count(), static_cast<int64_t>(first_->items.ids.size()));
+
+  for (const std::string& user : KnownUsers(*first_, 3)) {
+    const v1::RetrieveRequest request = KnownUserRequest(user, 10);
+    v1::RetrieveResponse response;
+    ASSERT_TRUE(Retrieve(request, &response).ok());
+    EXPECT_EQ(response.model_version(), first_->model_version());
+    ExpectOfflineTopK(*first_, request, response);
+  }
+  EXPECT_EQ(Status().model_version(), first_->model_version());
+  EXPECT_EQ(Status().bundle_path(), first_path_);
+}
+
+// Requests racing with reloads each see one whole model: the version they report and
+// results that model computes, never a mix.
+TEST_F(E2eServerTest, RequestsDuringReloadsSeeOneModelEach) {
+  const std::vector<std::string> users = KnownUsers(*latest_, 4);
+  std::atomic<bool> done{false};
+  std::atomic<int> answered{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 2; ++t) {
+    clients.emplace_back([&, t] {
+      int i = t;
+      while (!done.load()) {
+        const v1::RetrieveRequest request = KnownUserRequest(users[i++ % users.size()], 10);
+        v1::RetrieveResponse response;
+        const grpc::Status status = Retrieve(request, &response);
+        ASSERT_TRUE(status.ok()) << status.error_message();
+        const Bundle& model =
+            response.model_version() == first_->model_version() ? *first_ : *latest_;
+        ASSERT_EQ(response.model_version(), model.model_version());
+        ExpectOfflineTopK(model, request, response);
+        ++answered;
+      }
+    });
+  }
+  for (int reload = 0; reload < 6; ++reload) {
+    v1::ReloadModelRequest request;
+    request.set_bundle_path(reload % 2 == 0 ? first_path_ : latest_path_);
+    v1::ReloadModelResponse response;
+    const grpc::Status status = server_.admin().ReloadModel(Context().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  }
+  done = true;
+  for (std::thread& client : clients) client.join();
+  EXPECT_GT(answered.load(), 0);
+  EXPECT_EQ(Status().reloads_total(), 6);
+}
+
+TEST_F(E2eServerTest, RebuildIndexWithHnsw) {
+  v1::RebuildIndexRequest rebuild;
+  rebuild.mutable_params()->set_factory("HNSW32,Flat");
+  rebuild.mutable_params()->set_ef_search(64);
+  v1::RebuildIndexResponse rebuilt;
+  const grpc::Status status = server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(rebuilt.params().factory(), "HNSW32,Flat");
+  EXPECT_EQ(rebuilt.params().ef_search(), 64);
+  EXPECT_EQ(rebuilt.model_version(), latest_->model_version());
+  EXPECT_EQ(rebuilt.item_count(), static_cast<int64_t>(latest_->items.ids.size()));
+  const v1::GetStatusResponse after = Status();
+  EXPECT_EQ(after.index().factory(), "HNSW32,Flat");
+  EXPECT_EQ(after.index().ef_search(), 64);
+
+  // Approximate now, but on 200 items with ef_search 64 it should find nearly all of the
+  // exact top 10; and whatever it returns must be scored right and ordered.
+  for (const std::string& user : KnownUsers(*latest_, 3)) {
+    const v1::RetrieveRequest request = KnownUserRequest(user, 10);
+    v1::RetrieveResponse response;
+    ASSERT_TRUE(Retrieve(request, &response).ok());
+    ASSERT_EQ(response.items_size(), 10);
+    const std::map<std::string, float> scores =
+        OfflineScores(*latest_, OfflineUserRow(*latest_, request));
+    std::vector<float> sorted;
+    for (const auto& [id, score] : scores) sorted.push_back(score);
+    std::sort(sorted.begin(), sorted.end(), std::greater<>());
+    int in_exact_top = 0;
+    for (int i = 0; i < response.items_size(); ++i) {
+      const float score = scores.at(response.items(i).item_id());
+      EXPECT_NEAR(response.items(i).score(), score, kScoreTolerance);
+      if (i > 0) {
+        EXPECT_GE(response.items(i - 1).score(), response.items(i).score());
+      }
+      if (score >= sorted[9] - kScoreTolerance) ++in_exact_top;
+    }
+    EXPECT_GE(in_exact_top, 8) << user;
+  }
+
+  // An invalid factory fails and keeps the HNSW index.
+  rebuild.mutable_params()->set_factory("NoSuchIndex");
+  EXPECT_FALSE(server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt).ok());
+  EXPECT_EQ(Status().index().factory(), "HNSW32,Flat");
+}
+
+TEST_F(E2eServerTest, OnlineItemUpdatesAreNotImplementedYet) {
+  v1::UpsertItemsResponse upserted;
+  EXPECT_EQ(server_.admin().UpsertItems(Context().get(), {}, &upserted).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  v1::RemoveItemsResponse removed;
+  EXPECT_EQ(server_.admin().RemoveItems(Context().get(), {}, &removed).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+}
+
+// --- Process behaviour, CLI and Python client --------------------------------------------
+
+TEST_F(E2eServerTest, HealthCheckReportsServing) {
+  const std::string client = BinaryDir() + "/twotower_client";
+  const RunResult whole = RunCommand({client, "health", "--address=" + server_.address()});
+  EXPECT_EQ(whole.exit_code, 0) << whole.out;
+  EXPECT_EQ(whole.out, "SERVING\n");
+  const RunResult retrieval = RunCommand({client, "health", "--address=" + server_.address(),
+                                   "--service=twotower.v1.Retrieval"});
+  EXPECT_EQ(retrieval.exit_code, 0) << retrieval.out;
+  const RunResult unknown =
+      RunCommand({client, "health", "--address=" + server_.address(), "--service=no.such.Service"});
+  EXPECT_EQ(unknown.exit_code, 1) << unknown.out;
+}
+
+TEST_F(E2eServerTest, SigtermDrainsAndExitsZeroWithinFiveSeconds) {
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5), &response).ok());
+  const auto start = std::chrono::steady_clock::now();
+  const int status = server_.Stop(SIGTERM, std::chrono::seconds(5));
+  ASSERT_NE(status, -1) << "still running 5 s after SIGTERM";
+  EXPECT_TRUE(WIFEXITED(status)) << "wait status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
+TEST_F(E2eServerTest, ServerRefusesToStartWithoutAValidBundle) {
+  const RunResult missing = RunCommand({BinaryDir() + "/twotower_server",
+                                 "--bundle=" + dir_->Join("no-such-bundle"),
+                                 "--address=127.0.0.1:0", "--admin_address=127.0.0.1:0"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(missing.out, "");  // no ready line
+}
+
+TEST_F(E2eServerTest, CommandLineClientAgreesWithTheStub) {
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 5), &response).ok());
+  ASSERT_GT(response.items_size(), 0);
+
+  const std::string client = BinaryDir() + "/twotower_client";
+  const RunResult cli = RunCommand({client, "retrieve", "--address=" + server_.address(),
+                             "--user=" + user, "--k=5"});
+  ASSERT_EQ(cli.exit_code, 0) << cli.out;
+  EXPECT_NE(cli.out.find(latest_->model_version()), std::string::npos) << cli.out;
+  EXPECT_EQ(TopItemOfListing(cli.out), response.items(0).item_id()) << cli.out;
+
+  // Features with every type prefix, as the CLI documents them.
+  v1::RetrieveResponse cold;
+  ASSERT_TRUE(Retrieve(ColdUserRequest("cli-cold", 5), &cold).ok());
+  const RunResult cli_cold =
+      RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=cli-cold", "--k=5",
+           "--feature=segment=s1", "--feature", "age=num:31", "--feature=region=cat:r2",
+           "--feature=interests=multi:g0|g3"});
+  ASSERT_EQ(cli_cold.exit_code, 0) << cli_cold.out;
+  EXPECT_EQ(TopItemOfListing(cli_cold.out), cold.items(0).item_id()) << cli_cold.out;
+
+  const RunResult status = RunCommand({client, "status", "--admin_address=" + server_.admin_address()});
+  EXPECT_EQ(status.exit_code, 0);
+  EXPECT_NE(status.out.find(latest_->model_version()), std::string::npos) << status.out;
+
+  EXPECT_EQ(RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=" + user,
+                 "--k=0"}).exit_code, 1);
+  EXPECT_EQ(RunCommand({client, "no-such-command"}).exit_code, 2);
+}
+
+TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
+  // python3-grpcio and python3-protobuf are declared dependencies (scripts/install-deps.sh):
+  // their absence is a failure, not a skip.
+  const RunResult probe = RunCommand({Python(), "-c", "import grpc, google.protobuf; print('ok')"});
+  ASSERT_EQ(probe.out, "ok\n") << Python()
+                               << " cannot import grpc / google.protobuf: install "
+                                  "python3-grpcio python3-protobuf";
+
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 5), &response).ok());
+  ASSERT_GT(response.items_size(), 0);
+
+  const std::string script = SourceDir() + "/client/python/twotower_client.py";
+  const std::string gen_dir = BinaryDir() + "/python";
+  const RunResult python = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address",
+                                server_.address(), "--user", user, "--k", "5"});
+  ASSERT_EQ(python.exit_code, 0) << python.out;
+  EXPECT_NE(python.out.find(latest_->model_version()), std::string::npos) << python.out;
+  EXPECT_EQ(TopItemOfListing(python.out), response.items(0).item_id()) << python.out;
+
+  v1::RetrieveResponse cold;
+  ASSERT_TRUE(Retrieve(ColdUserRequest("py-cold", 5), &cold).ok());
+  const RunResult python_cold =
+      RunCommand({Python(), script, "--gen_dir", gen_dir, "--address", server_.address(), "--user",
+           "py-cold", "--k", "5", "--feature", "segment=s1", "--feature", "age=num:31",
+           "--feature", "region=r2", "--feature", "interests=multi:g0|g3"});
+  ASSERT_EQ(python_cold.exit_code, 0) << python_cold.out;
+  EXPECT_EQ(TopItemOfListing(python_cold.out), cold.items(0).item_id()) << python_cold.out;
+
+  const RunResult bad = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address",
+                             server_.address(), "--user", user, "--k", "0"});
+  EXPECT_EQ(bad.exit_code, 1);
+}
+
+}  // namespace
+}  // namespace twotower
