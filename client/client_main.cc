@@ -22,6 +22,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/status/status.h"
 #include "util/program_usage.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
@@ -37,7 +38,9 @@ ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "Retrieval API address (retrieve, health)");
 ABSL_FLAG(std::string, admin_address, "127.0.0.1:50052",
           "Admin API address (status, reload, rebuild-index)");
-ABSL_FLAG(int, timeout_ms, 5000, "Deadline of each call, in milliseconds");
+ABSL_FLAG(int, timeout_ms, 0,
+          "Deadline of the call, in milliseconds (0 = 5000, or 300000 for reload and "
+          "rebuild-index, which load and index a whole model)");
 ABSL_FLAG(std::string, user, "", "retrieve: the user id");
 ABSL_FLAG(int, k, 10, "retrieve: number of items");
 ABSL_FLAG(std::vector<std::string>, feature, {},
@@ -79,26 +82,15 @@ int UsageError(absl::string_view message) {
   return 2;
 }
 
-const char* CodeName(grpc::StatusCode code) {
-  static constexpr const char* kNames[] = {
-      "OK",           "CANCELLED",         "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",    "ALREADY_EXISTS",    "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",   "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",       "DATA_LOSS",
-      "UNAUTHENTICATED"};
-  const int i = static_cast<int>(code);
-  return i >= 0 && i < static_cast<int>(std::size(kNames)) ? kNames[i] : "UNKNOWN";
-}
-
 int RpcError(const grpc::Status& status) {
-  std::fprintf(stderr, "error: %s: %s\n", CodeName(status.error_code()),
+  std::fprintf(stderr, "error: %s: %s\n", absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())).c_str(),
                status.error_message().c_str());
   return 1;
 }
 
-void SetDeadline(grpc::ClientContext* context) {
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+void SetDeadline(grpc::ClientContext* context, int default_ms = 5000) {
+  const int ms = absl::GetFlag(FLAGS_timeout_ms) > 0 ? absl::GetFlag(FLAGS_timeout_ms) : default_ms;
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
 }
 
 std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
@@ -253,7 +245,7 @@ int Reload() {
   if (request.bundle_path().empty()) return UsageError("reload needs --bundle");
   auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
   grpc::ClientContext context;
-  SetDeadline(&context);
+  SetDeadline(&context, 300000);
   twotower::v1::ReloadModelResponse response;
   const grpc::Status status = stub->ReloadModel(&context, request, &response);
   if (!status.ok()) return RpcError(status);
@@ -270,7 +262,7 @@ int RebuildIndex() {
   request.mutable_params()->set_nprobe(absl::GetFlag(FLAGS_nprobe));
   auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
   grpc::ClientContext context;
-  SetDeadline(&context);
+  SetDeadline(&context, 300000);
   twotower::v1::RebuildIndexResponse response;
   const grpc::Status status = stub->RebuildIndex(&context, request, &response);
   if (!status.ok()) return RpcError(status);
@@ -341,7 +333,7 @@ int main(int argc, char** argv) {
   if (positional.size() != 2) {
     return UsageError(positional.size() < 2 ? "no command given" : "one command at a time");
   }
-  if (absl::GetFlag(FLAGS_timeout_ms) < 1) return UsageError("--timeout_ms must be >= 1");
+  if (absl::GetFlag(FLAGS_timeout_ms) < 0) return UsageError("--timeout_ms must be >= 0");
   const absl::string_view command = positional[1];
   if (command != "retrieve" && !features->empty()) {
     return UsageError("--feature only applies to retrieve");

@@ -25,7 +25,7 @@ std::string VersionOf(const std::shared_ptr<const Snapshot>& snapshot) {
 AdminService::AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics)
     : snapshots_(snapshots), metrics_(metrics) {}
 
-grpc::Status AdminService::ReloadModel(grpc::ServerContext* /*context*/,
+grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
                                        const v1::ReloadModelRequest* request,
                                        v1::ReloadModelResponse* response) {
   const ServerMetrics::InFlightCall in_flight(metrics_);
@@ -52,6 +52,13 @@ grpc::Status AdminService::ReloadModel(grpc::ServerContext* /*context*/,
                                            VersionOf(current), "): ", next.status().message())));
   }
   const std::shared_ptr<const Snapshot> loaded = *next;
+  // A caller that gave up was (or will be) told the reload failed: keep that promise.
+  if (context->IsCancelled()) {
+    metrics_->RecordReload(false);
+    LogEvent("warn", "reload cancelled by the caller, keeping the current model",
+             {{"bundle", path}, {"current", VersionOf(current)}});
+    return grpc::Status(grpc::StatusCode::CANCELLED, "reload cancelled or past its deadline; not swapped");
+  }
   const std::shared_ptr<const Snapshot> previous = snapshots_->Swap(loaded);
   metrics_->RecordReload(true);
   LogEvent("info", "model reloaded",
@@ -67,7 +74,7 @@ grpc::Status AdminService::ReloadModel(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::RebuildIndex(grpc::ServerContext* /*context*/,
+grpc::Status AdminService::RebuildIndex(grpc::ServerContext* context,
                                         const v1::RebuildIndexRequest* request,
                                         v1::RebuildIndexResponse* response) {
   const ServerMetrics::InFlightCall in_flight(metrics_);
@@ -91,6 +98,10 @@ grpc::Status AdminService::RebuildIndex(grpc::ServerContext* /*context*/,
     return ToGrpcStatus(next.status());
   }
   const std::shared_ptr<const Snapshot> rebuilt = *next;
+  if (context->IsCancelled()) {
+    LogEvent("warn", "rebuild cancelled by the caller, keeping the current index", {});
+    return grpc::Status(grpc::StatusCode::CANCELLED, "rebuild cancelled or past its deadline; not swapped");
+  }
   snapshots_->Swap(rebuilt);
   LogEvent("info", "index rebuilt",
            {{"version", rebuilt->model_version},

@@ -19,8 +19,11 @@ class AdminService final : public v1::Admin::Service {
   AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics);
 
   // Loads request->bundle_path with the current index options; on success swaps it in.
-  // On failure returns the load error (mapped from ReadBundle / the index build, e.g.
-  // DATA_LOSS for a corrupt file) and keeps serving the current model.
+  // On failure returns the load error (from ReadBundle or the index build: DATA_LOSS for
+  // a file that fails its checksum or does not match the schema, NOT_FOUND for a missing
+  // file, INVALID_ARGUMENT for an unreadable manifest, FAILED_PRECONDITION for another
+  // format version) and keeps serving the current model. A caller that cancels or passes
+  // its deadline before the swap gets CANCELLED and nothing changes.
   grpc::Status ReloadModel(grpc::ServerContext* context, const v1::ReloadModelRequest* request,
                            v1::ReloadModelResponse* response) override;
   // Re-indexes the current bundle: an empty factory keeps the current one, ef_search /

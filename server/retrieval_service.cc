@@ -1,5 +1,7 @@
 #include "server/retrieval_service.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <chrono>
 #include <string>
@@ -87,6 +89,12 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
                            "k must be in 1..", options_.max_k, ", got ", request.k())),
                        batch, i);
     }
+    if (request.exclude_item_ids_size() > options_.max_exclude) {
+      return InRequest(absl::InvalidArgumentError(absl::StrCat(
+                           "at most ", options_.max_exclude, " exclude_item_ids, got ",
+                           request.exclude_item_ids_size())),
+                       batch, i);
+    }
     if (request.filters_size() > 0) {
       return InRequest(absl::UnimplementedError("filters are not supported yet"), batch, i);
     }
@@ -110,6 +118,17 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
   std::vector<float> vectors(n * static_cast<size_t>(user_model.tower.output_dim()));
   TowerActivations activations;
   user_model.tower.Forward(users, &activations, vectors.data());
+  // Extreme (finite) numeric inputs can overflow float inside the tower.
+  for (size_t i = 0; i < n; ++i) {
+    const float* v = vectors.data() + i * user_model.tower.output_dim();
+    for (int k = 0; k < user_model.tower.output_dim(); ++k) {
+      if (!std::isfinite(v[k])) {
+        return InRequest(absl::InvalidArgumentError(
+                             "user features out of range: the user vector is not finite"),
+                         batch, i);
+      }
+    }
+  }
 
   // The search is the expensive part; skip it for callers that already gave up.
   if (context.IsCancelled()) return absl::CancelledError("request cancelled by the client");

@@ -19,6 +19,9 @@ struct RetrievalOptions {
   int max_k = 1000;
   // Most requests in one BatchRetrieve.
   int max_batch = 1024;
+  // Most exclude_item_ids in one request: the index over-fetches by the exclusions, so
+  // this bounds the work and memory a request can cause.
+  int max_exclude = 10000;
 };
 
 class RetrievalService final : public v1::Retrieval::Service {
@@ -27,8 +30,8 @@ class RetrievalService final : public v1::Retrieval::Service {
   RetrievalService(const SnapshotHolder* snapshots, ServerMetrics* metrics,
                    RetrievalOptions options);
 
-  // Errors: INVALID_ARGUMENT (k outside 1..max_k, no user id nor features, an unknown
-  // feature or a value of the wrong type), UNIMPLEMENTED (filters), UNAVAILABLE (no model
+  // Errors: INVALID_ARGUMENT (k outside 1..max_k, more than max_exclude exclusions, no
+  // user id nor features, an unknown feature, a value of the wrong type or out of range), UNIMPLEMENTED (filters), UNAVAILABLE (no model
   // loaded), DEADLINE_EXCEEDED / CANCELLED (checked before the search).
   grpc::Status Retrieve(grpc::ServerContext* context, const v1::RetrieveRequest* request,
                         v1::RetrieveResponse* response) override;

@@ -30,6 +30,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "model/tower.h"
 #include "util/program_usage.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
@@ -54,8 +55,10 @@ ABSL_FLAG(int, ef_search, 0, "HNSW search depth (0 = FAISS default)");
 ABSL_FLAG(int, nprobe, 0, "IVF lists probed per query (0 = FAISS default)");
 ABSL_FLAG(int, max_k, 1000, "Largest k a Retrieve request may ask for");
 ABSL_FLAG(int, max_batch, 1024, "Most requests in one BatchRetrieve");
+ABSL_FLAG(int, max_exclude, 10000, "Most exclude_item_ids in one Retrieve request");
 ABSL_FLAG(int, threads, 0,
-          "Most threads the Retrieval server uses for requests (0 = gRPC's default)");
+          "Most threads the Retrieval server uses for requests; calls beyond it fail with "
+          "RESOURCE_EXHAUSTED (0 = gRPC's default)");
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
           "On SIGTERM/SIGINT, how long in-flight calls get to finish before they are "
           "cancelled");
@@ -119,16 +122,19 @@ int main(int argc, char** argv) {
       "Serves a twotower model bundle over gRPC: twotower_server --bundle DIR "
       "[--address HOST:PORT] [--admin_address HOST:PORT] [--index FACTORY]");
   absl::ParseCommandLine(argc, argv);
+  // Requests already run in parallel on gRPC's threads; BLAS threads would only contend.
+  twotower::UseSingleThreadedBlas();
   const std::string bundle_path = absl::GetFlag(FLAGS_bundle);
   if (bundle_path.empty()) {
     std::fprintf(stderr, "error: --bundle is required\n");
     return 2;
   }
   if (absl::GetFlag(FLAGS_max_k) < 1 || absl::GetFlag(FLAGS_max_batch) < 1 ||
+      absl::GetFlag(FLAGS_max_exclude) < 0 ||
       absl::GetFlag(FLAGS_ef_search) < 0 || absl::GetFlag(FLAGS_nprobe) < 0 ||
       absl::GetFlag(FLAGS_threads) < 0 || absl::GetFlag(FLAGS_shutdown_grace_ms) < 0) {
     std::fprintf(stderr,
-                 "error: --max_k and --max_batch must be >= 1; --ef_search, --nprobe, "
+                 "error: --max_k and --max_batch must be >= 1, --max_exclude >= 0; --ef_search, --nprobe, "
                  "--threads and --shutdown_grace_ms >= 0\n");
     return 2;
   }
@@ -176,6 +182,7 @@ int main(int argc, char** argv) {
   twotower::RetrievalOptions retrieval_options;
   retrieval_options.max_k = absl::GetFlag(FLAGS_max_k);
   retrieval_options.max_batch = absl::GetFlag(FLAGS_max_batch);
+  retrieval_options.max_exclude = absl::GetFlag(FLAGS_max_exclude);
   twotower::RetrievalService retrieval_service(&snapshots, &metrics, retrieval_options);
   twotower::AdminService admin_service(&snapshots, &metrics);
 

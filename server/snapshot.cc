@@ -1,5 +1,7 @@
 #include "server/snapshot.h"
 
+#include <filesystem>
+
 #include <utility>
 #include <vector>
 
@@ -29,14 +31,21 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> BuildIndex(const Bundle& bundle,
 absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& bundle_path,
                                                              const IndexOptions& options) {
   const absl::Time start = absl::Now();
-  absl::StatusOr<Bundle> bundle = ReadBundle(bundle_path);
+  // Resolve a symlink such as bundles/latest once: the trainer may move it while we read,
+  // and the status call should name the directory actually served.
+  std::error_code error;
+  const std::filesystem::path resolved = std::filesystem::canonical(bundle_path, error);
+  if (error) {
+    return absl::NotFoundError(absl::StrCat("bundle ", bundle_path, ": ", error.message()));
+  }
+  absl::StatusOr<Bundle> bundle = ReadBundle(resolved.string());
   if (!bundle.ok()) return bundle.status();
   auto snapshot = std::make_shared<Snapshot>();
   snapshot->bundle = std::make_shared<const Bundle>(*std::move(bundle));
   absl::StatusOr<std::unique_ptr<ItemIndex>> index = BuildIndex(*snapshot->bundle, options);
   if (!index.ok()) return index.status();
   snapshot->index = *std::move(index);
-  snapshot->bundle_path = bundle_path;
+  snapshot->bundle_path = resolved.string();
   snapshot->model_version = snapshot->bundle->model_version();
   snapshot->user_rows = RowsById(snapshot->bundle->users.ids);
   snapshot->item_rows = RowsById(snapshot->bundle->items.ids);

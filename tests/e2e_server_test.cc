@@ -464,6 +464,18 @@ TEST_F(E2eServerTest, InvalidRequestsAreRejected) {
   filter->set_feature("brand");
   filter->add_any_of("b1");
   EXPECT_EQ(Retrieve(filtered, &response).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+
+  // A finite but absurd number overflows the tower: rejected, not answered with garbage.
+  v1::RetrieveRequest huge = ColdUserRequest("x", 5);
+  (*huge.mutable_user_features())["age"].set_numeric(1e300);
+  EXPECT_EQ(Retrieve(huge, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // More exclusions than the server's --max_exclude (default 10000).
+  v1::RetrieveRequest too_many = KnownUserRequest(user, 5);
+  for (int i = 0; i <= 10000; ++i) too_many.add_exclude_item_ids("item-" + std::to_string(i));
+  EXPECT_EQ(Retrieve(too_many, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // The server is still fine.
+  EXPECT_TRUE(Retrieve(KnownUserRequest(user, 5), &response).ok());
 }
 
 TEST_F(E2eServerTest, ExcludedItemsAreNeverReturned) {
@@ -530,7 +542,7 @@ TEST_F(E2eServerTest, StatusReportsTheModelAndCounters) {
 
   const v1::GetStatusResponse status = Status();
   EXPECT_EQ(status.model_version(), latest_->model_version());
-  EXPECT_EQ(status.bundle_path(), latest_path_);
+  EXPECT_EQ(status.bundle_path(), std::filesystem::canonical(latest_path_).string());
   EXPECT_EQ(status.item_count(), static_cast<int64_t>(latest_->items.ids.size()));
   EXPECT_EQ(status.embedding_dim(), latest_->embedding_dim());
   EXPECT_EQ(status.index().factory(), "Flat");
@@ -592,7 +604,7 @@ TEST_F(E2eServerTest, ReloadSwitchesTheModelVersion) {
     ExpectOfflineTopK(*first_, request, response);
   }
   EXPECT_EQ(Status().model_version(), first_->model_version());
-  EXPECT_EQ(Status().bundle_path(), first_path_);
+  EXPECT_EQ(Status().bundle_path(), std::filesystem::canonical(first_path_).string());
 }
 
 // Requests racing with reloads each see one whole model: the version they report and
