@@ -160,7 +160,7 @@ float SampledSoftmaxLoss(const ScoredExamples& in, float temperature,
 float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int columns,
                          int dim, std::span<const int32_t> item_keys,
                          std::span<const float> log_q, float temperature, float* d_users,
-                         float* d_items) {
+                         float* d_items, std::span<const uint8_t> masked) {
   const size_t n = static_cast<size_t>(batch), m = static_cast<size_t>(columns);
   // logits = U V^T / T: batch x columns.
   std::vector<float> logits(n * m);
@@ -174,7 +174,7 @@ float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int 
     float max_logit = -std::numeric_limits<float>::infinity();
     for (size_t j = 0; j < m; ++j) {
       const bool accidental_hit = j != i && !item_keys.empty() && item_keys[j] == item_keys[i];
-      if (accidental_hit) {
+      if (accidental_hit || (j != i && !masked.empty() && masked[i * m + j] != 0)) {
         row[j] = -std::numeric_limits<float>::infinity();
         continue;
       }

@@ -39,7 +39,12 @@ absl::Status NegativeSampler::MineHard(const TrainingData& data, const Tower& us
     std::vector<absl::flat_hash_set<int32_t>> excluded;
     for (size_t i = start; i < end; ++i) {
       rows.AppendRowFrom(data.users.rows, users[i]);
+      // Neither the user's positives nor the items it was shown without clicking.
       excluded.push_back(data.train_items_of_user[users[i]]);
+      if (!data.exposed_items_of_user.empty()) {
+        const auto& exposed = data.exposed_items_of_user[users[i]];
+        excluded.back().insert(exposed.begin(), exposed.end());
+      }
     }
     const std::vector<float> vectors = user_tower.EmbedAll(rows);
     absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =

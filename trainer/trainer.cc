@@ -65,7 +65,8 @@ struct Worker {
   TowerScratch user, item;
   std::mt19937_64 rng;
   std::vector<int32_t> example_user, example_positive, example_negatives, shared_negatives;
-  std::vector<int32_t> positive_keys, negative_keys, column_keys;
+  std::vector<int32_t> positive_keys, negative_keys, column_keys, example_user_rows;
+  std::vector<uint8_t> masked;
   std::vector<float> users, positives, negatives, d_users, d_positives, d_negatives;
   std::vector<float> log_q_positive, log_q_negative, columns, d_columns, log_q_columns;
 };
@@ -106,17 +107,23 @@ class TrainingLoop {
     w.shared_negatives.clear();
     w.positive_keys.clear();
     w.negative_keys.clear();
+    w.example_user_rows.clear();
     for (size_t i = begin; i < end; ++i) {
       const int32_t u = data_.train_users[order[i]];
       const int32_t v = data_.train_items[order[i]];
       w.example_user.push_back(w.user.Add(data_.users.rows, u, t_.user_id_dropout(), w.rng));
       w.example_positive.push_back(w.item.Add(data_.items.rows, v, t_.item_id_dropout(), w.rng));
       w.positive_keys.push_back(v);
+      w.example_user_rows.push_back(u);
       if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) continue;
       for (int j = 0; j < n; ++j) {
         const bool hard = sampler_->has_hard() && t_.hard_negative_fraction() > 0 &&
                           (w.rng() >> 11) * 0x1.0p-53 < t_.hard_negative_fraction();
-        const int32_t neg = hard ? sampler_->SampleHard(u, w.rng) : sampler_->SampleEasy(w.rng);
+        int32_t neg = hard ? sampler_->SampleHard(u, w.rng) : sampler_->SampleEasy(w.rng);
+        // Never one of the user's exposures (shown, not clicked): redraw a few times.
+        for (int attempt = 0; attempt < 8 && IsExposed(u, neg); ++attempt) {
+          neg = sampler_->SampleEasy(w.rng);
+        }
         w.example_negatives.push_back(w.item.Add(data_.items.rows, neg, t_.item_id_dropout(), w.rng));
         w.negative_keys.push_back(neg);
       }
@@ -152,6 +159,9 @@ class TrainingLoop {
 
  private:
   float LogQWeight() const { return t_.logq_correction() ? t_.logq_weight() : 0.0f; }
+  bool IsExposed(int32_t user, int32_t item) const {
+    return !data_.exposed_items_of_user.empty() && data_.exposed_items_of_user[user].contains(item);
+  }
 
   float Loss(Worker& w, int batch) {
     const int d = dim_;
@@ -174,9 +184,21 @@ class TrainingLoop {
           w.log_q_columns.push_back(LogQWeight() * static_cast<float>(std::log(sampler_->EasyProbability(v))));
         }
       }
+      // Mask the columns that are the row user's exposures.
+      w.masked.clear();
+      if (data_.exposures_skipped > 0) {
+        w.masked.assign(static_cast<size_t>(batch) * column_slots.size(), 0);
+        for (int i = 0; i < batch; ++i) {
+          const int32_t u = w.example_user_rows[i];
+          for (size_t j = 0; j < w.column_keys.size(); ++j) {
+            if (IsExposed(u, w.column_keys[j])) w.masked[i * column_slots.size() + j] = 1;
+          }
+        }
+      }
       const float loss = InBatchSoftmaxLoss(
           w.users.data(), w.columns.data(), batch, static_cast<int>(column_slots.size()), d,
-          w.column_keys, w.log_q_columns, t_.temperature(), w.d_users.data(), w.d_columns.data());
+          w.column_keys, w.log_q_columns, t_.temperature(), w.d_users.data(), w.d_columns.data(),
+          w.masked);
       Scatter(w.d_users, w.example_user, d, &w.user.d_out);
       Scatter(w.d_columns, column_slots, d, &w.item.d_out);
       return loss;

@@ -70,13 +70,16 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   absl::StatusOr<InteractionLog> train = ReadInteractions(spec.train(), data_dir);
   if (!train.ok()) return train.status();
   // Exposures are neither positives nor negatives: drop them before anything counts them.
-  const auto keep_positives = [](InteractionLog& log) {
+  std::vector<std::pair<std::string, std::string>> exposed;  // (user, item) of training exposures
+  const auto keep_positives = [](InteractionLog& log,
+                                 std::vector<std::pair<std::string, std::string>>* dropped_pairs) {
     int64_t dropped = 0;
     if (log.labels.empty()) return dropped;
     InteractionLog kept;
     for (size_t i = 0; i < log.size(); ++i) {
       if (log.labels[i] == 0) {
         ++dropped;
+        if (dropped_pairs != nullptr) dropped_pairs->emplace_back(log.users[i], log.items[i]);
         continue;
       }
       kept.users.push_back(std::move(log.users[i]));
@@ -86,7 +89,7 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     log = std::move(kept);
     return dropped;
   };
-  const int64_t exposures = keep_positives(*train);
+  const int64_t exposures = keep_positives(*train, &exposed);
   if (train->size() == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(spec.train().table().path(), ": no training interactions"));
@@ -99,7 +102,7 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   for (const v1::EvalSetSpec& eval : spec.eval()) {
     absl::StatusOr<InteractionLog> held_out = ReadInteractions(eval.interactions(), data_dir);
     if (!held_out.ok()) return held_out.status();
-    keep_positives(*held_out);
+    keep_positives(*held_out, nullptr);
     eval_logs.push_back(*std::move(held_out));
   }
 
@@ -162,6 +165,16 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     data.train_items.push_back(v);
     data.train_items_of_user[u].insert(v);
     ++frequency[v];
+  }
+  // Exposures of known users and items: never drawn as that user's negatives.
+  data.exposed_items_of_user.resize(data.users.ids.size());
+  for (const auto& [user, item] : exposed) {
+    const auto u = data.user_row.find(user);
+    const auto v = data.item_row.find(item);
+    if (u != data.user_row.end() && v != data.item_row.end() &&
+        !data.train_items_of_user[u->second].contains(v->second)) {
+      data.exposed_items_of_user[u->second].insert(v->second);
+    }
   }
   const double total = static_cast<double>(train->size());
   data.item_log_frequency.resize(frequency.size());

@@ -43,8 +43,10 @@ struct TrainingData {
   std::vector<float> item_log_frequency;
 
   std::vector<EvalSet> eval_sets;
-  // Training rows marked as exposures (shown, not clicked): left out entirely.
+  // Training rows marked as exposures (shown, not clicked): never positives, and never
+  // that user's negatives (see docs/TRAINING.md).
   int64_t exposures_skipped = 0;
+  std::vector<absl::flat_hash_set<int32_t>> exposed_items_of_user;  // per user row
 };
 
 // Reads every table of `config` (relative paths against `data_dir`) and encodes it.

@@ -1,0 +1,208 @@
+// The trainer's objectives, negatives, cold start and reporting on the synthetic data.
+#include <cmath>
+#include <fstream>
+#include <map>
+
+#include "gtest/gtest.h"
+#include "tests/trained_model.h"
+#include "trainer/alias_sampler.h"
+#include "trainer/negative_sampler.h"
+#include "trainer/training_log.h"
+#include "util/file.h"
+#include "util/text_proto.h"
+
+namespace twotower {
+namespace {
+
+using testing::ScopedTempDir;
+
+TEST(AliasSamplerTest, DrawsInProportionToTheWeights) {
+  const std::vector<double> weights = {1, 0, 3, 6};
+  absl::StatusOr<AliasSampler> sampler = AliasSampler::Create(weights);
+  ASSERT_TRUE(sampler.ok());
+  std::mt19937_64 rng(1);
+  std::vector<int> counts(4, 0);
+  constexpr int kDraws = 200000;
+  for (int i = 0; i < kDraws; ++i) ++counts[sampler->Sample(rng)];
+  EXPECT_EQ(counts[1], 0);
+  for (int i : {0, 2, 3}) {
+    EXPECT_NEAR(counts[i] / static_cast<double>(kDraws), weights[i] / 10, 0.005) << i;
+    EXPECT_DOUBLE_EQ(sampler->Probability(i), weights[i] / 10);
+  }
+  EXPECT_FALSE(AliasSampler::Create({}).ok());
+  EXPECT_FALSE(AliasSampler::Create({0, 0}).ok());
+  EXPECT_FALSE(AliasSampler::Create({1, -1}).ok());
+}
+
+double Recall(const std::vector<EvalResult>& results, const std::string& set, int k) {
+  for (const EvalResult& r : results) {
+    if (r.name != set) continue;
+    for (size_t j = 0; j < r.ks.size(); ++j) {
+      if (r.ks[j] == k) return r.recall[j];
+    }
+  }
+  ADD_FAILURE() << set << " Recall@" << k << " not found";
+  return 0;
+}
+
+// Every objective learns the planted structure: well above popularity on warm users.
+TEST(TrainerFeaturesTest, EveryObjectiveBeatsPopularity) {
+  ScopedTempDir dir;
+  testing::TrainedModel base = testing::TrainSynthetic(dir, 1);
+  absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(base.data, {10, 50});
+  ASSERT_TRUE(popularity.ok());
+  const double popular = Recall(*popularity, "warm", 10);
+  for (const auto objective : {v1::TrainingSpec::POINTWISE, v1::TrainingSpec::TRIPLET_HINGE,
+                               v1::TrainingSpec::TRIPLET_LOGISTIC, v1::TrainingSpec::SAMPLED_SOFTMAX,
+                               v1::TrainingSpec::IN_BATCH_SOFTMAX}) {
+    v1::TrainerConfig config = base.config;
+    v1::TrainingSpec* t = config.mutable_training();
+    t->set_objective(objective);
+    t->clear_num_negatives();
+    t->set_epochs(6);
+    t->set_negative_alpha(0);
+    ApplyDefaults(&config);
+    ASSERT_TRUE(ValidateTrainerConfig(config).ok());
+    absl::StatusOr<TrainingReport> report = Train(config, base.data, TrainOptions{});
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_TRUE(std::isfinite(report->final_loss));
+    EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * popular)
+        << v1::TrainingSpec::Objective_Name(objective) << " vs popularity " << popular;
+  }
+}
+
+TEST(TrainerFeaturesTest, IdDropoutServesColdUsersBetter) {
+  ScopedTempDir dir;
+  testing::TrainedModel without = testing::TrainSynthetic(dir, 6);
+  v1::TrainerConfig config = without.config;
+  config.mutable_training()->set_user_id_dropout(0.3f);
+  absl::StatusOr<TrainingReport> with = Train(config, without.data, TrainOptions{});
+  ASSERT_TRUE(with.ok());
+  EXPECT_GT(Recall(with->final_eval, "cold", 50), Recall(without.report.final_eval, "cold", 50));
+}
+
+TEST(TrainerFeaturesTest, HardNegativesAreTopRankedNonPositives) {
+  ScopedTempDir dir;
+  testing::TrainedModel model = testing::TrainSynthetic(dir, 2);
+  absl::StatusOr<NegativeSampler> sampler = NegativeSampler::Create(model.data, 0.75f);
+  ASSERT_TRUE(sampler.ok());
+  EXPECT_FALSE(sampler->has_hard());
+  ASSERT_TRUE(sampler->MineHard(model.data, model.report.bundle.user.tower,
+                                model.report.bundle.item_vectors, 20).ok());
+  ASSERT_TRUE(sampler->has_hard());
+  int checked = 0;
+  for (size_t u = 0; u < model.data.train_items_of_user.size(); ++u) {
+    if (model.data.train_items_of_user[u].empty()) continue;
+    const std::vector<int32_t>& pool = sampler->HardPool(static_cast<int32_t>(u));
+    ASSERT_EQ(pool.size(), 20u);
+    for (int32_t v : pool) EXPECT_FALSE(model.data.train_items_of_user[u].contains(v));
+    ++checked;
+  }
+  EXPECT_GT(checked, 100);
+  // Training with half hard negatives works.
+  v1::TrainerConfig config = model.config;
+  config.mutable_training()->set_objective(v1::TrainingSpec::SAMPLED_SOFTMAX);
+  config.mutable_training()->set_num_negatives(4);
+  config.mutable_training()->set_hard_negative_fraction(0.5f);
+  config.mutable_training()->set_epochs(3);
+  ASSERT_TRUE(ValidateTrainerConfig(config).ok());
+  absl::StatusOr<TrainingReport> report = Train(config, model.data, TrainOptions{});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(std::isfinite(report->final_loss));
+}
+
+TEST(TrainerFeaturesTest, ExposuresAreNeitherPositivesNorNegatives) {
+  ScopedTempDir dir;
+  testing::WriteText(dir.Join("events.csv"),
+                     "user,item,clicked\nu1,a,1\nu1,b,0\nu1,c,1\nu2,a,1\nu2,b,1\nu2,c,0\n");
+  v1::TrainerConfig config;
+  ASSERT_TRUE(ParseTextProto(R"pb(
+    data { train { table { path: "events.csv" header: true } user_column { name: "user" }
+                   item_column { name: "item" } label_column { name: "clicked" } } }
+    user_tower { id_embedding_dim: 4 output_dim: 4 }
+    item_tower { id_embedding_dim: 4 output_dim: 4 }
+  )pb", "config", &config).ok());
+  ApplyDefaults(&config);
+  absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->exposures_skipped, 2);
+  EXPECT_EQ(data->train_users.size(), 4u);
+  const int32_t u1 = data->user_row.at("u1"), b = data->item_row.at("b");
+  EXPECT_FALSE(data->train_items_of_user[u1].contains(b));
+  EXPECT_TRUE(data->exposed_items_of_user[u1].contains(b));
+  // Hard-negative pools leave exposures out too.
+  absl::StatusOr<NegativeSampler> sampler = NegativeSampler::Create(*data, 0.75f);
+  ASSERT_TRUE(sampler.ok());
+  absl::StatusOr<Tower> tower = Tower::Create(ShapeFor(config.user_tower(), data->user_encoder), 1);
+  absl::StatusOr<Tower> items = Tower::Create(ShapeFor(config.item_tower(), data->item_encoder), 2);
+  ASSERT_TRUE(sampler->MineHard(*data, *tower, items->EmbedAll(data->items.rows), 3).ok());
+  for (int32_t v : sampler->HardPool(u1)) EXPECT_NE(v, b);
+  // A label that is neither clicked nor not is an error, not a guess.
+  testing::WriteText(dir.Join("events.csv"), "user,item,clicked\nu1,a,maybe\n");
+  EXPECT_FALSE(LoadTrainingData(config, dir.path(), stderr).ok());
+}
+
+TEST(TrainerFeaturesTest, SelectionExportsTheBestEvaluatedEpoch) {
+  ScopedTempDir dir;
+  testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
+  v1::TrainerConfig config = model.config;
+  config.mutable_training()->set_epochs(6);
+  config.mutable_training()->set_eval_every_epochs(1);
+  config.mutable_training()->set_select_best_epoch(true);
+  config.mutable_training()->set_learning_rate(0.05f);  // noisy on purpose: curves go up and down
+  ASSERT_TRUE(ValidateTrainerConfig(config).ok());
+  absl::StatusOr<TrainingReport> report = Train(config, model.data, TrainOptions{});
+  ASSERT_TRUE(report.ok());
+  double best = -1;
+  int best_epoch = 0;
+  for (const EpochRecord& r : report->history) {
+    const double score = Recall(r.eval, "warm", 50) + Recall(r.eval, "cold", 50);
+    if (score > best) {
+      best = score;
+      best_epoch = r.epoch;
+    }
+  }
+  EXPECT_EQ(report->exported_epoch, best_epoch);
+  // The exported model is that epoch's: evaluating the bundle gives its numbers.
+  absl::StatusOr<std::vector<EvalResult>> again =
+      Evaluate(model.data, report->bundle.user.tower, report->bundle.item_vectors, {10, 50}, 0, nullptr);
+  ASSERT_TRUE(again.ok());
+  EXPECT_DOUBLE_EQ(Recall(*again, "warm", 50) + Recall(*again, "cold", 50), best);
+}
+
+TEST(TrainerFeaturesTest, TwoThreadsTrain) {
+  ScopedTempDir dir;
+  testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
+  v1::TrainerConfig config = model.config;
+  config.mutable_training()->set_threads(2);
+  config.mutable_training()->set_epochs(4);
+  absl::StatusOr<TrainingReport> report = Train(config, model.data, TrainOptions{});
+  ASSERT_TRUE(report.ok());
+  absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(model.data, {10, 50});
+  EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * Recall(*popularity, "warm", 10));
+}
+
+TEST(TrainerFeaturesTest, MetricsFileAndPlot) {
+  ScopedTempDir dir;
+  testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
+  v1::TrainerConfig config = model.config;
+  config.mutable_training()->set_epochs(3);
+  config.mutable_training()->set_eval_every_epochs(1);
+  TrainOptions options;
+  options.metrics_path = dir.Join("metrics.jsonl");
+  absl::StatusOr<TrainingReport> report = Train(config, model.data, options);
+  ASSERT_TRUE(report.ok());
+  absl::StatusOr<std::string> metrics = ReadFile(options.metrics_path);
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(std::count(metrics->begin(), metrics->end(), '\n'), 3);
+  EXPECT_NE(metrics->find("{\"epoch\":3,\"loss\":"), std::string::npos) << *metrics;
+  EXPECT_NE(metrics->find("\"warm\":{\"users\":"), std::string::npos);
+  ASSERT_TRUE(CheckPlotterAvailable().ok()) << "gnuplot is a declared dependency";
+  ASSERT_TRUE(RenderTrainingPlot(report->history, 50, dir.Join("curves.png")).ok());
+  absl::StatusOr<std::string> png = ReadFile(dir.Join("curves.png"));
+  ASSERT_TRUE(png.ok());
+  EXPECT_EQ(png->substr(0, 4), "\x89PNG");
+}
+
+}  // namespace
+}  // namespace twotower
