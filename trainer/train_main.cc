@@ -20,6 +20,7 @@
 #include "trainer/trainer.h"
 #include "trainer/training_data.h"
 #include "util/file.h"
+#include "util/text_proto.h"
 
 ABSL_FLAG(std::string, config, "", "Trainer config (text TrainerConfig), required");
 ABSL_FLAG(std::string, data_dir, "",
@@ -32,6 +33,9 @@ ABSL_FLAG(std::string, recs_out, "",
           "If set, write the top --recs_depth items of every evaluated user here "
           "(user<TAB>item<TAB>rank, the input of ../shared/eval/eval.py)");
 ABSL_FLAG(int, recs_depth, 100, "Depth of the --recs_out lists");
+ABSL_FLAG(std::string, override, "",
+          "Text-format TrainerConfig merged over the config (scalars replace, repeated "
+          "fields append), e.g. 'training { objective: POINTWISE num_negatives: 3 }'");
 ABSL_FLAG(int, epochs, 0, "Override training.epochs (0 = use the config)");
 ABSL_FLAG(int, threads, 0, "Override training.threads (0 = use the config)");
 ABSL_FLAG(uint64_t, seed, 0, "Override training.seed (0 = use the config)");
@@ -65,6 +69,15 @@ int main(int argc, char** argv) {
   }
   absl::StatusOr<twotower::v1::TrainerConfig> config = twotower::LoadTrainerConfig(config_path);
   if (!config.ok()) return Fail(config.status());
+  if (const std::string text = absl::GetFlag(FLAGS_override); !text.empty()) {
+    twotower::v1::TrainerConfig overrides;
+    if (absl::Status s = twotower::ParseTextProto(text, "--override", &overrides); !s.ok()) return Fail(s);
+    config->MergeFrom(overrides);
+    if (overrides.training().has_num_negatives() == false && overrides.training().objective() != 0) {
+      config->mutable_training()->clear_num_negatives();  // the new objective's default
+    }
+    twotower::ApplyDefaults(&*config);
+  }
   if (absl::GetFlag(FLAGS_epochs) > 0) config->mutable_training()->set_epochs(absl::GetFlag(FLAGS_epochs));
   if (absl::GetFlag(FLAGS_threads) > 0) config->mutable_training()->set_threads(absl::GetFlag(FLAGS_threads));
   if (absl::GetFlag(FLAGS_seed) > 0) config->mutable_training()->set_seed(absl::GetFlag(FLAGS_seed));
