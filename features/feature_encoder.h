@@ -44,6 +44,8 @@ class FeatureEncoder {
   int32_t FieldRows(int field) const;
   // Schema entry of embedding field f >= 1.
   const v1::FeatureSpec& FieldSpec(int field) const { return schema_[embedded_[field - 1]]; }
+  // Vocabulary of embedding field f >= 1.
+  const Vocabulary& FieldVocabulary(int field) const { return vocabularies_[field - 1]; }
   const std::vector<v1::FeatureSpec>& schema() const { return schema_; }
   const Vocabulary& ids() const { return ids_; }
   EncodedTable NewTable() const { return EncodedTable(num_fields(), num_numeric()); }

@@ -1,7 +1,9 @@
 #include "index/item_index.h"
 
 #include <faiss/Index.h>
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
+#include <faiss/impl/IDSelector.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/index_factory.h>
 
@@ -31,6 +33,8 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
     const faiss::Index::idx_t n = static_cast<faiss::Index::idx_t>(index->ids_.size());
     if (!index->index_->is_trained) index->index_->train(n, vectors.data());
     index->index_->add(n, vectors.data());
+    index->supports_selector_ = dynamic_cast<faiss::IndexFlat*>(index->index_.get()) != nullptr ||
+                                dynamic_cast<faiss::IndexIVF*>(index->index_.get()) != nullptr;
     if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index->index_.get());
         hnsw != nullptr && options.ef_search > 0) {
       hnsw->hnsw.efSearch = options.ef_search;
@@ -46,35 +50,127 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
   return index;
 }
 
-absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> ItemIndex::Search(
-    const float* queries, int n, int k,
-    const std::vector<absl::flat_hash_set<int32_t>>* excluded) const {
-  if (k < 1) return absl::InvalidArgumentError("k must be >= 1");
-  size_t max_excluded = 0;
-  if (excluded != nullptr) {
-    for (const auto& set : *excluded) max_excluded = std::max(max_excluded, set.size());
+namespace {
+
+// Adapts a RowFilter to FAISS.
+class RowSelector : public faiss::IDSelector {
+ public:
+  explicit RowSelector(const RowFilter& filter) : filter_(filter) {}
+  bool is_member(faiss::Index::idx_t id) const override {
+    return filter_.Allows(static_cast<int32_t>(id));
   }
-  const int fetch = static_cast<int>(std::min<size_t>(k + max_excluded, ids_.size()));
-  std::vector<std::vector<Hit>> results(n);
-  if (fetch == 0 || n == 0) return results;
-  std::vector<float> scores(static_cast<size_t>(n) * fetch);
-  std::vector<faiss::Index::idx_t> labels(static_cast<size_t>(n) * fetch);
+
+ private:
+  const RowFilter& filter_;
+};
+
+}  // namespace
+
+absl::Status ItemIndex::RawSearch(const float* queries, int n, int fetch, const RowFilter* filter,
+                                  std::vector<float>* scores, std::vector<int64_t>* labels) const {
+  scores->resize(static_cast<size_t>(n) * fetch);
+  labels->resize(static_cast<size_t>(n) * fetch);
+  static_assert(sizeof(int64_t) == sizeof(faiss::Index::idx_t));
+  auto* out = reinterpret_cast<faiss::Index::idx_t*>(labels->data());
   try {
-    index_->search(n, queries, fetch, scores.data(), labels.data());
+    if (filter == nullptr || !supports_selector_) {
+      index_->search(n, queries, fetch, scores->data(), out);
+      return absl::OkStatus();
+    }
+    RowSelector selector(*filter);
+    if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index_.get())) {
+      faiss::SearchParametersIVF params;
+      params.sel = &selector;
+      params.nprobe = ivf->nprobe;
+      index_->search(n, queries, fetch, scores->data(), out, &params);
+    } else {
+      faiss::SearchParameters params;
+      params.sel = &selector;
+      index_->search(n, queries, fetch, scores->data(), out, &params);
+    }
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("index search: ", e.what()));
   }
-  for (int q = 0; q < n; ++q) {
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> ItemIndex::Search(
+    const float* queries, int n, int k, std::span<const RowFilter> filters) const {
+  if (k < 1) return absl::InvalidArgumentError("k must be >= 1");
+  if (!filters.empty() && filters.size() != static_cast<size_t>(n)) {
+    return absl::InvalidArgumentError("index search: one filter per query");
+  }
+  const int total = size();
+  std::vector<std::vector<Hit>> results(n);
+  if (total == 0 || n == 0) return results;
+  std::vector<float> scores;
+  std::vector<int64_t> labels;
+  const auto collect = [&](int q, int row_in_batch, int fetch, const RowFilter* filter) {
     std::vector<Hit>& hits = results[q];
+    hits.clear();
     for (int j = 0; j < fetch && static_cast<int>(hits.size()) < k; ++j) {
-      const faiss::Index::idx_t label = labels[static_cast<size_t>(q) * fetch + j];
-      if (label < 0) continue;  // fewer results than asked (ANN)
-      const int32_t row = static_cast<int32_t>(label);
-      if (excluded != nullptr && (*excluded)[q].contains(row)) continue;
-      hits.push_back({row, scores[static_cast<size_t>(q) * fetch + j]});
+      const size_t at = static_cast<size_t>(row_in_batch) * fetch + j;
+      if (labels[at] < 0) continue;  // fewer results than asked
+      const int32_t row = static_cast<int32_t>(labels[at]);
+      if (filter != nullptr && !filter->Allows(row)) continue;
+      hits.push_back({row, scores[at]});
+    }
+  };
+
+  // Unfiltered queries: one batched search.
+  std::vector<int> plain;
+  std::vector<float> plain_queries;
+  for (int q = 0; q < n; ++q) {
+    if (!filters.empty() && !filters[q].empty()) continue;
+    plain.push_back(q);
+    plain_queries.insert(plain_queries.end(), queries + static_cast<size_t>(q) * dim_,
+                         queries + static_cast<size_t>(q + 1) * dim_);
+  }
+  if (!plain.empty()) {
+    const int fetch = std::min(k, total);
+    if (absl::Status s = RawSearch(plain_queries.data(), static_cast<int>(plain.size()), fetch,
+                                   nullptr, &scores, &labels);
+        !s.ok()) {
+      return s;
+    }
+    for (size_t i = 0; i < plain.size(); ++i) collect(plain[i], static_cast<int>(i), fetch, nullptr);
+  }
+
+  // Filtered queries, one at a time (each has its own filter).
+  for (int q = 0; q < n && !filters.empty(); ++q) {
+    const RowFilter& filter = filters[q];
+    if (filter.empty()) continue;
+    const float* query = queries + static_cast<size_t>(q) * dim_;
+    if (supports_selector_) {
+      const int fetch = std::min(k, total);
+      if (absl::Status s = RawSearch(query, 1, fetch, &filter, &scores, &labels); !s.ok()) return s;
+      collect(q, 0, fetch, &filter);
+      continue;
+    }
+    // Over-fetch and post-filter, widening until k eligible rows or the whole index.
+    int eligible = 0;
+    for (int row = 0; row < total && eligible < k; ++row) eligible += filter.Allows(row);
+    const int excluded = filter.excluded != nullptr ? static_cast<int>(filter.excluded->size()) : 0;
+    int fetch = std::min(total, std::max(2 * k, k + excluded));
+    while (true) {
+      if (absl::Status s = RawSearch(query, 1, fetch, nullptr, &scores, &labels); !s.ok()) return s;
+      collect(q, 0, fetch, &filter);
+      if (static_cast<int>(results[q].size()) >= std::min(k, eligible) || fetch >= total) break;
+      fetch = std::min(total, fetch * 4);
     }
   }
   return results;
+}
+
+absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> ItemIndex::Search(
+    const float* queries, int n, int k,
+    const std::vector<absl::flat_hash_set<int32_t>>* excluded) const {
+  std::vector<RowFilter> filters;
+  if (excluded != nullptr) {
+    filters.resize(n);
+    for (int q = 0; q < n; ++q) filters[q].excluded = &(*excluded)[q];
+  }
+  return Search(queries, n, k, filters);
 }
 
 }  // namespace twotower

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,20 @@ struct IndexOptions {
   int nprobe = 0;     // IVF; 0 = FAISS default
 };
 
+// Which rows one query may return: not `excluded`, and (when `allowed` is set) only rows
+// whose byte in `allowed` is non-zero. Both pointers may be null; they must outlive the
+// search.
+struct RowFilter {
+  const absl::flat_hash_set<int32_t>* excluded = nullptr;
+  const std::vector<uint8_t>* allowed = nullptr;
+
+  bool empty() const { return (excluded == nullptr || excluded->empty()) && allowed == nullptr; }
+  bool Allows(int32_t row) const {
+    return (allowed == nullptr || (*allowed)[row] != 0) &&
+           (excluded == nullptr || !excluded->contains(row));
+  }
+};
+
 class ItemIndex {
  public:
   struct Hit {
@@ -40,9 +55,15 @@ class ItemIndex {
   ItemIndex(const ItemIndex&) = delete;
   ItemIndex& operator=(const ItemIndex&) = delete;
 
-  // Top `k` rows by descending inner product for each of `n` queries, skipping rows in
-  // `excluded[q]` (may be null). Over-fetches by the number of excluded rows, so an exact
-  // index returns exactly min(k, eligible rows) hits. Thread-safe.
+  // Top `k` rows by descending inner product for each of `n` queries; `filters` is empty
+  // or has one RowFilter per query. Queries without a filter are searched as one batch.
+  // Filtered queries: exact (Flat) and IVF indexes apply the filter inside the FAISS
+  // search (an IDSelector), so an exact index returns exactly min(k, eligible rows) hits;
+  // other indexes (HNSW) over-fetch and post-filter, widening the search until k eligible
+  // rows are found or the whole index has been asked for. Thread-safe.
+  absl::StatusOr<std::vector<std::vector<Hit>>> Search(const float* queries, int n, int k,
+                                                       std::span<const RowFilter> filters) const;
+  // Convenience: `excluded` (null, or one set per query) as the only filter.
   absl::StatusOr<std::vector<std::vector<Hit>>> Search(
       const float* queries, int n, int k,
       const std::vector<absl::flat_hash_set<int32_t>>* excluded) const;
@@ -54,7 +75,11 @@ class ItemIndex {
 
  private:
   ItemIndex() = default;
+  // One FAISS search of `n` queries for `fetch` results each, optionally restricted.
+  absl::Status RawSearch(const float* queries, int n, int fetch, const RowFilter* filter,
+                         std::vector<float>* scores, std::vector<int64_t>* labels) const;
   std::vector<std::string> ids_;
+  bool supports_selector_ = false;  // Flat and IVF take an IDSelector in 1.7.3; HNSW not
   int dim_ = 0;
   IndexOptions options_;
   std::unique_ptr<faiss::Index> index_;

@@ -1,6 +1,7 @@
 #include "server/retrieval_service.h"
 
 #include <cmath>
+#include <optional>
 
 #include <algorithm>
 #include <chrono>
@@ -80,7 +81,7 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
   EncodedTable users = snapshot->bundle->user.encoder.NewTable();
   std::vector<bool> user_known(n);
   std::vector<absl::flat_hash_set<int32_t>> excluded(n);
-  bool any_excluded = false;
+  std::vector<std::optional<std::vector<uint8_t>>> allowed(n);
   int max_k = 0;
   for (size_t i = 0; i < n; ++i) {
     const v1::RetrieveRequest& request = *requests[i];
@@ -96,7 +97,9 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
                        batch, i);
     }
     if (request.filters_size() > 0) {
-      return InRequest(absl::UnimplementedError("filters are not supported yet"), batch, i);
+      absl::StatusOr<std::vector<uint8_t>> rows = snapshot->attributes->Allowed(request.filters());
+      if (!rows.ok()) return InRequest(rows.status(), batch, i);
+      allowed[i] = *std::move(rows);
     }
     bool known = false;
     if (absl::Status s = EncodeRequestUser(*snapshot, request, &users, &known); !s.ok()) {
@@ -110,7 +113,6 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
         excluded[i].insert(it->second);
       }
     }
-    any_excluded = any_excluded || !excluded[i].empty();
     max_k = std::max(max_k, request.k());
   }
 
@@ -138,9 +140,20 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
 
   // One search for the whole batch at the largest k; each answer is cut to its own k.
   // The top-k of an exact index is a prefix of its top-max_k, so this equals one search
-  // per request.
+  // per request (for HNSW the batch's largest k also widens the smaller requests' search).
+  // Requests with exclusions or filters are searched one by one with their own filter.
+  std::vector<RowFilter> filters;
+  for (size_t i = 0; i < n; ++i) {
+    if (excluded[i].empty() && !allowed[i].has_value()) continue;
+    filters.resize(n);
+    break;
+  }
+  for (size_t i = 0; i < filters.size(); ++i) {
+    if (!excluded[i].empty()) filters[i].excluded = &excluded[i];
+    if (allowed[i].has_value()) filters[i].allowed = &*allowed[i];
+  }
   absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits = snapshot->index->Search(
-      vectors.data(), static_cast<int>(n), max_k, any_excluded ? &excluded : nullptr);
+      vectors.data(), static_cast<int>(n), max_k, filters);
   if (!hits.ok()) return hits.status();
 
   const std::vector<std::string>& item_ids = snapshot->index->ids();

@@ -31,7 +31,8 @@ class RetrievalService final : public v1::Retrieval::Service {
                    RetrievalOptions options);
 
   // Errors: INVALID_ARGUMENT (k outside 1..max_k, more than max_exclude exclusions, no
-  // user id nor features, an unknown feature, a value of the wrong type or out of range), UNIMPLEMENTED (filters), UNAVAILABLE (no model
+  // user id nor features, an unknown feature, a value of the wrong type or out of range,
+  // a filter on an unknown or numeric item feature), UNAVAILABLE (no model
   // loaded), DEADLINE_EXCEEDED / CANCELLED (checked before the search).
   grpc::Status Retrieve(grpc::ServerContext* context, const v1::RetrieveRequest* request,
                         v1::RetrieveResponse* response) override;

@@ -49,6 +49,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& 
   snapshot->model_version = snapshot->bundle->model_version();
   snapshot->user_rows = RowsById(snapshot->bundle->users.ids);
   snapshot->item_rows = RowsById(snapshot->bundle->items.ids);
+  snapshot->attributes = std::make_shared<const AttributeFilter>(*snapshot->bundle);
   snapshot->loaded_at = absl::Now();
   snapshot->load_duration = snapshot->loaded_at - start;
   return std::shared_ptr<const Snapshot>(std::move(snapshot));
@@ -66,6 +67,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> RebuildSnapshotIndex(const Snaps
   snapshot->model_version = old.model_version;
   snapshot->user_rows = old.user_rows;
   snapshot->item_rows = old.item_rows;
+  snapshot->attributes = old.attributes;
   snapshot->loaded_at = absl::Now();
   snapshot->load_duration = snapshot->loaded_at - start;
   return std::shared_ptr<const Snapshot>(std::move(snapshot));

@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "bundle/bundle.h"
 #include "features/encoded_table.h"
+#include "index/attribute_filter.h"
 #include "index/item_index.h"
 #include "twotower/v1/retrieval.pb.h"
 
@@ -32,6 +33,8 @@ struct Snapshot {
   // Id -> row of bundle->users.rows (users with stored features) and of the index.
   absl::flat_hash_map<std::string, int32_t> user_rows;
   absl::flat_hash_map<std::string, int32_t> item_rows;
+  // Item attribute filters of this model (shared by rebuilt snapshots, like the bundle).
+  std::shared_ptr<const AttributeFilter> attributes;
   absl::Time loaded_at;
   // Wall time of ReadBundle + index build (just the index build after a rebuild).
   absl::Duration load_duration;

@@ -237,6 +237,27 @@ EncodedTable OfflineUserRow(const Bundle& bundle, const v1::RetrieveRequest& req
 // defines a correct top-k: every position's score equals the offline k-th best score at
 // that position, every returned item's score is its offline score, no item twice, none
 // excluded. When scores are distinct this is the same as equal ids.
+// Whether catalogue item `id` passes every filter of `request`, computed independently
+// of the server from the bundle's encoded catalogue.
+bool PassesFilters(const Bundle& bundle, const std::string& id, const v1::RetrieveRequest& request) {
+  const auto row = std::find(bundle.items.ids.begin(), bundle.items.ids.end(), id) - bundle.items.ids.begin();
+  const FeatureEncoder& encoder = bundle.item.encoder;
+  for (const v1::ItemFilter& filter : request.filters()) {
+    bool pass = false;
+    for (int f = 1; f < encoder.num_fields(); ++f) {
+      if (encoder.FieldSpec(f).name() != filter.feature()) continue;
+      for (const std::string& value : filter.any_of()) {
+        const int32_t token = encoder.FieldVocabulary(f).Lookup(value);
+        for (int32_t have : bundle.items.rows.Field(static_cast<int>(row), f)) {
+          pass = pass || (token != Vocabulary::kOov && have == token);
+        }
+      }
+    }
+    if (!pass) return false;
+  }
+  return true;
+}
+
 void ExpectOfflineTopK(const Bundle& bundle, const v1::RetrieveRequest& request,
                        const v1::RetrieveResponse& response) {
   const std::map<std::string, float> scores = OfflineScores(bundle, OfflineUserRow(bundle, request));
@@ -244,7 +265,7 @@ void ExpectOfflineTopK(const Bundle& bundle, const v1::RetrieveRequest& request,
                                        request.exclude_item_ids().end());
   std::vector<float> expected;
   for (const auto& [id, score] : scores) {
-    if (!excluded.contains(id)) expected.push_back(score);
+    if (!excluded.contains(id) && PassesFilters(bundle, id, request)) expected.push_back(score);
   }
   std::sort(expected.begin(), expected.end(), std::greater<>());
   expected.resize(std::min<size_t>(expected.size(), request.k()));
@@ -259,6 +280,7 @@ void ExpectOfflineTopK(const Bundle& bundle, const v1::RetrieveRequest& request,
     EXPECT_NEAR(item.score(), it->second, kScoreTolerance) << item.item_id();
     EXPECT_TRUE(seen.insert(item.item_id()).second) << item.item_id() << " returned twice";
     EXPECT_FALSE(excluded.contains(item.item_id())) << item.item_id() << " was excluded";
+    EXPECT_TRUE(PassesFilters(bundle, item.item_id(), request)) << item.item_id() << " fails a filter";
     if (i > 0) {
       EXPECT_GE(response.items(i - 1).score(), item.score()) << "rank " << i + 1;
     }
@@ -461,9 +483,11 @@ TEST_F(E2eServerTest, InvalidRequestsAreRejected) {
 
   v1::RetrieveRequest filtered = KnownUserRequest(user, 5);
   v1::ItemFilter* filter = filtered.add_filters();
-  filter->set_feature("brand");
-  filter->add_any_of("b1");
-  EXPECT_EQ(Retrieve(filtered, &response).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  filter->set_feature("price");  // numeric: cannot filter by value sets
+  filter->add_any_of("9.5");
+  EXPECT_EQ(Retrieve(filtered, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  filter->set_feature("no_such_feature");
+  EXPECT_EQ(Retrieve(filtered, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
   // A finite but absurd number overflows the tower: rejected, not answered with garbage.
   v1::RetrieveRequest huge = ColdUserRequest("x", 5);
@@ -476,6 +500,33 @@ TEST_F(E2eServerTest, InvalidRequestsAreRejected) {
   EXPECT_EQ(Retrieve(too_many, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   // The server is still fine.
   EXPECT_TRUE(Retrieve(KnownUserRequest(user, 5), &response).ok());
+}
+
+TEST_F(E2eServerTest, FiltersAreHonouredExactly) {
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  v1::RetrieveRequest request = KnownUserRequest(user, 20);
+  v1::ItemFilter* genres = request.add_filters();
+  genres->set_feature("genres");
+  genres->add_any_of("g1");
+  genres->add_any_of("g2");
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(request, &response).ok());
+  EXPECT_EQ(response.items_size(), 20);
+  ExpectOfflineTopK(*latest_, request, response);
+  // Two filters (AND) plus exclusions.
+  v1::ItemFilter* brand = request.add_filters();
+  brand->set_feature("brand");
+  for (const char* b : {"b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9"}) brand->add_any_of(b);
+  request.add_exclude_item_ids(response.items(0).item_id());
+  ASSERT_TRUE(Retrieve(request, &response).ok());
+  ExpectOfflineTopK(*latest_, request, response);
+  // A value no item has: nothing passes, an empty answer (not an error).
+  v1::RetrieveRequest none = KnownUserRequest(user, 5);
+  v1::ItemFilter* nothing = none.add_filters();
+  nothing->set_feature("genres");
+  nothing->add_any_of("no-such-genre");
+  ASSERT_TRUE(Retrieve(none, &response).ok());
+  EXPECT_EQ(response.items_size(), 0);
 }
 
 TEST_F(E2eServerTest, ExcludedItemsAreNeverReturned) {

@@ -96,6 +96,42 @@ TEST(ItemIndexTest, HnswAndIvfUseInnerProduct) {
   }
 }
 
+TEST(ItemIndexTest, AllowedRowsAreHonouredByEveryIndexKind) {
+  const int dim = 8, k = 10, n = 3000;
+  const Data data = RandomData(n, dim, 7);
+  const Data queries = RandomData(2, dim, 8);
+  std::vector<uint8_t> allowed(n, 0);
+  for (int r = 0; r < n; r += 20) allowed[r] = 1;  // 5% of the catalogue
+  const absl::flat_hash_set<int32_t> excluded = {0, 20, 40};
+  std::vector<RowFilter> filters(2);
+  filters[0].allowed = &allowed;
+  filters[0].excluded = &excluded;
+  // Query 1 unfiltered: batched separately, must equal the plain top-k.
+  for (const IndexOptions& options : {IndexOptions{"Flat", 0, 0}, IndexOptions{"IVF16,Flat", 0, 16},
+                                      IndexOptions{"HNSW32,Flat", 64, 0}}) {
+    absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, dim, options);
+    ASSERT_TRUE(index.ok()) << index.status();
+    absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =
+        (*index)->Search(queries.vectors.data(), 2, k, filters);
+    ASSERT_TRUE(hits.ok()) << hits.status();
+    ASSERT_EQ((*hits)[0].size(), static_cast<size_t>(k)) << options.factory;
+    for (const ItemIndex::Hit& hit : (*hits)[0]) {
+      EXPECT_TRUE(allowed[hit.row] && !excluded.contains(hit.row)) << options.factory << " row " << hit.row;
+    }
+    ASSERT_EQ((*hits)[1].size(), static_cast<size_t>(k));
+    if (options.factory == "Flat") {
+      absl::flat_hash_set<int32_t> not_allowed = excluded;
+      for (int r = 0; r < n; ++r) {
+        if (!allowed[r]) not_allowed.insert(r);
+      }
+      const std::vector<int32_t> expected = BruteForce(data, queries.vectors.data(), dim, k, not_allowed);
+      for (int r = 0; r < k; ++r) EXPECT_EQ((*hits)[0][r].row, expected[r]) << r;
+      const std::vector<int32_t> plain = BruteForce(data, queries.vectors.data() + dim, dim, k, {});
+      for (int r = 0; r < k; ++r) EXPECT_EQ((*hits)[1][r].row, plain[r]) << r;
+    }
+  }
+}
+
 TEST(ItemIndexTest, BadInputIsAStatusNotAnException) {
   const Data data = RandomData(10, 4, 6);
   EXPECT_EQ(ItemIndex::Build(data.ids, data.vectors, 4, {"NoSuchIndex", 0, 0}).status().code(),

@@ -1,0 +1,38 @@
+// Filters on item attributes ("only items whose genre is X"): posting lists from each
+// categorical / multi-hot item feature value to the catalogue rows that have it, built
+// once per model from the bundle's encoded catalogue. A request's filters become a row
+// bitmap that the index applies inside its search (see RowFilter).
+#ifndef TWOTOWER_INDEX_ATTRIBUTE_FILTER_H_
+#define TWOTOWER_INDEX_ATTRIBUTE_FILTER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "bundle/bundle.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "twotower/v1/retrieval.pb.h"
+
+namespace twotower {
+
+class AttributeFilter {
+ public:
+  explicit AttributeFilter(const Bundle& bundle);
+
+  // Bitmap over catalogue rows (1 = allowed) of the rows that pass every filter: a
+  // filter passes when the item's feature holds at least one of its `any_of` values.
+  // Unknown values match nothing; an unknown feature, a numeric one, or a filter without
+  // values is INVALID_ARGUMENT.
+  absl::StatusOr<std::vector<uint8_t>> Allowed(
+      const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const;
+
+ private:
+  const FeatureEncoder* encoder_;  // owned by the bundle, which outlives this object
+  int rows_ = 0;
+  // postings_[field][token row] = catalogue rows holding that token (field >= 1).
+  std::vector<std::vector<std::vector<int32_t>>> postings_;
+};
+
+}  // namespace twotower
+
+#endif  // TWOTOWER_INDEX_ATTRIBUTE_FILTER_H_
