@@ -197,6 +197,18 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   return absl::OkStatus();
 }
 
+absl::Status ApplyOverride(absl::string_view text, v1::TrainerConfig* config) {
+  v1::TrainerConfig overrides;
+  if (absl::Status s = ParseTextProto(text, "override", &overrides); !s.ok()) return s;
+  config->MergeFrom(overrides);
+  if (!overrides.training().has_num_negatives() &&
+      overrides.training().objective() != v1::TrainingSpec::OBJECTIVE_UNSPECIFIED) {
+    config->mutable_training()->clear_num_negatives();
+  }
+  ApplyDefaults(config);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::TrainerConfig> LoadTrainerConfig(const std::string& path) {
   v1::TrainerConfig config;
   if (absl::Status s = ReadTextProtoFile(path, &config); !s.ok()) return s;

@@ -19,6 +19,11 @@ void ApplyDefaults(v1::TrainerConfig* config);
 
 absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config);
 
+// Merges a text-format TrainerConfig over `config` (scalars replace, repeated fields
+// append) and re-applies defaults. Changing the objective without giving num_negatives
+// resets it to the new objective's default. Validate afterwards.
+absl::Status ApplyOverride(absl::string_view text, v1::TrainerConfig* config);
+
 }  // namespace twotower
 
 #endif  // TWOTOWER_TRAINER_CONFIG_H_

@@ -20,7 +20,6 @@
 #include "trainer/trainer.h"
 #include "trainer/training_data.h"
 #include "util/file.h"
-#include "util/text_proto.h"
 
 ABSL_FLAG(std::string, config, "", "Trainer config (text TrainerConfig), required");
 ABSL_FLAG(std::string, data_dir, "",
@@ -70,13 +69,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<twotower::v1::TrainerConfig> config = twotower::LoadTrainerConfig(config_path);
   if (!config.ok()) return Fail(config.status());
   if (const std::string text = absl::GetFlag(FLAGS_override); !text.empty()) {
-    twotower::v1::TrainerConfig overrides;
-    if (absl::Status s = twotower::ParseTextProto(text, "--override", &overrides); !s.ok()) return Fail(s);
-    config->MergeFrom(overrides);
-    if (overrides.training().has_num_negatives() == false && overrides.training().objective() != 0) {
-      config->mutable_training()->clear_num_negatives();  // the new objective's default
-    }
-    twotower::ApplyDefaults(&*config);
+    if (absl::Status s = twotower::ApplyOverride(text, &*config); !s.ok()) return Fail(s);
   }
   if (absl::GetFlag(FLAGS_epochs) > 0) config->mutable_training()->set_epochs(absl::GetFlag(FLAGS_epochs));
   if (absl::GetFlag(FLAGS_threads) > 0) config->mutable_training()->set_threads(absl::GetFlag(FLAGS_threads));
