@@ -665,13 +665,15 @@ TEST_F(E2eServerTest, RequestsDuringReloadsSeeOneModelEach) {
   std::atomic<bool> done{false};
   std::atomic<int> answered{0};
   std::vector<std::thread> clients;
-  for (int t = 0; t < 2; ++t) {
+  std::atomic<int> failed{0};
+  for (int t = 0; t < 4; ++t) {
     clients.emplace_back([&, t] {
       int i = t;
       while (!done.load()) {
         const v1::RetrieveRequest request = KnownUserRequest(users[i++ % users.size()], 10);
         v1::RetrieveResponse response;
         const grpc::Status status = Retrieve(request, &response);
+        if (!status.ok()) ++failed;
         ASSERT_TRUE(status.ok()) << status.error_message();
         const Bundle& model =
             response.model_version() == first_->model_version() ? *first_ : *latest_;
@@ -681,18 +683,25 @@ TEST_F(E2eServerTest, RequestsDuringReloadsSeeOneModelEach) {
       }
     });
   }
-  for (int reload = 0; reload < 6; ++reload) {
+  // 20 rounds of ReloadModel (alternating two model versions) and RebuildIndex while 4
+  // clients keep calling: zero failed requests, every answer exactly one model's.
+  for (int round = 0; round < 20; ++round) {
     v1::ReloadModelRequest request;
-    request.set_bundle_path(reload % 2 == 0 ? first_path_ : latest_path_);
+    request.set_bundle_path(round % 2 == 0 ? first_path_ : latest_path_);
     v1::ReloadModelResponse response;
     const grpc::Status status = server_.admin().ReloadModel(Context().get(), request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
-    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    v1::RebuildIndexRequest rebuild;  // same (exact) parameters: answers stay comparable
+    v1::RebuildIndexResponse rebuilt;
+    const grpc::Status rebuild_status = server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt);
+    EXPECT_TRUE(rebuild_status.ok()) << rebuild_status.error_message();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   done = true;
   for (std::thread& client : clients) client.join();
-  EXPECT_GT(answered.load(), 0);
-  EXPECT_EQ(Status().reloads_total(), 6);
+  EXPECT_GT(answered.load(), 20);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(Status().reloads_total(), 20);
 }
 
 TEST_F(E2eServerTest, RebuildIndexWithHnsw) {
