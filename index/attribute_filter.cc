@@ -6,15 +6,40 @@
 
 namespace twotower {
 
-AttributeFilter::AttributeFilter(const Bundle& bundle)
-    : encoder_(&bundle.item.encoder), rows_(bundle.items.rows.size()) {
+AttributeFilter::AttributeFilter(const FeatureEncoder& encoder, const EncodedTable& rows)
+    : encoder_(&encoder), rows_(rows.size()) {
   postings_.resize(encoder_->num_fields());
   for (int f = 1; f < encoder_->num_fields(); ++f) {
     postings_[f].resize(encoder_->FieldRows(f));
     for (int r = 0; r < rows_; ++r) {
-      for (int32_t token : bundle.items.rows.Field(r, f)) postings_[f][token].push_back(r);
+      for (int32_t token : rows.Field(r, f)) postings_[f][token].push_back(r);
     }
   }
+}
+
+absl::StatusOr<int> AttributeFilter::FieldOf(const v1::ItemFilter& filter) const {
+  int field = 0;
+  for (int f = 1; f < encoder_->num_fields(); ++f) {
+    if (encoder_->FieldSpec(f).name() == filter.feature()) field = f;
+  }
+  if (field == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "filter on \"", filter.feature(),
+        "\": not a categorical or multi-hot item feature of this model"));
+  }
+  if (filter.any_of_size() == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("filter on \"", filter.feature(), "\" has no any_of values"));
+  }
+  return field;
+}
+
+absl::Status AttributeFilter::Check(
+    const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const {
+  for (const v1::ItemFilter& filter : filters) {
+    if (absl::StatusOr<int> field = FieldOf(filter); !field.ok()) return field.status();
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<uint8_t>> AttributeFilter::Allowed(
@@ -22,19 +47,9 @@ absl::StatusOr<std::vector<uint8_t>> AttributeFilter::Allowed(
   std::vector<uint8_t> allowed(rows_, 1);
   std::vector<uint8_t> matches(rows_);
   for (const v1::ItemFilter& filter : filters) {
-    int field = 0;
-    for (int f = 1; f < encoder_->num_fields(); ++f) {
-      if (encoder_->FieldSpec(f).name() == filter.feature()) field = f;
-    }
-    if (field == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "filter on \"", filter.feature(),
-          "\": not a categorical or multi-hot item feature of this model"));
-    }
-    if (filter.any_of_size() == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("filter on \"", filter.feature(), "\" has no any_of values"));
-    }
+    absl::StatusOr<int> field_or = FieldOf(filter);
+    if (!field_or.ok()) return field_or.status();
+    const int field = *field_or;
     std::fill(matches.begin(), matches.end(), 0);
     const Vocabulary& vocabulary = encoder_->FieldVocabulary(field);
     for (const std::string& value : filter.any_of()) {

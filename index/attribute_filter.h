@@ -9,7 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "bundle/bundle.h"
+#include "features/encoded_table.h"
+#include "features/feature_encoder.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "twotower/v1/retrieval.pb.h"
 
@@ -17,7 +18,8 @@ namespace twotower {
 
 class AttributeFilter {
  public:
-  explicit AttributeFilter(const Bundle& bundle);
+  // Posting lists of `rows` (encoded by `encoder`, which must outlive this object).
+  AttributeFilter(const FeatureEncoder& encoder, const EncodedTable& rows);
 
   // Bitmap over catalogue rows (1 = allowed) of the rows that pass every filter: a
   // filter passes when the item's feature holds at least one of its `any_of` values.
@@ -25,9 +27,13 @@ class AttributeFilter {
   // values is INVALID_ARGUMENT.
   absl::StatusOr<std::vector<uint8_t>> Allowed(
       const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const;
+  // The errors Allowed would return, without computing anything.
+  absl::Status Check(const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const;
 
  private:
-  const FeatureEncoder* encoder_;  // owned by the bundle, which outlives this object
+  const FeatureEncoder* encoder_;
+  // Embedding field of a filterable feature, or an error.
+  absl::StatusOr<int> FieldOf(const v1::ItemFilter& filter) const;
   int rows_ = 0;
   // postings_[field][token row] = catalogue rows holding that token (field >= 1).
   std::vector<std::vector<std::vector<int32_t>>> postings_;

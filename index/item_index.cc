@@ -150,7 +150,8 @@ absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> ItemIndex::Search(
     // Over-fetch and post-filter, widening until k eligible rows or the whole index.
     int eligible = 0;
     for (int row = 0; row < total && eligible < k; ++row) eligible += filter.Allows(row);
-    const int excluded = filter.excluded != nullptr ? static_cast<int>(filter.excluded->size()) : 0;
+    const int excluded = (filter.excluded != nullptr ? static_cast<int>(filter.excluded->size()) : 0) +
+                         (filter.removed != nullptr ? static_cast<int>(filter.removed->size()) : 0);
     int fetch = std::min(total, std::max(2 * k, k + excluded));
     while (true) {
       if (absl::Status s = RawSearch(query, 1, fetch, nullptr, &scores, &labels); !s.ok()) return s;

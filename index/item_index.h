@@ -26,17 +26,22 @@ struct IndexOptions {
   int nprobe = 0;     // IVF; 0 = FAISS default
 };
 
-// Which rows one query may return: not `excluded`, and (when `allowed` is set) only rows
-// whose byte in `allowed` is non-zero. Both pointers may be null; they must outlive the
-// search.
+// Which rows one query may return: not in `excluded` (e.g. the caller's "already seen")
+// nor in `removed` (e.g. items deleted online), and (when `allowed` is set) only rows whose
+// byte in `allowed` is non-zero. Pointers may be null; they must outlive the search.
 struct RowFilter {
   const absl::flat_hash_set<int32_t>* excluded = nullptr;
+  const absl::flat_hash_set<int32_t>* removed = nullptr;
   const std::vector<uint8_t>* allowed = nullptr;
 
-  bool empty() const { return (excluded == nullptr || excluded->empty()) && allowed == nullptr; }
+  bool empty() const {
+    return (excluded == nullptr || excluded->empty()) && (removed == nullptr || removed->empty()) &&
+           allowed == nullptr;
+  }
   bool Allows(int32_t row) const {
     return (allowed == nullptr || (*allowed)[row] != 0) &&
-           (excluded == nullptr || !excluded->contains(row));
+           (excluded == nullptr || !excluded->contains(row)) &&
+           (removed == nullptr || !removed->contains(row));
   }
 };
 

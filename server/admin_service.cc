@@ -1,5 +1,7 @@
 #include "server/admin_service.h"
 
+#include "server/item_journal.h"
+
 #include <memory>
 #include <string>
 
@@ -22,8 +24,8 @@ std::string VersionOf(const std::shared_ptr<const Snapshot>& snapshot) {
 
 }  // namespace
 
-AdminService::AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics)
-    : snapshots_(snapshots), metrics_(metrics) {}
+AdminService::AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics, std::string state_dir)
+    : snapshots_(snapshots), metrics_(metrics), state_dir_(std::move(state_dir)) {}
 
 grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
                                        const v1::ReloadModelRequest* request,
@@ -37,9 +39,9 @@ grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
   absl::MutexLock lock(&mutation_mu_);
   const std::shared_ptr<const Snapshot> current = snapshots_->Get();
   // A reload changes the model, not how it is indexed: keep the operator's index choice.
-  const IndexOptions options = current != nullptr ? current->index->options() : IndexOptions{};
+  const IndexOptions options = current != nullptr ? current->catalogue->index_options() : IndexOptions{};
   LogEvent("info", "reloading model", {{"bundle", path}, {"current", VersionOf(current)}});
-  absl::StatusOr<std::shared_ptr<const Snapshot>> next = LoadSnapshot(path, options);
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next = LoadSnapshot(path, options, state_dir_);
   if (!next.ok()) {
     metrics_->RecordReload(false);
     LogEvent("warn", "reload failed, keeping the current model",
@@ -65,11 +67,11 @@ grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
            {{"version", loaded->model_version},
             {"previous", VersionOf(previous)},
             {"bundle", path},
-            {"items", absl::StrCat(loaded->index->size())},
+            {"items", absl::StrCat(loaded->catalogue->size())},
             {"seconds", absl::StrCat(absl::ToDoubleSeconds(loaded->load_duration))}});
   response->set_model_version(loaded->model_version);
   response->set_previous_model_version(previous != nullptr ? previous->model_version : "");
-  response->set_item_count(loaded->index->size());
+  response->set_item_count(loaded->catalogue->size());
   response->set_load_seconds(absl::ToDoubleSeconds(loaded->load_duration));
   return grpc::Status::OK;
 }
@@ -85,11 +87,16 @@ grpc::Status AdminService::RebuildIndex(grpc::ServerContext* context,
   absl::MutexLock lock(&mutation_mu_);
   const std::shared_ptr<const Snapshot> current = snapshots_->Get();
   if (current == nullptr) return ToGrpcStatus(absl::UnavailableError("no model loaded yet"));
-  IndexOptions options = current->index->options();
+  IndexOptions options = current->catalogue->index_options();
   if (!params.factory().empty()) options.factory = params.factory();
   if (params.ef_search() > 0) options.ef_search = params.ef_search();
   if (params.nprobe() > 0) options.nprobe = params.nprobe();
-  absl::StatusOr<std::shared_ptr<const Snapshot>> next = RebuildSnapshotIndex(*current, options);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::shared_ptr<const Catalogue>> reindexed = current->catalogue->WithIndex(options);
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next =
+      reindexed.ok() ? absl::StatusOr<std::shared_ptr<const Snapshot>>(WithCatalogue(*current, *reindexed))
+                     : absl::StatusOr<std::shared_ptr<const Snapshot>>(reindexed.status());
+  const absl::Duration build_time = absl::Now() - start;
   if (!next.ok()) {
     LogEvent("warn", "index rebuild failed, keeping the current index",
              {{"factory", options.factory},
@@ -108,28 +115,53 @@ grpc::Status AdminService::RebuildIndex(grpc::ServerContext* context,
             {"factory", options.factory},
             {"ef_search", absl::StrCat(options.ef_search)},
             {"nprobe", absl::StrCat(options.nprobe)},
-            {"seconds", absl::StrCat(absl::ToDoubleSeconds(rebuilt->load_duration))}});
+            {"seconds", absl::StrCat(absl::ToDoubleSeconds(build_time))}});
   response->set_model_version(rebuilt->model_version);
-  response->set_item_count(rebuilt->index->size());
-  ToProto(rebuilt->index->options(), response->mutable_params());
-  response->set_build_seconds(absl::ToDoubleSeconds(rebuilt->load_duration));
+  response->set_item_count(rebuilt->catalogue->size());
+  ToProto(rebuilt->catalogue->index_options(), response->mutable_params());
+  response->set_build_seconds(absl::ToDoubleSeconds(build_time));
   return grpc::Status::OK;
 }
 
 grpc::Status AdminService::UpsertItems(grpc::ServerContext* /*context*/,
-                                       const v1::UpsertItemsRequest* /*request*/,
-                                       v1::UpsertItemsResponse* /*response*/) {
-  return ToGrpcStatus(absl::UnimplementedError(
-      "UpsertItems is not implemented yet: online item updates land with the serving issue; "
-      "retrain and ReloadModel meanwhile"));
+                                       const v1::UpsertItemsRequest* request,
+                                       v1::UpsertItemsResponse* response) {
+  const ServerMetrics::InFlightCall in_flight(metrics_);
+  absl::MutexLock lock(&mutation_mu_);
+  const std::shared_ptr<const Snapshot> current = snapshots_->Get();
+  if (current == nullptr) return ToGrpcStatus(absl::UnavailableError("no model loaded yet"));
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyUpsert(*current, *request);
+  if (!next.ok()) return ToGrpcStatus(next.status());
+  // Durable before visible: a change the caller saw succeed survives a restart.
+  const ItemJournal journal(state_dir_, current->model_version);
+  if (absl::Status s = journal.Append(*request); !s.ok()) return ToGrpcStatus(s);
+  snapshots_->Swap(*next);
+  LogEvent("info", "items upserted",
+           {{"count", absl::StrCat(request->items_size())},
+            {"items", absl::StrCat((*next)->catalogue->size())}});
+  response->set_upserted(request->items_size());
+  response->set_item_count((*next)->catalogue->size());
+  return grpc::Status::OK;
 }
 
 grpc::Status AdminService::RemoveItems(grpc::ServerContext* /*context*/,
-                                       const v1::RemoveItemsRequest* /*request*/,
-                                       v1::RemoveItemsResponse* /*response*/) {
-  return ToGrpcStatus(absl::UnimplementedError(
-      "RemoveItems is not implemented yet: online item updates land with the serving issue; "
-      "pass exclude_item_ids in Retrieve meanwhile"));
+                                       const v1::RemoveItemsRequest* request,
+                                       v1::RemoveItemsResponse* response) {
+  const ServerMetrics::InFlightCall in_flight(metrics_);
+  absl::MutexLock lock(&mutation_mu_);
+  const std::shared_ptr<const Snapshot> current = snapshots_->Get();
+  if (current == nullptr) return ToGrpcStatus(absl::UnavailableError("no model loaded yet"));
+  int64_t removed = 0;
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyRemove(*current, *request, &removed);
+  if (!next.ok()) return ToGrpcStatus(next.status());
+  const ItemJournal journal(state_dir_, current->model_version);
+  if (absl::Status s = journal.Append(*request); !s.ok()) return ToGrpcStatus(s);
+  snapshots_->Swap(*next);
+  LogEvent("info", "items removed",
+           {{"count", absl::StrCat(removed)}, {"items", absl::StrCat((*next)->catalogue->size())}});
+  response->set_removed(removed);
+  response->set_item_count((*next)->catalogue->size());
+  return grpc::Status::OK;
 }
 
 grpc::Status AdminService::GetStatus(grpc::ServerContext* /*context*/,
@@ -138,9 +170,9 @@ grpc::Status AdminService::GetStatus(grpc::ServerContext* /*context*/,
   if (const std::shared_ptr<const Snapshot> snapshot = snapshots_->Get(); snapshot != nullptr) {
     response->set_model_version(snapshot->model_version);
     response->set_bundle_path(snapshot->bundle_path);
-    response->set_item_count(snapshot->index->size());
-    response->set_embedding_dim(snapshot->index->dim());
-    ToProto(snapshot->index->options(), response->mutable_index());
+    response->set_item_count(snapshot->catalogue->size());
+    response->set_embedding_dim(snapshot->catalogue->dim());
+    ToProto(snapshot->catalogue->index_options(), response->mutable_index());
   }
   response->set_uptime_seconds(absl::ToDoubleSeconds(metrics_->uptime()));
   response->set_requests_total(metrics_->requests_total());

@@ -15,8 +15,9 @@ namespace twotower {
 
 class AdminService final : public v1::Admin::Service {
  public:
-  // `snapshots` and `metrics` must outlive the service.
-  AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics);
+  // `snapshots` and `metrics` must outlive the service. `state_dir` (may be empty) holds
+  // the item journals (see ItemJournal).
+  AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics, std::string state_dir);
 
   // Loads request->bundle_path with the current index options; on success swaps it in.
   // On failure returns the load error (from ReadBundle or the index build: DATA_LOSS for
@@ -30,9 +31,12 @@ class AdminService final : public v1::Admin::Service {
   // nprobe 0 keep the current values.
   grpc::Status RebuildIndex(grpc::ServerContext* context, const v1::RebuildIndexRequest* request,
                             v1::RebuildIndexResponse* response) override;
-  // Not implemented yet: UNIMPLEMENTED.
+  // Adds or replaces items online (features -> item tower -> the catalogue's delta index),
+  // journaled (fsynced) before they become visible; the next Retrieve sees them.
+  // INVALID_ARGUMENT for an empty / repeated id or a bad feature; nothing changes then.
   grpc::Status UpsertItems(grpc::ServerContext* context, const v1::UpsertItemsRequest* request,
                            v1::UpsertItemsResponse* response) override;
+  // Removes items online (unknown ids are ignored and not counted), journaled likewise.
   grpc::Status RemoveItems(grpc::ServerContext* context, const v1::RemoveItemsRequest* request,
                            v1::RemoveItemsResponse* response) override;
   grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
@@ -41,6 +45,7 @@ class AdminService final : public v1::Admin::Service {
  private:
   SnapshotHolder* const snapshots_;
   ServerMetrics* const metrics_;
+  const std::string state_dir_;
   // Held for a whole reload / rebuild: two concurrent mutations would both build from the
   // same current snapshot and the later swap would silently undo the earlier one.
   absl::Mutex mutation_mu_;

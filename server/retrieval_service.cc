@@ -80,9 +80,7 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
   // Validate and encode every user before any tower or index work.
   EncodedTable users = snapshot->bundle->user.encoder.NewTable();
   std::vector<bool> user_known(n);
-  std::vector<absl::flat_hash_set<int32_t>> excluded(n);
-  std::vector<std::optional<std::vector<uint8_t>>> allowed(n);
-  int max_k = 0;
+  std::vector<Catalogue::Query> queries(n);
   for (size_t i = 0; i < n; ++i) {
     const v1::RetrieveRequest& request = *requests[i];
     if (request.k() < 1 || request.k() > options_.max_k) {
@@ -96,24 +94,17 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
                            request.exclude_item_ids_size())),
                        batch, i);
     }
-    if (request.filters_size() > 0) {
-      absl::StatusOr<std::vector<uint8_t>> rows = snapshot->attributes->Allowed(request.filters());
-      if (!rows.ok()) return InRequest(rows.status(), batch, i);
-      allowed[i] = *std::move(rows);
+    if (absl::Status s = snapshot->catalogue->CheckFilters(request.filters()); !s.ok()) {
+      return InRequest(s, batch, i);
     }
     bool known = false;
     if (absl::Status s = EncodeRequestUser(*snapshot, request, &users, &known); !s.ok()) {
       return InRequest(s, batch, i);
     }
     user_known[i] = known;
-    // Unknown ids cannot be returned anyway, so they are ignored rather than an error:
-    // callers pass "already seen" lists that may hold items since removed.
-    for (const std::string& id : request.exclude_item_ids()) {
-      if (const auto it = snapshot->item_rows.find(id); it != snapshot->item_rows.end()) {
-        excluded[i].insert(it->second);
-      }
-    }
-    max_k = std::max(max_k, request.k());
+    // Unknown exclude ids cannot be returned anyway, so they are ignored rather than an
+    // error: callers pass "already seen" lists that may hold items since removed.
+    queries[i] = {request.k(), &request.exclude_item_ids(), &request.filters()};
   }
 
   const TowerModel& user_model = snapshot->bundle->user;
@@ -138,34 +129,19 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
     return absl::DeadlineExceededError("deadline exceeded before the index search");
   }
 
-  // One search for the whole batch at the largest k; each answer is cut to its own k.
-  // The top-k of an exact index is a prefix of its top-max_k, so this equals one search
-  // per request (for HNSW the batch's largest k also widens the smaller requests' search).
-  // Requests with exclusions or filters are searched one by one with their own filter.
-  std::vector<RowFilter> filters;
-  for (size_t i = 0; i < n; ++i) {
-    if (excluded[i].empty() && !allowed[i].has_value()) continue;
-    filters.resize(n);
-    break;
-  }
-  for (size_t i = 0; i < filters.size(); ++i) {
-    if (!excluded[i].empty()) filters[i].excluded = &excluded[i];
-    if (allowed[i].has_value()) filters[i].allowed = &*allowed[i];
-  }
-  absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits = snapshot->index->Search(
-      vectors.data(), static_cast<int>(n), max_k, filters);
-  if (!hits.ok()) return hits.status();
-
-  const std::vector<std::string>& item_ids = snapshot->index->ids();
+  // One search for the whole batch (see Catalogue::Search): unrestricted queries go to
+  // the index together at the largest k; exclusions and filters are applied inside it.
+  absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> found =
+      snapshot->catalogue->Search(vectors.data(), queries);
+  if (!found.ok()) return found.status();
   for (size_t i = 0; i < n; ++i) {
     v1::RetrieveResponse& response = *responses[i];
-    const std::vector<ItemIndex::Hit>& found = (*hits)[i];
-    const size_t k = std::min(found.size(), static_cast<size_t>(requests[i]->k()));
-    response.mutable_items()->Reserve(static_cast<int>(k));
-    for (size_t j = 0; j < k; ++j) {
+    const std::vector<Catalogue::Result>& items = (*found)[i];
+    response.mutable_items()->Reserve(static_cast<int>(items.size()));
+    for (const Catalogue::Result& result : items) {
       v1::ScoredItem* item = response.add_items();
-      item->set_item_id(item_ids[found[j].row]);
-      item->set_score(found[j].score);
+      item->set_item_id(*result.id);
+      item->set_score(result.score);
     }
     response.set_model_version(snapshot->model_version);
     response.set_user_known(user_known[i]);

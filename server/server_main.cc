@@ -59,6 +59,9 @@ ABSL_FLAG(int, max_exclude, 10000, "Most exclude_item_ids in one Retrieve reques
 ABSL_FLAG(int, threads, 0,
           "Most threads the Retrieval server uses for requests; calls beyond it fail with "
           "RESOURCE_EXHAUSTED (0 = gRPC's default)");
+ABSL_FLAG(std::string, state_dir, "",
+          "Directory for the item journals: UpsertItems / RemoveItems are logged there and "
+          "replayed when the same model is loaded again (empty = changes live until exit)");
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
           "On SIGTERM/SIGINT, how long in-flight calls get to finish before they are "
           "cancelled");
@@ -163,7 +166,7 @@ int main(int argc, char** argv) {
   LogEvent("info", "loading model",
            {{"bundle", bundle_path}, {"index", index_options.factory}});
   absl::StatusOr<std::shared_ptr<const twotower::Snapshot>> snapshot =
-      twotower::LoadSnapshot(bundle_path, index_options);
+      twotower::LoadSnapshot(bundle_path, index_options, absl::GetFlag(FLAGS_state_dir));
   if (!snapshot.ok()) {
     std::fprintf(stderr, "error: cannot load bundle %s: %s\n", bundle_path.c_str(),
                  snapshot.status().ToString().c_str());
@@ -174,7 +177,7 @@ int main(int argc, char** argv) {
   const std::string version = (*snapshot)->model_version;
   LogEvent("info", "model loaded",
            {{"version", version},
-            {"items", absl::StrCat((*snapshot)->index->size())},
+            {"items", absl::StrCat((*snapshot)->catalogue->size())},
             {"seconds", absl::StrCat(absl::ToDoubleSeconds((*snapshot)->load_duration))}});
   snapshot->reset();  // the holder owns it now; a reload must be able to free it
 
@@ -184,7 +187,7 @@ int main(int argc, char** argv) {
   retrieval_options.max_batch = absl::GetFlag(FLAGS_max_batch);
   retrieval_options.max_exclude = absl::GetFlag(FLAGS_max_exclude);
   twotower::RetrievalService retrieval_service(&snapshots, &metrics, retrieval_options);
-  twotower::AdminService admin_service(&snapshots, &metrics);
+  twotower::AdminService admin_service(&snapshots, &metrics, absl::GetFlag(FLAGS_state_dir));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

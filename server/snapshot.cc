@@ -1,35 +1,20 @@
 #include "server/snapshot.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "server/item_journal.h"
 #include "absl/time/clock.h"
 
 namespace twotower {
 
-namespace {
-
-absl::flat_hash_map<std::string, int32_t> RowsById(const std::vector<std::string>& ids) {
-  absl::flat_hash_map<std::string, int32_t> rows;
-  rows.reserve(ids.size());
-  // ReadBundle does not promise unique ids; the first row of an id wins, as in the index
-  // (whose hits name rows, not ids).
-  for (size_t r = 0; r < ids.size(); ++r) rows.emplace(ids[r], static_cast<int32_t>(r));
-  return rows;
-}
-
-absl::StatusOr<std::unique_ptr<ItemIndex>> BuildIndex(const Bundle& bundle,
-                                                      const IndexOptions& options) {
-  return ItemIndex::Build(bundle.items.ids, bundle.item_vectors, bundle.embedding_dim(),
-                          options);
-}
-
-}  // namespace
-
 absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& bundle_path,
-                                                             const IndexOptions& options) {
+                                                             const IndexOptions& options,
+                                                             const std::string& state_dir) {
   const absl::Time start = absl::Now();
   // Resolve a symlink such as bundles/latest once: the trainer may move it while we read,
   // and the status call should name the directory actually served.
@@ -42,35 +27,85 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& 
   if (!bundle.ok()) return bundle.status();
   auto snapshot = std::make_shared<Snapshot>();
   snapshot->bundle = std::make_shared<const Bundle>(*std::move(bundle));
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index = BuildIndex(*snapshot->bundle, options);
-  if (!index.ok()) return index.status();
-  snapshot->index = *std::move(index);
+  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue =
+      Catalogue::Create(snapshot->bundle, options);
+  if (!catalogue.ok()) return catalogue.status();
+  snapshot->catalogue = *std::move(catalogue);
   snapshot->bundle_path = resolved.string();
   snapshot->model_version = snapshot->bundle->model_version();
-  snapshot->user_rows = RowsById(snapshot->bundle->users.ids);
-  snapshot->item_rows = RowsById(snapshot->bundle->items.ids);
-  snapshot->attributes = std::make_shared<const AttributeFilter>(*snapshot->bundle);
-  snapshot->loaded_at = absl::Now();
-  snapshot->load_duration = snapshot->loaded_at - start;
-  return std::shared_ptr<const Snapshot>(std::move(snapshot));
+  auto user_rows = std::make_shared<absl::flat_hash_map<std::string, int32_t>>();
+  const std::vector<std::string>& user_ids = snapshot->bundle->users.ids;
+  for (size_t r = 0; r < user_ids.size(); ++r) user_rows->emplace(user_ids[r], static_cast<int32_t>(r));
+  snapshot->user_rows = std::move(user_rows);
+  std::shared_ptr<const Snapshot> loaded = std::move(snapshot);
+  const ItemJournal journal(state_dir, loaded->model_version);
+  absl::Status replayed = journal.Replay(
+      [&](const v1::UpsertItemsRequest& upsert) {
+        absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyUpsert(*loaded, upsert);
+        if (!next.ok()) return next.status();
+        loaded = *std::move(next);
+        return absl::OkStatus();
+      },
+      [&](const v1::RemoveItemsRequest& remove) {
+        int64_t removed = 0;
+        absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyRemove(*loaded, remove, &removed);
+        if (!next.ok()) return next.status();
+        loaded = *std::move(next);
+        return absl::OkStatus();
+      });
+  if (!replayed.ok()) {
+    return absl::Status(replayed.code(), absl::StrCat("replaying ", journal.path(), ": ", replayed.message()));
+  }
+  auto timed = std::make_shared<Snapshot>(*loaded);
+  timed->loaded_at = absl::Now();
+  timed->load_duration = timed->loaded_at - start;
+  return std::shared_ptr<const Snapshot>(std::move(timed));
 }
 
-absl::StatusOr<std::shared_ptr<const Snapshot>> RebuildSnapshotIndex(const Snapshot& old,
-                                                                     const IndexOptions& options) {
-  const absl::Time start = absl::Now();
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index = BuildIndex(*old.bundle, options);
-  if (!index.ok()) return index.status();
-  auto snapshot = std::make_shared<Snapshot>();
-  snapshot->bundle = old.bundle;
-  snapshot->index = *std::move(index);
-  snapshot->bundle_path = old.bundle_path;
-  snapshot->model_version = old.model_version;
-  snapshot->user_rows = old.user_rows;
-  snapshot->item_rows = old.item_rows;
-  snapshot->attributes = old.attributes;
-  snapshot->loaded_at = absl::Now();
-  snapshot->load_duration = snapshot->loaded_at - start;
-  return std::shared_ptr<const Snapshot>(std::move(snapshot));
+std::shared_ptr<const Snapshot> WithCatalogue(const Snapshot& old,
+                                              std::shared_ptr<const Catalogue> catalogue) {
+  auto snapshot = std::make_shared<Snapshot>(old);
+  snapshot->catalogue = std::move(catalogue);
+  return snapshot;
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> ApplyUpsert(const Snapshot& snapshot,
+                                                            const v1::UpsertItemsRequest& upsert) {
+  const TowerModel& item = snapshot.bundle->item;
+  EncodedEntities items{{}, item.encoder.NewTable()};
+  for (int i = 0; i < upsert.items_size(); ++i) {
+    const v1::Entity& entity = upsert.items(i);
+    if (entity.id().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("items[", i, "]: id is empty"));
+    }
+    absl::StatusOr<std::vector<RawValue>> values = item.encoder.FromRequest(entity.features());
+    if (!values.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("items[", i, "] (\"", entity.id(), "\"): ",
+                                                     values.status().message()));
+    }
+    item.encoder.Encode(entity.id(), &*values, &items.rows);
+    items.ids.push_back(entity.id());
+  }
+  std::vector<float> vectors = item.tower.EmbedAll(items.rows);
+  for (float v : vectors) {
+    if (!std::isfinite(v)) {
+      return absl::InvalidArgumentError("item features out of range: an item vector is not finite");
+    }
+  }
+  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue =
+      snapshot.catalogue->Upsert(items, vectors);
+  if (!catalogue.ok()) return catalogue.status();
+  return WithCatalogue(snapshot, *std::move(catalogue));
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> ApplyRemove(const Snapshot& snapshot,
+                                                            const v1::RemoveItemsRequest& remove,
+                                                            int64_t* removed) {
+  const std::vector<std::string> ids(remove.item_ids().begin(), remove.item_ids().end());
+  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue =
+      snapshot.catalogue->Remove(ids, removed);
+  if (!catalogue.ok()) return catalogue.status();
+  return WithCatalogue(snapshot, *std::move(catalogue));
 }
 
 std::shared_ptr<const Snapshot> SnapshotHolder::Get() const {
@@ -101,7 +136,7 @@ absl::Status EncodeRequestUser(const Snapshot& snapshot, const v1::RetrieveReque
     user.encoder.Encode(id, &*values, rows);
     return absl::OkStatus();
   }
-  if (const auto it = snapshot.user_rows.find(id); it != snapshot.user_rows.end()) {
+  if (const auto it = snapshot.user_rows->find(id); it != snapshot.user_rows->end()) {
     rows->AppendRowFrom(snapshot.bundle->users.rows, it->second);
     return absl::OkStatus();
   }

@@ -17,36 +17,48 @@
 #include "absl/time/time.h"
 #include "bundle/bundle.h"
 #include "features/encoded_table.h"
-#include "index/attribute_filter.h"
+#include "index/catalogue.h"
 #include "index/item_index.h"
+#include "twotower/v1/admin.pb.h"
 #include "twotower/v1/retrieval.pb.h"
 
 namespace twotower {
 
 struct Snapshot {
-  // Shared, so rebuilding the index does not copy (or re-read) the model.
+  // Shared, so rebuilding the index or changing items does not copy (or re-read) the model.
   std::shared_ptr<const Bundle> bundle;
-  // Over bundle->items.ids and bundle->item_vectors: index row r is catalogue row r.
-  std::unique_ptr<const ItemIndex> index;
+  // What Retrieve searches: the bundle's items, indexed, plus online upserts / removals.
+  std::shared_ptr<const Catalogue> catalogue;
   std::string bundle_path;
   std::string model_version;
-  // Id -> row of bundle->users.rows (users with stored features) and of the index.
-  absl::flat_hash_map<std::string, int32_t> user_rows;
-  absl::flat_hash_map<std::string, int32_t> item_rows;
-  // Item attribute filters of this model (shared by rebuilt snapshots, like the bundle).
-  std::shared_ptr<const AttributeFilter> attributes;
+  // Id -> row of bundle->users.rows (users with stored features); shared like the bundle.
+  std::shared_ptr<const absl::flat_hash_map<std::string, int32_t>> user_rows;
   absl::Time loaded_at;
   // Wall time of ReadBundle + index build (just the index build after a rebuild).
   absl::Duration load_duration;
 };
 
-// Reads and validates the bundle at `bundle_path` (see ReadBundle) and indexes its items.
+// Reads and validates the bundle at `bundle_path` (see ReadBundle), indexes its items and,
+// when `state_dir` is set, replays the item journal of its model version (see
+// ItemJournal): online item changes survive restarts and reloads of the same bundle.
 absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& bundle_path,
-                                                             const IndexOptions& options);
+                                                             const IndexOptions& options,
+                                                             const std::string& state_dir = "");
 
-// A snapshot of the same bundle as `old` (shared, not copied) with a new index.
-absl::StatusOr<std::shared_ptr<const Snapshot>> RebuildSnapshotIndex(const Snapshot& old,
-                                                                     const IndexOptions& options);
+// A snapshot of the same bundle as `old` (shared, not copied) with another catalogue
+// (re-indexed, or with items changed).
+std::shared_ptr<const Snapshot> WithCatalogue(const Snapshot& old,
+                                              std::shared_ptr<const Catalogue> catalogue);
+
+// `snapshot` with the items of `upsert` added or replaced: their features are encoded
+// with the model's item encoder (ids the model knows keep their id embedding) and embedded
+// with its item tower. INVALID_ARGUMENT for an empty or repeated id or a bad feature.
+absl::StatusOr<std::shared_ptr<const Snapshot>> ApplyUpsert(const Snapshot& snapshot,
+                                                            const v1::UpsertItemsRequest& upsert);
+// `snapshot` without the items of `remove`; *removed counts those that were there.
+absl::StatusOr<std::shared_ptr<const Snapshot>> ApplyRemove(const Snapshot& snapshot,
+                                                            const v1::RemoveItemsRequest& remove,
+                                                            int64_t* removed);
 
 // The current snapshot. Readers take a reference and keep it for the whole request.
 class SnapshotHolder {

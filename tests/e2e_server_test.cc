@@ -749,13 +749,105 @@ TEST_F(E2eServerTest, RebuildIndexWithHnsw) {
   EXPECT_EQ(Status().index().factory(), "HNSW32,Flat");
 }
 
-TEST_F(E2eServerTest, OnlineItemUpdatesAreNotImplementedYet) {
+// The score the server must give item `entity` (features through the bundle's item
+// tower) for `request`'s user.
+float OfflineScoreOfNewItem(const Bundle& bundle, const v1::Entity& entity,
+                            const v1::RetrieveRequest& request) {
+  EncodedTable rows = bundle.item.encoder.NewTable();
+  absl::StatusOr<std::vector<RawValue>> values = bundle.item.encoder.FromRequest(entity.features());
+  EXPECT_TRUE(values.ok()) << values.status();
+  bundle.item.encoder.Encode(entity.id(), &*values, &rows);
+  const std::vector<float> item = bundle.item.tower.EmbedAll(rows);
+  const std::vector<float> user = bundle.user.tower.EmbedAll(OfflineUserRow(bundle, request));
+  float score = 0;
+  for (size_t d = 0; d < item.size(); ++d) score += item[d] * user[d];
+  return score;
+}
+
+std::map<std::string, float> AllScores(const v1::RetrieveResponse& response) {
+  std::map<std::string, float> scores;
+  for (const v1::ScoredItem& item : response.items()) scores[item.item_id()] = item.score();
+  return scores;
+}
+
+TEST_F(E2eServerTest, OnlineItemChangesAreVisibleAndSurviveARestart) {
+  ScopedTempDir state;
+  ServerProcess server;
+  ASSERT_NO_FATAL_FAILURE(server.Start(latest_path_, {"--state_dir=" + state.path()}));
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  const int catalogue = static_cast<int>(latest_->items.ids.size());
+  const v1::RetrieveRequest everything = KnownUserRequest(user, catalogue + 1);
+
+  v1::UpsertItemsRequest upsert;
+  v1::Entity* fresh = upsert.add_items();
+  fresh->set_id("brand-new-item");
+  (*fresh->mutable_features())["genres"].mutable_multi_hot()->add_values("g3");
+  (*fresh->mutable_features())["brand"].set_categorical("b7");
+  (*fresh->mutable_features())["price"].set_numeric(12.5);
+  v1::Entity* replaced = upsert.add_items();
+  replaced->set_id(latest_->items.ids[0]);  // an existing item gets new features
+  (*replaced->mutable_features())["genres"].mutable_multi_hot()->add_values("g5");
   v1::UpsertItemsResponse upserted;
-  EXPECT_EQ(server_.admin().UpsertItems(Context().get(), {}, &upserted).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+  ASSERT_TRUE(server.admin().UpsertItems(Context().get(), upsert, &upserted).ok());
+  EXPECT_EQ(upserted.upserted(), 2);
+  EXPECT_EQ(upserted.item_count(), catalogue + 1);
+
+  v1::RemoveItemsRequest remove;
+  const std::string gone = latest_->items.ids[1];
+  remove.add_item_ids(gone);
+  remove.add_item_ids("never-existed");
   v1::RemoveItemsResponse removed;
-  EXPECT_EQ(server_.admin().RemoveItems(Context().get(), {}, &removed).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+  ASSERT_TRUE(server.admin().RemoveItems(Context().get(), remove, &removed).ok());
+  EXPECT_EQ(removed.removed(), 1);
+  EXPECT_EQ(removed.item_count(), catalogue);
+
+  // Both servers' views: this one (before and after a restart) must show the changes.
+  for (int pass = 0; pass < 2; ++pass) {
+    v1::RetrieveResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ASSERT_TRUE(server.retrieval().Retrieve(&context, everything, &response).ok());
+    const std::map<std::string, float> scores = AllScores(response);
+    EXPECT_EQ(response.items_size(), catalogue) << "pass " << pass;
+    ASSERT_TRUE(scores.contains("brand-new-item")) << "pass " << pass;
+    EXPECT_NEAR(scores.at("brand-new-item"), OfflineScoreOfNewItem(*latest_, *fresh, everything), kScoreTolerance);
+    ASSERT_TRUE(scores.contains(replaced->id()));
+    EXPECT_NEAR(scores.at(replaced->id()), OfflineScoreOfNewItem(*latest_, *replaced, everything), kScoreTolerance);
+    EXPECT_FALSE(scores.contains(gone)) << "pass " << pass;
+    for (int i = 1; i < response.items_size(); ++i) {
+      EXPECT_GE(response.items(i - 1).score(), response.items(i).score());
+    }
+    // Filters see upserted items too.
+    v1::RetrieveRequest filtered = KnownUserRequest(user, catalogue);
+    v1::ItemFilter* brand = filtered.add_filters();
+    brand->set_feature("brand");
+    brand->add_any_of("b7");
+    v1::RetrieveResponse only;
+    grpc::ClientContext filter_context;
+    ASSERT_TRUE(server.retrieval().Retrieve(&filter_context, filtered, &only).ok());
+    EXPECT_TRUE(AllScores(only).contains("brand-new-item"));
+    if (pass == 0) {  // restart on the same state directory
+      ASSERT_EQ(WEXITSTATUS(server.Stop(SIGTERM, std::chrono::seconds(5))), 0);
+      ASSERT_NO_FATAL_FAILURE(server.Start(latest_path_, {"--state_dir=" + state.path()}));
+    }
+  }
+  // The fixture's server (no state_dir) never saw any of it.
+  v1::RetrieveResponse untouched;
+  ASSERT_TRUE(Retrieve(everything, &untouched).ok());
+  EXPECT_FALSE(AllScores(untouched).contains("brand-new-item"));
+
+  // Bad upserts change nothing.
+  v1::UpsertItemsRequest bad;
+  bad.add_items()->set_id("");
+  v1::UpsertItemsResponse ignored;
+  EXPECT_EQ(server.admin().UpsertItems(Context().get(), bad, &ignored).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::UpsertItemsRequest twice;
+  twice.add_items()->set_id("x");
+  twice.add_items()->set_id("x");
+  EXPECT_EQ(server.admin().UpsertItems(Context().get(), twice, &ignored).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
 }
 
 // --- Process behaviour, CLI and Python client --------------------------------------------
