@@ -42,7 +42,8 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
     FeatureSource source;
     source.kind = feature.kind();
     source.separator = feature.separator().empty() ? "|" : feature.separator();
-    if (feature.kind() == v1::FeatureSpec::POPULARITY) {  // derived, no column
+    if (feature.kind() == v1::FeatureSpec::POPULARITY ||
+        feature.kind() == v1::FeatureSpec::HISTORY) {  // derived, no column
       sources.push_back(std::move(source));
       continue;
     }
@@ -89,7 +90,7 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
         }
         continue;
       }
-      if (source.kind == v1::FeatureSpec::POPULARITY) continue;
+      if (source.kind == v1::FeatureSpec::POPULARITY || source.kind == v1::FeatureSpec::HISTORY) continue;
       absl::string_view field = absl::StripAsciiWhitespace(row[source.column]);
       switch (source.kind) {
         case v1::FeatureSpec::CATEGORICAL:

@@ -26,6 +26,22 @@ void EncodedTable::AppendRowFrom(const EncodedTable& other, int row) {
   ++size_;
 }
 
+void EncodedTable::AppendRowFromWithout(const EncodedTable& other, int row, int field,
+                                        int32_t token) {
+  for (int f = 0; f < num_fields_; ++f) {
+    const std::span<const int32_t> rows = other.Field(row, f);
+    const size_t before = indices_.size();
+    for (const int32_t r : rows) {
+      if (f != field || r != token) indices_.push_back(r);
+    }
+    if (indices_.size() == before) indices_.push_back(0);  // nothing left: OOV
+    offsets_.push_back(static_cast<int32_t>(indices_.size()));
+  }
+  const std::span<const float> numeric = other.Numeric(row);
+  numeric_.insert(numeric_.end(), numeric.begin(), numeric.end());
+  ++size_;
+}
+
 void EncodedTable::Clear() {
   size_ = 0;
   offsets_.assign(1, 0);

@@ -27,6 +27,8 @@ class EncodedTable {
   void AppendRow(const std::vector<std::vector<int32_t>>& fields, std::span<const float> numeric);
   // Appends row `row` of `other` (same layout).
   void AppendRowFrom(const EncodedTable& other, int row);
+  // The same, without `token` in field `field` (an emptied field gets the OOV row 0).
+  void AppendRowFromWithout(const EncodedTable& other, int row, int field, int32_t token);
   void Clear();
 
   std::span<const int32_t> Field(int row, int field) const {

@@ -145,6 +145,13 @@ void FeatureEncoder::ToState(v1::TowerState* state) const {
   }
 }
 
+int FeatureEncoder::HistoryField() const {
+  for (int f = 1; f < num_fields(); ++f) {
+    if (FieldSpec(f).kind() == v1::FeatureSpec::HISTORY) return f;
+  }
+  return -1;
+}
+
 int32_t FeatureEncoder::FieldRows(int field) const {
   return field == 0 ? ids_.rows() : vocabularies_[field - 1].rows();
 }
@@ -215,7 +222,7 @@ absl::StatusOr<std::vector<RawValue>> FeatureEncoder::FromRequest(
         raw.tokens.push_back(absl::StrCat(value.categorical_int()));
         break;
       case v1::FeatureValue::kMultiHot:
-        if (kind != v1::FeatureSpec::MULTI_HOT) {
+        if (kind != v1::FeatureSpec::MULTI_HOT && kind != v1::FeatureSpec::HISTORY) {
           return wrong_type(kind == v1::FeatureSpec::NUMERIC ? "numeric" : "categorical");
         }
         raw.tokens.assign(value.multi_hot().values().begin(), value.multi_hot().values().end());

@@ -47,6 +47,8 @@ class FeatureEncoder {
   // Vocabulary of embedding field f >= 1.
   const Vocabulary& FieldVocabulary(int field) const { return vocabularies_[field - 1]; }
   const std::vector<v1::FeatureSpec>& schema() const { return schema_; }
+  // Embedding field of the HISTORY feature, or -1 without one.
+  int HistoryField() const;
   const Vocabulary& ids() const { return ids_; }
   EncodedTable NewTable() const { return EncodedTable(num_fields(), num_numeric()); }
 

@@ -101,5 +101,22 @@ TEST(FeatureEncoderTest, RequestFeaturesAreTypeChecked) {
   EXPECT_FALSE(enc->FromRequest(features).ok());  // multi-hot for a categorical feature
 }
 
+TEST(EncodedTableTest, AppendRowFromWithoutDropsOneToken) {
+  EncodedTable all(3, 1);
+  all.AppendRow({{4}, {1, 2, 3}, {7}}, std::vector<float>{0.5f});
+  all.AppendRow({{5}, {2}, {8}}, std::vector<float>{1.5f});
+  EncodedTable out(3, 1);
+  out.AppendRowFromWithout(all, 0, 1, 2);
+  out.AppendRowFromWithout(all, 1, 1, 2);  // the only token: the field becomes OOV
+  out.AppendRowFromWithout(all, 1, 1, 9);  // not there: unchanged
+  ASSERT_EQ(out.size(), 3);
+  EXPECT_EQ(std::vector<int32_t>(out.Field(0, 1).begin(), out.Field(0, 1).end()), (std::vector<int32_t>{1, 3}));
+  EXPECT_EQ(std::vector<int32_t>(out.Field(1, 1).begin(), out.Field(1, 1).end()), (std::vector<int32_t>{0}));
+  EXPECT_EQ(std::vector<int32_t>(out.Field(2, 1).begin(), out.Field(2, 1).end()), (std::vector<int32_t>{2}));
+  EXPECT_EQ(out.Id(0), 4);
+  EXPECT_EQ(out.Field(0, 2)[0], 7);
+  EXPECT_FLOAT_EQ(out.Numeric(1)[0], 1.5f);
+}
+
 }  // namespace
 }  // namespace twotower

@@ -142,6 +142,33 @@ TEST(TrainerFeaturesTest, ExposuresAreNeitherPositivesNorNegatives) {
   EXPECT_FALSE(LoadTrainingData(config, dir.path(), stderr).ok());
 }
 
+TEST(TrainerFeaturesTest, HistoryFeatureHoldsTrainingItemsAndTrains) {
+  ScopedTempDir dir;
+  testing::TrainedModel base = testing::TrainSynthetic(dir, 1);
+  v1::TrainerConfig config = base.config;
+  v1::FeatureSpec* history = config.mutable_data()->mutable_users()->add_features();
+  history->set_name("history");
+  history->set_kind(v1::FeatureSpec::HISTORY);
+  history->set_embedding_dim(8);
+  ApplyDefaults(&config);
+  ASSERT_TRUE(ValidateTrainerConfig(config).ok());
+  absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
+  ASSERT_TRUE(data.ok()) << data.status();
+  const int h = data->user_encoder.HistoryField();
+  ASSERT_GT(h, 0);
+  // A user's stored history is exactly its training items (as history tokens).
+  const int32_t u = data->train_users[0];
+  absl::flat_hash_set<int32_t> expected;
+  for (int32_t v : data->train_items_of_user[u]) expected.insert(data->history_token_of_item[v]);
+  const std::span<const int32_t> stored = data->users.rows.Field(u, h);
+  EXPECT_EQ(absl::flat_hash_set<int32_t>(stored.begin(), stored.end()), expected);
+  config.mutable_training()->set_epochs(4);
+  absl::StatusOr<TrainingReport> report = Train(config, *data, TrainOptions{});
+  ASSERT_TRUE(report.ok()) << report.status();
+  absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(*data, {10, 50});
+  EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * Recall(*popularity, "warm", 10));
+}
+
 TEST(TrainerFeaturesTest, SelectionExportsTheBestEvaluatedEpoch) {
   ScopedTempDir dir;
   testing::TrainedModel model = testing::TrainSynthetic(dir, 1);

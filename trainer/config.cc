@@ -52,13 +52,19 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
       case v1::FeatureSpec::NUMERIC:
         if (f.embedding_dim() != 0) return Invalid(where, "NUMERIC features have no embedding_dim");
         break;
+      case v1::FeatureSpec::HISTORY:
+        if (f.embedding_dim() < 1) return Invalid(where, "embedding_dim must be >= 1");
+        if (f.has_column() || f.flag_columns_size() > 0) {
+          return Invalid(where, "HISTORY is derived from the interactions: no column");
+        }
+        continue;
       case v1::FeatureSpec::POPULARITY:
         if (f.embedding_dim() != 0 || f.has_column() || f.flag_columns_size() > 0) {
           return Invalid(where, "POPULARITY is derived from the interactions: no column, no embedding_dim");
         }
         continue;
       default:
-        return Invalid(where, "kind must be CATEGORICAL, MULTI_HOT, NUMERIC or POPULARITY");
+        return Invalid(where, "kind must be CATEGORICAL, MULTI_HOT, NUMERIC, POPULARITY or HISTORY");
     }
     if (f.flag_columns_size() > 0) {
       if (f.kind() != v1::FeatureSpec::MULTI_HOT) return Invalid(where, "flag_columns is for MULTI_HOT only");

@@ -54,6 +54,16 @@ struct TowerScratch {
     }
     return it->second;
   }
+  // Appends entity `row` without `token` in its history field: one row per example, no
+  // sharing (each example's history lacks its own positive).
+  int32_t AddLeavingOut(const EncodedTable& all, int32_t row, int history_field, int32_t token,
+                        float id_dropout, std::mt19937_64& rng) {
+    rows.AppendRowFromWithout(all, row, history_field, token);
+    if (id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout) {
+      rows.SetId(rows.size() - 1, Vocabulary::kOov);
+    }
+    return rows.size() - 1;
+  }
   void Clear() {
     rows.Clear();
     slot.clear();
@@ -93,7 +103,8 @@ class TrainingLoop {
   TrainingLoop(const v1::TrainerConfig& config, const TrainingData& data, Model* model,
                const NegativeSampler* sampler)
       : t_(config.training()), data_(data), model_(model), sampler_(sampler),
-        dim_(model->user.output_dim()) {}
+        dim_(model->user.output_dim()), user_history_(data.user_encoder.HistoryField()),
+        item_history_(data.item_encoder.HistoryField()) {}
 
   // One step over examples order[begin, end); returns the batch's mean loss.
   float Step(Worker& w, const std::vector<int32_t>& order, size_t begin, size_t end) {
@@ -111,8 +122,16 @@ class TrainingLoop {
     for (size_t i = begin; i < end; ++i) {
       const int32_t u = data_.train_users[order[i]];
       const int32_t v = data_.train_items[order[i]];
-      w.example_user.push_back(w.user.Add(data_.users.rows, u, t_.user_id_dropout(), w.rng));
-      w.example_positive.push_back(w.item.Add(data_.items.rows, v, t_.item_id_dropout(), w.rng));
+      w.example_user.push_back(
+          user_history_ > 0
+              ? w.user.AddLeavingOut(data_.users.rows, u, user_history_, data_.history_token_of_item[v],
+                                     t_.user_id_dropout(), w.rng)
+              : w.user.Add(data_.users.rows, u, t_.user_id_dropout(), w.rng));
+      w.example_positive.push_back(
+          item_history_ > 0
+              ? w.item.AddLeavingOut(data_.items.rows, v, item_history_, data_.history_token_of_user[u],
+                                     t_.item_id_dropout(), w.rng)
+              : w.item.Add(data_.items.rows, v, t_.item_id_dropout(), w.rng));
       w.positive_keys.push_back(v);
       w.example_user_rows.push_back(u);
       if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) continue;
@@ -248,6 +267,8 @@ class TrainingLoop {
   Model* model_;
   const NegativeSampler* sampler_;
   const int dim_;
+  const int user_history_;  // HISTORY field of each tower, or -1
+  const int item_history_;
 };
 
 double SelectionScore(const std::vector<EvalResult>& eval, int k) {

@@ -106,6 +106,35 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     eval_logs.push_back(*std::move(held_out));
   }
 
+  // HISTORY features: each entity's training interactions, as tokens. Entities of the
+  // interactions that the table lacks become rows too, so they get their history.
+  const auto fill_history = [](const v1::FeatureTableSpec& spec, FeatureTable* table,
+                               const std::vector<std::string>& owners,
+                               const std::vector<std::string>& others) {
+    int history = -1;
+    for (int f = 0; f < spec.features_size(); ++f) {
+      if (spec.features(f).kind() == v1::FeatureSpec::HISTORY) history = f;
+    }
+    if (history < 0) return;
+    absl::flat_hash_map<std::string, std::vector<std::string>> of;
+    absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> seen;
+    for (size_t i = 0; i < owners.size(); ++i) {
+      if (seen[owners[i]].insert(others[i]).second) of[owners[i]].push_back(others[i]);
+    }
+    absl::flat_hash_set<std::string> in_table(table->ids.begin(), table->ids.end());
+    for (size_t i = 0; i < owners.size(); ++i) {
+      if (in_table.insert(owners[i]).second) {
+        table->ids.push_back(owners[i]);
+        table->values.emplace_back(spec.features_size());
+      }
+    }
+    for (size_t r = 0; r < table->ids.size(); ++r) {
+      if (const auto it = of.find(table->ids[r]); it != of.end()) table->values[r][history].tokens = it->second;
+    }
+  };
+  fill_history(spec.users(), &*user_table, train->users, train->items);
+  fill_history(spec.items(), &*item_table, train->items, train->users);
+
   // Ids get a vocabulary row only when seen in training interactions.
   absl::flat_hash_map<std::string, int64_t> user_counts, item_counts;
   for (size_t i = 0; i < train->size(); ++i) {
@@ -154,6 +183,16 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
                  items_without_features, spec.items().table().path().c_str());
   }
 
+  if (const int h = data.user_encoder.HistoryField(); h > 0) {
+    for (const std::string& id : data.items.ids) {
+      data.history_token_of_item.push_back(data.user_encoder.FieldVocabulary(h).Lookup(id));
+    }
+  }
+  if (const int h = data.item_encoder.HistoryField(); h > 0) {
+    for (const std::string& id : data.users.ids) {
+      data.history_token_of_user.push_back(data.item_encoder.FieldVocabulary(h).Lookup(id));
+    }
+  }
   data.train_items_of_user.resize(data.users.ids.size());
   data.train_users.reserve(train->size());
   data.train_items.reserve(train->size());

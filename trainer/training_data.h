@@ -42,6 +42,12 @@ struct TrainingData {
   // items never seen get log(0.5 / total).
   std::vector<float> item_log_frequency;
 
+  // HISTORY features (leave-one-out in training): the history token of each item row in
+  // the user tower's history vocabulary, and of each user row in the item tower's; empty
+  // without a HISTORY feature on that side.
+  std::vector<int32_t> history_token_of_item;
+  std::vector<int32_t> history_token_of_user;
+
   std::vector<EvalSet> eval_sets;
   // Training rows marked as exposures (shown, not clicked): never positives, and never
   // that user's negatives (see docs/TRAINING.md).
