@@ -31,16 +31,18 @@
 #include "features/vocabulary.h"
 #include "gtest/gtest.h"
 #include "model/tower.h"
+#include "tests/server_process.h"
 #include "tests/test_util.h"
 #include "twotower/v1/admin.grpc.pb.h"
 #include "twotower/v1/retrieval.grpc.pb.h"
 
-extern char** environ;
 
 namespace twotower {
 namespace {
 
 using ::twotower::testing::ScopedTempDir;
+using ::twotower::testing::ServerProcess;
+using ::twotower::testing::Spawn;
 using ::twotower::testing::BinaryDir;
 using ::twotower::testing::SourceDir;
 
@@ -52,20 +54,6 @@ constexpr float kScoreTolerance = 1e-4f;
 std::string Python() {
   const char* python = std::getenv("TWOTOWER_PYTHON");
   return python != nullptr ? python : "/usr/bin/python3";
-}
-
-// Starts argv[0] (a path) with stdout to `stdout_fd` (-1: inherit); -1 on failure.
-pid_t Spawn(const std::vector<std::string>& args, int stdout_fd) {
-  std::vector<char*> argv;
-  for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  if (stdout_fd >= 0) posix_spawn_file_actions_adddup2(&actions, stdout_fd, STDOUT_FILENO);
-  pid_t pid = -1;
-  const int error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  return error == 0 ? pid : -1;
 }
 
 struct RunResult {
@@ -97,96 +85,6 @@ std::string ReadLink(const std::string& link) {
   const std::filesystem::path target = std::filesystem::read_symlink(link, error);
   return error ? std::string() : target.string();
 }
-
-// A twotower_server child process on free loopback ports.
-class ServerProcess {
- public:
-  ServerProcess() = default;
-  ServerProcess(const ServerProcess&) = delete;
-  ServerProcess& operator=(const ServerProcess&) = delete;
-  ~ServerProcess() {
-    if (pid_ > 0) {  // a test failed before stopping it
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (stdout_ >= 0) ::close(stdout_);
-  }
-
-  // Starts the server and waits (up to 60 s) for its ready line.
-  void Start(const std::string& bundle, const std::vector<std::string>& extra_flags = {}) {
-    std::vector<std::string> args = {BinaryDir() + "/twotower_server", "--bundle=" + bundle,
-                                     "--address=127.0.0.1:0", "--admin_address=127.0.0.1:0"};
-    args.insert(args.end(), extra_flags.begin(), extra_flags.end());
-    int fds[2];
-    ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
-    pid_ = Spawn(args, fds[1]);
-    ::close(fds[1]);
-    stdout_ = fds[0];
-    ASSERT_GT(pid_, 0) << "cannot start " << args[0];
-
-    std::string line;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (line.find('\n') == std::string::npos) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      ASSERT_GT(left.count(), 0) << "no ready line from the server within 60 s";
-      pollfd poll_fd = {stdout_, POLLIN, 0};
-      if (::poll(&poll_fd, 1, static_cast<int>(left.count())) <= 0) continue;
-      char buffer[512];
-      const ssize_t n = ::read(stdout_, buffer, sizeof buffer);
-      ASSERT_GT(n, 0) << "server exited before it was ready (stdout so far: " << line << ")";
-      line.append(buffer, n);
-    }
-    // "serving model <version> on <host:port> (admin <host:port>)"
-    const std::vector<std::string> words =
-        absl::StrSplit(line.substr(0, line.find('\n')), ' ');
-    ASSERT_EQ(words.size(), 7u) << line;
-    ASSERT_EQ(words[0], "serving") << line;
-    ASSERT_EQ(words[3], "on") << line;
-    ASSERT_EQ(words[5], "(admin") << line;
-    version_ = words[2];
-    address_ = words[4];
-    admin_address_ = words[6].substr(0, words[6].size() - 1);  // drop ")"
-    retrieval_ = v1::Retrieval::NewStub(
-        grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
-    admin_ = v1::Admin::NewStub(
-        grpc::CreateChannel(admin_address_, grpc::InsecureChannelCredentials()));
-  }
-
-  // Sends `signal` and waits up to `timeout` for the exit; the wait status, or -1 if the
-  // process is still running (it is then killed).
-  int Stop(int signal, std::chrono::milliseconds timeout) {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, signal);
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-        return -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    pid_ = -1;
-    return status;
-  }
-
-  bool running() const { return pid_ > 0; }
-  const std::string& version() const { return version_; }
-  const std::string& address() const { return address_; }
-  const std::string& admin_address() const { return admin_address_; }
-  v1::Retrieval::Stub& retrieval() { return *retrieval_; }
-  v1::Admin::Stub& admin() { return *admin_; }
-
- private:
-  pid_t pid_ = -1;
-  int stdout_ = -1;
-  std::string version_, address_, admin_address_;
-  std::unique_ptr<v1::Retrieval::Stub> retrieval_;
-  std::unique_ptr<v1::Admin::Stub> admin_;
-};
 
 std::unique_ptr<grpc::ClientContext> Context() {
   auto context = std::make_unique<grpc::ClientContext>();
@@ -367,7 +265,7 @@ class E2eServerTest : public ::testing::Test {
 
   void SetUp() override {
     ASSERT_TRUE(setup_error_.empty()) << setup_error_;
-    ASSERT_NO_FATAL_FAILURE(server_.Start(latest_path_));
+    ASSERT_EQ(server_.Start(latest_path_), absl::OkStatus());
     ASSERT_EQ(server_.version(), latest_->model_version());
   }
 
@@ -773,7 +671,7 @@ std::map<std::string, float> AllScores(const v1::RetrieveResponse& response) {
 TEST_F(E2eServerTest, OnlineItemChangesAreVisibleAndSurviveARestart) {
   ScopedTempDir state;
   ServerProcess server;
-  ASSERT_NO_FATAL_FAILURE(server.Start(latest_path_, {"--state_dir=" + state.path()}));
+  ASSERT_EQ(server.Start(latest_path_, {"--state_dir=" + state.path()}), absl::OkStatus());
   const std::string user = KnownUsers(*latest_, 1).at(0);
   const int catalogue = static_cast<int>(latest_->items.ids.size());
   const v1::RetrieveRequest everything = KnownUserRequest(user, catalogue + 1);
@@ -828,7 +726,7 @@ TEST_F(E2eServerTest, OnlineItemChangesAreVisibleAndSurviveARestart) {
     EXPECT_TRUE(AllScores(only).contains("brand-new-item"));
     if (pass == 0) {  // restart on the same state directory
       ASSERT_EQ(WEXITSTATUS(server.Stop(SIGTERM, std::chrono::seconds(5))), 0);
-      ASSERT_NO_FATAL_FAILURE(server.Start(latest_path_, {"--state_dir=" + state.path()}));
+      ASSERT_EQ(server.Start(latest_path_, {"--state_dir=" + state.path()}), absl::OkStatus());
     }
   }
   // The fixture's server (no state_dir) never saw any of it.
