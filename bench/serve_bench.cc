@@ -1,0 +1,269 @@
+// twotower_serve_bench: the real server on loopback, driven by concurrent clients.
+//
+//   twotower_serve_bench [--items 100000,1000000] [--k 100] [--clients 8] [--seconds 5]
+//
+// For each catalogue size it writes a bundle (random towers: serving cost does not depend
+// on what the weights learned), starts build/twotower_server on it and prints, measured in
+// the same run:
+//  * bandwidth floor: one read pass over the item matrix (what an exact scan must touch);
+//  * bare index search p50: ItemIndex (FAISS Flat) in-process, one query;
+//  * empty gRPC round trip p50: a Retrieve the server rejects before any work (k = 0);
+//  * Retrieve p50 / p99 (user tower + search + RPC), and the overhead ratio
+//    Retrieve p50 / (1.2 x search p50 + round trip p50) (target <= 1);
+//  * throughput with 1 and with --clients concurrent clients, their ratio (target >= 2)
+//    and p99;
+//  * server resident memory, per million items.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "bundle/bundle.h"
+#include "index/item_index.h"
+#include "tests/server_process.h"
+#include "trainer/config.h"
+#include "util/program_usage.h"
+#include "util/text_proto.h"
+
+ABSL_FLAG(std::string, items, "100000,1000000", "Catalogue sizes to measure");
+ABSL_FLAG(int, k, 100, "Items per Retrieve");
+ABSL_FLAG(int, clients, 8, "Concurrent clients for the throughput run");
+ABSL_FLAG(double, seconds, 5, "Duration of each throughput run");
+ABSL_FLAG(int, requests, 500, "Sequential requests for the latency runs");
+ABSL_FLAG(std::string, server_flags, "", "Extra flags for twotower_server (space-separated)");
+
+namespace twotower {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr int kUsers = 10000;
+
+double Ms(Clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - since).count();
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+}
+
+// A bundle with `items` items: user tower (id 16-d + segment 8-d -> 64 -> 64), item
+// tower (id 16-d + genre 8-d -> 64 -> 64), random weights.
+absl::StatusOr<Bundle> MakeBundle(int items) {
+  v1::TrainerConfig config;
+  if (absl::Status s = ParseTextProto(R"pb(
+        data {
+          train { table { path: "-" } user_column { index: 0 } item_column { index: 1 } }
+          users { table { path: "-" } id_column { index: 0 }
+                  features { name: "segment" kind: CATEGORICAL column { index: 1 } embedding_dim: 8 } }
+          items { table { path: "-" } id_column { index: 0 }
+                  features { name: "genre" kind: CATEGORICAL column { index: 1 } embedding_dim: 8 } }
+        }
+        user_tower { id_embedding_dim: 16 hidden_dims: 64 output_dim: 64 }
+        item_tower { id_embedding_dim: 16 hidden_dims: 64 output_dim: 64 }
+      )pb", "bench", &config);
+      !s.ok()) {
+    return s;
+  }
+  ApplyDefaults(&config);
+  const auto table = [](const std::string& prefix, int n, int values) {
+    FeatureTable t;
+    for (int i = 0; i < n; ++i) {
+      t.ids.push_back(absl::StrCat(prefix, i));
+      t.values.push_back({RawValue{{absl::StrCat("v", i % values)}, 0, false}});
+    }
+    return t;
+  };
+  const FeatureTable users = table("u", kUsers, 20), catalogue = table("i", items, 50);
+  absl::flat_hash_map<std::string, int64_t> user_counts, item_counts;
+  for (const std::string& id : users.ids) user_counts[id] = 1;
+  for (const std::string& id : catalogue.ids) item_counts[id] = 1;
+  Bundle bundle;
+  const std::vector<v1::FeatureSpec> user_schema(config.data().users().features().begin(), config.data().users().features().end());
+  const std::vector<v1::FeatureSpec> item_schema(config.data().items().features().begin(), config.data().items().features().end());
+  absl::StatusOr<FeatureEncoder> user_encoder = FeatureEncoder::Fit(user_schema, users, user_counts, 1);
+  absl::StatusOr<FeatureEncoder> item_encoder = FeatureEncoder::Fit(item_schema, catalogue, item_counts, 1);
+  if (!user_encoder.ok() || !item_encoder.ok()) return absl::InternalError("encoders");
+  absl::StatusOr<Tower> user_tower = Tower::Create(ShapeFor(config.user_tower(), *user_encoder), 1);
+  absl::StatusOr<Tower> item_tower = Tower::Create(ShapeFor(config.item_tower(), *item_encoder), 2);
+  if (!user_tower.ok() || !item_tower.ok()) return absl::InternalError("towers");
+  bundle.user = {*std::move(user_encoder), *std::move(user_tower)};
+  bundle.item = {*std::move(item_encoder), *std::move(item_tower)};
+  bundle.users = {users.ids, bundle.user.encoder.NewTable()};
+  for (int i = 0; i < kUsers; ++i) bundle.user.encoder.Encode(users.ids[i], &users.values[i], &bundle.users.rows);
+  bundle.items = {catalogue.ids, bundle.item.encoder.NewTable()};
+  for (int i = 0; i < items; ++i) bundle.item.encoder.Encode(catalogue.ids[i], &catalogue.values[i], &bundle.items.rows);
+  bundle.item_vectors = bundle.item.tower.EmbedAll(bundle.items.rows);
+  *bundle.manifest.mutable_config() = config;
+  bundle.manifest.set_model_version(NewModelVersion());
+  return bundle;
+}
+
+double RssMb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      double kb = 0;
+      (void)absl::SimpleAtod(absl::StripAsciiWhitespace(line.substr(6, line.size() - 9)), &kb);
+      return kb / 1024;
+    }
+  }
+  return 0;
+}
+
+v1::RetrieveRequest Request(int user, int k) {
+  v1::RetrieveRequest request;
+  request.set_user_id(absl::StrCat("u", user));
+  request.set_k(k);
+  return request;
+}
+
+// Latencies (ms) of `n` sequential calls of `request_for(i)`; counts failures.
+template <typename MakeRequest>
+std::vector<double> Sequential(v1::Retrieval::Stub& stub, int n, MakeRequest request_for, bool expect_ok, int* failures) {
+  std::vector<double> latencies;
+  for (int i = 0; i < n; ++i) {
+    grpc::ClientContext context;
+    v1::RetrieveResponse response;
+    const Clock::time_point t = Clock::now();
+    const grpc::Status status = stub.Retrieve(&context, request_for(i), &response);
+    latencies.push_back(Ms(t));
+    if (status.ok() != expect_ok) ++*failures;
+  }
+  return latencies;
+}
+
+// `clients` threads calling Retrieve for `seconds`; returns queries/s and fills p99.
+double Throughput(const std::string& address, int clients, double seconds, int k, double* p99, int* failures) {
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<double> all;
+  std::atomic<int64_t> done{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      // One channel per client, as separate callers would have.
+      grpc::ChannelArguments args;
+      args.SetInt("grpc.channel_id", c);  // distinct channels, not a shared subchannel
+      auto stub = v1::Retrieval::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+      std::mt19937 rng(c);
+      std::vector<double> mine;
+      int failed = 0;
+      while (!stop.load()) {
+        grpc::ClientContext context;
+        v1::RetrieveResponse response;
+        const Clock::time_point t = Clock::now();
+        if (!stub->Retrieve(&context, Request(static_cast<int>(rng() % kUsers), k), &response).ok()) ++failed;
+        mine.push_back(Ms(t));
+        ++done;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      all.insert(all.end(), mine.begin(), mine.end());
+      *failures += failed;
+    });
+  }
+  const Clock::time_point start = Clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  *p99 = Percentile(all, 0.99);
+  return done.load() / (Ms(start) / 1000);
+}
+
+int Run() {
+  const int k = absl::GetFlag(FLAGS_k), clients = absl::GetFlag(FLAGS_clients), n = absl::GetFlag(FLAGS_requests);
+  for (absl::string_view size_text : absl::StrSplit(absl::GetFlag(FLAGS_items), ',', absl::SkipEmpty())) {
+    int items = 0;
+    if (!absl::SimpleAtoi(size_text, &items) || items < k) {
+      std::fprintf(stderr, "error: bad --items entry %s\n", std::string(size_text).c_str());
+      return 2;
+    }
+    std::printf("== %d items, dim 64, k %d\n", items, k);
+    std::fflush(stdout);
+    absl::StatusOr<Bundle> bundle = MakeBundle(items);
+    if (!bundle.ok()) return 1;
+    testing::ScopedTempDir dir;
+    const std::string path = dir.Join("bundle");
+    if (absl::Status s = WriteBundle(*bundle, path); !s.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+
+    // In-process references: the bandwidth floor and a bare FAISS search.
+    const std::vector<float>& x = bundle->item_vectors;
+    double floor_ms = 1e30, sink = 0;
+    for (int rep = 0; rep < 5; ++rep) {
+      const Clock::time_point t = Clock::now();
+      float lanes[16] = {};
+      for (size_t i = 0; i + 16 <= x.size(); i += 16) {
+        for (int l = 0; l < 16; ++l) lanes[l] += x[i + l];
+      }
+      floor_ms = std::min(floor_ms, Ms(t));
+      for (float l : lanes) sink += l;
+    }
+    absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(bundle->items.ids, x, 64, {});
+    if (!index.ok()) return 1;
+    const std::vector<float> users = bundle->user.tower.EmbedAll(bundle->users.rows);
+    std::vector<double> search;
+    for (int i = 0; i < std::min(n, 200); ++i) {
+      const Clock::time_point t = Clock::now();
+      (void)(*index)->Search(users.data() + static_cast<size_t>(i) * 64, 1, k, nullptr);
+      search.push_back(Ms(t));
+    }
+    index->reset();
+    const double search_p50 = Percentile(search, 0.5);
+    std::printf("bandwidth floor    %8.3f ms per scan (%.1f GB/s)%s\n", floor_ms, x.size() * 4 / floor_ms / 1e6, sink == 1 ? " " : "");
+    std::printf("bare search p50    %8.3f ms  (%.2fx the floor)\n", search_p50, search_p50 / floor_ms);
+
+    testing::ServerProcess server;
+    std::vector<std::string> extra;
+    for (absl::string_view f : absl::StrSplit(absl::GetFlag(FLAGS_server_flags), ' ', absl::SkipEmpty())) extra.emplace_back(f);
+    if (absl::Status s = server.Start(path, extra); !s.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+    int failures = 0;
+    Sequential(server.retrieval(), 50, [&](int i) { return Request(i, k); }, true, &failures);  // warm up
+    const std::vector<double> rtt = Sequential(server.retrieval(), n, [&](int i) { return Request(i, 0); }, false, &failures);
+    const std::vector<double> retrieve = Sequential(server.retrieval(), n, [&](int i) { return Request(i * 7 % kUsers, k); }, true, &failures);
+    const double rtt_p50 = Percentile(rtt, 0.5), retrieve_p50 = Percentile(retrieve, 0.5);
+    std::printf("empty round trip   %8.3f ms p50\n", rtt_p50);
+    std::printf("Retrieve           %8.3f ms p50, %.3f ms p99\n", retrieve_p50, Percentile(retrieve, 0.99));
+    std::printf("overhead ratio     %8.2f  = Retrieve p50 / (1.2 x search p50 + round trip p50); target <= 1\n",
+                retrieve_p50 / (1.2 * search_p50 + rtt_p50));
+    double p99_one = 0, p99_many = 0;
+    const double qps_one = Throughput(server.address(), 1, absl::GetFlag(FLAGS_seconds), k, &p99_one, &failures);
+    const double qps_many = Throughput(server.address(), clients, absl::GetFlag(FLAGS_seconds), k, &p99_many, &failures);
+    std::printf("throughput         %8.0f q/s with 1 client (p99 %.2f ms), %.0f q/s with %d (p99 %.2f ms): %.2fx; target >= 2x\n",
+                qps_one, p99_one, qps_many, clients, p99_many, qps_many / qps_one);
+    const double rss = RssMb(server.pid());
+    std::printf("server RSS         %8.1f MB (%.1f MB per million items, all of the model included)\n", rss, rss / (items / 1e6));
+    std::printf("failed requests    %d\n", failures);
+    server.Stop(SIGTERM, std::chrono::seconds(10));
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace twotower
+
+int main(int argc, char** argv) {
+  twotower::SetProgramUsage("Serving benchmark: twotower_serve_bench [--items 100000,1000000]");
+  absl::ParseCommandLine(argc, argv);
+  twotower::UseSingleThreadedBlas();
+  return twotower::Run();
+}
