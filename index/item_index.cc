@@ -11,6 +11,7 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "index/exact_scan.h"
 
 namespace twotower {
 
@@ -27,6 +28,10 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
   index->ids_ = std::move(ids);
   index->dim_ = dim;
   index->options_ = options;
+  if (options.factory == "Flat") {
+    index->exact_vectors_ = vectors;
+    return index;
+  }
   try {
     index->index_.reset(
         faiss::index_factory(dim, options.factory.c_str(), faiss::METRIC_INNER_PRODUCT));
@@ -103,6 +108,15 @@ absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> ItemIndex::Search(
   const int total = size();
   std::vector<std::vector<Hit>> results(n);
   if (total == 0 || n == 0) return results;
+  if (index_ == nullptr) {  // "Flat": our exact scan, filters applied inside it
+    std::vector<std::vector<ScanHit>> hits =
+        ExactTopK(exact_vectors_.data(), total, dim_, queries, n, k, filters);
+    for (int q = 0; q < n; ++q) {
+      results[q].reserve(hits[q].size());
+      for (const ScanHit& hit : hits[q]) results[q].push_back({hit.row, hit.score});
+    }
+    return results;
+  }
   std::vector<float> scores;
   std::vector<int64_t> labels;
   const auto collect = [&](int q, int row_in_batch, int fetch, const RowFilter* filter) {

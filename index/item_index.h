@@ -20,7 +20,8 @@ struct Index;
 namespace twotower {
 
 struct IndexOptions {
-  // A FAISS index_factory string; the metric is always inner product.
+  // A FAISS index_factory string; the metric is always inner product. "Flat" (exact) is
+  // served by our own scan (index/exact_scan.h), any other string by FAISS.
   std::string factory = "Flat";
   int ef_search = 0;  // HNSW; 0 = FAISS default
   int nprobe = 0;     // IVF; 0 = FAISS default
@@ -85,6 +86,7 @@ class ItemIndex {
                          std::vector<float>* scores, std::vector<int64_t>* labels) const;
   std::vector<std::string> ids_;
   bool supports_selector_ = false;  // Flat and IVF take an IDSelector in 1.7.3; HNSW not
+  std::vector<float> exact_vectors_;  // "Flat": the matrix our exact scan reads (no FAISS)
   int dim_ = 0;
   IndexOptions options_;
   std::unique_ptr<faiss::Index> index_;

@@ -1,0 +1,37 @@
+// Exact inner-product top-k over a row-major matrix: the kernel behind the "Flat" index.
+// Debian's FAISS is a generic build (no AVX2 kernels) and its single-query exact search
+// runs several times above the memory-bandwidth floor; this scan streams the matrix once
+// per block of queries with AVX2/FMA (chosen at run time, scalar fallback otherwise) and
+// keeps each query's top k in a small heap.
+#ifndef TWOTOWER_INDEX_EXACT_SCAN_H_
+#define TWOTOWER_INDEX_EXACT_SCAN_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace twotower {
+
+struct RowFilter;
+
+struct ScanHit {
+  int32_t row;
+  float score;
+};
+
+enum class ScanKernel { kAuto, kScalar, kAvx2 };
+
+// For each of `n_queries` queries (n_queries x dim), the `k` rows of `rows` (n_rows x dim)
+// with the largest inner product, best first (ties: lower row first), skipping rows
+// `filters[q]` refuses (`filters` empty = none). kAuto picks AVX2 when the CPU has it.
+std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int dim,
+                                            const float* queries, int n_queries, int k,
+                                            std::span<const RowFilter> filters,
+                                            ScanKernel kernel = ScanKernel::kAuto);
+
+// Whether this CPU runs the AVX2 kernel.
+bool CpuHasAvx2();
+
+}  // namespace twotower
+
+#endif  // TWOTOWER_INDEX_EXACT_SCAN_H_
