@@ -160,7 +160,8 @@ float SampledSoftmaxLoss(const ScoredExamples& in, float temperature,
 float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int columns,
                          int dim, std::span<const int32_t> item_keys,
                          std::span<const float> log_q, float temperature, float* d_users,
-                         float* d_items, std::span<const uint8_t> masked) {
+                         float* d_items, std::span<const uint8_t> masked,
+                         std::span<const float> row_log_q_scale) {
   const size_t n = static_cast<size_t>(batch), m = static_cast<size_t>(columns);
   // logits = U V^T / T: batch x columns.
   std::vector<float> logits(n * m);
@@ -171,6 +172,7 @@ float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int 
   const float inv_batch = 1.0f / static_cast<float>(batch);
   for (size_t i = 0; i < n; ++i) {
     float* row = logits.data() + i * m;
+    const float q_scale = row_log_q_scale.empty() ? 1.0f : row_log_q_scale[i];
     float max_logit = -std::numeric_limits<float>::infinity();
     for (size_t j = 0; j < m; ++j) {
       const bool accidental_hit = j != i && !item_keys.empty() && item_keys[j] == item_keys[i];
@@ -178,7 +180,7 @@ float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int 
         row[j] = -std::numeric_limits<float>::infinity();
         continue;
       }
-      if (!log_q.empty()) row[j] -= log_q[j];
+      if (!log_q.empty()) row[j] -= q_scale * log_q[j];
       max_logit = std::max(max_logit, row[j]);
     }
     double sum = 0;

@@ -56,12 +56,13 @@ float SampledSoftmaxLoss(const ScoredExamples& in, float temperature,
 // applied in training only, the served score is the plain cosine). Where
 // item_keys[j] == item_keys[i] for j != i the column is row i's own positive again (an
 // accidental hit) and is masked. `masked` (batch x columns, or empty) masks more cells,
-// e.g. items the user was shown but did not click. d_users: batch x dim, d_items:
-// columns x dim.
+// e.g. items the user was shown but did not click. `row_log_q_scale` (batch, or empty =
+// all 1) scales the correction per row. d_users: batch x dim, d_items: columns x dim.
 float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int columns,
                          int dim, std::span<const int32_t> item_keys,
                          std::span<const float> log_q, float temperature, float* d_users,
-                         float* d_items, std::span<const uint8_t> masked = {});
+                         float* d_items, std::span<const uint8_t> masked = {},
+                         std::span<const float> row_log_q_scale = {});
 
 }  // namespace twotower
 

@@ -61,6 +61,20 @@ TEST(ConfigTest, InvalidSettingsNameTheField) {
       {"training.batch_size", [](v1::TrainerConfig* c) { c->mutable_training()->set_batch_size(1); }},
       {"training.learning_rate", [](v1::TrainerConfig* c) { c->mutable_training()->set_learning_rate(-1); }},
       {"training.temperature", [](v1::TrainerConfig* c) { c->mutable_training()->set_temperature(-0.1f); }},
+      {"training.cold_logq_weight", [](v1::TrainerConfig* c) { c->mutable_training()->set_cold_logq_weight(-1); }},
+      {"training.num_negatives", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_objective(v1::TrainingSpec::POINTWISE);
+         c->mutable_training()->set_num_negatives(0);
+       }},
+      {"training.hard_negative_fraction", [](v1::TrainerConfig* c) { c->mutable_training()->set_hard_negative_fraction(0.5f); }},
+      {"training.user_id_dropout", [](v1::TrainerConfig* c) { c->mutable_training()->set_user_id_dropout(1.0f); }},
+      {"training.selection_k", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_select_best_epoch(true);
+         v1::EvalSetSpec* eval = c->mutable_data()->add_eval();
+         eval->set_name("val");
+         *eval->mutable_interactions() = c->data().train();
+         c->mutable_training()->set_selection_k(7);
+       }},
       {"data.users.features[0]", [](v1::TrainerConfig* c) {
          v1::FeatureTableSpec* users = c->mutable_data()->mutable_users();
          users->mutable_table()->set_path("users.csv");
@@ -97,7 +111,7 @@ TEST(ConfigTest, InvalidSettingsNameTheField) {
     c.mutate(&config);
     const absl::Status status = ValidateTrainerConfig(config);
     EXPECT_FALSE(status.ok()) << c.field;
-    EXPECT_NE(status.message().find(c.field), std::string::npos) << status;
+    EXPECT_NE(status.message().find(c.field), std::string::npos) << c.field << ": " << status;
   }
 }
 

@@ -177,6 +177,21 @@ TEST(InBatchSoftmaxTest, LogQCorrectionSubtractsLogFrequency) {
   EXPECT_NEAR(got, (row0 + row1) / 2, 1e-5);
 }
 
+TEST(InBatchSoftmaxTest, PerRowLogQScale) {
+  // Row 1's correction is doubled: its loss equals the plain loss with log_q x 2, row 0's
+  // the plain loss with log_q x 1.
+  const std::vector<float> users = {1, 0, 0, 1}, items = {0.6f, 0.8f, 0, 1};
+  const std::vector<float> log_q = {std::log(0.2f), std::log(0.8f)};
+  std::vector<float> du(4), di(4);
+  const double s00 = 0.6, s01 = 0.0, s10 = 0.8, s11 = 1.0;
+  const double row0 = std::log(std::exp(s00 - log_q[0]) + std::exp(s01 - log_q[1])) - (s00 - log_q[0]);
+  const double row1 = std::log(std::exp(s10 - 2 * log_q[0]) + std::exp(s11 - 2 * log_q[1])) - (s11 - 2 * log_q[1]);
+  const std::vector<float> scale = {1.0f, 2.0f};
+  const float got = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, 2, {}, log_q, 1.0f,
+                                       du.data(), di.data(), {}, scale);
+  EXPECT_NEAR(got, (row0 + row1) / 2, 1e-5);
+}
+
 TEST(InBatchSoftmaxTest, AccidentalHitsAreMasked) {
   // Rows 0 and 1 share item key 5: for row 0, column 1 is its own positive again and must
   // not act as a negative (and vice versa); row 2 keeps every column.

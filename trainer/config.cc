@@ -112,6 +112,7 @@ void ApplyDefaults(v1::TrainerConfig* config) {
   }
   if (!t->has_negative_alpha()) t->set_negative_alpha(0.75f);
   if (!t->has_logq_weight()) t->set_logq_weight(1.0f);
+  if (!t->has_cold_logq_weight()) t->set_cold_logq_weight(t->logq_weight());
   if (t->hard_negative_every_epochs() == 0) t->set_hard_negative_every_epochs(1);
   if (t->hard_negative_pool() == 0) t->set_hard_negative_pool(50);
   if (t->pointwise_scale() == 0) t->set_pointwise_scale(10.0f);
@@ -177,6 +178,9 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     if (!(value > 0) || !std::isfinite(value)) return Invalid(name, "must be > 0");
   }
   if (!(t.logq_weight() >= 0) || !std::isfinite(t.logq_weight())) return Invalid("training.logq_weight", "must be >= 0");
+  if (!(t.cold_logq_weight() >= 0) || !std::isfinite(t.cold_logq_weight())) {
+    return Invalid("training.cold_logq_weight", "must be >= 0");
+  }
   if (!v1::TrainingSpec::Optimizer_IsValid(t.optimizer())) return Invalid("training.optimizer", "unknown optimizer");
   for (const auto& [name, value] : {std::pair{"training.user_id_dropout", t.user_id_dropout()},
                                     std::pair{"training.item_id_dropout", t.item_id_dropout()}}) {

@@ -79,6 +79,7 @@ struct Worker {
   std::vector<uint8_t> masked;
   std::vector<float> users, positives, negatives, d_users, d_positives, d_negatives;
   std::vector<float> log_q_positive, log_q_negative, columns, d_columns, log_q_columns;
+  std::vector<float> row_log_q_scale;
 };
 
 void Gather(const std::vector<float>& vectors, const std::vector<int32_t>& slots, int dim,
@@ -214,10 +215,18 @@ class TrainingLoop {
           }
         }
       }
+      // Rows served through the OOV id (dropped out) get the cold-start logQ weight.
+      w.row_log_q_scale.clear();
+      if (LogQWeight() != 0 && t_.cold_logq_weight() != t_.logq_weight()) {
+        const float cold = t_.cold_logq_weight() / t_.logq_weight();
+        for (int i = 0; i < batch; ++i) {
+          w.row_log_q_scale.push_back(w.user.rows.Id(w.example_user[i]) == Vocabulary::kOov ? cold : 1.0f);
+        }
+      }
       const float loss = InBatchSoftmaxLoss(
           w.users.data(), w.columns.data(), batch, static_cast<int>(column_slots.size()), d,
           w.column_keys, w.log_q_columns, t_.temperature(), w.d_users.data(), w.d_columns.data(),
-          w.masked);
+          w.masked, w.row_log_q_scale);
       Scatter(w.d_users, w.example_user, d, &w.user.d_out);
       Scatter(w.d_columns, column_slots, d, &w.item.d_out);
       return loss;
