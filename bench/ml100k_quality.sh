@@ -13,7 +13,7 @@ trap 'rm -rf "$OUT"' EXIT
 # name | --override (merged over configs/ml100k.textproto, the in-batch configuration)
 RUNS=(
   "in-batch softmax + logQ (cold rows x2), 32 shared negatives, T=0.2|"
-  "sampled softmax (20 negatives, logQ)|training { objective: SAMPLED_SOFTMAX num_negatives: 20 epochs: 24 }"
+  "sampled softmax (20 negatives, logQ, cold rows x2)|training { objective: SAMPLED_SOFTMAX num_negatives: 20 epochs: 24 }"
   "pointwise 1:3, scale 10, uniform negatives|training { objective: POINTWISE negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 epochs: 18 }"
   "triplet hinge (m 0.3, 8 negatives)|training { objective: TRIPLET_HINGE num_negatives: 8 negative_alpha: 0 user_id_dropout: 0.2 epochs: 24 }"
   "triplet logistic (s 10, 8 negatives)|training { objective: TRIPLET_LOGISTIC num_negatives: 8 negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 epochs: 24 }"

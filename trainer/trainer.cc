@@ -254,11 +254,18 @@ class TrainingLoop {
         w.log_q_positive.clear();
         w.log_q_negative.clear();
         if (LogQWeight() != 0) {
-          for (int32_t v : w.positive_keys) {
-            w.log_q_positive.push_back(LogQWeight() * static_cast<float>(std::log(sampler_->EasyProbability(v))));
-          }
-          for (int32_t v : w.negative_keys) {
-            w.log_q_negative.push_back(LogQWeight() * static_cast<float>(std::log(sampler_->EasyProbability(v))));
+          // Rows served through the OOV id (dropped out) get the cold-start logQ weight.
+          const int n = t_.num_negatives();
+          for (int b = 0; b < batch; ++b) {
+            const float weight = w.user.rows.Id(w.example_user[b]) == Vocabulary::kOov
+                                     ? t_.cold_logq_weight()
+                                     : LogQWeight();
+            w.log_q_positive.push_back(
+                weight * static_cast<float>(std::log(sampler_->EasyProbability(w.positive_keys[b]))));
+            for (int j = 0; j < n; ++j) {
+              w.log_q_negative.push_back(weight * static_cast<float>(std::log(
+                                                      sampler_->EasyProbability(w.negative_keys[b * n + j]))));
+            }
           }
         }
         loss = SampledSoftmaxLoss(in, t_.temperature(), w.positive_keys, w.negative_keys,
