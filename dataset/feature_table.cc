@@ -19,6 +19,7 @@ struct FeatureSource {
   int column = -1;
   std::vector<int> flag_columns;
   std::string separator;
+  bool derived = false;
 };
 
 absl::StatusOr<bool> ParseFlag(absl::string_view text) {
@@ -42,6 +43,7 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
     FeatureSource source;
     source.kind = feature.kind();
     source.separator = feature.separator().empty() ? "|" : feature.separator();
+    source.derived = feature.derive() != v1::FeatureSpec::NONE;
     if (feature.kind() == v1::FeatureSpec::POPULARITY ||
         feature.kind() == v1::FeatureSpec::HISTORY) {  // derived, no column
       sources.push_back(std::move(source));
@@ -103,7 +105,12 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
           }
           break;
         case v1::FeatureSpec::NUMERIC:
-          if (!field.empty()) {
+        case v1::FeatureSpec::BUCKETIZED:
+          // A derived number ("01-Jan-1995" -> 1995) is parsed by the encoder after the
+          // derivation, as for request values: keep the string.
+          if (source.derived) {
+            if (!field.empty()) value.tokens.emplace_back(field);
+          } else if (!field.empty()) {
             if (!absl::SimpleAtod(field, &value.number)) {
               return absl::InvalidArgumentError(
                   absl::StrCat(where, "\"", field, "\" is not a number"));

@@ -114,12 +114,11 @@ bool IsBlank(const std::vector<std::string>& fields) {
 
 }  // namespace
 
-absl::StatusOr<Table> ParseTable(absl::string_view text, Delimiter delimiter, bool has_header,
-                                 std::string source) {
+namespace {
+absl::StatusOr<Table> Parse(absl::string_view text, char delim, bool quoting, bool has_header,
+                            std::string source) {
   Table table;
   table.source = std::move(source);
-  const char delim = delimiter == Delimiter::kComma ? ',' : '\t';
-  const bool quoting = delimiter == Delimiter::kComma;
   if (text.size() >= 3 && text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // BOM
   size_t pos = 0;
   int line = 1;
@@ -135,8 +134,7 @@ absl::StatusOr<Table> ParseTable(absl::string_view text, Delimiter delimiter, bo
     if (fields.size() != width) {
       return absl::InvalidArgumentError(
           absl::StrCat(table.source, ":", record_line, ": expected ", width, " fields, got ",
-                       fields.size(),
-                       delimiter == Delimiter::kComma ? " (CSV)" : " (TSV)"));
+                       fields.size(), " (separator '", delim == '\t' ? std::string("\\t") : std::string(1, delim), "')"));
     }
     if (has_header && table.header.empty()) {
       table.header = fields;
@@ -150,12 +148,43 @@ absl::StatusOr<Table> ParseTable(absl::string_view text, Delimiter delimiter, bo
   }
   return table;
 }
+}  // namespace
+
+absl::StatusOr<Table> ParseTable(absl::string_view text, Delimiter delimiter, bool has_header,
+                                 std::string source) {
+  return Parse(text, delimiter == Delimiter::kComma ? ',' : '\t',
+               delimiter == Delimiter::kComma, has_header, std::move(source));
+}
+
+absl::StatusOr<Table> ParseTable(absl::string_view text, char separator, bool has_header,
+                                 std::string source) {
+  return Parse(text, separator, false, has_header, std::move(source));
+}
+
+std::string Latin1ToUtf8(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char ch : text) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    if (c < 0x80) {
+      out.push_back(ch);
+    } else {
+      out.push_back(static_cast<char>(0xC0 | (c >> 6)));
+      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    }
+  }
+  return out;
+}
 
 absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& base_dir) {
   if (spec.path().empty()) return absl::InvalidArgumentError("table path is empty");
   const std::string path = ResolvePath(base_dir, spec.path());
-  Delimiter delimiter;
-  switch (spec.format()) {
+  if (spec.delimiter().size() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": delimiter must be one character, got \"", spec.delimiter(), "\""));
+  }
+  Delimiter delimiter = Delimiter::kComma;
+  if (spec.delimiter().empty()) switch (spec.format()) {
     case v1::TableSpec::CSV:
       delimiter = Delimiter::kComma;
       break;
@@ -174,6 +203,8 @@ absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& ba
   }
   absl::StatusOr<std::string> text = ReadFile(path);
   if (!text.ok()) return text.status();
+  if (spec.encoding() == v1::TableSpec::LATIN1) *text = Latin1ToUtf8(*text);
+  if (!spec.delimiter().empty()) return ParseTable(*text, spec.delimiter()[0], spec.header(), path);
   return ParseTable(*text, delimiter, spec.header(), path);
 }
 

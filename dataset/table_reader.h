@@ -32,6 +32,12 @@ enum class Delimiter { kComma, kTab };
 // skipped; "\r\n" line ends are accepted.
 absl::StatusOr<Table> ParseTable(absl::string_view text, Delimiter delimiter, bool has_header,
                                  std::string source);
+// The same with any single-character separator and no quoting.
+absl::StatusOr<Table> ParseTable(absl::string_view text, char separator, bool has_header,
+                                 std::string source);
+
+// ISO-8859-1 bytes as UTF-8.
+std::string Latin1ToUtf8(absl::string_view text);
 
 // Reads spec.path (resolved against `base_dir` when relative) in spec.format.
 absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& base_dir);

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "features/transforms.h"
 
 namespace twotower {
 
@@ -15,6 +16,18 @@ double Pretransform(v1::FeatureSpec::Transform transform, double x) {
 
 bool IsNumeric(v1::FeatureSpec::Kind kind) {
   return kind == v1::FeatureSpec::NUMERIC || kind == v1::FeatureSpec::POPULARITY;
+}
+
+// The number a raw value holds after the spec's derivation and clipping, if any.
+std::optional<double> NumberOf(const v1::FeatureSpec& spec, const RawValue& value) {
+  std::optional<double> x;
+  if (value.has_number) {
+    x = value.number;
+  } else if (!value.tokens.empty()) {
+    x = ParseNumber(DeriveValue(spec, value.tokens.front()));
+  }
+  if (!x.has_value()) return std::nullopt;
+  return Clip(spec, *x);
 }
 
 // Popularity is always log1p + standardise, whatever the spec says.
@@ -53,7 +66,7 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
         }
       } else {
         for (const std::vector<RawValue>& row : table.values) {
-          if (row[f].has_number) add(row[f].number);
+          if (const std::optional<double> x = NumberOf(spec, row[f])) add(*x);
         }
       }
       NumericState state{TransformOf(spec), 0.0, 1.0};
@@ -66,12 +79,29 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
       encoder.numeric_state_.push_back(state);
       continue;
     }
-    absl::flat_hash_map<std::string, int64_t> counts;
-    for (const std::vector<RawValue>& row : table.values) {
-      for (const std::string& token : row[f].tokens) ++counts[token];
-    }
     encoder.embedded_.push_back(static_cast<int>(f));
-    encoder.vocabularies_.push_back(Vocabulary::Fit(counts, std::max(1, spec.min_count())));
+    if (spec.kind() == v1::FeatureSpec::BUCKETIZED) {
+      std::vector<double> boundaries(spec.boundaries().begin(), spec.boundaries().end());
+      if (boundaries.empty()) {
+        std::vector<double> values;
+        for (const std::vector<RawValue>& row : table.values) {
+          if (const std::optional<double> x = NumberOf(spec, row[f])) values.push_back(*x);
+        }
+        boundaries = QuantileBoundaries(std::move(values), spec.quantile_buckets());
+      }
+      encoder.vocabularies_.emplace_back();
+      encoder.boundaries_.push_back(std::move(boundaries));
+      continue;
+    }
+    absl::flat_hash_map<std::string, int64_t> counts;
+    if (spec.hash_buckets() == 0) {
+      for (const std::vector<RawValue>& row : table.values) {
+        for (const std::string& token : row[f].tokens) ++counts[DeriveValue(spec, token)];
+      }
+    }
+    encoder.vocabularies_.push_back(
+        Vocabulary::Fit(counts, std::max(1, spec.min_count()), spec.max_vocabulary_size()));
+    encoder.boundaries_.emplace_back();
   }
   return encoder;
 }
@@ -113,6 +143,12 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::FromState(
       encoder.embedded_.push_back(static_cast<int>(f));
       encoder.vocabularies_.push_back(
           Vocabulary::FromTokens({fs.vocabulary().begin(), fs.vocabulary().end()}));
+      std::vector<double> boundaries(fs.boundaries().begin(), fs.boundaries().end());
+      if (!std::is_sorted(boundaries.begin(), boundaries.end())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("feature \"", fs.name(), "\": boundaries are not ascending"));
+      }
+      encoder.boundaries_.push_back(std::move(boundaries));
     }
   }
   return encoder;
@@ -127,6 +163,7 @@ void FeatureEncoder::ToState(v1::TowerState* state) const {
     fs->set_name(schema_[f].name());
     if (e < embedded_.size() && embedded_[e] == static_cast<int>(f)) {
       for (const std::string& token : vocabularies_[e].tokens()) fs->add_vocabulary(token);
+      for (const double b : boundaries_[e]) fs->add_boundaries(b);
       ++e;
     } else {
       fs->set_mean(numeric_state_[n].mean);
@@ -153,7 +190,28 @@ int FeatureEncoder::HistoryField() const {
 }
 
 int32_t FeatureEncoder::FieldRows(int field) const {
-  return field == 0 ? ids_.rows() : vocabularies_[field - 1].rows();
+  if (field == 0) return ids_.rows();
+  const v1::FeatureSpec& spec = FieldSpec(field);
+  if (spec.kind() == v1::FeatureSpec::BUCKETIZED) {
+    return static_cast<int32_t>(boundaries_[field - 1].size()) + 2;
+  }
+  if (spec.hash_buckets() > 0) return spec.hash_buckets() + 1;
+  return vocabularies_[field - 1].rows();
+}
+
+int32_t FeatureEncoder::TokenRow(int field, absl::string_view token) const {
+  const v1::FeatureSpec& spec = FieldSpec(field);
+  if (spec.kind() == v1::FeatureSpec::BUCKETIZED) {
+    RawValue value;
+    value.tokens.emplace_back(token);
+    const std::optional<double> x = NumberOf(spec, value);
+    return x.has_value() ? BucketOf(boundaries_[field - 1], *x) : Vocabulary::kOov;
+  }
+  const std::string derived = DeriveValue(spec, token);
+  if (spec.hash_buckets() > 0) {
+    return 1 + static_cast<int32_t>(StableHash(derived) % static_cast<uint64_t>(spec.hash_buckets()));
+  }
+  return vocabularies_[field - 1].Lookup(derived);
 }
 
 float FeatureEncoder::TransformNumber(int j, double x) const {
@@ -167,9 +225,14 @@ void FeatureEncoder::Encode(absl::string_view id, const std::vector<RawValue>* v
   fields[0].push_back(ids_.Lookup(id));
   for (size_t e = 0; e < embedded_.size(); ++e) {
     std::vector<int32_t>& rows = fields[e + 1];
-    if (values != nullptr) {
+    const v1::FeatureSpec& spec = schema_[embedded_[e]];
+    if (values != nullptr && spec.kind() == v1::FeatureSpec::BUCKETIZED) {
+      if (const std::optional<double> x = NumberOf(spec, (*values)[embedded_[e]])) {
+        rows.push_back(BucketOf(boundaries_[e], *x));
+      }
+    } else if (values != nullptr) {
       for (const std::string& token : (*values)[embedded_[e]].tokens) {
-        rows.push_back(vocabularies_[e].Lookup(token));
+        rows.push_back(TokenRow(static_cast<int>(e) + 1, token));
       }
     }
     if (rows.empty()) rows.push_back(Vocabulary::kOov);
@@ -189,8 +252,11 @@ std::optional<double> FeatureEncoder::RawNumber(int j, absl::string_view id,
     const auto it = id_counts_.find(id);
     return it == id_counts_.end() ? 0.0 : static_cast<double>(it->second);
   }
-  if (values == nullptr || !(*values)[numeric_[j]].has_number) return std::nullopt;
-  return (*values)[numeric_[j]].number;
+  const v1::FeatureSpec& spec = schema_[numeric_[j]];
+  std::optional<double> x;
+  if (values != nullptr) x = NumberOf(spec, (*values)[numeric_[j]]);
+  if (!x.has_value() && spec.has_default_value()) x = Clip(spec, spec.default_value());
+  return x;
 }
 
 absl::StatusOr<std::vector<RawValue>> FeatureEncoder::FromRequest(
@@ -214,11 +280,17 @@ absl::StatusOr<std::vector<RawValue>> FeatureEncoder::FromRequest(
     };
     switch (value.value_case()) {
       case v1::FeatureValue::kCategorical:
-        if (kind == v1::FeatureSpec::NUMERIC) return wrong_type("numeric");
+        // A derived number ("01-Jan-1995" -> year) may arrive as its raw string.
+        if ((kind == v1::FeatureSpec::NUMERIC || kind == v1::FeatureSpec::BUCKETIZED) &&
+            schema_[f].derive() == v1::FeatureSpec::NONE) {
+          return wrong_type("numeric");
+        }
         raw.tokens.push_back(value.categorical());
         break;
       case v1::FeatureValue::kCategoricalInt:
-        if (kind == v1::FeatureSpec::NUMERIC) return wrong_type("numeric");
+        if (kind == v1::FeatureSpec::NUMERIC || kind == v1::FeatureSpec::BUCKETIZED) {
+          return wrong_type("numeric");
+        }
         raw.tokens.push_back(absl::StrCat(value.categorical_int()));
         break;
       case v1::FeatureValue::kMultiHot:
@@ -228,7 +300,9 @@ absl::StatusOr<std::vector<RawValue>> FeatureEncoder::FromRequest(
         raw.tokens.assign(value.multi_hot().values().begin(), value.multi_hot().values().end());
         break;
       case v1::FeatureValue::kNumeric:
-        if (kind != v1::FeatureSpec::NUMERIC) return wrong_type("categorical");
+        if (kind != v1::FeatureSpec::NUMERIC && kind != v1::FeatureSpec::BUCKETIZED) {
+          return wrong_type("categorical");
+        }
         if (!std::isfinite(value.numeric())) return wrong_type("finite numeric");
         raw.number = value.numeric();
         raw.has_number = true;

@@ -44,8 +44,11 @@ class FeatureEncoder {
   int32_t FieldRows(int field) const;
   // Schema entry of embedding field f >= 1.
   const v1::FeatureSpec& FieldSpec(int field) const { return schema_[embedded_[field - 1]]; }
-  // Vocabulary of embedding field f >= 1.
+  // Vocabulary of embedding field f >= 1 (empty for hashed and bucketized fields).
   const Vocabulary& FieldVocabulary(int field) const { return vocabularies_[field - 1]; }
+  // The embedding row of a raw token of field f >= 1 (derived, hashed or looked up;
+  // OOV when unknown). Bucketized fields take the number the token spells.
+  int32_t TokenRow(int field, absl::string_view token) const;
   const std::vector<v1::FeatureSpec>& schema() const { return schema_; }
   // Embedding field of the HISTORY feature, or -1 without one.
   int HistoryField() const;
@@ -76,6 +79,7 @@ class FeatureEncoder {
   Vocabulary ids_;
   std::vector<int> embedded_;            // schema index of embedding field f+1
   std::vector<Vocabulary> vocabularies_; // per embedded field
+  std::vector<std::vector<double>> boundaries_;  // per embedded field (BUCKETIZED)
   std::vector<int> numeric_;             // schema index of numeric input j
   std::vector<NumericState> numeric_state_;
   // Training interaction counts per id, for POPULARITY features (empty without one).

@@ -17,9 +17,10 @@ class Vocabulary {
   static constexpr int32_t kOov = 0;
 
   Vocabulary() = default;
-  // Tokens counted at least `min_count` times, in ascending token order (deterministic).
+  // Tokens counted at least `min_count` times, most frequent first (ties: ascending token,
+  // so the result is deterministic), at most `max_size` of them (0 = no cap).
   static Vocabulary Fit(const absl::flat_hash_map<std::string, int64_t>& counts,
-                        int64_t min_count);
+                        int64_t min_count, int64_t max_size = 0);
   // Restores a vocabulary from its token list (row i + 1 = tokens[i]).
   static Vocabulary FromTokens(std::vector<std::string> tokens);
 

@@ -51,9 +51,8 @@ absl::StatusOr<std::vector<uint8_t>> AttributeFilter::Allowed(
     if (!field_or.ok()) return field_or.status();
     const int field = *field_or;
     std::fill(matches.begin(), matches.end(), 0);
-    const Vocabulary& vocabulary = encoder_->FieldVocabulary(field);
     for (const std::string& value : filter.any_of()) {
-      const int32_t token = vocabulary.Lookup(value);
+      const int32_t token = encoder_->TokenRow(field, value);
       if (token == Vocabulary::kOov) continue;  // rows with OOV are "unknown", not a match
       for (int32_t r : postings_[field][token]) matches[r] = 1;
     }

@@ -50,7 +50,8 @@ TowerShape ShapeFor(const v1::TowerSpec& spec, const FeatureEncoder& encoder) {
   TowerShape shape;
   shape.fields.push_back({encoder.FieldRows(0), spec.id_embedding_dim()});
   for (int f = 1; f < encoder.num_fields(); ++f) {
-    shape.fields.push_back({encoder.FieldRows(f), encoder.FieldSpec(f).embedding_dim()});
+    shape.fields.push_back({encoder.FieldRows(f), encoder.FieldSpec(f).embedding_dim(),
+                            encoder.FieldSpec(f).pooling() == v1::FeatureSpec::SUM});
   }
   shape.num_numeric = encoder.num_numeric();
   shape.hidden_dims.assign(spec.hidden_dims().begin(), spec.hidden_dims().end());
@@ -188,7 +189,7 @@ void Tower::Forward(const EncodedTable& batch, TowerActivations* acts, float* ou
     for (size_t f = 0; f < embeddings_.size(); ++f) {
       const EmbeddingTable& table = embeddings_[f];
       const std::span<const int32_t> ids = batch.Field(b, static_cast<int>(f));
-      const float scale = 1.0f / static_cast<float>(ids.size());
+      const float scale = shape_.fields[f].sum_pooling ? 1.0f : 1.0f / static_cast<float>(ids.size());
       for (const int32_t id : ids) {
         const float* e = table.Row(id);
         for (int k = 0; k < table.dim; ++k) row[offset + k] += scale * e[k];
@@ -281,7 +282,7 @@ void Tower::Backward(const EncodedTable& batch, const TowerActivations& acts,
     for (size_t f = 0; f < embeddings_.size(); ++f) {
       const int dim = embeddings_[f].dim;
       const std::span<const int32_t> ids = batch.Field(b, static_cast<int>(f));
-      const float scale = 1.0f / static_cast<float>(ids.size());
+      const float scale = shape_.fields[f].sum_pooling ? 1.0f : 1.0f / static_cast<float>(ids.size());
       for (const int32_t id : ids) {
         float* acc = grads->embeddings[f].Accumulator(id);
         for (int k = 0; k < dim; ++k) acc[k] += scale * g[offset + k];

@@ -19,6 +19,7 @@ struct TowerShape {
   struct Field {
     int32_t rows = 0;  // vocabulary size including the OOV row
     int dim = 0;
+    bool sum_pooling = false;  // several rows: their sum (default: their mean)
   };
   std::vector<Field> fields;  // field 0 = id
   int num_numeric = 0;

@@ -1,6 +1,7 @@
 // Feature encoding: vocabularies with an OOV row, numeric standardisation, state round
 // trip, and request feature validation.
 #include "features/feature_encoder.h"
+#include "features/transforms.h"
 #include "gtest/gtest.h"
 
 namespace twotower {
@@ -99,6 +100,129 @@ TEST(FeatureEncoderTest, RequestFeaturesAreTypeChecked) {
   features.erase("height");
   features["country"].mutable_multi_hot()->add_values("de");
   EXPECT_FALSE(enc->FromRequest(features).ok());  // multi-hot for a categorical feature
+}
+
+TEST(TransformsTest, DeriveHashParseClipBucket) {
+  v1::FeatureSpec spec;
+  spec.set_derive(v1::FeatureSpec::PREFIX);
+  EXPECT_EQ(DeriveValue(spec, "55105"), "5");
+  spec.set_prefix_length(3);
+  EXPECT_EQ(DeriveValue(spec, "55105"), "551");
+  EXPECT_EQ(DeriveValue(spec, ""), "");
+  spec.set_derive(v1::FeatureSpec::YEAR);
+  EXPECT_EQ(DeriveValue(spec, "01-Jan-1995"), "1995");
+  EXPECT_EQ(DeriveValue(spec, "Toy Story (1995)"), "1995");
+  EXPECT_EQ(DeriveValue(spec, "2001: A Space Odyssey (1968)"), "1968");
+  EXPECT_EQ(DeriveValue(spec, "no year 12345"), "");
+  // FNV-1a 64 reference values.
+  EXPECT_EQ(StableHash(""), 0xcbf29ce484222325ull);
+  EXPECT_EQ(StableHash("a"), 0xaf63dc4c8601ec8cull);
+  EXPECT_EQ(ParseNumber(" 2.5 "), 2.5);
+  EXPECT_FALSE(ParseNumber("nan").has_value());
+  EXPECT_FALSE(ParseNumber("inf").has_value());
+  EXPECT_FALSE(ParseNumber("twelve").has_value());
+  EXPECT_FALSE(ParseNumber("").has_value());
+  spec.set_clip_min(0);
+  spec.set_clip_max(10);
+  EXPECT_EQ(Clip(spec, -3), 0);
+  EXPECT_EQ(Clip(spec, 30), 10);
+  const std::vector<double> ages = {18, 25, 35, 45, 50, 56};
+  EXPECT_EQ(BucketOf(ages, 7), 1);
+  EXPECT_EQ(BucketOf(ages, 18), 2);
+  EXPECT_EQ(BucketOf(ages, 24.9), 2);
+  EXPECT_EQ(BucketOf(ages, 99), 7);
+  EXPECT_EQ(QuantileBoundaries({1, 2, 3, 4, 5, 6, 7, 8}, 4), (std::vector<double>{3, 5, 7}));
+  EXPECT_EQ(QuantileBoundaries({1, 1, 1, 1}, 4), (std::vector<double>{1}));
+  EXPECT_TRUE(QuantileBoundaries({}, 4).empty());
+}
+
+std::vector<v1::FeatureSpec> TransformSchema() {
+  std::vector<v1::FeatureSpec> schema(5);
+  schema[0].set_name("age");  // fixed buckets
+  schema[0].set_kind(v1::FeatureSpec::BUCKETIZED);
+  schema[0].set_embedding_dim(4);
+  for (double b : {18, 25, 35}) schema[0].add_boundaries(b);
+  schema[1].set_name("zip");  // hashed prefix
+  schema[1].set_kind(v1::FeatureSpec::CATEGORICAL);
+  schema[1].set_embedding_dim(4);
+  schema[1].set_hash_buckets(10);
+  schema[1].set_derive(v1::FeatureSpec::PREFIX);
+  schema[2].set_name("year");  // derived numeric with a default
+  schema[2].set_kind(v1::FeatureSpec::NUMERIC);
+  schema[2].set_derive(v1::FeatureSpec::YEAR);
+  schema[2].set_transform(v1::FeatureSpec::IDENTITY);
+  schema[2].set_default_value(1990);
+  schema[3].set_name("tag");  // capped vocabulary, most frequent first
+  schema[3].set_kind(v1::FeatureSpec::MULTI_HOT);
+  schema[3].set_embedding_dim(4);
+  schema[3].set_max_vocabulary_size(2);
+  schema[3].set_min_count(1);
+  schema[4].set_name("score");  // quantile buckets
+  schema[4].set_kind(v1::FeatureSpec::BUCKETIZED);
+  schema[4].set_embedding_dim(4);
+  schema[4].set_quantile_buckets(2);
+  return schema;
+}
+
+FeatureTable TransformTable() {
+  FeatureTable t;
+  t.ids = {"a", "b", "c"};
+  t.values = {{Number(20), Tokens({"55105"}), Tokens({"01-Jan-1995"}), Tokens({"x", "y"}), Number(1)},
+              {Number(40), Tokens({"10001"}), Tokens({"Toy Story (1977)"}), Tokens({"x", "z"}), Number(5)},
+              {RawValue{}, Tokens({}), Tokens({}), Tokens({"x", "y", "w"}), Number(9)}};
+  return t;
+}
+
+TEST(FeatureEncoderTest, DeclaredTransforms) {
+  absl::StatusOr<FeatureEncoder> enc = FeatureEncoder::Fit(TransformSchema(), TransformTable(), {}, 1);
+  ASSERT_TRUE(enc.ok()) << enc.status();
+  EXPECT_EQ(enc->FieldRows(1), 5);   // age: OOV + 4 buckets
+  EXPECT_EQ(enc->FieldRows(2), 11);  // zip: OOV + 10 hash buckets
+  EXPECT_EQ(enc->FieldRows(3), 3);   // tag: OOV + the 2 most frequent (x: 3, y: 2)
+  EXPECT_EQ(enc->FieldVocabulary(3).tokens(), (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(enc->FieldRows(4), 3);   // score: OOV + 2 quantile buckets
+  EncodedTable rows = enc->NewTable();
+  const FeatureTable t = TransformTable();
+  for (size_t r = 0; r < 3; ++r) enc->Encode(t.ids[r], &t.values[r], &rows);
+  EXPECT_EQ(rows.Field(0, 1)[0], 2);  // 20 in [18, 25)
+  EXPECT_EQ(rows.Field(1, 1)[0], 4);  // 40 >= 35
+  EXPECT_EQ(rows.Field(2, 1)[0], 0);  // missing -> OOV
+  EXPECT_EQ(rows.Field(0, 2)[0], 1 + static_cast<int32_t>(StableHash("5") % 10));
+  EXPECT_EQ(rows.Field(0, 2)[0], enc->TokenRow(2, "59999"));  // same prefix, same row
+  EXPECT_FLOAT_EQ(rows.Numeric(0)[0], 1995);
+  EXPECT_FLOAT_EQ(rows.Numeric(1)[0], 1977);
+  EXPECT_FLOAT_EQ(rows.Numeric(2)[0], 1990);  // missing -> the declared default
+  EXPECT_EQ(rows.Field(2, 3).size(), 3u);
+  EXPECT_EQ(rows.Field(2, 3)[2], 0);  // "w" beyond the cap -> OOV
+  EXPECT_LT(rows.Field(0, 4)[0], rows.Field(2, 4)[0]);  // 1 and 9 in different quantiles
+
+  // Requests: the same raw values through FromRequest encode identically.
+  google::protobuf::Map<std::string, v1::FeatureValue> request;
+  request["age"].set_numeric(20);
+  request["zip"].set_categorical("55105");
+  request["year"].set_categorical("01-Jan-1995");  // a derived number may come as its string
+  request["tag"].mutable_multi_hot()->add_values("x");
+  request["tag"].mutable_multi_hot()->add_values("y");
+  request["score"].set_numeric(1);
+  absl::StatusOr<std::vector<RawValue>> raw = enc->FromRequest(request);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EncodedTable served = enc->NewTable();
+  enc->Encode("a", &*raw, &served);
+  EXPECT_EQ(std::vector<int32_t>(served.indices().begin(), served.indices().end()),
+            std::vector<int32_t>(rows.indices().begin(), rows.indices().begin() + served.indices().size()));
+  EXPECT_EQ(served.Numeric(0)[0], rows.Numeric(0)[0]);
+  request["age"].set_categorical("twenty");  // not derived: must be a number
+  EXPECT_FALSE(enc->FromRequest(request).ok());
+
+  // Fitted boundaries survive the bundle state.
+  v1::TowerState state;
+  enc->ToState(&state);
+  absl::StatusOr<FeatureEncoder> restored = FeatureEncoder::FromState(TransformSchema(), state);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  EncodedTable again = restored->NewTable();
+  for (size_t r = 0; r < 3; ++r) restored->Encode(t.ids[r], &t.values[r], &again);
+  EXPECT_EQ(again.indices(), rows.indices());
+  EXPECT_EQ(again.numeric(), rows.numeric());
 }
 
 TEST(EncodedTableTest, AppendRowFromWithoutDropsOneToken) {

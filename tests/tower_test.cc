@@ -12,11 +12,12 @@
 namespace twotower {
 namespace {
 
-// A tower with every kind of input: id, a categorical field, a multi-hot field with
-// repeated and multiple rows, two numeric inputs, and two hidden layers.
+// A tower with every kind of input: id, a categorical field, a mean-pooled and a
+// sum-pooled multi-hot field with repeated and multiple rows, two numeric inputs, and two
+// hidden layers.
 TowerShape TestShape() {
   TowerShape shape;
-  shape.fields = {{7, 3}, {4, 2}, {5, 3}};
+  shape.fields = {{7, 3}, {4, 2}, {5, 3}, {6, 2, /*sum_pooling=*/true}};
   shape.num_numeric = 2;
   shape.hidden_dims = {6, 5};
   shape.output_dim = 4;
@@ -24,10 +25,10 @@ TowerShape TestShape() {
 }
 
 EncodedTable TestBatch() {
-  EncodedTable batch(3, 2);
-  batch.AppendRow({{1}, {2}, {0, 3, 4}}, std::vector<float>{0.5f, -1.0f});
-  batch.AppendRow({{0}, {2}, {1}}, std::vector<float>{-0.3f, 2.0f});
-  batch.AppendRow({{6}, {3}, {4, 4}}, std::vector<float>{1.5f, 0.1f});
+  EncodedTable batch(4, 2);
+  batch.AppendRow({{1}, {2}, {0, 3, 4}, {1, 5}}, std::vector<float>{0.5f, -1.0f});
+  batch.AppendRow({{0}, {2}, {1}, {2, 2, 3}}, std::vector<float>{-0.3f, 2.0f});
+  batch.AppendRow({{6}, {3}, {4, 4}, {0}}, std::vector<float>{1.5f, 0.1f});
   return batch;
 }
 
@@ -121,6 +122,7 @@ TEST(TowerTest, EveryGradientMatchesFiniteDifferences) {
   // Touched rows are exactly the rows the batch uses.
   EXPECT_EQ(grads.embeddings[0].rows.size(), 3u);  // ids 1, 0, 6
   EXPECT_EQ(grads.embeddings[2].rows.size(), 4u);  // rows 0, 3, 4, 1
+  EXPECT_EQ(grads.embeddings[3].rows.size(), 5u);  // rows 1, 5, 2, 3, 0
 }
 
 TEST(TowerTest, MultiHotIsMeanPooled) {
@@ -135,6 +137,25 @@ TEST(TowerTest, MultiHotIsMeanPooled) {
   single.AppendRow({{0}, {0}}, {});
   EmbeddingTable& e = tower->embeddings()[1];
   for (int k = 0; k < 2; ++k) e.Row(0)[k] = 0.5f * (e.Row(1)[k] + e.Row(2)[k]);
+  std::vector<float> a(2), b(2);
+  TowerActivations acts;
+  tower->Forward(pooled, &acts, a.data());
+  tower->Forward(single, &acts, b.data());
+  EXPECT_NEAR(a[0], b[0], 1e-6);
+  EXPECT_NEAR(a[1], b[1], 1e-6);
+}
+
+TEST(TowerTest, SumPoolingAddsTheRows) {
+  TowerShape shape;
+  shape.fields = {{2, 1}, {3, 2, /*sum_pooling=*/true}};
+  shape.output_dim = 2;
+  absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
+  ASSERT_TRUE(tower.ok());
+  EncodedTable pooled(2, 0), single(2, 0);
+  pooled.AppendRow({{0}, {1, 2}}, {});
+  single.AppendRow({{0}, {0}}, {});
+  EmbeddingTable& e = tower->embeddings()[1];
+  for (int k = 0; k < 2; ++k) e.Row(0)[k] = e.Row(1)[k] + e.Row(2)[k];
   std::vector<float> a(2), b(2);
   TowerActivations acts;
   tower->Forward(pooled, &acts, a.data());

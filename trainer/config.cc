@@ -48,7 +48,21 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
       case v1::FeatureSpec::CATEGORICAL:
       case v1::FeatureSpec::MULTI_HOT:
         if (f.embedding_dim() < 1) return Invalid(where, "embedding_dim must be >= 1");
+        if (f.hash_buckets() < 0) return Invalid(where, "hash_buckets must be >= 0");
+        if (f.max_vocabulary_size() < 0) return Invalid(where, "max_vocabulary_size must be >= 0");
         break;
+      case v1::FeatureSpec::BUCKETIZED: {
+        if (f.embedding_dim() < 1) return Invalid(where, "embedding_dim must be >= 1");
+        const bool fixed = f.boundaries_size() > 0;
+        if (fixed == (f.quantile_buckets() > 0)) {
+          return Invalid(where, "BUCKETIZED needs either boundaries or quantile_buckets");
+        }
+        if (!fixed && f.quantile_buckets() < 2) return Invalid(where, "quantile_buckets must be >= 2");
+        for (int b = 1; b < f.boundaries_size(); ++b) {
+          if (!(f.boundaries(b) > f.boundaries(b - 1))) return Invalid(where, "boundaries must be strictly ascending");
+        }
+        break;
+      }
       case v1::FeatureSpec::NUMERIC:
         if (f.embedding_dim() != 0) return Invalid(where, "NUMERIC features have no embedding_dim");
         break;
@@ -76,6 +90,14 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
       return s;
     }
     if (f.min_count() < 0) return Invalid(where, "min_count must be >= 0");
+    if (f.prefix_length() < 0) return Invalid(where, "prefix_length must be >= 0");
+    if (f.has_clip_min() && f.has_clip_max() && f.clip_min() > f.clip_max()) {
+      return Invalid(where, "clip_min must be <= clip_max");
+    }
+    if (f.pooling() == v1::FeatureSpec::SUM && f.kind() != v1::FeatureSpec::MULTI_HOT &&
+        f.kind() != v1::FeatureSpec::HISTORY) {
+      return Invalid(where, "pooling applies to MULTI_HOT and HISTORY features");
+    }
   }
   return absl::OkStatus();
 }

@@ -185,12 +185,12 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
 
   if (const int h = data.user_encoder.HistoryField(); h > 0) {
     for (const std::string& id : data.items.ids) {
-      data.history_token_of_item.push_back(data.user_encoder.FieldVocabulary(h).Lookup(id));
+      data.history_token_of_item.push_back(data.user_encoder.TokenRow(h, id));
     }
   }
   if (const int h = data.item_encoder.HistoryField(); h > 0) {
     for (const std::string& id : data.users.ids) {
-      data.history_token_of_user.push_back(data.item_encoder.FieldVocabulary(h).Lookup(id));
+      data.history_token_of_user.push_back(data.item_encoder.TokenRow(h, id));
     }
   }
   data.train_items_of_user.resize(data.users.ids.size());
