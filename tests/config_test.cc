@@ -12,7 +12,7 @@ using testing::SourceDir;
 using testing::WriteText;
 
 TEST(ConfigTest, ShippedConfigsAreValid) {
-  for (const char* name : {"synthetic.textproto", "ml100k.textproto"}) {
+  for (const char* name : {"synthetic.textproto", "ml100k.textproto", "ml100k_raw.textproto"}) {
     absl::StatusOr<v1::TrainerConfig> config = LoadTrainerConfig(SourceDir() + "/configs/" + name);
     EXPECT_TRUE(config.ok()) << name << ": " << config.status();
   }

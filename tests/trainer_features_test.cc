@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/trained_model.h"
+#include "dataset/feature_table.h"
 #include "trainer/alias_sampler.h"
 #include "trainer/negative_sampler.h"
 #include "trainer/training_log.h"
@@ -167,6 +168,48 @@ TEST(TrainerFeaturesTest, HistoryFeatureHoldsTrainingItemsAndTrains) {
   ASSERT_TRUE(report.ok()) << report.status();
   absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(*data, {10, 50});
   EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * Recall(*popularity, "warm", 10));
+}
+
+// Train/serve skew check: for every user of the table, the features sent as a request
+// (raw values, typed) encode to exactly the trainer's row and give the same embedding.
+TEST(TrainerFeaturesTest, RequestFeaturesEncodeExactlyLikeTraining) {
+  ScopedTempDir dir;
+  testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
+  const v1::FeatureTableSpec& spec = model.config.data().users();
+  absl::StatusOr<FeatureTable> table = ReadFeatureTable(spec, dir.path());
+  ASSERT_TRUE(table.ok()) << table.status();
+  const Bundle& bundle = model.report.bundle;
+  int checked = 0;
+  for (size_t r = 0; r < table->ids.size(); ++r) {
+    google::protobuf::Map<std::string, v1::FeatureValue> request;
+    for (int f = 0; f < spec.features_size(); ++f) {
+      const RawValue& raw = table->values[r][f];
+      v1::FeatureValue& value = request[spec.features(f).name()];
+      switch (spec.features(f).kind()) {
+        case v1::FeatureSpec::NUMERIC:
+          if (raw.has_number) value.set_numeric(raw.number); else request.erase(spec.features(f).name());
+          break;
+        case v1::FeatureSpec::MULTI_HOT:
+          value.mutable_multi_hot();  // an empty list is a valid (missing) value
+          for (const std::string& token : raw.tokens) value.mutable_multi_hot()->add_values(token);
+          break;
+        default:
+          if (raw.tokens.empty()) request.erase(spec.features(f).name()); else value.set_categorical(raw.tokens[0]);
+      }
+    }
+    absl::StatusOr<std::vector<RawValue>> values = bundle.user.encoder.FromRequest(request);
+    ASSERT_TRUE(values.ok()) << values.status();
+    EncodedTable served = bundle.user.encoder.NewTable();
+    bundle.user.encoder.Encode(table->ids[r], &*values, &served);
+    const int32_t row = model.data.user_row.at(table->ids[r]);
+    EncodedTable trained = bundle.user.encoder.NewTable();
+    trained.AppendRowFrom(bundle.users.rows, row);
+    ASSERT_EQ(served.indices(), trained.indices()) << table->ids[r];
+    ASSERT_EQ(served.numeric(), trained.numeric()) << table->ids[r];
+    EXPECT_EQ(bundle.user.tower.EmbedAll(served), bundle.user.tower.EmbedAll(trained));
+    ++checked;
+  }
+  EXPECT_EQ(checked, 600);
 }
 
 TEST(TrainerFeaturesTest, SelectionExportsTheBestEvaluatedEpoch) {
