@@ -134,6 +134,15 @@ TEST(TransformsTest, DeriveHashParseClipBucket) {
   EXPECT_EQ(QuantileBoundaries({1, 2, 3, 4, 5, 6, 7, 8}, 4), (std::vector<double>{3, 5, 7}));
   EXPECT_EQ(QuantileBoundaries({1, 1, 1, 1}, 4), (std::vector<double>{1}));
   EXPECT_TRUE(QuantileBoundaries({}, 4).empty());
+  // Very long values are just values.
+  const std::string long_value(200000, 'z');
+  spec.set_derive(v1::FeatureSpec::PREFIX);
+  spec.set_prefix_length(5);
+  EXPECT_EQ(DeriveValue(spec, long_value), "zzzzz");
+  spec.set_derive(v1::FeatureSpec::YEAR);
+  EXPECT_EQ(DeriveValue(spec, long_value + " (1999)"), "1999");
+  EXPECT_NE(StableHash(long_value), StableHash(long_value + "z"));
+  EXPECT_FALSE(ParseNumber(long_value).has_value());
 }
 
 std::vector<v1::FeatureSpec> TransformSchema() {
