@@ -12,8 +12,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +40,8 @@ ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "Retrieval API address (retrieve, health)");
 ABSL_FLAG(std::string, admin_address, "127.0.0.1:50052",
           "Admin API address (status, reload, rebuild-index)");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "Admin calls: file with the server's admin token (or set TWOTOWER_ADMIN_TOKEN)");
 ABSL_FLAG(int, timeout_ms, 0,
           "Deadline of the call, in milliseconds (0 = 5000, or 300000 for reload and "
           "rebuild-index, which load and index a whole model)");
@@ -86,6 +90,19 @@ int RpcError(const grpc::Status& status) {
   std::fprintf(stderr, "error: %s: %s\n", absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())).c_str(),
                status.error_message().c_str());
   return 1;
+}
+
+// Adds "authorization: Bearer <token>" when a token is configured.
+void AddAdminToken(grpc::ClientContext* context) {
+  std::string token;
+  if (const std::string file = absl::GetFlag(FLAGS_admin_token_file); !file.empty()) {
+    std::ifstream in(file);
+    std::getline(in, token);
+  } else if (const char* env = std::getenv("TWOTOWER_ADMIN_TOKEN"); env != nullptr) {
+    token = env;
+  }
+  token = std::string(absl::StripAsciiWhitespace(token));
+  if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
 }
 
 void SetDeadline(grpc::ClientContext* context, int default_ms = 5000) {
@@ -218,6 +235,7 @@ int Status() {
   auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
   grpc::ClientContext context;
   SetDeadline(&context);
+  AddAdminToken(&context);
   twotower::v1::GetStatusResponse response;
   const grpc::Status status = stub->GetStatus(&context, {}, &response);
   if (!status.ok()) return RpcError(status);
@@ -246,6 +264,7 @@ int Reload() {
   auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
   grpc::ClientContext context;
   SetDeadline(&context, 300000);
+  AddAdminToken(&context);
   twotower::v1::ReloadModelResponse response;
   const grpc::Status status = stub->ReloadModel(&context, request, &response);
   if (!status.ok()) return RpcError(status);
@@ -263,6 +282,7 @@ int RebuildIndex() {
   auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
   grpc::ClientContext context;
   SetDeadline(&context, 300000);
+  AddAdminToken(&context);
   twotower::v1::RebuildIndexResponse response;
   const grpc::Status status = stub->RebuildIndex(&context, request, &response);
   if (!status.ok()) return RpcError(status);

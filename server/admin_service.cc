@@ -2,6 +2,12 @@
 
 #include "server/item_journal.h"
 
+#include <openssl/crypto.h>
+
+#include <filesystem>
+
+#include "util/sha256.h"
+
 #include <memory>
 #include <string>
 
@@ -24,24 +30,63 @@ std::string VersionOf(const std::shared_ptr<const Snapshot>& snapshot) {
 
 }  // namespace
 
-AdminService::AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics, std::string state_dir)
-    : snapshots_(snapshots), metrics_(metrics), state_dir_(std::move(state_dir)) {}
+AdminService::AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics, Options options)
+    : snapshots_(snapshots), metrics_(metrics), options_(std::move(options)) {}
+
+absl::Status AdminService::Authorize(const grpc::ServerContext& context) const {
+  if (options_.token.empty()) return absl::OkStatus();
+  const auto& metadata = context.client_metadata();
+  const auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return absl::UnauthenticatedError("admin calls need \"authorization: Bearer <token>\"");
+  }
+  const std::string given(it->second.data(), it->second.size());
+  // Compare digests: equal lengths, and the time taken says nothing about the token.
+  const std::string expected = Sha256Hex("Bearer " + options_.token);
+  const std::string actual = Sha256Hex(given);
+  if (CRYPTO_memcmp(expected.data(), actual.data(), expected.size()) != 0) {
+    return absl::PermissionDeniedError("wrong admin token");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> AdminService::AllowedBundlePath(const std::string& path) const {
+  std::error_code error;
+  const std::filesystem::path resolved = std::filesystem::canonical(path, error);
+  if (error) return absl::NotFoundError(absl::StrCat("bundle ", path, ": ", error.message()));
+  if (options_.bundle_root.empty()) return resolved.string();
+  const std::filesystem::path root = std::filesystem::canonical(options_.bundle_root, error);
+  if (error) return absl::FailedPreconditionError(absl::StrCat("--bundle_root ", options_.bundle_root, ": ", error.message()));
+  const std::string inside = root.string() + "/";
+  if (resolved.string().rfind(inside, 0) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("bundle ", path, " (", resolved.string(),
+                                                    ") is outside --bundle_root ", root.string()));
+  }
+  return resolved.string();
+}
 
 grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
                                        const v1::ReloadModelRequest* request,
                                        v1::ReloadModelResponse* response) {
+  if (absl::Status s = Authorize(*context); !s.ok()) return ToGrpcStatus(s);
   const ServerMetrics::InFlightCall in_flight(metrics_);
   const std::string& path = request->bundle_path();
   if (path.empty()) {
     metrics_->RecordReload(false);
     return ToGrpcStatus(absl::InvalidArgumentError("bundle_path is required"));
   }
+  absl::StatusOr<std::string> allowed = AllowedBundlePath(path);
+  if (!allowed.ok()) {
+    metrics_->RecordReload(false);
+    LogEvent("warn", "reload refused", {{"bundle", path}, {"error", std::string(allowed.status().message())}});
+    return ToGrpcStatus(allowed.status());
+  }
   absl::MutexLock lock(&mutation_mu_);
   const std::shared_ptr<const Snapshot> current = snapshots_->Get();
   // A reload changes the model, not how it is indexed: keep the operator's index choice.
   const IndexOptions options = current != nullptr ? current->catalogue->index_options() : IndexOptions{};
   LogEvent("info", "reloading model", {{"bundle", path}, {"current", VersionOf(current)}});
-  absl::StatusOr<std::shared_ptr<const Snapshot>> next = LoadSnapshot(path, options, state_dir_);
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next = LoadSnapshot(*allowed, options, options_.state_dir);
   if (!next.ok()) {
     metrics_->RecordReload(false);
     LogEvent("warn", "reload failed, keeping the current model",
@@ -79,6 +124,7 @@ grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
 grpc::Status AdminService::RebuildIndex(grpc::ServerContext* context,
                                         const v1::RebuildIndexRequest* request,
                                         v1::RebuildIndexResponse* response) {
+  if (absl::Status s = Authorize(*context); !s.ok()) return ToGrpcStatus(s);
   const ServerMetrics::InFlightCall in_flight(metrics_);
   const v1::IndexParams& params = request->params();
   if (params.ef_search() < 0 || params.nprobe() < 0) {
@@ -123,9 +169,10 @@ grpc::Status AdminService::RebuildIndex(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::UpsertItems(grpc::ServerContext* /*context*/,
+grpc::Status AdminService::UpsertItems(grpc::ServerContext* context,
                                        const v1::UpsertItemsRequest* request,
                                        v1::UpsertItemsResponse* response) {
+  if (absl::Status s = Authorize(*context); !s.ok()) return ToGrpcStatus(s);
   const ServerMetrics::InFlightCall in_flight(metrics_);
   absl::MutexLock lock(&mutation_mu_);
   const std::shared_ptr<const Snapshot> current = snapshots_->Get();
@@ -133,7 +180,7 @@ grpc::Status AdminService::UpsertItems(grpc::ServerContext* /*context*/,
   absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyUpsert(*current, *request);
   if (!next.ok()) return ToGrpcStatus(next.status());
   // Durable before visible: a change the caller saw succeed survives a restart.
-  const ItemJournal journal(state_dir_, current->model_version);
+  const ItemJournal journal(options_.state_dir, current->model_version);
   if (absl::Status s = journal.Append(*request); !s.ok()) return ToGrpcStatus(s);
   snapshots_->Swap(*next);
   LogEvent("info", "items upserted",
@@ -144,9 +191,10 @@ grpc::Status AdminService::UpsertItems(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::RemoveItems(grpc::ServerContext* /*context*/,
+grpc::Status AdminService::RemoveItems(grpc::ServerContext* context,
                                        const v1::RemoveItemsRequest* request,
                                        v1::RemoveItemsResponse* response) {
+  if (absl::Status s = Authorize(*context); !s.ok()) return ToGrpcStatus(s);
   const ServerMetrics::InFlightCall in_flight(metrics_);
   absl::MutexLock lock(&mutation_mu_);
   const std::shared_ptr<const Snapshot> current = snapshots_->Get();
@@ -154,7 +202,7 @@ grpc::Status AdminService::RemoveItems(grpc::ServerContext* /*context*/,
   int64_t removed = 0;
   absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyRemove(*current, *request, &removed);
   if (!next.ok()) return ToGrpcStatus(next.status());
-  const ItemJournal journal(state_dir_, current->model_version);
+  const ItemJournal journal(options_.state_dir, current->model_version);
   if (absl::Status s = journal.Append(*request); !s.ok()) return ToGrpcStatus(s);
   snapshots_->Swap(*next);
   LogEvent("info", "items removed",
@@ -164,9 +212,10 @@ grpc::Status AdminService::RemoveItems(grpc::ServerContext* /*context*/,
   return grpc::Status::OK;
 }
 
-grpc::Status AdminService::GetStatus(grpc::ServerContext* /*context*/,
+grpc::Status AdminService::GetStatus(grpc::ServerContext* context,
                                      const v1::GetStatusRequest* /*request*/,
                                      v1::GetStatusResponse* response) {
+  if (absl::Status s = Authorize(*context); !s.ok()) return ToGrpcStatus(s);
   if (const std::shared_ptr<const Snapshot> snapshot = snapshots_->Get(); snapshot != nullptr) {
     response->set_model_version(snapshot->model_version);
     response->set_bundle_path(snapshot->bundle_path);

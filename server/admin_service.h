@@ -15,9 +15,18 @@ namespace twotower {
 
 class AdminService final : public v1::Admin::Service {
  public:
-  // `snapshots` and `metrics` must outlive the service. `state_dir` (may be empty) holds
-  // the item journals (see ItemJournal).
-  AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics, std::string state_dir);
+  struct Options {
+    // Holds the item journals (see ItemJournal); empty = none.
+    std::string state_dir;
+    // When set, every call must carry the metadata "authorization: Bearer <token>":
+    // none is UNAUTHENTICATED, another token PERMISSION_DENIED (compared in constant time).
+    std::string token;
+    // When set, ReloadModel only loads bundles whose real path (symlinks resolved) lies
+    // under this directory; anything else is PERMISSION_DENIED.
+    std::string bundle_root;
+  };
+  // `snapshots` and `metrics` must outlive the service.
+  AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics, Options options);
 
   // Loads request->bundle_path with the current index options; on success swaps it in.
   // On failure returns the load error (from ReadBundle or the index build: DATA_LOSS for
@@ -45,7 +54,10 @@ class AdminService final : public v1::Admin::Service {
  private:
   SnapshotHolder* const snapshots_;
   ServerMetrics* const metrics_;
-  const std::string state_dir_;
+  absl::Status Authorize(const grpc::ServerContext& context) const;
+  // The canonical form of `path` if it may be loaded (see Options::bundle_root).
+  absl::StatusOr<std::string> AllowedBundlePath(const std::string& path) const;
+  const Options options_;
   // Held for a whole reload / rebuild: two concurrent mutations would both build from the
   // same current snapshot and the later swap would silently undo the earlier one.
   absl::Mutex mutation_mu_;

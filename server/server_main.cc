@@ -23,6 +23,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -30,7 +31,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/strip.h"
 #include "model/tower.h"
+#include "util/file.h"
 #include "util/program_usage.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
@@ -62,6 +65,12 @@ ABSL_FLAG(int, threads, 0,
 ABSL_FLAG(std::string, state_dir, "",
           "Directory for the item journals: UpsertItems / RemoveItems are logged there and "
           "replayed when the same model is loaded again (empty = changes live until exit)");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "File holding the token admin calls must send as \"authorization: Bearer <token>\" "
+          "(or set TWOTOWER_ADMIN_TOKEN); empty = no token (then keep --admin_address on loopback)");
+ABSL_FLAG(std::string, bundle_root, "",
+          "If set, ReloadModel only loads bundles under this directory (symlinks resolved)");
+ABSL_FLAG(int, max_request_bytes, 4 << 20, "Largest request message the server accepts");
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
           "On SIGTERM/SIGINT, how long in-flight calls get to finish before they are "
           "cancelled");
@@ -100,6 +109,7 @@ struct Listener {
 // Starts a server with `service` on `address`; null server when it cannot listen.
 Listener Start(const std::string& address, grpc::Service* service, int max_threads) {
   grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_request_bytes));
   int port = 0;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(service);
@@ -187,7 +197,21 @@ int main(int argc, char** argv) {
   retrieval_options.max_batch = absl::GetFlag(FLAGS_max_batch);
   retrieval_options.max_exclude = absl::GetFlag(FLAGS_max_exclude);
   twotower::RetrievalService retrieval_service(&snapshots, &metrics, retrieval_options);
-  twotower::AdminService admin_service(&snapshots, &metrics, absl::GetFlag(FLAGS_state_dir));
+  twotower::AdminService::Options admin_options;
+  admin_options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  admin_options.bundle_root = absl::GetFlag(FLAGS_bundle_root);
+  if (const std::string file = absl::GetFlag(FLAGS_admin_token_file); !file.empty()) {
+    absl::StatusOr<std::string> token = twotower::ReadFile(file);
+    if (!token.ok() || absl::StripAsciiWhitespace(*token).empty()) {
+      std::fprintf(stderr, "error: --admin_token_file %s: %s\n", file.c_str(),
+                   token.ok() ? "empty" : std::string(token.status().message()).c_str());
+      return 2;
+    }
+    admin_options.token = std::string(absl::StripAsciiWhitespace(*token));
+  } else if (const char* env = std::getenv("TWOTOWER_ADMIN_TOKEN"); env != nullptr && *env != 0) {
+    admin_options.token = env;
+  }
+  twotower::AdminService admin_service(&snapshots, &metrics, admin_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

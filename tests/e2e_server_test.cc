@@ -748,6 +748,78 @@ TEST_F(E2eServerTest, OnlineItemChangesAreVisibleAndSurviveARestart) {
   EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
 }
 
+TEST_F(E2eServerTest, AdminTokenIsRequiredWhenConfigured) {
+  ScopedTempDir dir;
+  testing::WriteText(dir.Join("token"), "s3cret-token\n");
+  ServerProcess server;
+  ASSERT_EQ(server.Start(latest_path_, {"--admin_token_file=" + dir.Join("token")}), absl::OkStatus());
+  v1::GetStatusResponse status;
+  {
+    grpc::ClientContext context;
+    EXPECT_EQ(server.admin().GetStatus(&context, {}, &status).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer wrong-token");
+    EXPECT_EQ(server.admin().GetStatus(&context, {}, &status).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer s3cret-token");
+    EXPECT_TRUE(server.admin().GetStatus(&context, {}, &status).ok());
+  }
+  {  // Every mutation is guarded too.
+    grpc::ClientContext context;
+    v1::ReloadModelRequest reload;
+    reload.set_bundle_path(first_path_);
+    v1::ReloadModelResponse response;
+    EXPECT_EQ(server.admin().ReloadModel(&context, reload, &response).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // The CLI sends the token from a file.
+  const std::string client = BinaryDir() + "/twotower_client";
+  EXPECT_EQ(RunCommand({client, "status", "--admin_address=" + server.admin_address()}).exit_code, 1);
+  const RunResult ok = RunCommand({client, "status", "--admin_address=" + server.admin_address(),
+                                   "--admin_token_file=" + dir.Join("token")});
+  EXPECT_EQ(ok.exit_code, 0) << ok.out;
+  // Retrieval needs no token.
+  v1::RetrieveResponse answer;
+  grpc::ClientContext context;
+  EXPECT_TRUE(server.retrieval().Retrieve(&context, KnownUserRequest(KnownUsers(*latest_, 1).at(0), 3), &answer).ok());
+  EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
+}
+
+TEST_F(E2eServerTest, ReloadOnlyLoadsBundlesUnderTheRoot) {
+  const std::string root = std::filesystem::path(latest_path_).parent_path().string();
+  ServerProcess server;
+  ASSERT_EQ(server.Start(latest_path_, {"--bundle_root=" + root}), absl::OkStatus());
+  ScopedTempDir outside;
+  std::filesystem::copy(std::filesystem::canonical(first_path_), outside.Join("copy"),
+                        std::filesystem::copy_options::recursive);
+  std::filesystem::create_directory_symlink(outside.Join("copy"), root + "/sneaky-link");
+  const auto reload = [&](const std::string& path) {
+    grpc::ClientContext context;
+    v1::ReloadModelRequest request;
+    request.set_bundle_path(path);
+    v1::ReloadModelResponse response;
+    return server.admin().ReloadModel(&context, request, &response).error_code();
+  };
+  EXPECT_EQ(reload(outside.Join("copy")), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(reload(root + "/../" + std::filesystem::path(root).filename().string() + "/../x"),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(reload(root + "/sneaky-link"), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(reload(first_path_), grpc::StatusCode::OK);  // inside: fine
+  std::filesystem::remove(root + "/sneaky-link");
+  EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
+}
+
+TEST_F(E2eServerTest, OversizedRequestsAreRejected) {
+  v1::RetrieveRequest huge = KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5);
+  (*huge.mutable_user_features())["segment"].set_categorical(std::string(5 << 20, 'x'));
+  v1::RetrieveResponse response;
+  EXPECT_EQ(Retrieve(huge, &response).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(Retrieve(KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5), &response).ok());
+}
+
 // --- Process behaviour, CLI and Python client --------------------------------------------
 
 TEST_F(E2eServerTest, HealthCheckReportsServing) {
