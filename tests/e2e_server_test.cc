@@ -748,6 +748,58 @@ TEST_F(E2eServerTest, OnlineItemChangesAreVisibleAndSurviveARestart) {
   EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
 }
 
+double ResidentMb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024;
+  }
+  return -1;
+}
+
+// Old models are freed once their last request ends: 50 reloads do not pile them up.
+TEST_F(E2eServerTest, MemoryStaysBoundedOverFiftyReloads) {
+  // A bigger model than the suite's (20,000 items: several MB loaded), so 50 leaked copies
+  // could not hide in allocator noise.
+  ScopedTempDir dir;
+  const RunResult synth = RunCommand({BinaryDir() + "/twotower_synth", "--out_dir=" + dir.Join("data"),
+                                      "--users=500", "--items=20000"});
+  ASSERT_EQ(synth.exit_code, 0);
+  for (const char* out : {"a", "b"}) {
+    const RunResult train = RunCommand({BinaryDir() + "/twotower_train",
+                                        "--config=" + SourceDir() + "/configs/synthetic.textproto",
+                                        "--data_dir=" + dir.Join("data"), "--export_dir=" + dir.Join(out),
+                                        "--epochs=1"});
+    ASSERT_EQ(train.exit_code, 0) << train.out;
+  }
+  ServerProcess server;
+  ASSERT_EQ(server.Start(dir.Join("a/latest")), absl::OkStatus());
+  const auto reload = [&](int i) {
+    v1::ReloadModelRequest request;
+    request.set_bundle_path(dir.Join(i % 2 == 0 ? "b/latest" : "a/latest"));
+    v1::ReloadModelResponse response;
+    return server.admin().ReloadModel(Context().get(), request, &response).ok();
+  };
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(reload(i));  // warm up the allocator
+  const double before = ResidentMb(server.pid());
+  ASSERT_GT(before, 0);
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(reload(i)) << "reload " << i;
+    v1::RetrieveRequest request;
+    request.set_user_id("u00001");
+    request.set_k(5);
+    v1::RetrieveResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(server.retrieval().Retrieve(&context, request, &response).ok());
+  }
+  const double after = ResidentMb(server.pid());
+  // One loaded model here is ~8 MB (bundle, index, maps); 50 leaked copies would add
+  // ~400 MB, allocator slack a few tens.
+  EXPECT_LT(after, before + 100) << "RSS " << before << " MB -> " << after << " MB";
+  std::printf("RSS over 50 reloads: %.1f MB -> %.1f MB\n", before, after);
+  EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
+}
+
 TEST_F(E2eServerTest, AdminTokenIsRequiredWhenConfigured) {
   ScopedTempDir dir;
   testing::WriteText(dir.Join("token"), "s3cret-token\n");
