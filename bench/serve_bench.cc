@@ -1,6 +1,7 @@
 // twotower_serve_bench: the real server on loopback, driven by concurrent clients.
 //
 //   twotower_serve_bench [--items 100000,1000000] [--k 100] [--clients 8] [--seconds 5]
+//   twotower_serve_bench --items 100000 --soak_seconds 120 --reload_every 3    # soak
 //
 // For each catalogue size it writes a bundle (random towers: serving cost does not depend
 // on what the weights learned), starts build/twotower_server on it and prints, measured in
@@ -42,6 +43,10 @@ ABSL_FLAG(int, clients, 8, "Concurrent clients for the throughput run");
 ABSL_FLAG(double, seconds, 5, "Duration of each throughput run");
 ABSL_FLAG(int, requests, 500, "Sequential requests for the latency runs");
 ABSL_FLAG(std::string, server_flags, "", "Extra flags for twotower_server (space-separated)");
+ABSL_FLAG(double, soak_seconds, 0,
+          "Soak mode instead: --clients clients for this long while the server reloads "
+          "(two bundles, alternating) every --reload_every seconds");
+ABSL_FLAG(double, reload_every, 3, "Soak mode: seconds between reloads");
 
 namespace twotower {
 namespace {
@@ -183,6 +188,67 @@ double Throughput(const std::string& address, int clients, double seconds, int k
   return done.load() / (Ms(start) / 1000);
 }
 
+// Soak: clients for `seconds` while the model is reloaded every `reload_every` seconds.
+int Soak(int items) {
+  const int k = absl::GetFlag(FLAGS_k), clients = absl::GetFlag(FLAGS_clients);
+  const double seconds = absl::GetFlag(FLAGS_soak_seconds), every = absl::GetFlag(FLAGS_reload_every);
+  testing::ScopedTempDir dir;
+  for (const char* name : {"a", "b"}) {
+    absl::StatusOr<Bundle> bundle = MakeBundle(items);  // same weights, new version id
+    if (!bundle.ok() || !WriteBundle(*bundle, dir.Join(name)).ok()) return 1;
+  }
+  testing::ServerProcess server;
+  if (absl::Status s = server.Start(dir.Join("a")); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  const double rss_start = RssMb(server.pid());
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<double> latencies;
+  int64_t failures = 0;
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      auto stub = v1::Retrieval::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+      std::mt19937 rng(c);
+      std::vector<double> mine;
+      int64_t failed = 0;
+      while (!stop.load()) {
+        grpc::ClientContext context;
+        v1::RetrieveResponse response;
+        const Clock::time_point t = Clock::now();
+        if (!stub->Retrieve(&context, Request(static_cast<int>(rng() % kUsers), k), &response).ok()) ++failed;
+        mine.push_back(Ms(t));
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      latencies.insert(latencies.end(), mine.begin(), mine.end());
+      failures += failed;
+    });
+  }
+  int reloads = 0, reload_failures = 0;
+  const Clock::time_point start = Clock::now();
+  while (Ms(start) / 1000 < seconds) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(std::min(every, seconds - Ms(start) / 1000)));
+    if (Ms(start) / 1000 >= seconds) break;
+    grpc::ClientContext context;
+    v1::ReloadModelRequest request;
+    request.set_bundle_path(dir.Join(reloads % 2 == 0 ? "b" : "a"));
+    v1::ReloadModelResponse response;
+    if (!server.admin().ReloadModel(&context, request, &response).ok()) ++reload_failures;
+    ++reloads;
+  }
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  const double rss_end = RssMb(server.pid());
+  std::printf("soak: %d items, %d clients, %.0f s, %d reloads (%d failed)\n", items, clients, seconds, reloads, reload_failures);
+  std::printf("requests %zu, errors %lld, p50 %.2f ms, p99 %.2f ms, p999 %.2f ms; RSS %.1f MB -> %.1f MB\n",
+              latencies.size(), static_cast<long long>(failures), Percentile(latencies, 0.5),
+              Percentile(latencies, 0.99), Percentile(latencies, 0.999), rss_start, rss_end);
+  server.Stop(SIGTERM, std::chrono::seconds(10));
+  return failures == 0 && reload_failures == 0 ? 0 : 1;
+}
+
 int Run() {
   const int k = absl::GetFlag(FLAGS_k), clients = absl::GetFlag(FLAGS_clients), n = absl::GetFlag(FLAGS_requests);
   for (absl::string_view size_text : absl::StrSplit(absl::GetFlag(FLAGS_items), ',', absl::SkipEmpty())) {
@@ -190,6 +256,10 @@ int Run() {
     if (!absl::SimpleAtoi(size_text, &items) || items < k) {
       std::fprintf(stderr, "error: bad --items entry %s\n", std::string(size_text).c_str());
       return 2;
+    }
+    if (absl::GetFlag(FLAGS_soak_seconds) > 0) {
+      if (const int rc = Soak(items); rc != 0) return rc;
+      continue;
     }
     std::printf("== %d items, dim 64, k %d\n", items, k);
     std::fflush(stdout);

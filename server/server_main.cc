@@ -16,6 +16,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -137,6 +138,10 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   // Requests already run in parallel on gRPC's threads; BLAS threads would only contend.
   twotower::UseSingleThreadedBlas();
+  // Model-sized blocks straight from / back to the OS: glibc would otherwise raise its
+  // mmap threshold after the first free and keep freed models in its arenas, so memory
+  // would ratchet up over reloads instead of returning to one model (two during a swap).
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   const std::string bundle_path = absl::GetFlag(FLAGS_bundle);
   if (bundle_path.empty()) {
     std::fprintf(stderr, "error: --bundle is required\n");
