@@ -70,60 +70,70 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
   out.ids.reserve(table->rows.size());
   out.values.reserve(table->rows.size());
   absl::flat_hash_set<std::string> seen;
+  out.skipped = table->skipped;
   for (size_t r = 0; r < table->rows.size(); ++r) {
-    const std::vector<std::string>& row = table->rows[r];
-    std::string id(absl::StripAsciiWhitespace(row[*id_col]));
-    if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(table->Where(r), ": empty id"));
-    if (!seen.insert(id).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(table->Where(r), ": duplicate id \"", id, "\""));
-    }
-    std::vector<RawValue> values(sources.size());
-    for (size_t f = 0; f < sources.size(); ++f) {
-      const FeatureSource& source = sources[f];
-      RawValue& value = values[f];
-      const std::string where =
-          absl::StrCat(table->Where(r), ": feature \"", spec.features(f).name(), "\": ");
-      if (!source.flag_columns.empty()) {
-        for (int col : source.flag_columns) {
-          absl::StatusOr<bool> set = ParseFlag(row[col]);
-          if (!set.ok()) return absl::InvalidArgumentError(where + std::string(set.status().message()));
-          if (*set) value.tokens.push_back(table->ColumnName(col));
+    // Parse the whole row before keeping any of it, so a skipped row leaves no trace.
+    const absl::Status parsed = [&]() -> absl::Status {
+      const std::vector<std::string>& row = table->rows[r];
+      std::string id(absl::StripAsciiWhitespace(row[*id_col]));
+      if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(table->Where(r), ": empty id"));
+      if (seen.contains(id)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(table->Where(r), ": duplicate id \"", id, "\""));
+      }
+      std::vector<RawValue> values(sources.size());
+      for (size_t f = 0; f < sources.size(); ++f) {
+        const FeatureSource& source = sources[f];
+        RawValue& value = values[f];
+        const std::string where =
+            absl::StrCat(table->Where(r), ": feature \"", spec.features(f).name(), "\": ");
+        if (!source.flag_columns.empty()) {
+          for (int col : source.flag_columns) {
+            absl::StatusOr<bool> set = ParseFlag(row[col]);
+            if (!set.ok()) return absl::InvalidArgumentError(where + std::string(set.status().message()));
+            if (*set) value.tokens.push_back(table->ColumnName(col));
+          }
+          continue;
         }
-        continue;
-      }
-      if (source.kind == v1::FeatureSpec::POPULARITY || source.kind == v1::FeatureSpec::HISTORY) continue;
-      absl::string_view field = absl::StripAsciiWhitespace(row[source.column]);
-      switch (source.kind) {
-        case v1::FeatureSpec::CATEGORICAL:
-          if (!field.empty()) value.tokens.emplace_back(field);
-          break;
-        case v1::FeatureSpec::MULTI_HOT:
-          for (absl::string_view token : absl::StrSplit(field, source.separator)) {
-            token = absl::StripAsciiWhitespace(token);
-            if (!token.empty()) value.tokens.emplace_back(token);
-          }
-          break;
-        case v1::FeatureSpec::NUMERIC:
-        case v1::FeatureSpec::BUCKETIZED:
-          // A derived number ("01-Jan-1995" -> 1995) is parsed by the encoder after the
-          // derivation, as for request values: keep the string.
-          if (source.derived) {
+        if (source.kind == v1::FeatureSpec::POPULARITY || source.kind == v1::FeatureSpec::HISTORY) continue;
+        absl::string_view field = absl::StripAsciiWhitespace(row[source.column]);
+        switch (source.kind) {
+          case v1::FeatureSpec::CATEGORICAL:
             if (!field.empty()) value.tokens.emplace_back(field);
-          } else if (!field.empty()) {
-            if (!absl::SimpleAtod(field, &value.number)) {
-              return absl::InvalidArgumentError(
-                  absl::StrCat(where, "\"", field, "\" is not a number"));
+            break;
+          case v1::FeatureSpec::MULTI_HOT:
+            for (absl::string_view token : absl::StrSplit(field, source.separator)) {
+              token = absl::StripAsciiWhitespace(token);
+              if (!token.empty()) value.tokens.emplace_back(token);
             }
-            value.has_number = true;
-          }
-          break;
-        default:
-          return absl::InvalidArgumentError(where + "kind not set");
+            break;
+          case v1::FeatureSpec::NUMERIC:
+          case v1::FeatureSpec::BUCKETIZED:
+            // A derived number ("01-Jan-1995" -> 1995) is parsed by the encoder after the
+            // derivation, as for request values: keep the string.
+            if (source.derived) {
+              if (!field.empty()) value.tokens.emplace_back(field);
+            } else if (!field.empty()) {
+              if (!absl::SimpleAtod(field, &value.number)) {
+                return absl::InvalidArgumentError(
+                    absl::StrCat(where, "\"", field, "\" is not a number"));
+              }
+              value.has_number = true;
+            }
+            break;
+          default:
+            return absl::InvalidArgumentError(where + "kind not set");
+        }
       }
+      seen.insert(id);
+      out.ids.push_back(std::move(id));
+      out.values.push_back(std::move(values));
+      return absl::OkStatus();
+    }();
+    if (!parsed.ok()) {
+      if (!spec.table().skip_bad_rows()) return parsed;
+      out.skipped.emplace_back(parsed.message());
     }
-    out.ids.push_back(std::move(id));
-    out.values.push_back(std::move(values));
   }
   return out;
 }

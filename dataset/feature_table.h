@@ -21,6 +21,8 @@ struct RawValue {
 struct FeatureTable {
   std::vector<std::string> ids;
   std::vector<std::vector<RawValue>> values;  // [row][feature], schema order
+  // Rows left out by skip_bad_rows: "source:line: problem".
+  std::vector<std::string> skipped;
 };
 
 absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,

@@ -18,6 +18,8 @@ struct InteractionLog {
   // 1 = positive (clicked), 0 = exposure only (shown, not clicked). Empty when the table
   // has no label column: every row is a positive.
   std::vector<uint8_t> labels;
+  // Rows left out by skip_bad_rows: "source:line: problem".
+  std::vector<std::string> skipped;
 
   size_t size() const { return users.size(); }
 };

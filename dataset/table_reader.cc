@@ -116,7 +116,7 @@ bool IsBlank(const std::vector<std::string>& fields) {
 
 namespace {
 absl::StatusOr<Table> Parse(absl::string_view text, char delim, bool quoting, bool has_header,
-                            std::string source) {
+                            std::string source, bool skip_bad_rows) {
   Table table;
   table.source = std::move(source);
   if (text.size() >= 3 && text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // BOM
@@ -132,6 +132,11 @@ absl::StatusOr<Table> Parse(absl::string_view text, char delim, bool quoting, bo
     if (IsBlank(fields)) continue;
     if (width == 0) width = fields.size();
     if (fields.size() != width) {
+      if (skip_bad_rows) {
+        table.skipped.push_back(absl::StrCat(table.source, ":", record_line, ": expected ", width,
+                                             " fields, got ", fields.size()));
+        continue;
+      }
       return absl::InvalidArgumentError(
           absl::StrCat(table.source, ":", record_line, ": expected ", width, " fields, got ",
                        fields.size(), " (separator '", delim == '\t' ? std::string("\\t") : std::string(1, delim), "')"));
@@ -151,14 +156,14 @@ absl::StatusOr<Table> Parse(absl::string_view text, char delim, bool quoting, bo
 }  // namespace
 
 absl::StatusOr<Table> ParseTable(absl::string_view text, Delimiter delimiter, bool has_header,
-                                 std::string source) {
+                                 std::string source, bool skip_bad_rows) {
   return Parse(text, delimiter == Delimiter::kComma ? ',' : '\t',
-               delimiter == Delimiter::kComma, has_header, std::move(source));
+               delimiter == Delimiter::kComma, has_header, std::move(source), skip_bad_rows);
 }
 
 absl::StatusOr<Table> ParseTable(absl::string_view text, char separator, bool has_header,
-                                 std::string source) {
-  return Parse(text, separator, false, has_header, std::move(source));
+                                 std::string source, bool skip_bad_rows) {
+  return Parse(text, separator, false, has_header, std::move(source), skip_bad_rows);
 }
 
 std::string Latin1ToUtf8(absl::string_view text) {
@@ -204,8 +209,10 @@ absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& ba
   absl::StatusOr<std::string> text = ReadFile(path);
   if (!text.ok()) return text.status();
   if (spec.encoding() == v1::TableSpec::LATIN1) *text = Latin1ToUtf8(*text);
-  if (!spec.delimiter().empty()) return ParseTable(*text, spec.delimiter()[0], spec.header(), path);
-  return ParseTable(*text, delimiter, spec.header(), path);
+  if (!spec.delimiter().empty()) {
+    return ParseTable(*text, spec.delimiter()[0], spec.header(), path, spec.skip_bad_rows());
+  }
+  return ParseTable(*text, delimiter, spec.header(), path, spec.skip_bad_rows());
 }
 
 std::string FormatCsvRow(const std::vector<std::string>& fields) {

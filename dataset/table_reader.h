@@ -17,6 +17,7 @@ struct Table {
   std::vector<std::string> header;  // empty when the table has no header row
   std::vector<std::vector<std::string>> rows;
   std::vector<int> line_numbers;    // 1-based source line of each row
+  std::vector<std::string> skipped; // "source:line: problem" of rows left out (skip_bad_rows)
 
   // Column index of `ref`; an error names the table and the known columns.
   absl::StatusOr<int> ResolveColumn(const v1::ColumnRef& ref) const;
@@ -30,11 +31,12 @@ enum class Delimiter { kComma, kTab };
 
 // Parses `text`. Every row must have as many fields as the first one; blank lines are
 // skipped; "\r\n" line ends are accepted.
+// With `skip_bad_rows`, a row of the wrong width is recorded in Table::skipped instead.
 absl::StatusOr<Table> ParseTable(absl::string_view text, Delimiter delimiter, bool has_header,
-                                 std::string source);
+                                 std::string source, bool skip_bad_rows = false);
 // The same with any single-character separator and no quoting.
 absl::StatusOr<Table> ParseTable(absl::string_view text, char separator, bool has_header,
-                                 std::string source);
+                                 std::string source, bool skip_bad_rows = false);
 
 // ISO-8859-1 bytes as UTF-8.
 std::string Latin1ToUtf8(absl::string_view text);

@@ -147,6 +147,35 @@ TEST(InteractionsTest, ReadsIdsAsStringsAndTimestamps) {
   EXPECT_FALSE(ReadInteractions(spec, dir.path()).ok());
 }
 
+TEST(SkipBadRowsTest, BadRowsAreCountedAndLeftOutOnlyWhenAsked) {
+  ScopedTempDir dir;
+  WriteText(dir.Join("clicks.tsv"), "u1\ta\t1\nu2\tb\n\tc\t3\nu3\td\tsoon\nu4\te\t5\n");
+  v1::InteractionTableSpec spec;
+  spec.mutable_table()->set_path("clicks.tsv");
+  spec.mutable_user_column()->set_index(0);
+  spec.mutable_item_column()->set_index(1);
+  spec.mutable_timestamp_column()->set_index(2);
+  absl::StatusOr<InteractionLog> strict = ReadInteractions(spec, dir.path());
+  ASSERT_FALSE(strict.ok());
+  EXPECT_NE(strict.status().message().find("clicks.tsv:2: expected 3 fields, got 2"), std::string::npos)
+      << strict.status();
+  spec.mutable_table()->set_skip_bad_rows(true);
+  absl::StatusOr<InteractionLog> lenient = ReadInteractions(spec, dir.path());
+  ASSERT_TRUE(lenient.ok()) << lenient.status();
+  EXPECT_EQ(lenient->users, (std::vector<std::string>{"u1", "u4"}));
+  EXPECT_EQ(lenient->timestamps, (std::vector<int64_t>{1, 5}));
+  ASSERT_EQ(lenient->skipped.size(), 3u);  // wrong width, empty user, bad timestamp
+  EXPECT_NE(lenient->skipped[2].find("clicks.tsv:4: timestamp \"soon\""), std::string::npos) << lenient->skipped[2];
+
+  WriteText(dir.Join("items.csv"), "id,genres,price,f1,f2\nA,x,1,0,0\nB,y,cheap,0,0\nA,z,2,0,0\nC,w,3,1,1\n");
+  v1::FeatureTableSpec items = ItemSpec("items.csv");
+  items.mutable_table()->set_skip_bad_rows(true);
+  absl::StatusOr<FeatureTable> table = ReadFeatureTable(items, dir.path());
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_EQ(table->ids, (std::vector<std::string>{"A", "C"}));  // B: bad number; 2nd A: duplicate
+  EXPECT_EQ(table->skipped.size(), 2u);
+}
+
 TEST(SyntheticTest, WritesAllFilesDeterministically) {
   ScopedTempDir a, b;
   SyntheticOptions options;

@@ -37,6 +37,8 @@ ABSL_FLAG(std::string, override, "",
           "fields append), e.g. 'training { objective: POINTWISE num_negatives: 3 }'");
 ABSL_FLAG(int, epochs, 0, "Override training.epochs (0 = use the config)");
 ABSL_FLAG(int, threads, 0, "Override training.threads (0 = use the config)");
+ABSL_FLAG(bool, skip_bad_rows, false,
+          "Skip (and count) malformed rows of every table instead of stopping at the first");
 ABSL_FLAG(uint64_t, seed, 0, "Override training.seed (0 = use the config)");
 ABSL_FLAG(std::string, metrics_out, "", "If set, write one JSON line of metrics per epoch here");
 ABSL_FLAG(std::string, plot_out, "",
@@ -72,6 +74,15 @@ int main(int argc, char** argv) {
     if (absl::Status s = twotower::ApplyOverride(text, &*config); !s.ok()) return Fail(s);
   }
   if (absl::GetFlag(FLAGS_epochs) > 0) config->mutable_training()->set_epochs(absl::GetFlag(FLAGS_epochs));
+  if (absl::GetFlag(FLAGS_skip_bad_rows)) {
+    twotower::v1::DataSpec* data = config->mutable_data();
+    data->mutable_train()->mutable_table()->set_skip_bad_rows(true);
+    if (data->users().has_table()) data->mutable_users()->mutable_table()->set_skip_bad_rows(true);
+    if (data->items().has_table()) data->mutable_items()->mutable_table()->set_skip_bad_rows(true);
+    for (twotower::v1::EvalSetSpec& eval : *data->mutable_eval()) {
+      eval.mutable_interactions()->mutable_table()->set_skip_bad_rows(true);
+    }
+  }
   if (absl::GetFlag(FLAGS_threads) > 0) config->mutable_training()->set_threads(absl::GetFlag(FLAGS_threads));
   if (absl::GetFlag(FLAGS_seed) > 0) config->mutable_training()->set_seed(absl::GetFlag(FLAGS_seed));
   if (absl::Status s = twotower::ValidateTrainerConfig(*config); !s.ok()) return Fail(s);

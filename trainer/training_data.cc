@@ -64,6 +64,15 @@ void SortIdsLikeProtocol(std::vector<std::string>* ids) {
   }
 }
 
+namespace {
+// skip_bad_rows: say how many rows were left out, and the first few reasons.
+void ReportSkipped(const std::vector<std::string>& skipped, const std::string& path, std::FILE* log) {
+  if (skipped.empty()) return;
+  std::fprintf(log, "warning: %s: skipped %zu bad rows (skip_bad_rows), e.g. %s\n", path.c_str(),
+               skipped.size(), skipped.front().c_str());
+}
+}  // namespace
+
 absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
                                               const std::string& data_dir, std::FILE* log) {
   const v1::DataSpec& spec = config.data();
@@ -94,14 +103,18 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     return absl::InvalidArgumentError(
         absl::StrCat(spec.train().table().path(), ": no training interactions"));
   }
+  ReportSkipped(train->skipped, spec.train().table().path(), log);
   absl::StatusOr<FeatureTable> user_table = ReadOptionalFeatureTable(spec.users(), data_dir);
   if (!user_table.ok()) return user_table.status();
+  ReportSkipped(user_table->skipped, spec.users().table().path(), log);
   absl::StatusOr<FeatureTable> item_table = ReadOptionalFeatureTable(spec.items(), data_dir);
   if (!item_table.ok()) return item_table.status();
+  ReportSkipped(item_table->skipped, spec.items().table().path(), log);
   std::vector<InteractionLog> eval_logs;
   for (const v1::EvalSetSpec& eval : spec.eval()) {
     absl::StatusOr<InteractionLog> held_out = ReadInteractions(eval.interactions(), data_dir);
     if (!held_out.ok()) return held_out.status();
+    ReportSkipped(held_out->skipped, eval.interactions().table().path(), log);
     keep_positives(*held_out, nullptr);
     eval_logs.push_back(*std::move(held_out));
   }
