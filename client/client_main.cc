@@ -40,6 +40,8 @@ ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "Retrieval API address (retrieve, health)");
 ABSL_FLAG(std::string, admin_address, "127.0.0.1:50052",
           "Admin API address (status, reload, rebuild-index)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA that signed the server's certificate: connect with TLS (the server's --tls_cert)");
 ABSL_FLAG(std::string, admin_token_file, "",
           "Admin calls: file with the server's admin token (or set TWOTOWER_ADMIN_TOKEN)");
 ABSL_FLAG(int, timeout_ms, 0,
@@ -111,6 +113,13 @@ void SetDeadline(grpc::ClientContext* context, int default_ms = 5000) {
 }
 
 std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
+  if (const std::string ca_file = absl::GetFlag(FLAGS_tls_ca); !ca_file.empty()) {
+    std::ifstream in(ca_file);
+    const std::string ca((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = ca;
+    return grpc::CreateChannel(address, grpc::SslCredentials(tls));
+  }
   return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
 }
 
@@ -232,7 +241,8 @@ void PrintIndex(const twotower::v1::IndexParams& index) {
 }
 
 int Status() {
-  auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
+  auto stub = twotower::v1::Admin::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_admin_address), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   SetDeadline(&context);
   AddAdminToken(&context);
@@ -261,7 +271,8 @@ int Reload() {
   twotower::v1::ReloadModelRequest request;
   request.set_bundle_path(absl::GetFlag(FLAGS_bundle));
   if (request.bundle_path().empty()) return UsageError("reload needs --bundle");
-  auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
+  auto stub = twotower::v1::Admin::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_admin_address), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   SetDeadline(&context, 300000);
   AddAdminToken(&context);
@@ -279,7 +290,8 @@ int RebuildIndex() {
   request.mutable_params()->set_factory(absl::GetFlag(FLAGS_index));
   request.mutable_params()->set_ef_search(absl::GetFlag(FLAGS_ef_search));
   request.mutable_params()->set_nprobe(absl::GetFlag(FLAGS_nprobe));
-  auto stub = twotower::v1::Admin::NewStub(Connect(absl::GetFlag(FLAGS_admin_address)));
+  auto stub = twotower::v1::Admin::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_admin_address), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   SetDeadline(&context, 300000);
   AddAdminToken(&context);

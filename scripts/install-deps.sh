@@ -9,7 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libfaiss-dev libopenblas-dev liblapack-dev
   libabsl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-grpcio python3-protobuf gnuplot-nox
+  python3 python3-grpcio python3-protobuf gnuplot-nox openssl
 )
 
 missing=()

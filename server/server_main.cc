@@ -72,6 +72,10 @@ ABSL_FLAG(std::string, admin_token_file, "",
 ABSL_FLAG(std::string, bundle_root, "",
           "If set, ReloadModel only loads bundles under this directory (symlinks resolved)");
 ABSL_FLAG(int, max_request_bytes, 4 << 20, "Largest request message the server accepts");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve Retrieval over TLS (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA: Retrieval clients must present a certificate it signed (mutual TLS)");
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
           "On SIGTERM/SIGINT, how long in-flight calls get to finish before they are "
           "cancelled");
@@ -108,11 +112,12 @@ struct Listener {
 };
 
 // Starts a server with `service` on `address`; null server when it cannot listen.
-Listener Start(const std::string& address, grpc::Service* service, int max_threads) {
+Listener Start(const std::string& address, grpc::Service* service, int max_threads,
+               std::shared_ptr<grpc::ServerCredentials> credentials) {
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_request_bytes));
   int port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(address, std::move(credentials), &port);
   builder.RegisterService(service);
   if (max_threads > 0) {
     grpc::ResourceQuota quota("twotower_server");
@@ -220,13 +225,37 @@ int main(int argc, char** argv) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  Listener retrieval =
-      Start(absl::GetFlag(FLAGS_address), &retrieval_service, absl::GetFlag(FLAGS_threads));
+  // TLS for the public port when a certificate is given.
+  std::shared_ptr<grpc::ServerCredentials> retrieval_credentials = grpc::InsecureServerCredentials();
+  if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
+    absl::StatusOr<std::string> cert = twotower::ReadFile(absl::GetFlag(FLAGS_tls_cert));
+    absl::StatusOr<std::string> key = twotower::ReadFile(absl::GetFlag(FLAGS_tls_key));
+    if (!cert.ok() || !key.ok()) {
+      std::fprintf(stderr, "error: --tls_cert and --tls_key must both name readable PEM files\n");
+      return 2;
+    }
+    grpc::SslServerCredentialsOptions tls;
+    tls.pem_key_cert_pairs.push_back({*key, *cert});
+    if (const std::string ca_file = absl::GetFlag(FLAGS_tls_client_ca); !ca_file.empty()) {
+      absl::StatusOr<std::string> ca = twotower::ReadFile(ca_file);
+      if (!ca.ok()) {
+        std::fprintf(stderr, "error: --tls_client_ca %s: %s\n", ca_file.c_str(),
+                     std::string(ca.status().message()).c_str());
+        return 2;
+      }
+      tls.pem_root_certs = *ca;
+      tls.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    retrieval_credentials = grpc::SslServerCredentials(tls);
+  }
+  Listener retrieval = Start(absl::GetFlag(FLAGS_address), &retrieval_service,
+                             absl::GetFlag(FLAGS_threads), retrieval_credentials);
   if (retrieval.server == nullptr) {
     std::fprintf(stderr, "error: cannot listen on %s\n", absl::GetFlag(FLAGS_address).c_str());
     return 1;
   }
-  Listener admin = Start(absl::GetFlag(FLAGS_admin_address), &admin_service, 0);
+  Listener admin = Start(absl::GetFlag(FLAGS_admin_address), &admin_service, 0,
+                         grpc::InsecureServerCredentials());
   if (admin.server == nullptr) {
     std::fprintf(stderr, "error: cannot listen on %s\n",
                  absl::GetFlag(FLAGS_admin_address).c_str());

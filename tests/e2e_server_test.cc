@@ -864,6 +864,44 @@ TEST_F(E2eServerTest, ReloadOnlyLoadsBundlesUnderTheRoot) {
   EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
 }
 
+TEST_F(E2eServerTest, RetrievalOverTls) {
+  ScopedTempDir dir;
+  // A self-signed certificate for 127.0.0.1, made by the openssl CLI for this test only.
+  const RunResult made = RunCommand(
+      {"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+       "-keyout", dir.Join("key.pem"), "-out", dir.Join("cert.pem"), "-subj", "/CN=localhost",
+       "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"});
+  ASSERT_EQ(made.exit_code, 0) << "openssl req failed";
+  ServerProcess server;
+  ASSERT_EQ(server.Start(latest_path_, {"--tls_cert=" + dir.Join("cert.pem"),
+                                        "--tls_key=" + dir.Join("key.pem")}),
+            absl::OkStatus());
+  std::ifstream in(dir.Join("cert.pem"));
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  auto secure = v1::Retrieval::NewStub(grpc::CreateChannel(server.address(), grpc::SslCredentials(tls)));
+  const v1::RetrieveRequest request = KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5);
+  v1::RetrieveResponse response;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    const grpc::Status status = secure->Retrieve(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.items_size(), 5);
+  }
+  {  // A plaintext client cannot talk to the TLS port.
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    EXPECT_FALSE(server.retrieval().Retrieve(&context, request, &response).ok());
+  }
+  // The CLI with --tls_ca.
+  const RunResult cli = RunCommand({BinaryDir() + "/twotower_client", "retrieve",
+                                    "--address=" + server.address(), "--tls_ca=" + dir.Join("cert.pem"),
+                                    "--user=" + KnownUsers(*latest_, 1).at(0), "--k=3"});
+  EXPECT_EQ(cli.exit_code, 0) << cli.out;
+  EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
+}
+
 TEST_F(E2eServerTest, OversizedRequestsAreRejected) {
   v1::RetrieveRequest huge = KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5);
   (*huge.mutable_user_features())["segment"].set_categorical(std::string(5 << 20, 'x'));
