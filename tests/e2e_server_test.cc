@@ -800,6 +800,43 @@ TEST_F(E2eServerTest, MemoryStaysBoundedOverFiftyReloads) {
   EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
 }
 
+// kill -9 of the trainer at any moment leaves nothing a server would load by mistake:
+// every bundle directory reads back valid, or is a temp directory ReadBundle refuses.
+TEST_F(E2eServerTest, KilledTrainerLeavesNoBundleTheServerWouldAccept) {
+  ScopedTempDir dir;
+  ASSERT_EQ(RunCommand({BinaryDir() + "/twotower_synth", "--out_dir=" + dir.Join("data"),
+                        "--users=300", "--items=5000"}).exit_code, 0);
+  const std::string exports = dir.Join("bundles");
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    const std::vector<std::string> args = {BinaryDir() + "/twotower_train",
+                                           "--config=" + SourceDir() + "/configs/synthetic.textproto",
+                                           "--data_dir=" + dir.Join("data"), "--export_dir=" + exports,
+                                           "--epochs=1"};
+    const pid_t pid = Spawn(args, -1);
+    ASSERT_GT(pid, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 + 60 * attempt));
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+  int complete = 0, partial = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(exports)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "latest") continue;
+    absl::StatusOr<Bundle> bundle = ReadBundle(entry.path().string());
+    if (name.find(".tmp-") != std::string::npos) {
+      EXPECT_FALSE(bundle.ok()) << name << " is a temp directory yet reads as a bundle";
+      ++partial;
+    } else {
+      EXPECT_TRUE(bundle.ok()) << name << ": " << bundle.status();
+      ++complete;
+    }
+  }
+  if (std::filesystem::exists(exports + "/latest")) {
+    EXPECT_TRUE(ReadBundle(exports + "/latest").ok()) << "latest points at a broken bundle";
+  }
+  std::printf("after 8 kills: %d complete bundles, %d partial exports\n", complete, partial);
+}
+
 TEST_F(E2eServerTest, AdminTokenIsRequiredWhenConfigured) {
   ScopedTempDir dir;
   testing::WriteText(dir.Join("token"), "s3cret-token\n");
