@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -386,6 +387,24 @@ TEST_F(E2eServerTest, InvalidRequestsAreRejected) {
   EXPECT_EQ(Retrieve(filtered, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   filter->set_feature("no_such_feature");
   EXPECT_EQ(Retrieve(filtered, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::RetrieveRequest not_a_number = ColdUserRequest("x", 5);
+  (*not_a_number.mutable_user_features())["age"].set_numeric(std::nan(""));
+  EXPECT_EQ(Retrieve(not_a_number, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  (*not_a_number.mutable_user_features())["age"].set_numeric(INFINITY);
+  EXPECT_EQ(Retrieve(not_a_number, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // A category never seen is not an error: it uses the OOV row.
+  v1::RetrieveRequest unseen = ColdUserRequest("x", 5);
+  (*unseen.mutable_user_features())["segment"].set_categorical("a-segment-nobody-has");
+  EXPECT_TRUE(Retrieve(unseen, &response).ok());
+
+  {  // A deadline that has already passed.
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() - std::chrono::seconds(1));
+    EXPECT_EQ(server_.retrieval().Retrieve(&context, KnownUserRequest(user, 5), &response).error_code(),
+              grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
 
   // A finite but absurd number overflows the tower: rejected, not answered with garbage.
   v1::RetrieveRequest huge = ColdUserRequest("x", 5);
