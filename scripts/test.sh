@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: install dependencies, build (Release, -j2), run the whole CTest suite, then
-# build and run the Docker image with podman (docker/test.sh).
+# Every test: install dependencies, build (Release, -j2), run the whole CTest suite, run it
+# again on a sanitizer build (ASan + UBSan), then build and run the Docker image with
+# podman (docker/test.sh).
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,14 @@ scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j2
 ctest --test-dir build --output-on-failure -j2 --timeout 600
+
+# The same tests on an AddressSanitizer + UndefinedBehaviorSanitizer build (leak checks
+# on): memory errors and undefined behaviour fail the run.
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  "-DCMAKE_CXX_FLAGS=-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+  "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined"
+cmake --build build-asan -j2
+ctest --test-dir build-asan --output-on-failure -j2 --timeout 900
 
 # The Docker image, built and run for real with podman (docker/test.sh). It needs the
 # project's container tools beside the checkout (../shared/tools/container).
