@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <string>
@@ -151,12 +152,19 @@ std::vector<double> Sequential(v1::Retrieval::Stub& stub, int n, MakeRequest req
   return latencies;
 }
 
-// `clients` threads calling Retrieve for `seconds`; returns queries/s and fills p99.
-double Throughput(const std::string& address, int clients, double seconds, int k, double* p99, int* failures) {
+struct Load {
+  double queries_per_second = 0;
+  std::vector<double> latencies;  // ms, every call
+  int64_t failures = 0;
+};
+
+// `clients` threads calling Retrieve for `seconds`; every `tick_every` seconds the main
+// thread calls `tick` (e.g. a reload) while they run.
+Load Drive(const std::string& address, int clients, double seconds, int k,
+           double tick_every = 0, const std::function<void()>& tick = nullptr) {
   std::atomic<bool> stop{false};
   std::mutex mu;
-  std::vector<double> all;
-  std::atomic<int64_t> done{0};
+  Load load;
   std::vector<std::thread> threads;
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
@@ -166,26 +174,28 @@ double Throughput(const std::string& address, int clients, double seconds, int k
       auto stub = v1::Retrieval::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
       std::mt19937 rng(c);
       std::vector<double> mine;
-      int failed = 0;
+      int64_t failed = 0;
       while (!stop.load()) {
         grpc::ClientContext context;
         v1::RetrieveResponse response;
         const Clock::time_point t = Clock::now();
         if (!stub->Retrieve(&context, Request(static_cast<int>(rng() % kUsers), k), &response).ok()) ++failed;
         mine.push_back(Ms(t));
-        ++done;
       }
       std::lock_guard<std::mutex> lock(mu);
-      all.insert(all.end(), mine.begin(), mine.end());
-      *failures += failed;
+      load.latencies.insert(load.latencies.end(), mine.begin(), mine.end());
+      load.failures += failed;
     });
   }
   const Clock::time_point start = Clock::now();
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  for (double left = seconds; left > 0; left = seconds - Ms(start) / 1000) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(tick_every > 0 ? std::min(tick_every, left) : left));
+    if (tick != nullptr && Ms(start) / 1000 < seconds) tick();
+  }
   stop = true;
   for (std::thread& t : threads) t.join();
-  *p99 = Percentile(all, 0.99);
-  return done.load() / (Ms(start) / 1000);
+  load.queries_per_second = load.latencies.size() / (Ms(start) / 1000);
+  return load;
 }
 
 // Soak: clients for `seconds` while the model is reloaded every `reload_every` seconds.
@@ -203,50 +213,22 @@ int Soak(int items) {
     return 1;
   }
   const double rss_start = RssMb(server.pid());
-  std::atomic<bool> stop{false};
-  std::mutex mu;
-  std::vector<double> latencies;
-  int64_t failures = 0;
-  std::vector<std::thread> threads;
-  for (int c = 0; c < clients; ++c) {
-    threads.emplace_back([&, c] {
-      auto stub = v1::Retrieval::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
-      std::mt19937 rng(c);
-      std::vector<double> mine;
-      int64_t failed = 0;
-      while (!stop.load()) {
-        grpc::ClientContext context;
-        v1::RetrieveResponse response;
-        const Clock::time_point t = Clock::now();
-        if (!stub->Retrieve(&context, Request(static_cast<int>(rng() % kUsers), k), &response).ok()) ++failed;
-        mine.push_back(Ms(t));
-      }
-      std::lock_guard<std::mutex> lock(mu);
-      latencies.insert(latencies.end(), mine.begin(), mine.end());
-      failures += failed;
-    });
-  }
   int reloads = 0, reload_failures = 0;
-  const Clock::time_point start = Clock::now();
-  while (Ms(start) / 1000 < seconds) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(std::min(every, seconds - Ms(start) / 1000)));
-    if (Ms(start) / 1000 >= seconds) break;
+  const Load load = Drive(server.address(), clients, seconds, k, every, [&] {
     grpc::ClientContext context;
     v1::ReloadModelRequest request;
     request.set_bundle_path(dir.Join(reloads % 2 == 0 ? "b" : "a"));
     v1::ReloadModelResponse response;
     if (!server.admin().ReloadModel(&context, request, &response).ok()) ++reload_failures;
     ++reloads;
-  }
-  stop = true;
-  for (std::thread& t : threads) t.join();
+  });
   const double rss_end = RssMb(server.pid());
   std::printf("soak: %d items, %d clients, %.0f s, %d reloads (%d failed)\n", items, clients, seconds, reloads, reload_failures);
   std::printf("requests %zu, errors %lld, p50 %.2f ms, p99 %.2f ms, p999 %.2f ms; RSS %.1f MB -> %.1f MB\n",
-              latencies.size(), static_cast<long long>(failures), Percentile(latencies, 0.5),
-              Percentile(latencies, 0.99), Percentile(latencies, 0.999), rss_start, rss_end);
+              load.latencies.size(), static_cast<long long>(load.failures), Percentile(load.latencies, 0.5),
+              Percentile(load.latencies, 0.99), Percentile(load.latencies, 0.999), rss_start, rss_end);
   server.Stop(SIGTERM, std::chrono::seconds(10));
-  return failures == 0 && reload_failures == 0 ? 0 : 1;
+  return load.failures == 0 && reload_failures == 0 ? 0 : 1;
 }
 
 int Run() {
@@ -314,9 +296,11 @@ int Run() {
     std::printf("Retrieve           %8.3f ms p50, %.3f ms p99\n", retrieve_p50, Percentile(retrieve, 0.99));
     std::printf("overhead ratio     %8.2f  = Retrieve p50 / (1.2 x search p50 + round trip p50); target <= 1\n",
                 retrieve_p50 / (1.2 * search_p50 + rtt_p50));
-    double p99_one = 0, p99_many = 0;
-    const double qps_one = Throughput(server.address(), 1, absl::GetFlag(FLAGS_seconds), k, &p99_one, &failures);
-    const double qps_many = Throughput(server.address(), clients, absl::GetFlag(FLAGS_seconds), k, &p99_many, &failures);
+    const Load one = Drive(server.address(), 1, absl::GetFlag(FLAGS_seconds), k);
+    const Load many = Drive(server.address(), clients, absl::GetFlag(FLAGS_seconds), k);
+    failures += static_cast<int>(one.failures + many.failures);
+    const double qps_one = one.queries_per_second, qps_many = many.queries_per_second;
+    const double p99_one = Percentile(one.latencies, 0.99), p99_many = Percentile(many.latencies, 0.99);
     std::printf("throughput         %8.0f q/s with 1 client (p99 %.2f ms), %.0f q/s with %d (p99 %.2f ms): %.2fx; target >= 2x\n",
                 qps_one, p99_one, qps_many, clients, p99_many, qps_many / qps_one);
     const double rss = RssMb(server.pid());
