@@ -274,9 +274,10 @@ absl::StatusOr<std::vector<RawValue>> FeatureEncoder::FromRequest(
       return absl::InvalidArgumentError(absl::StrCat(
           "feature \"", name, "\" is derived from the training data and cannot be given"));
     }
-    const auto wrong_type = [&](absl::string_view expected) {
+    const std::string& feature = name;  // a structured binding cannot be captured (C++17)
+    const auto wrong_type = [&feature](absl::string_view expected) {
       return absl::InvalidArgumentError(
-          absl::StrCat("feature \"", name, "\" expects a ", expected, " value"));
+          absl::StrCat("feature \"", feature, "\" expects a ", expected, " value"));
     };
     switch (value.value_case()) {
       case v1::FeatureValue::kCategorical:

@@ -10,6 +10,7 @@ PACKAGES=(
   libfaiss-dev libopenblas-dev liblapack-dev
   libabsl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf gnuplot-nox openssl
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: install dependencies, build (Release, -j2), run the whole CTest suite, run it
-# again on a sanitizer build (ASan + UBSan), then build and run the Docker image with
-# podman (docker/test.sh).
+# again on a sanitizer build (ASan + UBSan), fuzz the parsers briefly (libFuzzer), then
+# build and run the Docker image with podman (docker/test.sh).
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,9 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined"
 cmake --build build-asan -j2
 ctest --test-dir build-asan --output-on-failure -j2 --timeout 900
+
+# Fuzz the parsers of untrusted bytes (tables, configs, bundle feature state) briefly.
+scripts/fuzz.sh 20
 
 # The Docker image, built and run for real with podman (docker/test.sh). It needs the
 # project's container tools beside the checkout (../shared/tools/container).
