@@ -192,6 +192,23 @@ TEST(InBatchSoftmaxTest, PerRowLogQScale) {
   EXPECT_NEAR(got, (row0 + row1) / 2, 1e-5);
 }
 
+TEST(InBatchSoftmaxTest, ExtraMaskRemovesACell) {
+  // Masking cell (0, 1) (e.g. an item user 0 was shown and skipped) gives row 0 the loss
+  // of a softmax without column 1, and column 1 no gradient from row 0.
+  const std::vector<float> users = {1, 0, 0, 1}, items = {0.6f, 0.8f, 0, 1};
+  const std::vector<uint8_t> mask = {0, 1, 0, 0};
+  std::vector<float> du(4), di(4), du_plain(4), di_plain(4);
+  const float masked = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, 2, {}, {}, 1.0f,
+                                          du.data(), di.data(), mask);
+  const float plain = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, 2, {}, {}, 1.0f,
+                                         du_plain.data(), di_plain.data());
+  const double row1 = std::log(std::exp(0.8) + std::exp(1.0)) - 1.0;  // unchanged row
+  EXPECT_NEAR(masked, (0.0 + row1) / 2, 1e-5);  // row 0: only its positive is left
+  EXPECT_LT(masked, plain);
+  EXPECT_NEAR(du[0], 0.0f, 1e-6);  // row 0's softmax is certain: no gradient
+  EXPECT_NEAR(du[1], 0.0f, 1e-6);
+}
+
 TEST(InBatchSoftmaxTest, AccidentalHitsAreMasked) {
   // Rows 0 and 1 share item key 5: for row 0, column 1 is its own positive again and must
   // not act as a negative (and vice versa); row 2 keeps every column.

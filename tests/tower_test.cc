@@ -125,43 +125,27 @@ TEST(TowerTest, EveryGradientMatchesFiniteDifferences) {
   EXPECT_EQ(grads.embeddings[3].rows.size(), 5u);  // rows 1, 5, 2, 3, 0
 }
 
-TEST(TowerTest, MultiHotIsMeanPooled) {
-  TowerShape shape;
-  shape.fields = {{2, 1}, {3, 2}};
-  shape.output_dim = 2;
-  absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
-  ASSERT_TRUE(tower.ok());
-  // Rows {1, 2} should give the same input as a single row holding their mean.
-  EncodedTable pooled(2, 0), single(2, 0);
-  pooled.AppendRow({{0}, {1, 2}}, {});
-  single.AppendRow({{0}, {0}}, {});
-  EmbeddingTable& e = tower->embeddings()[1];
-  for (int k = 0; k < 2; ++k) e.Row(0)[k] = 0.5f * (e.Row(1)[k] + e.Row(2)[k]);
-  std::vector<float> a(2), b(2);
-  TowerActivations acts;
-  tower->Forward(pooled, &acts, a.data());
-  tower->Forward(single, &acts, b.data());
-  EXPECT_NEAR(a[0], b[0], 1e-6);
-  EXPECT_NEAR(a[1], b[1], 1e-6);
-}
-
-TEST(TowerTest, SumPoolingAddsTheRows) {
-  TowerShape shape;
-  shape.fields = {{2, 1}, {3, 2, /*sum_pooling=*/true}};
-  shape.output_dim = 2;
-  absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
-  ASSERT_TRUE(tower.ok());
-  EncodedTable pooled(2, 0), single(2, 0);
-  pooled.AppendRow({{0}, {1, 2}}, {});
-  single.AppendRow({{0}, {0}}, {});
-  EmbeddingTable& e = tower->embeddings()[1];
-  for (int k = 0; k < 2; ++k) e.Row(0)[k] = e.Row(1)[k] + e.Row(2)[k];
-  std::vector<float> a(2), b(2);
-  TowerActivations acts;
-  tower->Forward(pooled, &acts, a.data());
-  tower->Forward(single, &acts, b.data());
-  EXPECT_NEAR(a[0], b[0], 1e-6);
-  EXPECT_NEAR(a[1], b[1], 1e-6);
+// Rows {1, 2} of a multi-hot field give the same input as one row holding their mean
+// (MEAN pooling) or their sum (SUM pooling).
+TEST(TowerTest, MultiHotPooling) {
+  for (const bool sum : {false, true}) {
+    TowerShape shape;
+    shape.fields = {{2, 1}, {3, 2, sum}};
+    shape.output_dim = 2;
+    absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
+    ASSERT_TRUE(tower.ok());
+    EncodedTable pooled(2, 0), single(2, 0);
+    pooled.AppendRow({{0}, {1, 2}}, {});
+    single.AppendRow({{0}, {0}}, {});
+    EmbeddingTable& e = tower->embeddings()[1];
+    for (int k = 0; k < 2; ++k) e.Row(0)[k] = (sum ? 1.0f : 0.5f) * (e.Row(1)[k] + e.Row(2)[k]);
+    std::vector<float> a(2), b(2);
+    TowerActivations acts;
+    tower->Forward(pooled, &acts, a.data());
+    tower->Forward(single, &acts, b.data());
+    EXPECT_NEAR(a[0], b[0], 1e-6) << (sum ? "sum" : "mean");
+    EXPECT_NEAR(a[1], b[1], 1e-6) << (sum ? "sum" : "mean");
+  }
 }
 
 TEST(TowerTest, RejectsParametersThatDoNotMatchTheShape) {
