@@ -32,7 +32,7 @@ void EncodedTable::AppendRowFromWithout(const EncodedTable& other, int row, int 
     const std::span<const int32_t> rows = other.Field(row, f);
     const size_t before = indices_.size();
     for (const int32_t r : rows) {
-      if (f != field || r != token) indices_.push_back(r);
+      if (f != field || (r != token && token != kWholeField)) indices_.push_back(r);
     }
     if (indices_.size() == before) indices_.push_back(0);  // nothing left: OOV
     offsets_.push_back(static_cast<int32_t>(indices_.size()));

@@ -27,7 +27,9 @@ class EncodedTable {
   void AppendRow(const std::vector<std::vector<int32_t>>& fields, std::span<const float> numeric);
   // Appends row `row` of `other` (same layout).
   void AppendRowFrom(const EncodedTable& other, int row);
-  // The same, without `token` in field `field` (an emptied field gets the OOV row 0).
+  // The same, without `token` in field `field` (an emptied field gets the OOV row 0);
+  // token kWholeField empties the field.
+  static constexpr int32_t kWholeField = -1;
   void AppendRowFromWithout(const EncodedTable& other, int row, int field, int32_t token);
   void Clear();
 

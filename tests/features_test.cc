@@ -251,5 +251,16 @@ TEST(EncodedTableTest, AppendRowFromWithoutDropsOneToken) {
   EXPECT_FLOAT_EQ(out.Numeric(1)[0], 1.5f);
 }
 
+TEST(EncodedTableTest, AppendRowFromWithoutWholeFieldEmptiesIt) {
+  EncodedTable all(3, 0);
+  all.AppendRow({{4}, {1, 2, 3}, {7}}, {});
+  EncodedTable out(3, 0);
+  out.AppendRowFromWithout(all, 0, 1, EncodedTable::kWholeField);
+  ASSERT_EQ(out.size(), 1);
+  EXPECT_EQ(std::vector<int32_t>(out.Field(0, 1).begin(), out.Field(0, 1).end()), (std::vector<int32_t>{0}));
+  EXPECT_EQ(out.Id(0), 4);
+  EXPECT_EQ(out.Field(0, 2)[0], 7);
+}
+
 }  // namespace
 }  // namespace twotower

@@ -55,13 +55,14 @@ struct TowerScratch {
     return it->second;
   }
   // Appends entity `row` without `token` in its history field: one row per example, no
-  // sharing (each example's history lacks its own positive).
+  // sharing (each example's history lacks its own positive). A dropped id drops the whole
+  // history too: that is what an entity never seen looks like, so the path serving it
+  // (OOV id, empty history, features) gets trained.
   int32_t AddLeavingOut(const EncodedTable& all, int32_t row, int history_field, int32_t token,
                         float id_dropout, std::mt19937_64& rng) {
-    rows.AppendRowFromWithout(all, row, history_field, token);
-    if (id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout) {
-      rows.SetId(rows.size() - 1, Vocabulary::kOov);
-    }
+    const bool dropped = id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout;
+    rows.AppendRowFromWithout(all, row, history_field, dropped ? EncodedTable::kWholeField : token);
+    if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
     return rows.size() - 1;
   }
   void Clear() {
