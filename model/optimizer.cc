@@ -47,9 +47,9 @@ void Optimizer::Update(float* w, const float* g, State& state, size_t offset, si
   }
 }
 
-void Optimizer::Step(const TowerGradients& grads, Tower* tower) {
+void Optimizer::Step(const TowerGradients& grads, Tower* tower, float lr_scale) {
   const int64_t step = steps_.fetch_add(1, std::memory_order_relaxed) + 1;
-  float lr = options_.learning_rate;
+  float lr = options_.learning_rate * lr_scale;
   if (options_.kind == OptimizerOptions::Kind::kAdam) {  // bias correction
     lr *= static_cast<float>(std::sqrt(1 - std::pow(options_.beta2, step)) /
                              (1 - std::pow(options_.beta1, step)));

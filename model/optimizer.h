@@ -29,8 +29,9 @@ class Optimizer {
  public:
   // State (moments / accumulators) sized for `tower`.
   Optimizer(const Tower& tower, const OptimizerOptions& options);
-  // Applies `grads` to `tower` (the tower this optimizer was made for).
-  void Step(const TowerGradients& grads, Tower* tower);
+  // Applies `grads` to `tower` (the tower this optimizer was made for), at
+  // learning_rate * lr_scale (a schedule's factor).
+  void Step(const TowerGradients& grads, Tower* tower, float lr_scale = 1.0f);
 
  private:
   struct State {

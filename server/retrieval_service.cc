@@ -29,7 +29,10 @@ absl::Status InRequest(const absl::Status& status, bool batch, size_t i) {
 
 RetrievalService::RetrievalService(const SnapshotHolder* snapshots, ServerMetrics* metrics,
                                    RetrievalOptions options)
-    : snapshots_(snapshots), metrics_(metrics), options_(options) {}
+    : snapshots_(snapshots),
+      metrics_(metrics),
+      options_(options),
+      batcher_(std::make_unique<SearchBatcher>(options.search_batch)) {}
 
 grpc::Status RetrievalService::Retrieve(grpc::ServerContext* context,
                                         const v1::RetrieveRequest* request,
@@ -131,8 +134,9 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
 
   // One search for the whole batch (see Catalogue::Search): unrestricted queries go to
   // the index together at the largest k; exclusions and filters are applied inside it.
+  // Concurrent calls on the same catalogue share that search (SearchBatcher).
   absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> found =
-      snapshot->catalogue->Search(vectors.data(), queries);
+      batcher_->Search(*snapshot->catalogue, vectors.data(), queries);
   if (!found.ok()) return found.status();
   for (size_t i = 0; i < n; ++i) {
     v1::RetrieveResponse& response = *responses[i];

@@ -6,8 +6,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <memory>
 #include <span>
 
+#include "server/search_batcher.h"
 #include "server/server_metrics.h"
 #include "server/snapshot.h"
 #include "twotower/v1/retrieval.grpc.pb.h"
@@ -22,6 +24,9 @@ struct RetrievalOptions {
   // Most exclude_item_ids in one request: the index over-fetches by the exclusions, so
   // this bounds the work and memory a request can cause.
   int max_exclude = 10000;
+  // Most queries concurrent calls combine into one index search (see SearchBatcher);
+  // 1 = every call searches on its own.
+  int search_batch = 64;
 };
 
 class RetrievalService final : public v1::Retrieval::Service {
@@ -51,6 +56,7 @@ class RetrievalService final : public v1::Retrieval::Service {
   const SnapshotHolder* const snapshots_;
   ServerMetrics* const metrics_;
   const RetrievalOptions options_;
+  const std::unique_ptr<SearchBatcher> batcher_;
 };
 
 }  // namespace twotower

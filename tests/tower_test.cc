@@ -199,5 +199,18 @@ TEST(OptimizerTest, AdagradAndSgdStepSizes) {
   }
 }
 
+TEST(OptimizerTest, LearningRateScaleScalesTheStep) {
+  for (const float scale : {0.0f, 0.25f}) {
+    absl::StatusOr<Tower> tower = Tower::Create(TestShape(), 3);
+    ASSERT_TRUE(tower.ok());
+    const float before = tower->embeddings()[1].Row(1)[0];
+    Optimizer sgd(*tower, OptimizerOptions{.kind = OptimizerOptions::Kind::kSgd, .learning_rate = 0.1f});
+    TowerGradients grads = tower->NewGradients();
+    grads.embeddings[1].Accumulator(1)[0] = 0.5f;
+    sgd.Step(grads, &*tower, scale);
+    EXPECT_NEAR(tower->embeddings()[1].Row(1)[0], before - 0.05f * scale, 1e-7) << scale;
+  }
+}
+
 }  // namespace
 }  // namespace twotower

@@ -40,6 +40,21 @@ TEST(TrainerTest, RecoversPlantedStructureFarBetterThanPopularity) {
   EXPECT_TRUE(std::isfinite(model.report.final_loss));
 }
 
+TEST(TrainerTest, LearningRateSchedules) {
+  v1::TrainingSpec t;
+  EXPECT_EQ(LearningRateScale(t, 0, 100), 1.0f);  // CONSTANT
+  EXPECT_EQ(LearningRateScale(t, 99, 100), 1.0f);
+  t.set_learning_rate_schedule(v1::TrainingSpec::LINEAR_DECAY);
+  EXPECT_FLOAT_EQ(LearningRateScale(t, 0, 100), 1.0f);
+  EXPECT_FLOAT_EQ(LearningRateScale(t, 25, 100), 0.75f);
+  EXPECT_FLOAT_EQ(LearningRateScale(t, 99, 100), 0.01f);
+  t.set_learning_rate_schedule(v1::TrainingSpec::COSINE_DECAY);
+  EXPECT_FLOAT_EQ(LearningRateScale(t, 0, 100), 1.0f);
+  EXPECT_NEAR(LearningRateScale(t, 50, 100), 0.5f, 1e-6);
+  EXPECT_NEAR(LearningRateScale(t, 25, 100), 0.5f * (1 + std::cos(M_PI / 4)), 1e-6);
+  EXPECT_LT(LearningRateScale(t, 99, 100), 0.001f);
+}
+
 TEST(TrainerTest, SameSeedGivesTheSameModelBitForBit) {
   ScopedTempDir a, b, c;
   const testing::TrainedModel x = testing::TrainSynthetic(a, 2, 7);

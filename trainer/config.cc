@@ -204,6 +204,9 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     return Invalid("training.cold_logq_weight", "must be >= 0");
   }
   if (!v1::TrainingSpec::Optimizer_IsValid(t.optimizer())) return Invalid("training.optimizer", "unknown optimizer");
+  if (!v1::TrainingSpec::LearningRateSchedule_IsValid(t.learning_rate_schedule())) {
+    return Invalid("training.learning_rate_schedule", "unknown schedule");
+  }
   for (const auto& [name, value] : {std::pair{"training.user_id_dropout", t.user_id_dropout()},
                                     std::pair{"training.item_id_dropout", t.item_id_dropout()}}) {
     if (!(value >= 0 && value < 1)) return Invalid(name, "must be in [0, 1)");

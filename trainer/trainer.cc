@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <mutex>
+#include <numbers>
 #include <numeric>
 #include <random>
 #include <thread>
@@ -108,8 +109,9 @@ class TrainingLoop {
         dim_(model->user.output_dim()), user_history_(data.user_encoder.HistoryField()),
         item_history_(data.item_encoder.HistoryField()) {}
 
-  // One step over examples order[begin, end); returns the batch's mean loss.
-  float Step(Worker& w, const std::vector<int32_t>& order, size_t begin, size_t end) {
+  // One step over examples order[begin, end) at learning_rate * lr_scale; returns the
+  // batch's mean loss.
+  float Step(Worker& w, const std::vector<int32_t>& order, size_t begin, size_t end, float lr_scale) {
     const int n = t_.num_negatives();
     const int batch = static_cast<int>(end - begin);
     w.user.Clear();
@@ -173,7 +175,7 @@ class TrainingLoop {
       if (scratch->grads.weights.empty()) scratch->grads = tower->NewGradients();
       scratch->grads.Clear();
       tower->Backward(scratch->rows, scratch->acts, scratch->d_out.data(), &scratch->grads);
-      optimizer->Step(scratch->grads, tower);
+      optimizer->Step(scratch->grads, tower, lr_scale);
     }
     return loss;
   }
@@ -300,6 +302,18 @@ double SelectionScore(const std::vector<EvalResult>& eval, int k) {
 
 }  // namespace
 
+float LearningRateScale(const v1::TrainingSpec& t, int64_t step, int64_t total_steps) {
+  const double progress = static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, total_steps));
+  switch (t.learning_rate_schedule()) {
+    case v1::TrainingSpec::LINEAR_DECAY:
+      return static_cast<float>(1.0 - progress);
+    case v1::TrainingSpec::COSINE_DECAY:
+      return static_cast<float>(0.5 * (1.0 + std::cos(std::numbers::pi * progress)));
+    default:
+      return 1.0f;
+  }
+}
+
 absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const TrainingData& data,
                                      const TrainOptions& options) {
   const v1::TrainingSpec& t = config.training();
@@ -377,7 +391,8 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
         const size_t begin = static_cast<size_t>(step) * batch_size;
         const size_t end = std::min(order.size(), begin + batch_size);
         if (end - begin < 2) continue;  // a one-example batch has no in-batch negatives
-        loss_sums[id] += loop.Step(w, order, begin, end);
+        const int64_t global_step = (epoch - 1) * steps_per_epoch + step;
+        loss_sums[id] += loop.Step(w, order, begin, end, LearningRateScale(t, global_step, total_steps));
         ++steps_done[id];
         if (log != nullptr && (step + 1) % log_every == 0) {
           const int64_t done = (epoch - 1) * steps_per_epoch + step + 1;

@@ -31,6 +31,10 @@ struct TrainingReport {
   double final_loss = 0;
 };
 
+// The factor on learning_rate at `step` (0-based) of `total_steps` under
+// t.learning_rate_schedule(): 1 throughout for CONSTANT; from 1 down towards 0 for the decays.
+float LearningRateScale(const v1::TrainingSpec& t, int64_t step, int64_t total_steps);
+
 // Trains on `data` per `config` (validated by LoadTrainerConfig / ValidateTrainerConfig).
 absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const TrainingData& data,
                                      const TrainOptions& options);

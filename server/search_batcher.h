@@ -1,0 +1,79 @@
+// Dynamic batching of concurrent index searches.
+//
+// An exact scan costs one pass over the item matrix however many queries ride on it, and
+// FAISS searches a batch of queries faster than the same queries one by one. So concurrent
+// Retrieve calls are combined: the first caller to find the index idle becomes the leader,
+// takes every waiting search of the same catalogue (up to a query limit), runs them as one
+// Catalogue::Search and hands each caller its results; callers that arrive meanwhile wait
+// for the next round. A caller alone is searched at once (no timer, no added latency); under
+// load the batch grows by itself to whatever arrived during the previous search.
+#ifndef TWOTOWER_SERVER_SEARCH_BATCHER_H_
+#define TWOTOWER_SERVER_SEARCH_BATCHER_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "index/catalogue.h"
+
+namespace twotower {
+
+class SearchBatcher {
+ public:
+  using Results = std::vector<std::vector<Catalogue::Result>>;
+
+  // `max_queries`: most queries in one combined search (a caller with more is searched on
+  // its own); 1 turns batching off.
+  // `before_round` (tests) runs in the leader before each combined search, without the lock.
+  explicit SearchBatcher(int max_queries, std::function<void()> before_round = nullptr)
+      : max_queries_(max_queries), before_round_(std::move(before_round)) {}
+  SearchBatcher(const SearchBatcher&) = delete;
+  SearchBatcher& operator=(const SearchBatcher&) = delete;
+
+  // Catalogue::Search(vectors, queries), possibly combined with concurrent callers of the
+  // same catalogue. An error in a combined search is isolated: each caller is then
+  // searched alone, so one bad query fails only its own call. Thread-safe.
+  absl::StatusOr<Results> Search(const Catalogue& catalogue, const float* vectors,
+                                 std::span<const Catalogue::Query> queries);
+
+  // Combined searches run and queries answered so far (for tests and status).
+  struct Stats {
+    int64_t searches = 0;
+    int64_t queries = 0;
+    int64_t largest_batch = 0;
+  };
+  Stats stats() const;
+  // Searches waiting for a round.
+  int waiting() const;
+
+ private:
+  struct Pending {
+    const Catalogue* catalogue;
+    const float* vectors;
+    std::span<const Catalogue::Query> queries;
+    absl::StatusOr<Results> result;
+    bool done = false;
+  };
+  // Removes from the queue the searches of the next round: the oldest one and, within the
+  // query limit, every other of its catalogue.
+  std::vector<Pending*> TakeRound();
+  static void Run(std::span<Pending* const> round);
+
+  const int max_queries_;
+  const std::function<void()> before_round_;
+  mutable std::mutex mu_;
+  std::condition_variable changed_;
+  std::deque<Pending*> waiting_;  // guarded by mu_
+  bool searching_ = false;        // guarded by mu_: a leader is running a round
+  Stats stats_;                   // guarded by mu_
+};
+
+}  // namespace twotower
+
+#endif  // TWOTOWER_SERVER_SEARCH_BATCHER_H_

@@ -1,0 +1,124 @@
+#include "server/search_batcher.h"
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "index/catalogue.h"
+#include "tests/trained_model.h"
+
+namespace twotower {
+namespace {
+
+// One trained model and its exact catalogue, shared by the tests of this file.
+struct SharedModel {
+  testing::ScopedTempDir dir;
+  testing::TrainedModel model = testing::TrainSynthetic(dir, 2);
+  std::shared_ptr<const Bundle> bundle = std::make_shared<const Bundle>(model.report.bundle);
+  std::shared_ptr<const Catalogue> catalogue = *Catalogue::Create(bundle, IndexOptions{});
+};
+
+class SearchBatcherTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { shared_ = std::make_unique<SharedModel>(); }
+  static void TearDownTestSuite() { shared_.reset(); }
+  // Query vectors: the first `n` items' own vectors (unit length, like user vectors).
+  static std::vector<float> Vectors(int n) {
+    const std::vector<float>& items = shared_->bundle->item_vectors;
+    return {items.begin(), items.begin() + static_cast<size_t>(n) * shared_->catalogue->dim()};
+  }
+  static std::vector<std::string> Ids(const std::vector<Catalogue::Result>& results) {
+    std::vector<std::string> ids;
+    for (const Catalogue::Result& r : results) ids.push_back(*r.id);
+    return ids;
+  }
+  static std::unique_ptr<SharedModel> shared_;
+};
+std::unique_ptr<SharedModel> SearchBatcherTest::shared_;
+
+// The first round is held until seven more callers wait; they must then be answered in
+// one combined search, each with exactly what it would get alone, and the caller whose
+// filter is invalid must fail alone.
+TEST_F(SearchBatcherTest, ConcurrentCallersShareOneSearchAndGetTheirOwnAnswers) {
+  const Catalogue& catalogue = *shared_->catalogue;
+  constexpr int kCallers = 8;
+  std::atomic<int> rounds = 0;
+  SearchBatcher* batcher_ptr = nullptr;
+  SearchBatcher batcher(64, [&] {
+    if (rounds++ == 0) {
+      while (batcher_ptr->waiting() < kCallers - 1) std::this_thread::yield();
+    }
+  });
+  batcher_ptr = &batcher;
+
+  const std::vector<float> vectors = Vectors(kCallers);
+  std::vector<google::protobuf::RepeatedPtrField<std::string>> excludes(kCallers);
+  std::vector<google::protobuf::RepeatedPtrField<v1::ItemFilter>> filters(kCallers);
+  std::vector<Catalogue::Query> queries(kCallers);
+  for (int c = 0; c < kCallers; ++c) {
+    *excludes[c].Add() = shared_->bundle->items.ids[c];  // its own item
+    queries[c] = {5 + c, &excludes[c], &filters[c]};
+  }
+  constexpr int kBad = 5;
+  filters[kBad].Add()->set_feature("no_such_feature");
+
+  std::vector<absl::StatusOr<SearchBatcher::Results>> got(kCallers);
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] { got[0] = batcher.Search(catalogue, vectors.data(), {&queries[0], 1}); });
+  while (rounds.load() == 0) std::this_thread::yield();  // caller 0 leads and is held
+  for (int c = 1; c < kCallers; ++c) {
+    threads.emplace_back([&, c] {
+      got[c] = batcher.Search(catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(),
+                              {&queries[c], 1});
+    });
+  }
+  for (std::thread& t : threads) t.join();
+
+  const SearchBatcher::Stats stats = batcher.stats();
+  EXPECT_EQ(stats.searches, 2);
+  EXPECT_EQ(stats.largest_batch, kCallers - 1);
+  EXPECT_EQ(stats.queries, kCallers);
+  for (int c = 0; c < kCallers; ++c) {
+    absl::StatusOr<SearchBatcher::Results> alone =
+        catalogue.Search(vectors.data() + static_cast<size_t>(c) * catalogue.dim(), {&queries[c], 1});
+    if (c == kBad) {
+      EXPECT_EQ(got[c].status().code(), absl::StatusCode::kInvalidArgument);
+      continue;
+    }
+    ASSERT_TRUE(got[c].ok()) << c << ": " << got[c].status();
+    ASSERT_TRUE(alone.ok());
+    ASSERT_EQ(got[c]->size(), 1u);
+    EXPECT_EQ(Ids((*got[c])[0]), Ids((*alone)[0])) << c;
+    EXPECT_EQ((*got[c])[0].size(), static_cast<size_t>(5 + c));
+    for (size_t i = 0; i < (*got[c])[0].size(); ++i) {
+      EXPECT_EQ((*got[c])[0][i].score, (*alone)[0][i].score);
+    }
+  }
+}
+
+TEST_F(SearchBatcherTest, LimitOneSearchesEveryCallerAlone) {
+  const Catalogue& catalogue = *shared_->catalogue;
+  SearchBatcher batcher(1);
+  const std::vector<float> vectors = Vectors(4);
+  std::vector<std::thread> threads;
+  std::atomic<int> failures = 0;
+  for (int c = 0; c < 4; ++c) {
+    threads.emplace_back([&, c] {
+      const Catalogue::Query query{10, nullptr, nullptr};
+      for (int i = 0; i < 20; ++i) {
+        absl::StatusOr<SearchBatcher::Results> r =
+            batcher.Search(catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(), {&query, 1});
+        if (!r.ok() || (*r)[0].size() != 10) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(batcher.stats().searches, 80);
+  EXPECT_EQ(batcher.stats().largest_batch, 1);
+}
+
+}  // namespace
+}  // namespace twotower
