@@ -1,8 +1,10 @@
 // Exact inner-product top-k over a row-major matrix: the kernel behind the "Flat" index.
 // Debian's FAISS is a generic build (no AVX2 kernels) and its single-query exact search
-// runs several times above the memory-bandwidth floor; this scan streams the matrix once
-// per block of queries with AVX2/FMA (chosen at run time, scalar fallback otherwise) and
-// keeps each query's top k in a small heap.
+// runs several times above the memory-bandwidth floor. This scan walks the matrix in
+// L1-sized blocks: the first query of a batch streams each block from memory row by row,
+// the batch's other queries score it from L1 eight rows at a time; a vectorised compare
+// against each query's k-th best so far skips most rows before the heap. AVX2/FMA is
+// chosen at run time, with a scalar fallback.
 #ifndef TWOTOWER_INDEX_EXACT_SCAN_H_
 #define TWOTOWER_INDEX_EXACT_SCAN_H_
 
