@@ -32,7 +32,7 @@ RetrievalService::RetrievalService(const SnapshotHolder* snapshots, ServerMetric
     : snapshots_(snapshots),
       metrics_(metrics),
       options_(options),
-      batcher_(std::make_unique<SearchBatcher>(options.search_batch)) {}
+      batcher_(std::make_unique<SearchBatcher>(options.search_batch, options.search_rounds)) {}
 
 grpc::Status RetrievalService::Retrieve(grpc::ServerContext* context,
                                         const v1::RetrieveRequest* request,

@@ -27,6 +27,8 @@ struct RetrievalOptions {
   // Most queries concurrent calls combine into one index search (see SearchBatcher);
   // 1 = every call searches on its own.
   int search_batch = 64;
+  // Combined searches that may run at once (typically one per core).
+  int search_rounds = 2;
 };
 
 class RetrievalService final : public v1::Retrieval::Service {

@@ -11,11 +11,11 @@ absl::StatusOr<SearchBatcher::Results> SearchBatcher::Search(
   std::unique_lock lock(mu_);
   waiting_.push_back(&me);
   while (true) {
-    changed_.wait(lock, [&] { return me.done || !searching_; });
+    changed_.wait(lock, [&] { return me.done || (running_ < max_rounds_ && !waiting_.empty()); });
     if (me.done) return std::move(me.result);
-    // The index is idle: lead a round (which may or may not include this caller, if older
-    // searches of another catalogue wait; then the loop leads or waits again).
-    searching_ = true;
+    // A round is free: lead it (it may not include this caller if older searches wait;
+    // then the loop leads or waits again).
+    ++running_;
     const std::vector<Pending*> round = TakeRound();
     lock.unlock();
     if (before_round_) before_round_();
@@ -29,7 +29,7 @@ absl::StatusOr<SearchBatcher::Results> SearchBatcher::Search(
     ++stats_.searches;
     stats_.queries += answered;
     stats_.largest_batch = std::max(stats_.largest_batch, answered);
-    searching_ = false;
+    --running_;
     changed_.notify_all();
   }
 }

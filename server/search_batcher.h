@@ -4,9 +4,11 @@
 // FAISS searches a batch of queries faster than the same queries one by one. So concurrent
 // Retrieve calls are combined: the first caller to find the index idle becomes the leader,
 // takes every waiting search of the same catalogue (up to a query limit), runs them as one
-// Catalogue::Search and hands each caller its results; callers that arrive meanwhile wait
-// for the next round. A caller alone is searched at once (no timer, no added latency); under
-// load the batch grows by itself to whatever arrived during the previous search.
+// Catalogue::Search and hands each caller its results. Up to `max_rounds` rounds run at
+// once (one per core: a second core need not idle while the first scans); callers that
+// arrive while all are busy wait for the next free one. A caller alone is searched at once
+// (no timer, no added latency); under load the batches grow by themselves to whatever
+// arrived during the previous rounds.
 #ifndef TWOTOWER_SERVER_SEARCH_BATCHER_H_
 #define TWOTOWER_SERVER_SEARCH_BATCHER_H_
 
@@ -30,9 +32,10 @@ class SearchBatcher {
 
   // `max_queries`: most queries in one combined search (a caller with more is searched on
   // its own); 1 turns batching off.
-  // `before_round` (tests) runs in the leader before each combined search, without the lock.
-  explicit SearchBatcher(int max_queries, std::function<void()> before_round = nullptr)
-      : max_queries_(max_queries), before_round_(std::move(before_round)) {}
+  // `max_rounds`: combined searches that may run at once (>= 1). `before_round` (tests)
+  // runs in the leader before each combined search, without the lock.
+  SearchBatcher(int max_queries, int max_rounds, std::function<void()> before_round = nullptr)
+      : max_queries_(max_queries), max_rounds_(max_rounds), before_round_(std::move(before_round)) {}
   SearchBatcher(const SearchBatcher&) = delete;
   SearchBatcher& operator=(const SearchBatcher&) = delete;
 
@@ -66,11 +69,12 @@ class SearchBatcher {
   static void Run(std::span<Pending* const> round);
 
   const int max_queries_;
+  const int max_rounds_;
   const std::function<void()> before_round_;
   mutable std::mutex mu_;
   std::condition_variable changed_;
   std::deque<Pending*> waiting_;  // guarded by mu_
-  bool searching_ = false;        // guarded by mu_: a leader is running a round
+  int running_ = 0;               // guarded by mu_: rounds being searched
   Stats stats_;                   // guarded by mu_
 };
 

@@ -62,6 +62,8 @@ ABSL_FLAG(int, max_batch, 1024, "Most requests in one BatchRetrieve");
 ABSL_FLAG(int, search_batch, 64,
           "Most queries that concurrent Retrieve calls combine into one index search "
           "(dynamic batching; 1 = off)");
+ABSL_FLAG(int, search_rounds, 0,
+          "Combined index searches that may run at once (0 = one per core)");
 ABSL_FLAG(int, max_exclude, 10000, "Most exclude_item_ids in one Retrieve request");
 ABSL_FLAG(int, threads, 0,
           "Most threads the Retrieval server uses for requests; calls beyond it fail with "
@@ -156,12 +158,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (absl::GetFlag(FLAGS_max_k) < 1 || absl::GetFlag(FLAGS_max_batch) < 1 ||
-      absl::GetFlag(FLAGS_search_batch) < 1 || absl::GetFlag(FLAGS_max_exclude) < 0 ||
+      absl::GetFlag(FLAGS_search_batch) < 1 || absl::GetFlag(FLAGS_search_rounds) < 0 ||
+      absl::GetFlag(FLAGS_max_exclude) < 0 ||
       absl::GetFlag(FLAGS_ef_search) < 0 || absl::GetFlag(FLAGS_nprobe) < 0 ||
       absl::GetFlag(FLAGS_threads) < 0 || absl::GetFlag(FLAGS_shutdown_grace_ms) < 0) {
     std::fprintf(stderr,
                  "error: --max_k, --max_batch and --search_batch must be >= 1, --max_exclude >= 0; --ef_search, --nprobe, "
-                 "--threads and --shutdown_grace_ms >= 0\n");
+                 "--search_rounds, --threads and --shutdown_grace_ms >= 0\n");
     return 2;
   }
 
@@ -209,6 +212,9 @@ int main(int argc, char** argv) {
   retrieval_options.max_k = absl::GetFlag(FLAGS_max_k);
   retrieval_options.max_batch = absl::GetFlag(FLAGS_max_batch);
   retrieval_options.search_batch = absl::GetFlag(FLAGS_search_batch);
+  retrieval_options.search_rounds = absl::GetFlag(FLAGS_search_rounds) > 0
+                                        ? absl::GetFlag(FLAGS_search_rounds)
+                                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   retrieval_options.max_exclude = absl::GetFlag(FLAGS_max_exclude);
   twotower::RetrievalService retrieval_service(&snapshots, &metrics, retrieval_options);
   twotower::AdminService::Options admin_options;

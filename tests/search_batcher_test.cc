@@ -1,6 +1,7 @@
 #include "server/search_batcher.h"
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -46,7 +47,7 @@ TEST_F(SearchBatcherTest, ConcurrentCallersShareOneSearchAndGetTheirOwnAnswers) 
   constexpr int kCallers = 8;
   std::atomic<int> rounds = 0;
   SearchBatcher* batcher_ptr = nullptr;
-  SearchBatcher batcher(64, [&] {
+  SearchBatcher batcher(64, 1, [&] {
     if (rounds++ == 0) {
       while (batcher_ptr->waiting() < kCallers - 1) std::this_thread::yield();
     }
@@ -100,7 +101,7 @@ TEST_F(SearchBatcherTest, ConcurrentCallersShareOneSearchAndGetTheirOwnAnswers) 
 
 TEST_F(SearchBatcherTest, LimitOneSearchesEveryCallerAlone) {
   const Catalogue& catalogue = *shared_->catalogue;
-  SearchBatcher batcher(1);
+  SearchBatcher batcher(1, 1);
   const std::vector<float> vectors = Vectors(4);
   std::vector<std::thread> threads;
   std::atomic<int> failures = 0;
@@ -118,6 +119,29 @@ TEST_F(SearchBatcherTest, LimitOneSearchesEveryCallerAlone) {
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(batcher.stats().searches, 80);
   EXPECT_EQ(batcher.stats().largest_batch, 1);
+}
+
+// With two rounds allowed, a second caller is searched while the first round is still
+// running (the first round waits, with a time limit, to see it start).
+TEST_F(SearchBatcherTest, TwoRoundsRunAtOnce) {
+  const Catalogue& catalogue = *shared_->catalogue;
+  std::atomic<int> started = 0;
+  std::atomic<bool> overlapped = false;
+  SearchBatcher batcher(64, 2, [&] {
+    if (started++ == 0) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (started.load() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+      overlapped = started.load() >= 2;
+    }
+  });
+  const std::vector<float> vectors = Vectors(2);
+  const Catalogue::Query query{3, nullptr, nullptr};
+  std::thread first([&] { EXPECT_TRUE(batcher.Search(catalogue, vectors.data(), {&query, 1}).ok()); });
+  while (started.load() == 0) std::this_thread::yield();
+  EXPECT_TRUE(batcher.Search(catalogue, vectors.data() + catalogue.dim(), {&query, 1}).ok());
+  first.join();
+  EXPECT_TRUE(overlapped.load());
+  EXPECT_EQ(batcher.stats().searches, 2);
 }
 
 }  // namespace
