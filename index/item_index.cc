@@ -40,19 +40,23 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
     index->index_->add(n, vectors.data());
     index->supports_selector_ = dynamic_cast<faiss::IndexFlat*>(index->index_.get()) != nullptr ||
                                 dynamic_cast<faiss::IndexIVF*>(index->index_.get()) != nullptr;
-    if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index->index_.get());
-        hnsw != nullptr && options.ef_search > 0) {
-      hnsw->hnsw.efSearch = options.ef_search;
-    }
-    if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(index->index_.get());
-        ivf != nullptr && options.nprobe > 0) {
-      ivf->nprobe = options.nprobe;
-    }
+    index->SetSearchParams(options.ef_search, options.nprobe);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("index \"", options.factory, "\": ", e.what()));
   }
   return index;
+}
+
+void ItemIndex::SetSearchParams(int ef_search, int nprobe) {
+  if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index_.get()); hnsw != nullptr && ef_search > 0) {
+    hnsw->hnsw.efSearch = ef_search;
+    options_.ef_search = ef_search;
+  }
+  if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(index_.get()); ivf != nullptr && nprobe > 0) {
+    ivf->nprobe = nprobe;
+    options_.nprobe = nprobe;
+  }
 }
 
 namespace {

@@ -74,6 +74,10 @@ class ItemIndex {
       const float* queries, int n, int k,
       const std::vector<absl::flat_hash_set<int32_t>>* excluded) const;
 
+  // Changes the search-time parameters (HNSW efSearch, IVF nprobe; 0 = leave) without a
+  // rebuild. Not thread-safe: only while nothing searches (e.g. a benchmark's sweep).
+  void SetSearchParams(int ef_search, int nprobe);
+
   const std::vector<std::string>& ids() const { return ids_; }
   int size() const { return static_cast<int>(ids_.size()); }
   int dim() const { return dim_; }
