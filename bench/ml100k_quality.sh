@@ -1,28 +1,32 @@
 #!/usr/bin/env bash
 # Quality of every objective on the shared ML-100K protocol (test split), mean of 5 seeds,
 # scored by ../shared/eval/eval.py. Hyper-parameters and epoch counts were chosen on
-# ../shared/eval/data/val only (criterion: warm + cold Recall@50, checked every 2 epochs).
-#   bench/ml100k_quality.sh [SEEDS]        (default 5; needs build/twotower_train)
+# ../shared/eval/data/val only (bench/ml100k_val.sh, 3 seeds; criterion: warm + cold Recall@50).
+# All share configs/ml100k.textproto: user history feature, 24 epochs, linear learning-rate decay.
+#   bench/ml100k_quality.sh [SEEDS] [NAME_SUBSTRING]   (default 5 seeds, every run;
+#                                                      needs build/twotower_train)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVAL=${EVAL_DIR:-../shared/eval}
 SEEDS=${1:-5}
+ONLY=${2:-}
 OUT=$(mktemp -d /tmp/twotower-quality-XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 
 # name | --override (merged over configs/ml100k.textproto, the in-batch configuration)
 RUNS=(
   "in-batch softmax + logQ (cold rows x2), 32 shared negatives, T=0.2|"
-  "sampled softmax (20 negatives, logQ, cold rows x2)|training { objective: SAMPLED_SOFTMAX num_negatives: 20 epochs: 24 }"
-  "pointwise 1:3, scale 10, uniform negatives|training { objective: POINTWISE negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 epochs: 18 }"
-  "triplet hinge (m 0.3, 8 negatives)|training { objective: TRIPLET_HINGE num_negatives: 8 negative_alpha: 0 user_id_dropout: 0.2 epochs: 24 }"
-  "triplet logistic (s 10, 8 negatives)|training { objective: TRIPLET_LOGISTIC num_negatives: 8 negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 epochs: 24 }"
+  "sampled softmax (20 negatives, logQ, cold rows x2)|training { objective: SAMPLED_SOFTMAX num_negatives: 20 user_id_dropout: 0.2 }"
+  "pointwise 1:3, scale 10, uniform negatives|training { objective: POINTWISE negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 }"
+  "triplet hinge (m 0.3, 8 negatives)|training { objective: TRIPLET_HINGE num_negatives: 8 negative_alpha: 0 user_id_dropout: 0.2 }"
+  "triplet logistic (s 10, 8 negatives)|training { objective: TRIPLET_LOGISTIC num_negatives: 8 negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 }"
 )
 
 printf '| system | warm R@10 | warm R@50 | warm R@100 | warm NDCG@10 | cold R@50 | cold NDCG@10 | positives/s |\n|---|---|---|---|---|---|---|---|\n'
 for run in "${RUNS[@]}"; do
   name=${run%%|*}
   override=${run#*|}
+  [[ -z "$ONLY" || "$name" == *"$ONLY"* ]] || continue
   : > "$OUT/scores"
   for seed in $(seq 1 "$SEEDS"); do
     build/twotower_train --config configs/ml100k.textproto --data_dir "$EVAL/data" \

@@ -11,6 +11,7 @@
 // Prints bytes per user / item of parameters + optimizer state, and peak RSS.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -34,6 +35,9 @@ ABSL_FLAG(std::string, override,
           "learning_rate: 0.005 user_id_dropout: 0.2 }",
           "Merged over --config (default: the reference pointwise 1:3 set-up, as tuned on the "
           "validation split; see bench/ml100k_quality.sh)");
+ABSL_FLAG(bool, reference_features, true,
+          "Drop HISTORY features from --config: the PyTorch reference's towers have none, and "
+          "speed is compared on the same architecture");
 ABSL_FLAG(int, epochs, 5, "Epochs per ML-100K measurement");
 ABSL_FLAG(bool, large, false, "Also run the 1M users / 100k items / 10M interactions config");
 ABSL_FLAG(int, large_epochs, 1, "Epochs per large measurement");
@@ -79,6 +83,14 @@ int Ml100k() {
   if (absl::Status s = ApplyOverride(absl::GetFlag(FLAGS_override), &*config); !s.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
     return 1;
+  }
+  if (absl::GetFlag(FLAGS_reference_features)) {
+    for (v1::FeatureTableSpec* side : {config->mutable_data()->mutable_users(), config->mutable_data()->mutable_items()}) {
+      auto* features = side->mutable_features();
+      features->erase(std::remove_if(features->begin(), features->end(),
+                                     [](const v1::FeatureSpec& f) { return f.kind() == v1::FeatureSpec::HISTORY; }),
+                      features->end());
+    }
   }
   absl::StatusOr<TrainingData> data = LoadTrainingData(*config, absl::GetFlag(FLAGS_ml100k_dir), stderr);
   if (!data.ok()) {
