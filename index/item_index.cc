@@ -29,7 +29,7 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
   index->dim_ = dim;
   index->options_ = options;
   if (options.factory == "Flat") {
-    index->exact_vectors_ = vectors;
+    index->exact_vectors_ = HugePageFloats(vectors);
     return index;
   }
   try {

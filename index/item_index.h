@@ -12,6 +12,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "index/huge_page_floats.h"
 
 namespace faiss {
 struct Index;
@@ -90,7 +91,7 @@ class ItemIndex {
                          std::vector<float>* scores, std::vector<int64_t>* labels) const;
   std::vector<std::string> ids_;
   bool supports_selector_ = false;  // Flat and IVF take an IDSelector in 1.7.3; HNSW not
-  std::vector<float> exact_vectors_;  // "Flat": the matrix our exact scan reads (no FAISS)
+  HugePageFloats exact_vectors_;  // "Flat": the matrix our exact scan reads (no FAISS)
   int dim_ = 0;
   IndexOptions options_;
   std::unique_ptr<faiss::Index> index_;

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "gtest/gtest.h"
+#include "index/huge_page_floats.h"
 #include "index/item_index.h"
 
 namespace twotower {
@@ -40,6 +41,18 @@ std::vector<int32_t> BruteForce(const Data& data, const float* q, int dim, int k
   std::sort(order.begin(), order.end(), [&](int a, int b) { return scores[a] > scores[b]; });
   order.resize(std::min<size_t>(k, order.size()));
   return order;
+}
+
+TEST(HugePageFloatsTest, CopiesOnAHugePageBoundary) {
+  std::vector<float> values(300000);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i) * 0.5f;
+  const HugePageFloats copy(values);
+  ASSERT_EQ(copy.size(), values.size());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(copy.data()) % (uintptr_t{2} << 20), 0u);
+  EXPECT_TRUE(std::equal(values.begin(), values.end(), copy.data()));
+  const HugePageFloats empty(std::span<const float>{});
+  EXPECT_EQ(empty.size(), 0u);
+  EXPECT_EQ(empty.data(), nullptr);
 }
 
 TEST(ItemIndexTest, FlatMatchesBruteForceWithExclusions) {
