@@ -3,7 +3,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <limits>
 #include <queue>
 
 #include "index/item_index.h"
@@ -32,21 +31,17 @@ void ScoresScalar(const float* rows, int count, int dim, const float* q, float* 
   }
 }
 
+// One accumulator per row and the same reduction tree as the eight-row kernel below
+// ((0+1)+(2+3)) + ((4+5)+(6+7)), so a row scores bit for bit the same whichever kernel
+// reads it: a query's answer never depends on its place in a batch.
 __attribute__((target("avx2,fma"))) float DotAvx2(const float* x, const float* q, int dim) {
   const int whole = dim / 8 * 8;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int d = 0;
-  for (; d + 16 <= whole; d += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + d), _mm256_loadu_ps(q + d), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + d + 8), _mm256_loadu_ps(q + d + 8), acc1);
-  }
-  for (; d < whole; d += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + d), _mm256_loadu_ps(q + d), acc0);
-  const __m256 acc = _mm256_add_ps(acc0, acc1);
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  float sum = _mm_cvtss_f32(s);
-  for (; d < dim; ++d) sum += x[d] * q[d];
+  __m256 acc = _mm256_setzero_ps();
+  for (int d = 0; d < whole; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + d), _mm256_loadu_ps(q + d), acc);
+  const __m256 pairs = _mm256_hadd_ps(acc, acc);  // [0+1, 2+3, .. | 4+5, 6+7, ..]
+  const __m256 quads = _mm256_hadd_ps(pairs, pairs);
+  float sum = _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
+  for (int d = whole; d < dim; ++d) sum += x[d] * q[d];
   return sum;
 }
 
@@ -156,10 +151,13 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
       const RowFilter* filter = filters.empty() || filters[q].empty() ? nullptr : &filters[q];
       // Rows scan in ascending order, so once the heap is full a row enters only with a
       // score strictly above the k-th best (on a tie the earlier row stays).
+      // Until the heap is full every row is a candidate (whatever its score).
       candidates.clear();
-      const float threshold = static_cast<int>(heap.size()) == k ? heap.top().score
-                                                                 : -std::numeric_limits<float>::infinity();
-      above_of(scores.data(), count, threshold, &candidates);
+      if (static_cast<int>(heap.size()) == k) {
+        above_of(scores.data(), count, heap.top().score, &candidates);
+      } else {
+        for (int r = 0; r < count; ++r) candidates.push_back(r);
+      }
       for (const int r : candidates) {
         const ScanHit hit{start + r, scores[r]};
         if (static_cast<int>(heap.size()) == k && !Worse()(hit, heap.top())) continue;

@@ -18,8 +18,10 @@ namespace twotower {
 class HugePageFloats {
  public:
   HugePageFloats() = default;
-  // A copy of `values`.
+  // A copy of `values` (on huge pages from 2 MiB up).
   explicit HugePageFloats(std::span<const float> values);
+  HugePageFloats(HugePageFloats&& other) noexcept;
+  HugePageFloats& operator=(HugePageFloats&& other) noexcept;
 
   const float* data() const { return data_.get(); }
   size_t size() const { return size_; }

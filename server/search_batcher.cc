@@ -7,19 +7,27 @@ namespace twotower {
 
 absl::StatusOr<SearchBatcher::Results> SearchBatcher::Search(
     const Catalogue& catalogue, const float* vectors, std::span<const Catalogue::Query> queries) {
-  Pending me{&catalogue, vectors, queries, Results{}};
+  int max_k = 0;
+  for (const Catalogue::Query& query : queries) max_k = std::max(max_k, query.k);
+  Pending me{&catalogue, max_k, vectors, queries, Results{}};
   std::unique_lock lock(mu_);
   waiting_.push_back(&me);
   while (true) {
-    changed_.wait(lock, [&] { return me.done || (running_ < max_rounds_ && !waiting_.empty()); });
+    // A caller already taken into a round only waits for it; one still queued leads when
+    // a round is free (its own Pending keeps the queue non-empty).
+    changed_.wait(lock, [&] { return me.done || (!me.taken && running_ < max_rounds_); });
     if (me.done) return std::move(me.result);
-    // A round is free: lead it (it may not include this caller if older searches wait;
-    // then the loop leads or waits again).
+    // Lead a round: the oldest waiting search and its companions (possibly not this
+    // caller, if older searches of another catalogue or k wait; then the loop goes on).
     ++running_;
     const std::vector<Pending*> round = TakeRound();
     lock.unlock();
-    if (before_round_) before_round_();
-    Run(round);
+    try {
+      if (before_round_) before_round_();
+      Run(round);
+    } catch (...) {  // e.g. bad_alloc: every caller of the round must still be released
+      for (Pending* pending : round) pending->result = absl::InternalError("index search failed");
+    }
     lock.lock();
     int64_t answered = 0;
     for (Pending* pending : round) {
@@ -37,12 +45,14 @@ absl::StatusOr<SearchBatcher::Results> SearchBatcher::Search(
 std::vector<SearchBatcher::Pending*> SearchBatcher::TakeRound() {
   std::vector<Pending*> round{waiting_.front()};
   waiting_.pop_front();
+  round[0]->taken = true;
   size_t queries = round[0]->queries.size();
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     Pending* pending = *it;
-    if (pending->catalogue == round[0]->catalogue &&
+    if (pending->catalogue == round[0]->catalogue && pending->max_k == round[0]->max_k &&
         queries + pending->queries.size() <= static_cast<size_t>(max_queries_)) {
       queries += pending->queries.size();
+      pending->taken = true;
       round.push_back(pending);
       it = waiting_.erase(it);
     } else {

@@ -2,9 +2,12 @@
 //
 // An exact scan costs one pass over the item matrix however many queries ride on it, and
 // FAISS searches a batch of queries faster than the same queries one by one. So concurrent
-// Retrieve calls are combined: the first caller to find the index idle becomes the leader,
-// takes every waiting search of the same catalogue (up to a query limit), runs them as one
-// Catalogue::Search and hands each caller its results. Up to `max_rounds` rounds run at
+// Retrieve calls are combined: the first caller to find a round free becomes the leader,
+// takes every waiting search of the same catalogue and the same largest k (HNSW's search
+// depth follows k: a call's answer must not depend on what rode along), up to a query
+// limit, runs them as one Catalogue::Search and hands each caller its results. An
+// exception in a round (bad_alloc) fails that round's calls instead of stranding them.
+// Up to `max_rounds` rounds run at
 // once (one per core: a second core need not idle while the first scans); callers that
 // arrive while all are busy wait for the next free one. A caller alone is searched at once
 // (no timer, no added latency); under load the batches grow by themselves to whatever
@@ -58,13 +61,15 @@ class SearchBatcher {
  private:
   struct Pending {
     const Catalogue* catalogue;
+    int max_k;  // rounds share it: a search's results never depend on who rode along
     const float* vectors;
     std::span<const Catalogue::Query> queries;
     absl::StatusOr<Results> result;
-    bool done = false;
+    bool taken = false;  // in a round
+    bool done = false;   // result set
   };
   // Removes from the queue the searches of the next round: the oldest one and, within the
-  // query limit, every other of its catalogue.
+  // query limit, every other of its catalogue and largest k.
   std::vector<Pending*> TakeRound();
   static void Run(std::span<Pending* const> round);
 

@@ -1,6 +1,7 @@
 // The exact scan kernel against FAISS's IndexFlatIP: the same top-k, scalar and AVX2.
 #include <faiss/IndexFlat.h>
 
+#include <algorithm>
 #include <random>
 
 #include "gtest/gtest.h"
@@ -54,6 +55,33 @@ TEST(ExactScanTest, Avx2MatchesFaiss) {
       ExpectSameAsFaiss(3003, dim, queries, 100, ScanKernel::kAvx2);
     }
   }
+}
+
+// A query scores the same in any position of a batch (the first query of a block and the
+// others are read by different kernels, which must add in the same order).
+TEST(ExactScanTest, ScoresDoNotDependOnThePlaceInTheBatch) {
+  for (const ScanKernel kernel : {ScanKernel::kScalar, ScanKernel::kAuto}) {
+    for (int dim : {8, 32, 64, 67}) {
+      const std::vector<float> rows = Random(static_cast<size_t>(1001) * dim, 3);
+      std::vector<float> queries = Random(static_cast<size_t>(2) * dim, 4);
+      std::copy(queries.begin(), queries.begin() + dim, queries.begin() + dim);  // same query twice
+      const std::vector<std::vector<ScanHit>> hits = ExactTopK(rows.data(), 1001, dim, queries.data(), 2, 50, {}, kernel);
+      ASSERT_EQ(hits[0].size(), hits[1].size());
+      for (size_t r = 0; r < hits[0].size(); ++r) {
+        EXPECT_EQ(hits[0][r].row, hits[1][r].row) << dim;
+        EXPECT_EQ(hits[0][r].score, hits[1][r].score) << dim;  // bit for bit
+      }
+    }
+  }
+}
+
+// Rows scoring -inf still count while fewer than k rows have been found.
+TEST(ExactScanTest, NonFiniteScoresStillFillTheTopK) {
+  const std::vector<float> rows = {1.0f, -3e38f, -3e38f};  // dim 1: scores q, -inf, -inf
+  const std::vector<float> query = {3e38f};
+  const std::vector<std::vector<ScanHit>> hits = ExactTopK(rows.data(), 3, 1, query.data(), 1, 3, {});
+  ASSERT_EQ(hits[0].size(), 3u);
+  EXPECT_EQ(hits[0][0].row, 0);
 }
 
 TEST(ExactScanTest, KLargerThanRowsAndFilters) {

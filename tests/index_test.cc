@@ -44,7 +44,7 @@ std::vector<int32_t> BruteForce(const Data& data, const float* q, int dim, int k
 }
 
 TEST(HugePageFloatsTest, CopiesOnAHugePageBoundary) {
-  std::vector<float> values(300000);
+  std::vector<float> values(600000);  // 2.4 MB: above one huge page
   for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i) * 0.5f;
   const HugePageFloats copy(values);
   ASSERT_EQ(copy.size(), values.size());
@@ -53,6 +53,13 @@ TEST(HugePageFloatsTest, CopiesOnAHugePageBoundary) {
   const HugePageFloats empty(std::span<const float>{});
   EXPECT_EQ(empty.size(), 0u);
   EXPECT_EQ(empty.data(), nullptr);
+  const std::vector<float> few = {1.0f, 2.0f, 3.0f};
+  HugePageFloats small(few);  // below one huge page: ordinary alignment, same contents
+  EXPECT_TRUE(std::equal(few.begin(), few.end(), small.data()));
+  HugePageFloats moved(std::move(small));
+  EXPECT_EQ(moved.size(), 3u);
+  EXPECT_EQ(small.size(), 0u);  // NOLINT(bugprone-use-after-move): moved-from is empty
+  EXPECT_EQ(small.data(), nullptr);
 }
 
 TEST(ItemIndexTest, FlatMatchesBruteForceWithExclusions) {

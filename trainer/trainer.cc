@@ -44,14 +44,19 @@ struct TowerScratch {
   TowerGradients grads;
   std::vector<float> out, d_out;
 
-  // Position of entity `row` in this batch, added on first use (with id dropout).
-  int32_t Add(const EncodedTable& all, int32_t row, float id_dropout, std::mt19937_64& rng) {
+  // Position of entity `row` in this batch, added on first use (with id dropout, which
+  // also empties `history_field` if there is one, as for positives: see AddLeavingOut).
+  int32_t Add(const EncodedTable& all, int32_t row, int history_field, float id_dropout,
+              std::mt19937_64& rng) {
     const auto [it, inserted] = slot.try_emplace(row, rows.size());
     if (inserted) {
-      rows.AppendRowFrom(all, row);
-      if (id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout) {
-        rows.SetId(rows.size() - 1, Vocabulary::kOov);
+      const bool dropped = id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout;
+      if (dropped && history_field > 0) {
+        rows.AppendRowFromWithout(all, row, history_field, EncodedTable::kWholeField);
+      } else {
+        rows.AppendRowFrom(all, row);
       }
+      if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
     }
     return it->second;
   }
@@ -130,12 +135,12 @@ class TrainingLoop {
           user_history_ > 0
               ? w.user.AddLeavingOut(data_.users.rows, u, user_history_, data_.history_token_of_item[v],
                                      t_.user_id_dropout(), w.rng)
-              : w.user.Add(data_.users.rows, u, t_.user_id_dropout(), w.rng));
+              : w.user.Add(data_.users.rows, u, user_history_, t_.user_id_dropout(), w.rng));
       w.example_positive.push_back(
           item_history_ > 0
               ? w.item.AddLeavingOut(data_.items.rows, v, item_history_, data_.history_token_of_user[u],
                                      t_.item_id_dropout(), w.rng)
-              : w.item.Add(data_.items.rows, v, t_.item_id_dropout(), w.rng));
+              : w.item.Add(data_.items.rows, v, item_history_, t_.item_id_dropout(), w.rng));
       w.positive_keys.push_back(v);
       w.example_user_rows.push_back(u);
       if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) continue;
@@ -147,14 +152,14 @@ class TrainingLoop {
         for (int attempt = 0; attempt < 8 && IsExposed(u, neg); ++attempt) {
           neg = sampler_->SampleEasy(w.rng);
         }
-        w.example_negatives.push_back(w.item.Add(data_.items.rows, neg, t_.item_id_dropout(), w.rng));
+        w.example_negatives.push_back(w.item.Add(data_.items.rows, neg, item_history_, t_.item_id_dropout(), w.rng));
         w.negative_keys.push_back(neg);
       }
     }
     if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) {
       for (int j = 0; j < n; ++j) {  // mixed negative sampling: shared easy negatives
         const int32_t neg = sampler_->SampleEasy(w.rng);
-        w.shared_negatives.push_back(w.item.Add(data_.items.rows, neg, t_.item_id_dropout(), w.rng));
+        w.shared_negatives.push_back(w.item.Add(data_.items.rows, neg, item_history_, t_.item_id_dropout(), w.rng));
         w.negative_keys.push_back(neg);
       }
     }
