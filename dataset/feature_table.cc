@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "dataset/feature_table.h"
 
 #include "absl/container/flat_hash_set.h"
@@ -8,6 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "dataset/table_reader.h"
+#include "util/parse_number.h"
 
 namespace twotower {
 
@@ -114,10 +114,12 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
             if (source.derived) {
               if (!field.empty()) value.tokens.emplace_back(field);
             } else if (!field.empty()) {
-              if (!absl::SimpleAtod(field, &value.number)) {
+              const std::optional<double> number = ParseNumber(field);
+              if (!number.has_value()) {
                 return absl::InvalidArgumentError(
-                    absl::StrCat(where, "\"", field, "\" is not a number"));
+                    absl::StrCat(where, "\"", field, "\" is not a finite number"));
               }
+              value.number = *number;
               value.has_number = true;
             }
             break;

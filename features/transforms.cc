@@ -39,14 +39,6 @@ uint64_t StableHash(absl::string_view bytes) {
   return hash;
 }
 
-std::optional<double> ParseNumber(absl::string_view text) {
-  double x = 0;
-  if (!absl::SimpleAtod(absl::StripAsciiWhitespace(text), &x) || !std::isfinite(x)) {
-    return std::nullopt;
-  }
-  return x;
-}
-
 double Clip(const v1::FeatureSpec& spec, double x) {
   if (spec.has_clip_min()) x = std::max(x, spec.clip_min());
   if (spec.has_clip_max()) x = std::min(x, spec.clip_max());

@@ -10,6 +10,7 @@
 
 #include "absl/strings/string_view.h"
 #include "twotower/v1/config.pb.h"
+#include "util/parse_number.h"  // ParseNumber, used with the derivations
 
 namespace twotower {
 
@@ -19,9 +20,6 @@ std::string DeriveValue(const v1::FeatureSpec& spec, absl::string_view raw);
 
 // FNV-1a, 64 bit, over the bytes: the same value in every build and on every platform.
 uint64_t StableHash(absl::string_view bytes);
-
-// A decimal number, or nullopt (empty, garbage, NaN or infinite).
-std::optional<double> ParseNumber(absl::string_view text);
 
 // `x` clipped into the spec's [clip_min, clip_max] (each bound optional).
 double Clip(const v1::FeatureSpec& spec, double x);

@@ -1,5 +1,5 @@
-// libFuzzer target: the CSV / TSV / delimited table parser and the feature-table and
-// interaction readers on top of it (untrusted input: users' exports).
+// libFuzzer target: the CSV / TSV / delimited table parser (untrusted input: users'
+// exports), with and without a header and skip_bad_rows.
 #include <cstddef>
 #include <cstdint>
 #include <string>

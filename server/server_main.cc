@@ -159,12 +159,17 @@ int main(int argc, char** argv) {
   }
   if (absl::GetFlag(FLAGS_max_k) < 1 || absl::GetFlag(FLAGS_max_batch) < 1 ||
       absl::GetFlag(FLAGS_search_batch) < 1 || absl::GetFlag(FLAGS_search_rounds) < 0 ||
-      absl::GetFlag(FLAGS_max_exclude) < 0 ||
+      absl::GetFlag(FLAGS_max_exclude) < 0 || absl::GetFlag(FLAGS_max_request_bytes) < 1 ||
       absl::GetFlag(FLAGS_ef_search) < 0 || absl::GetFlag(FLAGS_nprobe) < 0 ||
       absl::GetFlag(FLAGS_threads) < 0 || absl::GetFlag(FLAGS_shutdown_grace_ms) < 0) {
     std::fprintf(stderr,
-                 "error: --max_k, --max_batch and --search_batch must be >= 1, --max_exclude >= 0; --ef_search, --nprobe, "
+                 "error: --max_k, --max_batch, --search_batch and --max_request_bytes must be >= 1, --max_exclude >= 0; --ef_search, --nprobe, "
                  "--search_rounds, --threads and --shutdown_grace_ms >= 0\n");
+    return 2;
+  }
+  if (!absl::GetFlag(FLAGS_tls_client_ca).empty() && absl::GetFlag(FLAGS_tls_cert).empty()) {
+    // Client certificates need TLS: serving plaintext instead would drop the check silently.
+    std::fprintf(stderr, "error: --tls_client_ca needs --tls_cert and --tls_key\n");
     return 2;
   }
 

@@ -62,6 +62,11 @@ TEST(ConfigTest, InvalidSettingsNameTheField) {
       {"training.learning_rate", [](v1::TrainerConfig* c) { c->mutable_training()->set_learning_rate(-1); }},
       {"training.temperature", [](v1::TrainerConfig* c) { c->mutable_training()->set_temperature(-0.1f); }},
       {"training.cold_logq_weight", [](v1::TrainerConfig* c) { c->mutable_training()->set_cold_logq_weight(-1); }},
+      {"training.cold_logq_weight", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_logq_correction(true);
+         c->mutable_training()->set_logq_weight(0);
+         c->mutable_training()->set_cold_logq_weight(2);
+       }},
       {"training.num_negatives", [](v1::TrainerConfig* c) {
          c->mutable_training()->set_objective(v1::TrainingSpec::POINTWISE);
          c->mutable_training()->set_num_negatives(0);

@@ -4,6 +4,7 @@
 #include "dataset/interactions.h"
 #include "dataset/synthetic.h"
 #include "dataset/table_reader.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
 #include "util/file.h"
@@ -121,8 +122,14 @@ TEST(FeatureTableTest, BadNumberAndDuplicateIdsAreErrors) {
   WriteText(dir.Join("a.csv"), "id,genres,price,f1,f2\nA,x,cheap,0,0\n");
   absl::StatusOr<FeatureTable> bad = ReadFeatureTable(ItemSpec("a.csv"), dir.path());
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("a.csv:2: feature \"price\": \"cheap\" is not a number"),
+  EXPECT_NE(bad.status().message().find("a.csv:2: feature \"price\": \"cheap\" is not a finite number"),
             std::string::npos) << bad.status();
+  // NaN and infinities parse as numbers elsewhere; a table must not carry them into a model.
+  for (const char* cell : {"nan", "inf", "-Infinity"}) {
+    WriteText(dir.Join("n.csv"), absl::StrCat("id,genres,price,f1,f2\nA,x,", cell, ",0,0\n"));
+    EXPECT_NE(ReadFeatureTable(ItemSpec("n.csv"), dir.path()).status().message().find("is not a finite number"),
+              std::string::npos) << cell;
+  }
   WriteText(dir.Join("b.csv"), "id,genres,price,f1,f2\nA,x,1,0,0\nA,y,2,0,0\n");
   EXPECT_NE(ReadFeatureTable(ItemSpec("b.csv"), dir.path()).status().message().find("duplicate id"),
             std::string::npos);

@@ -117,7 +117,15 @@ TEST_F(SearchBatcherTest, AnInvalidQueryFailsOnlyItsOwnCall) {
 
 TEST_F(SearchBatcherTest, LimitOneSearchesEveryCallerAlone) {
   const Catalogue& catalogue = *shared_->catalogue;
-  SearchBatcher batcher(1, 1);
+  // The first round is held until the three other callers wait, so batching had the chance.
+  std::atomic<int> rounds = 0;
+  SearchBatcher* batcher_ptr = nullptr;
+  SearchBatcher batcher(1, 1, [&] {
+    if (rounds++ == 0) {
+      while (batcher_ptr->waiting() < 3) std::this_thread::yield();
+    }
+  });
+  batcher_ptr = &batcher;
   const std::vector<float> vectors = Vectors(4);
   std::vector<std::thread> threads;
   std::atomic<int> failures = 0;

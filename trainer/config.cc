@@ -78,7 +78,7 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
         }
         continue;
       default:
-        return Invalid(where, "kind must be CATEGORICAL, MULTI_HOT, NUMERIC, POPULARITY or HISTORY");
+        return Invalid(where, "kind must be CATEGORICAL, MULTI_HOT, NUMERIC, BUCKETIZED, POPULARITY or HISTORY");
     }
     if (f.flag_columns_size() > 0) {
       if (f.kind() != v1::FeatureSpec::MULTI_HOT) return Invalid(where, "flag_columns is for MULTI_HOT only");
@@ -202,6 +202,11 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   if (!(t.logq_weight() >= 0) || !std::isfinite(t.logq_weight())) return Invalid("training.logq_weight", "must be >= 0");
   if (!(t.cold_logq_weight() >= 0) || !std::isfinite(t.cold_logq_weight())) {
     return Invalid("training.cold_logq_weight", "must be >= 0");
+  }
+  if (t.logq_correction() && t.logq_weight() == 0 && t.cold_logq_weight() != 0) {
+    // The cold weight is applied as a multiple of the warm one's column: with that at 0
+    // it would be dropped without a word.
+    return Invalid("training.cold_logq_weight", "needs logq_weight > 0");
   }
   if (!v1::TrainingSpec::Optimizer_IsValid(t.optimizer())) return Invalid("training.optimizer", "unknown optimizer");
   if (!v1::TrainingSpec::LearningRateSchedule_IsValid(t.learning_rate_schedule())) {
