@@ -25,6 +25,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/status/status.h"
+#include "util/admin_token.h"
 #include "util/program_usage.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
@@ -94,17 +95,16 @@ int RpcError(const grpc::Status& status) {
   return 1;
 }
 
-// Adds "authorization: Bearer <token>" when a token is configured.
-void AddAdminToken(grpc::ClientContext* context) {
-  std::string token;
-  if (const std::string file = absl::GetFlag(FLAGS_admin_token_file); !file.empty()) {
-    std::ifstream in(file);
-    std::getline(in, token);
-  } else if (const char* env = std::getenv("TWOTOWER_ADMIN_TOKEN"); env != nullptr) {
-    token = env;
+// Adds "authorization: Bearer <token>" when a token is configured; false (after printing
+// the error) when --admin_token_file cannot be read.
+bool AddAdminToken(grpc::ClientContext* context) {
+  absl::StatusOr<std::string> token = twotower::ReadAdminToken(absl::GetFlag(FLAGS_admin_token_file));
+  if (!token.ok()) {
+    std::fprintf(stderr, "error: --admin_token_file: %s\n", std::string(token.status().message()).c_str());
+    return false;
   }
-  token = std::string(absl::StripAsciiWhitespace(token));
-  if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
+  if (!token->empty()) context->AddMetadata("authorization", "Bearer " + *token);
+  return true;
 }
 
 void SetDeadline(grpc::ClientContext* context, int default_ms = 5000) {
@@ -245,7 +245,7 @@ int Status() {
       grpc::CreateChannel(absl::GetFlag(FLAGS_admin_address), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   SetDeadline(&context);
-  AddAdminToken(&context);
+  if (!AddAdminToken(&context)) return 2;
   twotower::v1::GetStatusResponse response;
   const grpc::Status status = stub->GetStatus(&context, {}, &response);
   if (!status.ok()) return RpcError(status);
@@ -275,7 +275,7 @@ int Reload() {
       grpc::CreateChannel(absl::GetFlag(FLAGS_admin_address), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   SetDeadline(&context, 300000);
-  AddAdminToken(&context);
+  if (!AddAdminToken(&context)) return 2;
   twotower::v1::ReloadModelResponse response;
   const grpc::Status status = stub->ReloadModel(&context, request, &response);
   if (!status.ok()) return RpcError(status);
@@ -294,7 +294,7 @@ int RebuildIndex() {
       grpc::CreateChannel(absl::GetFlag(FLAGS_admin_address), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   SetDeadline(&context, 300000);
-  AddAdminToken(&context);
+  if (!AddAdminToken(&context)) return 2;
   twotower::v1::RebuildIndexResponse response;
   const grpc::Status status = stub->RebuildIndex(&context, request, &response);
   if (!status.ok()) return RpcError(status);

@@ -34,6 +34,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/strip.h"
 #include "model/tower.h"
+#include "util/admin_token.h"
 #include "util/file.h"
 #include "util/program_usage.h"
 #include "absl/flags/usage.h"
@@ -225,16 +226,12 @@ int main(int argc, char** argv) {
   twotower::AdminService::Options admin_options;
   admin_options.state_dir = absl::GetFlag(FLAGS_state_dir);
   admin_options.bundle_root = absl::GetFlag(FLAGS_bundle_root);
-  if (const std::string file = absl::GetFlag(FLAGS_admin_token_file); !file.empty()) {
-    absl::StatusOr<std::string> token = twotower::ReadFile(file);
-    if (!token.ok() || absl::StripAsciiWhitespace(*token).empty()) {
-      std::fprintf(stderr, "error: --admin_token_file %s: %s\n", file.c_str(),
-                   token.ok() ? "empty" : std::string(token.status().message()).c_str());
-      return 2;
-    }
-    admin_options.token = std::string(absl::StripAsciiWhitespace(*token));
-  } else if (const char* env = std::getenv("TWOTOWER_ADMIN_TOKEN"); env != nullptr && *env != 0) {
-    admin_options.token = env;
+  if (absl::StatusOr<std::string> token = twotower::ReadAdminToken(absl::GetFlag(FLAGS_admin_token_file));
+      token.ok()) {
+    admin_options.token = *std::move(token);
+  } else {
+    std::fprintf(stderr, "error: --admin_token_file: %s\n", std::string(token.status().message()).c_str());
+    return 2;
   }
   twotower::AdminService admin_service(&snapshots, &metrics, admin_options);
 
