@@ -177,9 +177,10 @@ absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> Catalogue::Search(
         delta_filters[i].allowed = &delta_allowed[i];
       }
     }
-    base_filters[i].excluded = &base_excluded[i];
-    base_filters[i].removed = removed_.get();
-    delta_filters[i].excluded = &delta_excluded[i];
+    // Only restrictions that restrict: an unrestricted query skips the per-row checks.
+    if (!base_excluded[i].empty()) base_filters[i].excluded = &base_excluded[i];
+    if (removed_ != nullptr && !removed_->empty()) base_filters[i].removed = removed_.get();
+    if (!delta_excluded[i].empty()) delta_filters[i].excluded = &delta_excluded[i];
   }
   // Queries without any restriction go to FAISS as one batch (ItemIndex::Search sorts
   // that out); one search at the largest k, each answer cut to its own k.
