@@ -42,6 +42,19 @@ void EncodedTable::AppendRowFromWithout(const EncodedTable& other, int row, int 
   ++size_;
 }
 
+void EncodedTable::AppendRowFromReplacing(const EncodedTable& other, int row, int field,
+                                          std::span<const int32_t> tokens) {
+  for (int f = 0; f < num_fields_; ++f) {
+    const std::span<const int32_t> rows = f == field ? tokens : other.Field(row, f);
+    indices_.insert(indices_.end(), rows.begin(), rows.end());
+    if (rows.empty()) indices_.push_back(0);  // nothing: OOV
+    offsets_.push_back(static_cast<int32_t>(indices_.size()));
+  }
+  const std::span<const float> numeric = other.Numeric(row);
+  numeric_.insert(numeric_.end(), numeric.begin(), numeric.end());
+  ++size_;
+}
+
 void EncodedTable::Clear() {
   size_ = 0;
   offsets_.assign(1, 0);

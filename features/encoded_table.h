@@ -31,6 +31,9 @@ class EncodedTable {
   // token kWholeField empties the field.
   static constexpr int32_t kWholeField = -1;
   void AppendRowFromWithout(const EncodedTable& other, int row, int field, int32_t token);
+  // Row `row` of `other` with field `field` replaced by `tokens` (empty: the OOV row).
+  void AppendRowFromReplacing(const EncodedTable& other, int row, int field,
+                              std::span<const int32_t> tokens);
   void Clear();
 
   std::span<const int32_t> Field(int row, int field) const {

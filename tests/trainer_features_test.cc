@@ -170,6 +170,71 @@ TEST(TrainerFeaturesTest, HistoryFeatureHoldsTrainingItemsAndTrains) {
   EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * Recall(*popularity, "warm", 10));
 }
 
+// history_length keeps the most recent partners (by timestamp, not file order); PRECEDING
+// gives each training example only what came before it.
+TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
+  ScopedTempDir dir;
+  // u1 in time order: b(10) c(20) a(30) d(40), then b again (50).
+  testing::WriteText(dir.Join("events.csv"),
+                     "user,item,ts\nu1,a,30\nu1,b,10\nu1,c,20\nu1,d,40\nu1,b,50\nu2,a,5\nu2,c,6\n");
+  testing::WriteText(dir.Join("users.csv"), "user\nu1\nu2\n");
+  v1::TrainerConfig config;
+  ASSERT_TRUE(ParseTextProto(R"pb(
+    data {
+      train { table { path: "events.csv" header: true } user_column { name: "user" }
+              item_column { name: "item" } timestamp_column { name: "ts" } }
+      users { table { path: "users.csv" header: true } id_column { name: "user" }
+              features { name: "history" kind: HISTORY embedding_dim: 4 history_length: 2
+                         history_context: PRECEDING } }
+    }
+    user_tower { id_embedding_dim: 4 output_dim: 4 }
+    item_tower { id_embedding_dim: 4 output_dim: 4 }
+    training { objective: SAMPLED_SOFTMAX num_negatives: 2 epochs: 2 batch_size: 4 }
+  )pb", "config", &config).ok());
+  ApplyDefaults(&config);
+  ASSERT_TRUE(ValidateTrainerConfig(config).ok()) << ValidateTrainerConfig(config);
+  absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
+  ASSERT_TRUE(data.ok()) << data.status();
+  const int h = data->user_encoder.HistoryField();
+  ASSERT_GT(h, 0);
+  const auto tokens = [&](std::vector<std::string> items) {
+    std::vector<int32_t> out;
+    for (const std::string& item : items) out.push_back(data->user_encoder.TokenRow(h, item));
+    return out;
+  };
+  const auto as_vector = [](std::span<const int32_t> s) { return std::vector<int32_t>(s.begin(), s.end()); };
+  // Stored (serving, evaluation): the last 2 distinct items by time.
+  EXPECT_EQ(as_vector(data->users.rows.Field(data->user_row.at("u1"), h)), tokens({"a", "d"}));
+  EXPECT_EQ(as_vector(data->users.rows.Field(data->user_row.at("u2"), h)), tokens({"a", "c"}));
+  // Each training example (file order) sees at most 2 items from before it.
+  ASSERT_FALSE(data->user_preceding.empty());
+  EXPECT_EQ(as_vector(data->user_preceding.Of(0)), tokens({"b", "c"}));  // u1,a at 30
+  EXPECT_EQ(as_vector(data->user_preceding.Of(1)), tokens({}));          // u1,b at 10: the first
+  EXPECT_EQ(as_vector(data->user_preceding.Of(2)), tokens({"b"}));       // u1,c at 20
+  EXPECT_EQ(as_vector(data->user_preceding.Of(3)), tokens({"c", "a"}));  // u1,d at 40
+  EXPECT_EQ(as_vector(data->user_preceding.Of(4)), tokens({"a", "d"}));  // u1,b again at 50
+  EXPECT_EQ(as_vector(data->user_preceding.Of(6)), tokens({"a"}));       // u2,c at 6
+  EXPECT_TRUE(data->item_preceding.empty());
+  absl::StatusOr<TrainingReport> report = Train(config, *data, TrainOptions{});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(std::isfinite(report->final_loss));
+
+  // The default context keeps no per-example spans; the options belong to HISTORY only.
+  config.mutable_data()->mutable_users()->mutable_features(0)->clear_history_context();
+  absl::StatusOr<TrainingData> leave_one_out = LoadTrainingData(config, dir.path(), stderr);
+  ASSERT_TRUE(leave_one_out.ok());
+  EXPECT_TRUE(leave_one_out->user_preceding.empty());
+  config.mutable_data()->mutable_users()->mutable_features(0)->set_history_length(-1);
+  EXPECT_FALSE(ValidateTrainerConfig(config).ok());
+  v1::TrainerConfig categorical = config;
+  v1::FeatureSpec* f = categorical.mutable_data()->mutable_users()->mutable_features(0);
+  f->set_kind(v1::FeatureSpec::CATEGORICAL);
+  f->set_history_length(5);
+  f->mutable_column()->set_index(0);
+  EXPECT_NE(ValidateTrainerConfig(categorical).ToString().find("HISTORY features only"), std::string::npos)
+      << ValidateTrainerConfig(categorical);
+}
+
 // Train/serve skew check: for every user of the table, the features sent as a request
 // (raw values, typed) encode to exactly the trainer's row and give the same embedding.
 TEST(TrainerFeaturesTest, RequestFeaturesEncodeExactlyLikeTraining) {

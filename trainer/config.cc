@@ -44,6 +44,10 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
     if (f.name().empty()) return Invalid(where, "name must be set");
     if (f.name() == "id") return Invalid(where, "the name \"id\" is reserved");
     if (!names.insert(f.name()).second) return Invalid(where, "duplicate feature name");
+    if (f.kind() != v1::FeatureSpec::HISTORY &&
+        (f.history_length() != 0 || f.history_context() != v1::FeatureSpec::LEAVE_ONE_OUT)) {
+      return Invalid(where, "history_length and history_context apply to HISTORY features only");
+    }
     switch (f.kind()) {
       case v1::FeatureSpec::CATEGORICAL:
       case v1::FeatureSpec::MULTI_HOT:
@@ -68,6 +72,7 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
         break;
       case v1::FeatureSpec::HISTORY:
         if (f.embedding_dim() < 1) return Invalid(where, "embedding_dim must be >= 1");
+        if (f.history_length() < 0) return Invalid(where, "history_length must be >= 0");
         if (f.has_column() || f.flag_columns_size() > 0) {
           return Invalid(where, "HISTORY is derived from the interactions: no column");
         }

@@ -71,6 +71,15 @@ struct TowerScratch {
     if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
     return rows.size() - 1;
   }
+  // Appends entity `row` with `history` (PRECEDING: what came before this example) in its
+  // history field; a dropped id drops the history, as above.
+  int32_t AddWithHistory(const EncodedTable& all, int32_t row, int history_field,
+                         std::span<const int32_t> history, float id_dropout, std::mt19937_64& rng) {
+    const bool dropped = id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout;
+    rows.AppendRowFromReplacing(all, row, history_field, dropped ? std::span<const int32_t>() : history);
+    if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
+    return rows.size() - 1;
+  }
   void Clear() {
     rows.Clear();
     slot.clear();
@@ -132,12 +141,18 @@ class TrainingLoop {
       const int32_t u = data_.train_users[order[i]];
       const int32_t v = data_.train_items[order[i]];
       w.example_user.push_back(
-          user_history_ > 0
+          !data_.user_preceding.empty()
+              ? w.user.AddWithHistory(data_.users.rows, u, user_history_, data_.user_preceding.Of(order[i]),
+                                      t_.user_id_dropout(), w.rng)
+          : user_history_ > 0
               ? w.user.AddLeavingOut(data_.users.rows, u, user_history_, data_.history_token_of_item[v],
                                      t_.user_id_dropout(), w.rng)
               : w.user.Add(data_.users.rows, u, user_history_, t_.user_id_dropout(), w.rng));
       w.example_positive.push_back(
-          item_history_ > 0
+          !data_.item_preceding.empty()
+              ? w.item.AddWithHistory(data_.items.rows, v, item_history_, data_.item_preceding.Of(order[i]),
+                                      t_.item_id_dropout(), w.rng)
+          : item_history_ > 0
               ? w.item.AddLeavingOut(data_.items.rows, v, item_history_, data_.history_token_of_user[u],
                                      t_.item_id_dropout(), w.rng)
               : w.item.Add(data_.items.rows, v, item_history_, t_.item_id_dropout(), w.rng));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <numeric>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -65,6 +66,95 @@ void SortIdsLikeProtocol(std::vector<std::string>* ids) {
 }
 
 namespace {
+// Each owner's distinct partners (a user's items, an item's users) in time order, by first
+// interaction, and per interaction how many distinct partners its owner had before it.
+struct HistoryOrder {
+  absl::flat_hash_map<std::string, std::vector<std::string>> partners;
+  std::vector<int64_t> preceding;
+};
+
+HistoryOrder OrderHistories(const std::vector<std::string>& owners,
+                            const std::vector<std::string>& others,
+                            const std::vector<int64_t>& timestamps) {
+  std::vector<size_t> order(owners.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  if (!timestamps.empty()) {
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return timestamps[a] < timestamps[b]; });
+  }
+  HistoryOrder out;
+  out.preceding.resize(owners.size());
+  absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> seen;
+  for (const size_t i : order) {
+    std::vector<std::string>& list = out.partners[owners[i]];
+    out.preceding[i] = static_cast<int64_t>(list.size());
+    if (seen[owners[i]].insert(others[i]).second) list.push_back(others[i]);
+  }
+  return out;
+}
+
+// Index of the HISTORY feature in `spec`, or -1.
+int HistoryFeature(const v1::FeatureTableSpec& spec) {
+  for (int f = 0; f < spec.features_size(); ++f) {
+    if (spec.features(f).kind() == v1::FeatureSpec::HISTORY) return f;
+  }
+  return -1;
+}
+
+// Puts each entity's whole history into the HISTORY field of `table` (adding rows for
+// entities it lacks); returns the field's index in the spec, or -1 without one.
+int FillHistory(const v1::FeatureTableSpec& spec, const HistoryOrder& order,
+                const std::vector<std::string>& owners, FeatureTable* table) {
+  const int history = HistoryFeature(spec);
+  if (history < 0) return -1;
+  absl::flat_hash_set<std::string> in_table(table->ids.begin(), table->ids.end());
+  for (const std::string& owner : owners) {
+    if (in_table.insert(owner).second) {
+      table->ids.push_back(owner);
+      table->values.emplace_back(spec.features_size());
+    }
+  }
+  for (size_t r = 0; r < table->ids.size(); ++r) {
+    if (const auto it = order.partners.find(table->ids[r]); it != order.partners.end()) {
+      table->values[r][history].tokens = it->second;
+    }
+  }
+  return history;
+}
+
+// The stored history (serving, evaluation, LEAVE_ONE_OUT training): the last
+// history_length partners.
+void KeepRecentHistory(const v1::FeatureSpec& feature, int history, FeatureTable* table) {
+  const size_t keep = static_cast<size_t>(feature.history_length());
+  if (keep == 0) return;
+  for (auto& values : table->values) {
+    std::vector<std::string>& tokens = values[history].tokens;
+    if (tokens.size() > keep) tokens.erase(tokens.begin(), tokens.end() - static_cast<ptrdiff_t>(keep));
+  }
+}
+
+// PRECEDING: per training interaction, the (last history_length) partners its owner had
+// before it, as tokens of the encoder's HISTORY field.
+TrainingData::PrecedingHistory PrecedingTokens(const v1::FeatureSpec& feature, const HistoryOrder& order,
+                                               const std::vector<std::string>& owners,
+                                               const FeatureEncoder& encoder, int field) {
+  TrainingData::PrecedingHistory out;
+  absl::flat_hash_map<std::string, int64_t> start;  // owner -> offset of its partners
+  for (const auto& [owner, partners] : order.partners) {
+    start[owner] = static_cast<int64_t>(out.tokens.size());
+    for (const std::string& partner : partners) out.tokens.push_back(encoder.TokenRow(field, partner));
+  }
+  const int64_t keep = feature.history_length();
+  out.begin.resize(owners.size());
+  out.end.resize(owners.size());
+  for (size_t i = 0; i < owners.size(); ++i) {
+    const int64_t at = start.at(owners[i]), before = order.preceding[i];
+    out.begin[i] = at + (keep > 0 ? std::max<int64_t>(0, before - keep) : 0);
+    out.end[i] = at + before;
+  }
+  return out;
+}
+
 // skip_bad_rows: say how many rows were left out, and the first few reasons.
 void ReportSkipped(const std::vector<std::string>& skipped, const std::string& path, std::FILE* log) {
   if (skipped.empty()) return;
@@ -119,34 +209,18 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     eval_logs.push_back(*std::move(held_out));
   }
 
-  // HISTORY features: each entity's training interactions, as tokens. Entities of the
-  // interactions that the table lacks become rows too, so they get their history.
-  const auto fill_history = [](const v1::FeatureTableSpec& spec, FeatureTable* table,
-                               const std::vector<std::string>& owners,
-                               const std::vector<std::string>& others) {
-    int history = -1;
-    for (int f = 0; f < spec.features_size(); ++f) {
-      if (spec.features(f).kind() == v1::FeatureSpec::HISTORY) history = f;
-    }
-    if (history < 0) return;
-    absl::flat_hash_map<std::string, std::vector<std::string>> of;
-    absl::flat_hash_map<std::string, absl::flat_hash_set<std::string>> seen;
-    for (size_t i = 0; i < owners.size(); ++i) {
-      if (seen[owners[i]].insert(others[i]).second) of[owners[i]].push_back(others[i]);
-    }
-    absl::flat_hash_set<std::string> in_table(table->ids.begin(), table->ids.end());
-    for (size_t i = 0; i < owners.size(); ++i) {
-      if (in_table.insert(owners[i]).second) {
-        table->ids.push_back(owners[i]);
-        table->values.emplace_back(spec.features_size());
-      }
-    }
-    for (size_t r = 0; r < table->ids.size(); ++r) {
-      if (const auto it = of.find(table->ids[r]); it != of.end()) table->values[r][history].tokens = it->second;
-    }
-  };
-  fill_history(spec.users(), &*user_table, train->users, train->items);
-  fill_history(spec.items(), &*item_table, train->items, train->users);
+  // HISTORY features: each entity's training interactions, as tokens (all of them, so the
+  // vocabulary covers what PRECEDING examples see; cut to history_length once fitted).
+  // Entities of the interactions that the table lacks become rows too, so they get their
+  // history.
+  const HistoryOrder user_order = HistoryFeature(spec.users()) < 0
+                                      ? HistoryOrder{}
+                                      : OrderHistories(train->users, train->items, train->timestamps);
+  const HistoryOrder item_order = HistoryFeature(spec.items()) < 0
+                                      ? HistoryOrder{}
+                                      : OrderHistories(train->items, train->users, train->timestamps);
+  const int user_history = FillHistory(spec.users(), user_order, train->users, &*user_table);
+  const int item_history = FillHistory(spec.items(), item_order, train->items, &*item_table);
 
   // Ids get a vocabulary row only when seen in training interactions.
   absl::flat_hash_map<std::string, int64_t> user_counts, item_counts;
@@ -172,6 +246,9 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   if (!item_encoder.ok()) return item_encoder.status();
   data.user_encoder = *std::move(user_encoder);
   data.item_encoder = *std::move(item_encoder);
+
+  if (user_history >= 0) KeepRecentHistory(spec.users().features(user_history), user_history, &*user_table);
+  if (item_history >= 0) KeepRecentHistory(spec.items().features(item_history), item_history, &*item_table);
 
   // Users: the feature table, then anyone in training or evaluation interactions.
   std::vector<std::string> extra_users = train->users;
@@ -205,6 +282,14 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     for (const std::string& id : data.users.ids) {
       data.history_token_of_user.push_back(data.item_encoder.TokenRow(h, id));
     }
+  }
+  if (user_history >= 0 && spec.users().features(user_history).history_context() == v1::FeatureSpec::PRECEDING) {
+    data.user_preceding = PrecedingTokens(spec.users().features(user_history), user_order, train->users,
+                                          data.user_encoder, data.user_encoder.HistoryField());
+  }
+  if (item_history >= 0 && spec.items().features(item_history).history_context() == v1::FeatureSpec::PRECEDING) {
+    data.item_preceding = PrecedingTokens(spec.items().features(item_history), item_order, train->items,
+                                          data.item_encoder, data.item_encoder.HistoryField());
   }
   data.train_items_of_user.resize(data.users.ids.size());
   data.train_users.reserve(train->size());

@@ -3,6 +3,7 @@
 #ifndef TWOTOWER_TRAINER_TRAINING_DATA_H_
 #define TWOTOWER_TRAINER_TRAINING_DATA_H_
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,20 @@ struct TrainingData {
   // without a HISTORY feature on that side.
   std::vector<int32_t> history_token_of_item;
   std::vector<int32_t> history_token_of_user;
+  // HISTORY with history_context PRECEDING: what training example e (an index into
+  // train_users / train_items) sees as its history, as history tokens: for the user tower
+  // user_history_tokens[user_history_begin[e], user_history_end[e]), for the item tower
+  // likewise. Empty without PRECEDING on that side.
+  struct PrecedingHistory {
+    std::vector<int32_t> tokens;  // each entity's partners in time order, concatenated
+    std::vector<int64_t> begin, end;
+    std::span<const int32_t> Of(size_t example) const {
+      return {tokens.data() + begin[example], static_cast<size_t>(end[example] - begin[example])};
+    }
+    bool empty() const { return begin.empty(); }
+  };
+  PrecedingHistory user_preceding;
+  PrecedingHistory item_preceding;
 
   std::vector<EvalSet> eval_sets;
   // Training rows marked as exposures (shown, not clicked): never positives, and never
