@@ -158,6 +158,7 @@ struct Load {
   double queries_per_second = 0;
   std::vector<double> latencies;  // ms, every call
   int64_t failures = 0;
+  std::string first_error;  // of the failed calls, if any
 };
 
 // `clients` threads calling Retrieve for `seconds`; every `tick_every` seconds the main
@@ -179,10 +180,17 @@ Load Drive(const std::string& address, int clients, double seconds, int k,
       int64_t failed = 0;
       while (!stop.load()) {
         grpc::ClientContext context;
+        // A client that has not connected yet waits for it instead of failing at once (a
+        // channel that failed its first connect would otherwise spin on fast UNAVAILABLEs).
+        context.set_wait_for_ready(true);
         v1::RetrieveResponse response;
         const Clock::time_point t = Clock::now();
-        if (!stub->Retrieve(&context, Request(static_cast<int>(rng() % kUsers), k), &response).ok()) ++failed;
+        const grpc::Status status = stub->Retrieve(&context, Request(static_cast<int>(rng() % kUsers), k), &response);
         mine.push_back(Ms(t));
+        if (!status.ok() && failed++ == 0) {
+          std::lock_guard<std::mutex> lock(mu);
+          if (load.first_error.empty()) load.first_error = absl::StrCat(status.error_code(), ": ", status.error_message());
+        }
       }
       std::lock_guard<std::mutex> lock(mu);
       load.latencies.insert(load.latencies.end(), mine.begin(), mine.end());
@@ -196,7 +204,9 @@ Load Drive(const std::string& address, int clients, double seconds, int k,
   }
   stop = true;
   for (std::thread& t : threads) t.join();
-  load.queries_per_second = load.latencies.size() / (Ms(start) / 1000);
+  // Answers per second: a failed call (e.g. RESOURCE_EXHAUSTED) is fast and answers nothing.
+  load.queries_per_second = static_cast<double>(static_cast<int64_t>(load.latencies.size()) - load.failures) /
+                            (Ms(start) / 1000);
   return load;
 }
 
@@ -328,13 +338,33 @@ int Run() {
                 "target <= 1\n", retrieve_p50 / (1.2 * search_p50 + rtt_p50));
     std::printf("  with search alone %7.2f  (the same, with the bare search measured before the server ran)\n",
                 retrieve_p50 / (1.2 * alone_p50 + rtt_p50));
+    const auto server_status = [&server] {
+      grpc::ClientContext context;
+      v1::GetStatusResponse status;
+      (void)server.admin().GetStatus(&context, v1::GetStatusRequest(), &status);
+      return status;
+    };
     const Load one = Drive(server.address(), 1, absl::GetFlag(FLAGS_seconds), k);
+    const v1::GetStatusResponse before_many = server_status();
     const Load many = Drive(server.address(), clients, absl::GetFlag(FLAGS_seconds), k);
+    const v1::GetStatusResponse after_many = server_status();
     failures += static_cast<int>(one.failures + many.failures);
     const double qps_one = one.queries_per_second, qps_many = many.queries_per_second;
     const double p99_one = Percentile(one.latencies, 0.99), p99_many = Percentile(many.latencies, 0.99);
-    std::printf("throughput         %8.0f q/s with 1 client (p99 %.2f ms), %.0f q/s with %d (p99 %.2f ms): %.2fx; target >= 2x\n",
-                qps_one, p99_one, qps_many, clients, p99_many, qps_many / qps_one);
+    std::printf("throughput         %8.0f q/s with 1 client (p99 %.2f ms), %.0f q/s with %d (p99 %.2f ms): %.2fx; target >= 2x%s\n",
+                qps_one, p99_one, qps_many, clients, p99_many, qps_many / qps_one,
+                one.failures + many.failures > 0 ? " (failed calls not counted)" : "");
+    const int64_t searches = after_many.index_searches() - before_many.index_searches();
+    std::printf("  with %d clients: %lld index searches, %.2f queries each (largest batch so far %lld)\n", clients,
+                static_cast<long long>(searches),
+                static_cast<double>(after_many.searched_queries() - before_many.searched_queries()) /
+                    std::max<int64_t>(1, searches),
+                static_cast<long long>(after_many.largest_search_batch()));
+    for (const Load* load : {&one, &many}) {
+      if (load->failures > 0) {
+        std::printf("  %lld failed calls, the first: %s\n", static_cast<long long>(load->failures), load->first_error.c_str());
+      }
+    }
     const double rss = RssMb(server.pid());
     std::printf("server RSS         %8.1f MB (%.1f MB per million items, all of the model included)\n", rss, rss / (items / 1e6));
     std::printf("failed requests    %d\n", failures);

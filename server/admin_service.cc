@@ -234,6 +234,12 @@ grpc::Status AdminService::GetStatus(grpc::ServerContext* context,
   summary->set_max_ms(latency.max_ms);
   response->set_reloads_total(metrics_->reloads_total());
   response->set_reloads_failed(metrics_->reloads_failed());
+  if (options_.search_stats) {
+    const SearchBatcher::Stats searches = options_.search_stats();
+    response->set_index_searches(searches.searches);
+    response->set_searched_queries(searches.queries);
+    response->set_largest_search_batch(searches.largest_batch);
+  }
   return grpc::Status::OK;
 }
 

@@ -4,9 +4,12 @@
 #ifndef TWOTOWER_SERVER_ADMIN_SERVICE_H_
 #define TWOTOWER_SERVER_ADMIN_SERVICE_H_
 
+#include <functional>
+
 #include <grpcpp/grpcpp.h>
 
 #include "absl/synchronization/mutex.h"
+#include "server/search_batcher.h"
 #include "server/server_metrics.h"
 #include "server/snapshot.h"
 #include "twotower/v1/admin.grpc.pb.h"
@@ -24,6 +27,8 @@ class AdminService final : public v1::Admin::Service {
     // When set, ReloadModel only loads bundles whose real path (symlinks resolved) lies
     // under this directory; anything else is PERMISSION_DENIED.
     std::string bundle_root;
+    // The Retrieval service's dynamic-batching counters, for GetStatus; may be empty.
+    std::function<SearchBatcher::Stats()> search_stats;
   };
   // `snapshots` and `metrics` must outlive the service.
   AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics, Options options);

@@ -49,6 +49,9 @@ class RetrievalService final : public v1::Retrieval::Service {
                              const v1::BatchRetrieveRequest* request,
                              v1::BatchRetrieveResponse* response) override;
 
+  // Combined index searches so far (GetStatus reports them).
+  SearchBatcher::Stats search_stats() const { return batcher_->stats(); }
+
  private:
   // Answers requests[i] into responses[i]; `batch` only shapes error messages.
   absl::Status Answer(const grpc::ServerContext& context,

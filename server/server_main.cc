@@ -226,6 +226,7 @@ int main(int argc, char** argv) {
   twotower::AdminService::Options admin_options;
   admin_options.state_dir = absl::GetFlag(FLAGS_state_dir);
   admin_options.bundle_root = absl::GetFlag(FLAGS_bundle_root);
+  admin_options.search_stats = [&retrieval_service] { return retrieval_service.search_stats(); };
   if (absl::StatusOr<std::string> token = twotower::ReadAdminToken(absl::GetFlag(FLAGS_admin_token_file));
       token.ok()) {
     admin_options.token = *std::move(token);

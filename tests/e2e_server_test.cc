@@ -520,6 +520,10 @@ TEST_F(E2eServerTest, StatusReportsTheModelAndCounters) {
   EXPECT_LE(status.retrieve_latency().p50_ms(), status.retrieve_latency().max_ms());
   EXPECT_GT(status.uptime_seconds(), 0.0);
   EXPECT_EQ(status.reloads_total(), 0);
+  // One index search for the one valid call (the invalid one fails before searching).
+  EXPECT_EQ(status.index_searches(), 1);
+  EXPECT_EQ(status.searched_queries(), 1);
+  EXPECT_EQ(status.largest_search_batch(), 1);
 }
 
 TEST_F(E2eServerTest, CorruptBundleReloadFailsAndTheOldModelKeepsServing) {
