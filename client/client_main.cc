@@ -264,6 +264,10 @@ int Status() {
   std::printf("reloads:         %lld (%lld failed)\n",
               static_cast<long long>(response.reloads_total()),
               static_cast<long long>(response.reloads_failed()));
+  std::printf("index searches:  %lld for %lld queries (largest batch %lld)\n",
+              static_cast<long long>(response.index_searches()),
+              static_cast<long long>(response.searched_queries()),
+              static_cast<long long>(response.largest_search_batch()));
   return 0;
 }
 

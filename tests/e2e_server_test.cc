@@ -1059,6 +1059,7 @@ TEST_F(E2eServerTest, CommandLineClientAgreesWithTheStub) {
   const RunResult status = RunCommand({client, "status", "--admin_address=" + server_.admin_address()});
   EXPECT_EQ(status.exit_code, 0);
   EXPECT_NE(status.out.find(latest_->model_version()), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("index searches:"), std::string::npos) << status.out;
 
   EXPECT_EQ(RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=" + user,
                  "--k=0"}).exit_code, 1);
