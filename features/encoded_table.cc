@@ -32,7 +32,8 @@ void EncodedTable::AppendRowFromWithout(const EncodedTable& other, int row, int 
     const std::span<const int32_t> rows = other.Field(row, f);
     const size_t before = indices_.size();
     for (const int32_t r : rows) {
-      if (f != field || (r != token && token != kWholeField)) indices_.push_back(r);
+      const bool drop = f == field && (token == kWholeField || (token != 0 && r == token));
+      if (!drop) indices_.push_back(r);
     }
     if (indices_.size() == before) indices_.push_back(0);  // nothing left: OOV
     offsets_.push_back(static_cast<int32_t>(indices_.size()));
@@ -43,11 +44,18 @@ void EncodedTable::AppendRowFromWithout(const EncodedTable& other, int row, int 
 }
 
 void EncodedTable::AppendRowFromReplacing(const EncodedTable& other, int row, int field,
-                                          std::span<const int32_t> tokens) {
+                                          std::span<const int32_t> tokens, int32_t skip) {
   for (int f = 0; f < num_fields_; ++f) {
-    const std::span<const int32_t> rows = f == field ? tokens : other.Field(row, f);
-    indices_.insert(indices_.end(), rows.begin(), rows.end());
-    if (rows.empty()) indices_.push_back(0);  // nothing: OOV
+    const size_t before = indices_.size();
+    if (f == field) {
+      for (const int32_t r : tokens) {
+        if (skip == 0 || r != skip) indices_.push_back(r);
+      }
+    } else {
+      const std::span<const int32_t> rows = other.Field(row, f);
+      indices_.insert(indices_.end(), rows.begin(), rows.end());
+    }
+    if (indices_.size() == before) indices_.push_back(0);  // nothing: OOV
     offsets_.push_back(static_cast<int32_t>(indices_.size()));
   }
   const std::span<const float> numeric = other.Numeric(row);

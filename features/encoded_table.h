@@ -28,12 +28,15 @@ class EncodedTable {
   // Appends row `row` of `other` (same layout).
   void AppendRowFrom(const EncodedTable& other, int row);
   // The same, without `token` in field `field` (an emptied field gets the OOV row 0);
-  // token kWholeField empties the field.
+  // token kWholeField empties the field; token 0 (the OOV row, shared by every unknown
+  // token) removes nothing.
   static constexpr int32_t kWholeField = -1;
   void AppendRowFromWithout(const EncodedTable& other, int row, int field, int32_t token);
-  // Row `row` of `other` with field `field` replaced by `tokens` (empty: the OOV row).
+  // Row `row` of `other` with field `field` replaced by `tokens` minus `skip` (nothing
+  // left: the OOV row). A skip of 0 (the OOV row, shared by every unknown token) skips
+  // nothing.
   void AppendRowFromReplacing(const EncodedTable& other, int row, int field,
-                              std::span<const int32_t> tokens);
+                              std::span<const int32_t> tokens, int32_t skip);
   void Clear();
 
   std::span<const int32_t> Field(int row, int field) const {

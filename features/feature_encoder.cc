@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "features/transforms.h"
 
@@ -230,6 +231,19 @@ void FeatureEncoder::Encode(absl::string_view id, const std::vector<RawValue>* v
       if (const std::optional<double> x = NumberOf(spec, (*values)[embedded_[e]])) {
         rows.push_back(BucketOf(boundaries_[e], *x));
       }
+    } else if (values != nullptr && spec.kind() == v1::FeatureSpec::HISTORY) {
+      // As training stores a history: distinct ids (first occurrence kept), then only the
+      // last history_length of them, so a request's long or repetitive list is cut the way
+      // the model saw histories in training.
+      const std::vector<std::string>& tokens = (*values)[embedded_[e]].tokens;
+      std::vector<const std::string*> distinct;
+      absl::flat_hash_set<absl::string_view> seen;
+      for (const std::string& token : tokens) {
+        if (seen.insert(token).second) distinct.push_back(&token);
+      }
+      const size_t keep = static_cast<size_t>(spec.history_length());
+      const size_t from = keep > 0 && distinct.size() > keep ? distinct.size() - keep : 0;
+      for (size_t t = from; t < distinct.size(); ++t) rows.push_back(TokenRow(static_cast<int>(e) + 1, *distinct[t]));
     } else if (values != nullptr) {
       for (const std::string& token : (*values)[embedded_[e]].tokens) {
         rows.push_back(TokenRow(static_cast<int>(e) + 1, token));

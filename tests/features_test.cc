@@ -251,6 +251,40 @@ TEST(EncodedTableTest, AppendRowFromWithoutDropsOneToken) {
   EXPECT_FLOAT_EQ(out.Numeric(1)[0], 1.5f);
 }
 
+TEST(EncodedTableTest, AppendRowFromWithoutOovTokenRemovesNothing) {
+  // Row 0 is shared by every unknown token: leaving "the positive" out as 0 would strip
+  // every other unknown item of the history too.
+  EncodedTable all(2, 0);
+  all.AppendRow({{4}, {0, 3, 0}}, {});
+  EncodedTable out(2, 0);
+  out.AppendRowFromWithout(all, 0, 1, 0);
+  EXPECT_EQ(std::vector<int32_t>(out.Field(0, 1).begin(), out.Field(0, 1).end()), (std::vector<int32_t>{0, 3, 0}));
+}
+
+TEST(EncodedTableTest, AppendRowFromReplacingSwapsOneFieldAndSkipsOneToken) {
+  EncodedTable all(3, 1);
+  all.AppendRow({{4}, {1, 2, 3}, {7}}, std::vector<float>{0.5f});
+  EncodedTable out(3, 1);
+  const std::vector<int32_t> history = {5, 6, 9};
+  out.AppendRowFromReplacing(all, 0, 1, history, 6);                        // 6 left out
+  out.AppendRowFromReplacing(all, 0, 1, history, 0);                        // 0: nothing left out
+  out.AppendRowFromReplacing(all, 0, 1, std::span<const int32_t>(), 6);     // empty: OOV
+  out.AppendRowFromReplacing(all, 0, 1, std::vector<int32_t>{6}, 6);        // all skipped: OOV
+  ASSERT_EQ(out.size(), 4);
+  const auto field = [&](int row) {
+    return std::vector<int32_t>(out.Field(row, 1).begin(), out.Field(row, 1).end());
+  };
+  EXPECT_EQ(field(0), (std::vector<int32_t>{5, 9}));
+  EXPECT_EQ(field(1), (std::vector<int32_t>{5, 6, 9}));
+  EXPECT_EQ(field(2), (std::vector<int32_t>{0}));
+  EXPECT_EQ(field(3), (std::vector<int32_t>{0}));
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(out.Id(r), 4);
+    EXPECT_EQ(out.Field(r, 2)[0], 7);
+    EXPECT_FLOAT_EQ(out.Numeric(r)[0], 0.5f);
+  }
+}
+
 TEST(EncodedTableTest, AppendRowFromWithoutWholeFieldEmptiesIt) {
   EncodedTable all(3, 0);
   all.AppendRow({{4}, {1, 2, 3}, {7}}, {});

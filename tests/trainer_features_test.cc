@@ -215,9 +215,58 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   EXPECT_EQ(as_vector(data->user_preceding.Of(4)), tokens({"a", "d"}));  // u1,b again at 50
   EXPECT_EQ(as_vector(data->user_preceding.Of(6)), tokens({"a"}));       // u2,c at 6
   EXPECT_TRUE(data->item_preceding.empty());
+  // A history in a request is cut like a stored one: distinct ids, the last 2.
+  {
+    EncodedTable request = data->user_encoder.NewTable();
+    const std::vector<RawValue> values = {RawValue{{"a", "b", "a", "c", "d", "c"}, 0, false}};
+    data->user_encoder.Encode("someone-new", &values, &request);
+    EXPECT_EQ(as_vector(request.Field(0, h)), tokens({"c", "d"}));
+  }
   absl::StatusOr<TrainingReport> report = Train(config, *data, TrainOptions{});
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_TRUE(std::isfinite(report->final_loss));
+  // Training reads the spans: the same seed with LEAVE_ONE_OUT rows trains differently.
+  {
+    v1::TrainerConfig leave_one_out = config;
+    leave_one_out.mutable_data()->mutable_users()->mutable_features(0)->clear_history_context();
+    absl::StatusOr<TrainingData> other = LoadTrainingData(leave_one_out, dir.path(), stderr);
+    ASSERT_TRUE(other.ok());
+    absl::StatusOr<TrainingReport> other_report = Train(leave_one_out, *other, TrainOptions{});
+    ASSERT_TRUE(other_report.ok());
+    EXPECT_NE(other_report->final_loss, report->final_loss);
+  }
+
+  // The whole history (history_length 0): the repeat of b sees everything before it, b
+  // included (the trainer leaves the positive's own token out when it builds the row).
+  config.mutable_data()->mutable_users()->mutable_features(0)->set_history_length(0);
+  absl::StatusOr<TrainingData> whole = LoadTrainingData(config, dir.path(), stderr);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  const std::vector<int32_t> all_four = {whole->user_encoder.TokenRow(h, "b"), whole->user_encoder.TokenRow(h, "c"),
+                                         whole->user_encoder.TokenRow(h, "a"), whole->user_encoder.TokenRow(h, "d")};
+  EXPECT_EQ(as_vector(whole->user_preceding.Of(4)), all_four);
+  EXPECT_EQ(as_vector(whole->users.rows.Field(whole->user_row.at("u1"), h)), all_four);
+
+  // PRECEDING is refused without timestamps, on the item side, and twice per tower; an
+  // unknown context number is refused too.
+  {
+    v1::TrainerConfig bad = config;
+    bad.mutable_data()->mutable_train()->clear_timestamp_column();
+    EXPECT_NE(ValidateTrainerConfig(bad).ToString().find("timestamp_column"), std::string::npos);
+    bad = config;
+    *bad.mutable_data()->mutable_users()->add_features() = config.data().users().features(0);
+    bad.mutable_data()->mutable_users()->mutable_features(1)->set_name("history2");
+    EXPECT_NE(ValidateTrainerConfig(bad).ToString().find("at most one HISTORY"), std::string::npos);
+    bad = config;
+    bad.mutable_data()->mutable_users()->mutable_features(0)->set_history_context(
+        static_cast<v1::FeatureSpec::HistoryContext>(7));
+    EXPECT_FALSE(ValidateTrainerConfig(bad).ok());
+    bad = config;
+    bad.mutable_data()->mutable_items()->mutable_table()->set_path("items.csv");
+    bad.mutable_data()->mutable_items()->mutable_id_column()->set_name("item");
+    *bad.mutable_data()->mutable_items()->add_features() = config.data().users().features(0);
+    EXPECT_NE(ValidateTrainerConfig(bad).ToString().find("user tower only"), std::string::npos)
+        << ValidateTrainerConfig(bad);
+  }
 
   // The default context keeps no per-example spans; the options belong to HISTORY only.
   config.mutable_data()->mutable_users()->mutable_features(0)->clear_history_context();

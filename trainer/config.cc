@@ -38,6 +38,7 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
   if (absl::Status s = ValidateTable(field, spec.table()); !s.ok()) return s;
   if (absl::Status s = ValidateColumn(absl::StrCat(field, ".id_column"), spec.id_column()); !s.ok()) return s;
   absl::flat_hash_set<std::string> names;
+  int histories = 0;
   for (int i = 0; i < spec.features_size(); ++i) {
     const v1::FeatureSpec& f = spec.features(i);
     const std::string where = absl::StrCat(field, ".features[", i, "] (\"", f.name(), "\")");
@@ -73,6 +74,10 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
       case v1::FeatureSpec::HISTORY:
         if (f.embedding_dim() < 1) return Invalid(where, "embedding_dim must be >= 1");
         if (f.history_length() < 0) return Invalid(where, "history_length must be >= 0");
+        if (!v1::FeatureSpec::HistoryContext_IsValid(f.history_context())) {
+          return Invalid(where, "history_context must be LEAVE_ONE_OUT or PRECEDING");
+        }
+        if (++histories > 1) return Invalid(where, "at most one HISTORY feature per tower");
         if (f.has_column() || f.flag_columns_size() > 0) {
           return Invalid(where, "HISTORY is derived from the interactions: no column");
         }
@@ -168,6 +173,19 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   if (absl::Status s = ValidateInteractions("data.train", data.train()); !s.ok()) return s;
   if (absl::Status s = ValidateFeatures("data.users", data.users()); !s.ok()) return s;
   if (absl::Status s = ValidateFeatures("data.items", data.items()); !s.ok()) return s;
+  // PRECEDING orders each user's interactions by time: it needs the times. On the item
+  // side it would give positives a history as of the example and negatives (and serving)
+  // the stored one, a difference the model could learn instead of preferences.
+  for (const auto& [side, table] : {std::pair{"data.users", &data.users()}, std::pair{"data.items", &data.items()}}) {
+    for (const v1::FeatureSpec& f : table->features()) {
+      if (f.kind() != v1::FeatureSpec::HISTORY || f.history_context() != v1::FeatureSpec::PRECEDING) continue;
+      const std::string where = absl::StrCat(side, ".features (\"", f.name(), "\")");
+      if (table == &data.items()) return Invalid(where, "history_context PRECEDING is for the user tower only");
+      if (!data.train().has_timestamp_column()) {
+        return Invalid(where, "history_context PRECEDING needs data.train.timestamp_column");
+      }
+    }
+  }
   absl::flat_hash_set<std::string> eval_names;
   for (int i = 0; i < data.eval_size(); ++i) {
     const std::string where = absl::StrCat("data.eval[", i, "]");

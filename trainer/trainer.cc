@@ -71,12 +71,15 @@ struct TowerScratch {
     if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
     return rows.size() - 1;
   }
-  // Appends entity `row` with `history` (PRECEDING: what came before this example) in its
-  // history field; a dropped id drops the history, as above.
+  // Appends entity `row` with `history` (PRECEDING: what came before this example) minus
+  // `token` (the positive itself, when it was interacted with before: serving never
+  // retrieves what is already in the history) in its history field; a dropped id drops
+  // the history, as above.
   int32_t AddWithHistory(const EncodedTable& all, int32_t row, int history_field,
-                         std::span<const int32_t> history, float id_dropout, std::mt19937_64& rng) {
+                         std::span<const int32_t> history, int32_t token, float id_dropout,
+                         std::mt19937_64& rng) {
     const bool dropped = id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout;
-    rows.AppendRowFromReplacing(all, row, history_field, dropped ? std::span<const int32_t>() : history);
+    rows.AppendRowFromReplacing(all, row, history_field, dropped ? std::span<const int32_t>() : history, token);
     if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
     return rows.size() - 1;
   }
@@ -143,7 +146,7 @@ class TrainingLoop {
       w.example_user.push_back(
           !data_.user_preceding.empty()
               ? w.user.AddWithHistory(data_.users.rows, u, user_history_, data_.user_preceding.Of(order[i]),
-                                      t_.user_id_dropout(), w.rng)
+                                      data_.history_token_of_item[v], t_.user_id_dropout(), w.rng)
           : user_history_ > 0
               ? w.user.AddLeavingOut(data_.users.rows, u, user_history_, data_.history_token_of_item[v],
                                      t_.user_id_dropout(), w.rng)
@@ -151,7 +154,7 @@ class TrainingLoop {
       w.example_positive.push_back(
           !data_.item_preceding.empty()
               ? w.item.AddWithHistory(data_.items.rows, v, item_history_, data_.item_preceding.Of(order[i]),
-                                      t_.item_id_dropout(), w.rng)
+                                      data_.history_token_of_user[u], t_.item_id_dropout(), w.rng)
           : item_history_ > 0
               ? w.item.AddLeavingOut(data_.items.rows, v, item_history_, data_.history_token_of_user[u],
                                      t_.item_id_dropout(), w.rng)

@@ -101,9 +101,10 @@ int HistoryFeature(const v1::FeatureTableSpec& spec) {
   return -1;
 }
 
-// Puts each entity's whole history into the HISTORY field of `table` (adding rows for
-// entities it lacks); returns the field's index in the spec, or -1 without one.
-int FillHistory(const v1::FeatureTableSpec& spec, const HistoryOrder& order,
+// Moves each entity's whole history out of `order` into the HISTORY field of `table`
+// (adding rows for entities it lacks); returns the field's index in the spec, or -1
+// without one.
+int FillHistory(const v1::FeatureTableSpec& spec, HistoryOrder* order,
                 const std::vector<std::string>& owners, FeatureTable* table) {
   const int history = HistoryFeature(spec);
   if (history < 0) return -1;
@@ -115,10 +116,11 @@ int FillHistory(const v1::FeatureTableSpec& spec, const HistoryOrder& order,
     }
   }
   for (size_t r = 0; r < table->ids.size(); ++r) {
-    if (const auto it = order.partners.find(table->ids[r]); it != order.partners.end()) {
-      table->values[r][history].tokens = it->second;
+    if (const auto it = order->partners.find(table->ids[r]); it != order->partners.end()) {
+      table->values[r][history].tokens = std::move(it->second);
     }
   }
+  order->partners.clear();
   return history;
 }
 
@@ -134,15 +136,20 @@ void KeepRecentHistory(const v1::FeatureSpec& feature, int history, FeatureTable
 }
 
 // PRECEDING: per training interaction, the (last history_length) partners its owner had
-// before it, as tokens of the encoder's HISTORY field.
+// before it, as tokens of the encoder's HISTORY field, from the whole histories in `table`
+// (spec feature `history`) before KeepRecentHistory cuts them.
 TrainingData::PrecedingHistory PrecedingTokens(const v1::FeatureSpec& feature, const HistoryOrder& order,
                                                const std::vector<std::string>& owners,
-                                               const FeatureEncoder& encoder, int field) {
+                                               const FeatureTable& table, int history,
+                                               const FeatureEncoder& encoder) {
+  const int field = encoder.HistoryField();
   TrainingData::PrecedingHistory out;
   absl::flat_hash_map<std::string, int64_t> start;  // owner -> offset of its partners
-  for (const auto& [owner, partners] : order.partners) {
-    start[owner] = static_cast<int64_t>(out.tokens.size());
-    for (const std::string& partner : partners) out.tokens.push_back(encoder.TokenRow(field, partner));
+  for (size_t r = 0; r < table.ids.size(); ++r) {
+    start[table.ids[r]] = static_cast<int64_t>(out.tokens.size());
+    for (const std::string& partner : table.values[r][history].tokens) {
+      out.tokens.push_back(encoder.TokenRow(field, partner));
+    }
   }
   const int64_t keep = feature.history_length();
   out.begin.resize(owners.size());
@@ -213,14 +220,14 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   // vocabulary covers what PRECEDING examples see; cut to history_length once fitted).
   // Entities of the interactions that the table lacks become rows too, so they get their
   // history.
-  const HistoryOrder user_order = HistoryFeature(spec.users()) < 0
-                                      ? HistoryOrder{}
-                                      : OrderHistories(train->users, train->items, train->timestamps);
-  const HistoryOrder item_order = HistoryFeature(spec.items()) < 0
-                                      ? HistoryOrder{}
-                                      : OrderHistories(train->items, train->users, train->timestamps);
-  const int user_history = FillHistory(spec.users(), user_order, train->users, &*user_table);
-  const int item_history = FillHistory(spec.items(), item_order, train->items, &*item_table);
+  HistoryOrder user_order = HistoryFeature(spec.users()) < 0
+                                ? HistoryOrder{}
+                                : OrderHistories(train->users, train->items, train->timestamps);
+  HistoryOrder item_order = HistoryFeature(spec.items()) < 0
+                                ? HistoryOrder{}
+                                : OrderHistories(train->items, train->users, train->timestamps);
+  const int user_history = FillHistory(spec.users(), &user_order, train->users, &*user_table);
+  const int item_history = FillHistory(spec.items(), &item_order, train->items, &*item_table);
 
   // Ids get a vocabulary row only when seen in training interactions.
   absl::flat_hash_map<std::string, int64_t> user_counts, item_counts;
@@ -247,6 +254,16 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   data.user_encoder = *std::move(user_encoder);
   data.item_encoder = *std::move(item_encoder);
 
+  if (user_history >= 0 && spec.users().features(user_history).history_context() == v1::FeatureSpec::PRECEDING) {
+    data.user_preceding = PrecedingTokens(spec.users().features(user_history), user_order, train->users,
+                                          *user_table, user_history, data.user_encoder);
+  }
+  if (item_history >= 0 && spec.items().features(item_history).history_context() == v1::FeatureSpec::PRECEDING) {
+    data.item_preceding = PrecedingTokens(spec.items().features(item_history), item_order, train->items,
+                                          *item_table, item_history, data.item_encoder);
+  }
+  user_order = {};
+  item_order = {};
   if (user_history >= 0) KeepRecentHistory(spec.users().features(user_history), user_history, &*user_table);
   if (item_history >= 0) KeepRecentHistory(spec.items().features(item_history), item_history, &*item_table);
 
@@ -282,14 +299,6 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     for (const std::string& id : data.users.ids) {
       data.history_token_of_user.push_back(data.item_encoder.TokenRow(h, id));
     }
-  }
-  if (user_history >= 0 && spec.users().features(user_history).history_context() == v1::FeatureSpec::PRECEDING) {
-    data.user_preceding = PrecedingTokens(spec.users().features(user_history), user_order, train->users,
-                                          data.user_encoder, data.user_encoder.HistoryField());
-  }
-  if (item_history >= 0 && spec.items().features(item_history).history_context() == v1::FeatureSpec::PRECEDING) {
-    data.item_preceding = PrecedingTokens(spec.items().features(item_history), item_order, train->items,
-                                          data.item_encoder, data.item_encoder.HistoryField());
   }
   data.train_items_of_user.resize(data.users.ids.size());
   data.train_users.reserve(train->size());

@@ -50,7 +50,7 @@ struct TrainingData {
   std::vector<int32_t> history_token_of_user;
   // HISTORY with history_context PRECEDING: what training example e (an index into
   // train_users / train_items) sees as its history, as history tokens: for the user tower
-  // user_history_tokens[user_history_begin[e], user_history_end[e]), for the item tower
+  // user_preceding.Of(e) = user_preceding.tokens[begin[e], end[e]), for the item tower
   // likewise. Empty without PRECEDING on that side.
   struct PrecedingHistory {
     std::vector<int32_t> tokens;  // each entity's partners in time order, concatenated
