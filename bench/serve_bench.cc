@@ -120,19 +120,6 @@ absl::StatusOr<Bundle> MakeBundle(int items) {
   return bundle;
 }
 
-double RssMb(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      double kb = 0;
-      (void)absl::SimpleAtod(absl::StripAsciiWhitespace(line.substr(6, line.size() - 9)), &kb);
-      return kb / 1024;
-    }
-  }
-  return 0;
-}
-
 v1::RetrieveRequest Request(int user, int k) {
   v1::RetrieveRequest request;
   request.set_user_id(absl::StrCat("u", user));
@@ -227,7 +214,7 @@ int Soak(int items) {
     std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
     return 1;
   }
-  const double rss_start = RssMb(server.pid());
+  const double rss_start = server.ResidentMb();
   int reloads = 0, reload_failures = 0;
   const Load load = Drive(server.address(), clients, seconds, k, every, [&] {
     grpc::ClientContext context;
@@ -237,7 +224,7 @@ int Soak(int items) {
     if (!server.admin().ReloadModel(&context, request, &response).ok()) ++reload_failures;
     ++reloads;
   });
-  const double rss_end = RssMb(server.pid());
+  const double rss_end = server.ResidentMb();
   std::printf("soak: %d items, %d clients, %.0f s, %d reloads (%d failed)\n", items, clients, seconds, reloads, reload_failures);
   std::printf("requests %zu, errors %lld, p50 %.2f ms, p99 %.2f ms, p999 %.2f ms; RSS %.1f MB -> %.1f MB\n",
               load.latencies.size(), static_cast<long long>(load.failures), Percentile(load.latencies, 0.5),
@@ -376,7 +363,7 @@ int Run() {
         std::printf("  %lld failed calls, the first: %s\n", static_cast<long long>(load->failures), load->first_error.c_str());
       }
     }
-    const double rss = RssMb(server.pid());
+    const double rss = server.ResidentMb();
     std::printf("server RSS         %8.1f MB (%.1f MB per million items, all of the model included)\n", rss, rss / (items / 1e6));
     std::printf("failed requests    %d\n", failures);
     server.Stop(SIGTERM, std::chrono::seconds(10));

@@ -15,7 +15,6 @@
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +25,7 @@
 #include "absl/flags/parse.h"
 #include "absl/status/status.h"
 #include "util/admin_token.h"
+#include "util/file.h"
 #include "util/program_usage.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
@@ -112,12 +112,18 @@ void SetDeadline(grpc::ClientContext* context, int default_ms = 5000) {
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
 }
 
+// A channel to `address`: TLS trusting --tls_ca when it is set. Null (after printing the
+// error) when --tls_ca cannot be read: an empty CA would silently trust the system roots.
 std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
   if (const std::string ca_file = absl::GetFlag(FLAGS_tls_ca); !ca_file.empty()) {
-    std::ifstream in(ca_file);
-    const std::string ca((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    absl::StatusOr<std::string> ca = twotower::ReadFile(ca_file);
+    if (!ca.ok() || ca->empty()) {
+      std::fprintf(stderr, "error: --tls_ca %s: %s\n", ca_file.c_str(),
+                   ca.ok() ? "empty file" : std::string(ca.status().message()).c_str());
+      return nullptr;
+    }
     grpc::SslCredentialsOptions tls;
-    tls.pem_root_certs = ca;
+    tls.pem_root_certs = *std::move(ca);
     return grpc::CreateChannel(address, grpc::SslCredentials(tls));
   }
   return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
@@ -212,7 +218,9 @@ int Retrieve(const std::vector<std::string>& features) {
     if (!id.empty()) request.add_exclude_item_ids(id);
   }
 
-  auto stub = twotower::v1::Retrieval::NewStub(Connect(absl::GetFlag(FLAGS_address)));
+  const std::shared_ptr<grpc::Channel> channel = Connect(absl::GetFlag(FLAGS_address));
+  if (channel == nullptr) return 2;
+  auto stub = twotower::v1::Retrieval::NewStub(channel);
   grpc::ClientContext context;
   SetDeadline(&context);
   twotower::v1::RetrieveResponse response;
@@ -235,17 +243,28 @@ int Retrieve(const std::vector<std::string>& features) {
   return 0;
 }
 
+// The Admin API on --admin_address.
+std::unique_ptr<twotower::v1::Admin::Stub> AdminStub() {
+  return twotower::v1::Admin::NewStub(
+      grpc::CreateChannel(absl::GetFlag(FLAGS_admin_address), grpc::InsecureChannelCredentials()));
+}
+
+// Deadline (--timeout_ms, else `default_ms`) and token of an admin call; false (after
+// printing the error) when the token cannot be read.
+bool PrepareAdminCall(grpc::ClientContext* context, int default_ms) {
+  SetDeadline(context, default_ms);
+  return AddAdminToken(context);
+}
+
 void PrintIndex(const twotower::v1::IndexParams& index) {
   std::printf("index:           %s (ef_search %d, nprobe %d)\n", index.factory().c_str(),
               index.ef_search(), index.nprobe());
 }
 
 int Status() {
-  auto stub = twotower::v1::Admin::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_admin_address), grpc::InsecureChannelCredentials()));
+  const std::unique_ptr<twotower::v1::Admin::Stub> stub = AdminStub();
   grpc::ClientContext context;
-  SetDeadline(&context);
-  if (!AddAdminToken(&context)) return 2;
+  if (!PrepareAdminCall(&context, 5000)) return 2;
   twotower::v1::GetStatusResponse response;
   const grpc::Status status = stub->GetStatus(&context, {}, &response);
   if (!status.ok()) return RpcError(status);
@@ -275,11 +294,9 @@ int Reload() {
   twotower::v1::ReloadModelRequest request;
   request.set_bundle_path(absl::GetFlag(FLAGS_bundle));
   if (request.bundle_path().empty()) return UsageError("reload needs --bundle");
-  auto stub = twotower::v1::Admin::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_admin_address), grpc::InsecureChannelCredentials()));
+  const std::unique_ptr<twotower::v1::Admin::Stub> stub = AdminStub();
   grpc::ClientContext context;
-  SetDeadline(&context, 300000);
-  if (!AddAdminToken(&context)) return 2;
+  if (!PrepareAdminCall(&context, 300000)) return 2;
   twotower::v1::ReloadModelResponse response;
   const grpc::Status status = stub->ReloadModel(&context, request, &response);
   if (!status.ok()) return RpcError(status);
@@ -294,11 +311,9 @@ int RebuildIndex() {
   request.mutable_params()->set_factory(absl::GetFlag(FLAGS_index));
   request.mutable_params()->set_ef_search(absl::GetFlag(FLAGS_ef_search));
   request.mutable_params()->set_nprobe(absl::GetFlag(FLAGS_nprobe));
-  auto stub = twotower::v1::Admin::NewStub(
-      grpc::CreateChannel(absl::GetFlag(FLAGS_admin_address), grpc::InsecureChannelCredentials()));
+  const std::unique_ptr<twotower::v1::Admin::Stub> stub = AdminStub();
   grpc::ClientContext context;
-  SetDeadline(&context, 300000);
-  if (!AddAdminToken(&context)) return 2;
+  if (!PrepareAdminCall(&context, 300000)) return 2;
   twotower::v1::RebuildIndexResponse response;
   const grpc::Status status = stub->RebuildIndex(&context, request, &response);
   if (!status.ok()) return RpcError(status);
@@ -324,7 +339,9 @@ int Health() {
   grpc::Slice slice(request_bytes);
   const grpc::ByteBuffer request(&slice, 1);
 
-  grpc::GenericStub stub(Connect(absl::GetFlag(FLAGS_address)));
+  const std::shared_ptr<grpc::Channel> channel = Connect(absl::GetFlag(FLAGS_address));
+  if (channel == nullptr) return 2;
+  grpc::GenericStub stub(channel);
   grpc::ClientContext context;
   SetDeadline(&context);
   grpc::CompletionQueue queue;

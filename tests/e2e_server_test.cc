@@ -771,15 +771,6 @@ TEST_F(E2eServerTest, OnlineItemChangesAreVisibleAndSurviveARestart) {
   EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
 }
 
-double ResidentMb(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024;
-  }
-  return -1;
-}
-
 // Old models are freed once their last request ends: 50 reloads do not pile them up.
 TEST_F(E2eServerTest, MemoryStaysBoundedOverFiftyReloads) {
 #if defined(__SANITIZE_ADDRESS__)
@@ -808,7 +799,7 @@ TEST_F(E2eServerTest, MemoryStaysBoundedOverFiftyReloads) {
     return server.admin().ReloadModel(Context().get(), request, &response).ok();
   };
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(reload(i));  // warm up the allocator
-  const double before = ResidentMb(server.pid());
+  const double before = server.ResidentMb();
   ASSERT_GT(before, 0);
   for (int i = 0; i < 50; ++i) {
     ASSERT_TRUE(reload(i)) << "reload " << i;
@@ -819,7 +810,7 @@ TEST_F(E2eServerTest, MemoryStaysBoundedOverFiftyReloads) {
     grpc::ClientContext context;
     ASSERT_TRUE(server.retrieval().Retrieve(&context, request, &response).ok());
   }
-  const double after = ResidentMb(server.pid());
+  const double after = server.ResidentMb();
   // One loaded model here is ~8 MB (bundle, index, maps); 50 leaked copies would add
   // ~400 MB, allocator slack a few tens.
   EXPECT_LT(after, before + 100) << "RSS " << before << " MB -> " << after << " MB";
@@ -1064,6 +1055,10 @@ TEST_F(E2eServerTest, CommandLineClientAgreesWithTheStub) {
   EXPECT_EQ(RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=" + user,
                  "--k=0"}).exit_code, 1);
   EXPECT_EQ(RunCommand({client, "no-such-command"}).exit_code, 2);
+  // An unreadable CA file is a usage error, not a silent fall back to the system roots.
+  const RunResult bad_ca = RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=" + user,
+                                       "--tls_ca=" + dir_->Join("no-such-ca.pem")});
+  EXPECT_EQ(bad_ca.exit_code, 2);  // 1 would be a failed call: it must not get that far
 }
 
 TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {

@@ -13,13 +13,17 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "tests/test_util.h"
 #include "twotower/v1/admin.grpc.pb.h"
 #include "twotower/v1/retrieval.grpc.pb.h"
@@ -124,6 +128,20 @@ class ServerProcess {
   v1::Retrieval::Stub& retrieval() { return *retrieval_; }
   v1::Admin::Stub& admin() { return *admin_; }
   pid_t pid() const { return pid_; }
+  // The server's resident memory (VmRSS) in MB, or -1 if it is not running or unreadable.
+  double ResidentMb() const {
+    if (pid_ <= 0) return -1;
+    std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      double kb = 0;
+      if (line.rfind("VmRSS:", 0) == 0 &&
+          absl::SimpleAtod(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(6), "kB")), &kb)) {
+        return kb / 1024;
+      }
+    }
+    return -1;
+  }
 
  private:
   pid_t pid_ = -1;
