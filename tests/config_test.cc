@@ -120,6 +120,58 @@ TEST(ConfigTest, InvalidSettingsNameTheField) {
   }
 }
 
+// An option the feature's kind does not read is an error, not silently ignored.
+TEST(ConfigTest, OptionsOfAnotherKindAreRefused) {
+  struct Case {
+    v1::FeatureSpec::Kind kind;
+    const char* option;  // text format, merged into the feature
+    const char* message;
+  };
+  const Case cases[] = {
+      {v1::FeatureSpec::NUMERIC, "hash_buckets: 100", "hash_buckets"},
+      {v1::FeatureSpec::BUCKETIZED, "max_vocabulary_size: 10", "max_vocabulary_size"},
+      {v1::FeatureSpec::CATEGORICAL, "separator: \";\"", "separator"},
+      {v1::FeatureSpec::CATEGORICAL, "boundaries: [1, 2]", "boundaries"},
+      {v1::FeatureSpec::MULTI_HOT, "quantile_buckets: 4", "quantile_buckets"},
+      {v1::FeatureSpec::BUCKETIZED, "transform: IDENTITY", "transform"},
+      {v1::FeatureSpec::CATEGORICAL, "default_value: 3", "default_value"},
+      {v1::FeatureSpec::CATEGORICAL, "clip_max: 3", "clip_max"},
+      {v1::FeatureSpec::CATEGORICAL, "prefix_length: 2", "prefix_length"},
+      {v1::FeatureSpec::POPULARITY, "derive: YEAR", "derive"},
+  };
+  for (const Case& c : cases) {
+    v1::TrainerConfig config = Minimal();
+    v1::FeatureTableSpec* users = config.mutable_data()->mutable_users();
+    users->mutable_table()->set_path("users.csv");
+    users->mutable_id_column()->set_index(0);
+    v1::FeatureSpec* f = users->add_features();
+    ASSERT_TRUE(ParseTextProto(c.option, "option", f).ok()) << c.option;
+    f->set_name("f");
+    f->set_kind(c.kind);
+    if (c.kind != v1::FeatureSpec::POPULARITY) f->mutable_column()->set_index(1);
+    if (c.kind != v1::FeatureSpec::NUMERIC && c.kind != v1::FeatureSpec::POPULARITY) f->set_embedding_dim(4);
+    if (c.kind == v1::FeatureSpec::BUCKETIZED) f->add_boundaries(1);
+    const absl::Status status = ValidateTrainerConfig(config);
+    EXPECT_FALSE(status.ok()) << c.option;
+    EXPECT_NE(status.message().find(c.message), std::string::npos) << c.option << ": " << status;
+  }
+  // The same options on their own kinds are fine.
+  v1::TrainerConfig config = Minimal();
+  v1::DataSpec data;
+  ASSERT_TRUE(ParseTextProto(R"pb(
+    users {
+      table { path: "users.csv" } id_column { index: 0 }
+      features { name: "a" kind: CATEGORICAL column { index: 1 } embedding_dim: 4 hash_buckets: 100
+                 derive: PREFIX prefix_length: 2 }
+      features { name: "b" kind: MULTI_HOT column { index: 2 } embedding_dim: 4 separator: ";" }
+      features { name: "c" kind: NUMERIC column { index: 3 } transform: IDENTITY default_value: 3 clip_max: 9 }
+      features { name: "d" kind: BUCKETIZED column { index: 4 } embedding_dim: 4 quantile_buckets: 4 clip_min: 0 }
+    }
+  )pb", "data", &data).ok());
+  *config.mutable_data()->mutable_users() = data.users();
+  EXPECT_TRUE(ValidateTrainerConfig(config).ok()) << ValidateTrainerConfig(config).ToString();
+}
+
 TEST(ConfigTest, SyntaxErrorsGiveFileLineAndColumn) {
   ScopedTempDir dir;
   WriteText(dir.Join("bad.textproto"), "data {\n  train {\n    tabel { path: \"x\" }\n");

@@ -45,9 +45,35 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
     if (f.name().empty()) return Invalid(where, "name must be set");
     if (f.name() == "id") return Invalid(where, "the name \"id\" is reserved");
     if (!names.insert(f.name()).second) return Invalid(where, "duplicate feature name");
-    if (f.kind() != v1::FeatureSpec::HISTORY &&
+    // Options only some kinds read: on another kind they would be silently ignored.
+    const v1::FeatureSpec::Kind kind = f.kind();
+    const bool tokens = kind == v1::FeatureSpec::CATEGORICAL || kind == v1::FeatureSpec::MULTI_HOT;
+    const bool number = kind == v1::FeatureSpec::NUMERIC || kind == v1::FeatureSpec::BUCKETIZED;
+    if (kind != v1::FeatureSpec::HISTORY &&
         (f.history_length() != 0 || f.history_context() != v1::FeatureSpec::LEAVE_ONE_OUT)) {
       return Invalid(where, "history_length and history_context apply to HISTORY features only");
+    }
+    if (!tokens && (f.hash_buckets() != 0 || f.max_vocabulary_size() != 0)) {
+      return Invalid(where, "hash_buckets and max_vocabulary_size apply to CATEGORICAL and MULTI_HOT features only");
+    }
+    if (kind != v1::FeatureSpec::MULTI_HOT && !f.separator().empty()) {
+      return Invalid(where, "separator applies to MULTI_HOT features only");
+    }
+    if (kind != v1::FeatureSpec::BUCKETIZED && (f.boundaries_size() > 0 || f.quantile_buckets() != 0)) {
+      return Invalid(where, "boundaries and quantile_buckets apply to BUCKETIZED features only");
+    }
+    if (kind != v1::FeatureSpec::NUMERIC &&
+        (f.transform() != v1::FeatureSpec::STANDARDIZE || f.has_default_value())) {
+      return Invalid(where, "transform and default_value apply to NUMERIC features only");
+    }
+    if (!number && (f.has_clip_min() || f.has_clip_max())) {
+      return Invalid(where, "clip_min and clip_max apply to NUMERIC and BUCKETIZED features only");
+    }
+    if (!tokens && !number && f.derive() != v1::FeatureSpec::NONE) {
+      return Invalid(where, "derive applies to features read from a column");
+    }
+    if (f.prefix_length() != 0 && f.derive() != v1::FeatureSpec::PREFIX) {
+      return Invalid(where, "prefix_length applies to derive: PREFIX only");
     }
     switch (f.kind()) {
       case v1::FeatureSpec::CATEGORICAL:
