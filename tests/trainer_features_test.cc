@@ -214,7 +214,6 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   EXPECT_EQ(as_vector(data->user_preceding.Of(3)), tokens({"c", "a"}));  // u1,d at 40
   EXPECT_EQ(as_vector(data->user_preceding.Of(4)), tokens({"a", "d"}));  // u1,b again at 50
   EXPECT_EQ(as_vector(data->user_preceding.Of(6)), tokens({"a"}));       // u2,c at 6
-  EXPECT_TRUE(data->item_preceding.empty());
   // A history in a request is cut like a stored one: distinct ids, the last 2.
   {
     EncodedTable request = data->user_encoder.NewTable();

@@ -36,6 +36,9 @@ struct Model {
   std::unique_ptr<Optimizer> item_optimizer;
 };
 
+// True with probability p (a uniform double from the top 53 bits; p <= 0: never).
+bool Chance(std::mt19937_64& rng, float p) { return p > 0 && (rng() >> 11) * 0x1.0p-53 < p; }
+
 // Per-tower scratch of one worker: the unique entities of a batch and their vectors.
 struct TowerScratch {
   EncodedTable rows;
@@ -50,7 +53,7 @@ struct TowerScratch {
               std::mt19937_64& rng) {
     const auto [it, inserted] = slot.try_emplace(row, rows.size());
     if (inserted) {
-      const bool dropped = id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout;
+      const bool dropped = Chance(rng, id_dropout);
       if (dropped && history_field > 0) {
         rows.AppendRowFromWithout(all, row, history_field, EncodedTable::kWholeField);
       } else {
@@ -66,7 +69,7 @@ struct TowerScratch {
   // (OOV id, empty history, features) gets trained.
   int32_t AddLeavingOut(const EncodedTable& all, int32_t row, int history_field, int32_t token,
                         float id_dropout, std::mt19937_64& rng) {
-    const bool dropped = id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout;
+    const bool dropped = Chance(rng, id_dropout);
     rows.AppendRowFromWithout(all, row, history_field, dropped ? EncodedTable::kWholeField : token);
     if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
     return rows.size() - 1;
@@ -78,7 +81,7 @@ struct TowerScratch {
   int32_t AddWithHistory(const EncodedTable& all, int32_t row, int history_field,
                          std::span<const int32_t> history, int32_t token, float id_dropout,
                          std::mt19937_64& rng) {
-    const bool dropped = id_dropout > 0 && (rng() >> 11) * 0x1.0p-53 < id_dropout;
+    const bool dropped = Chance(rng, id_dropout);
     rows.AppendRowFromReplacing(all, row, history_field, dropped ? std::span<const int32_t>() : history, token);
     if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
     return rows.size() - 1;
@@ -143,19 +146,20 @@ class TrainingLoop {
     for (size_t i = begin; i < end; ++i) {
       const int32_t u = data_.train_users[order[i]];
       const int32_t v = data_.train_items[order[i]];
-      w.example_user.push_back(
-          !data_.user_preceding.empty()
-              ? w.user.AddWithHistory(data_.users.rows, u, user_history_, data_.user_preceding.Of(order[i]),
-                                      data_.history_token_of_item[v], t_.user_id_dropout(), w.rng)
-          : user_history_ > 0
-              ? w.user.AddLeavingOut(data_.users.rows, u, user_history_, data_.history_token_of_item[v],
-                                     t_.user_id_dropout(), w.rng)
-              : w.user.Add(data_.users.rows, u, user_history_, t_.user_id_dropout(), w.rng));
+      // The user's history in this example: what came before it (PRECEDING), or all of
+      // it but the positive (LEAVE_ONE_OUT), or none.
+      if (!data_.user_preceding.empty()) {
+        w.example_user.push_back(w.user.AddWithHistory(data_.users.rows, u, user_history_,
+                                                       data_.user_preceding.Of(order[i]),
+                                                       data_.history_token_of_item[v], t_.user_id_dropout(), w.rng));
+      } else if (user_history_ > 0) {
+        w.example_user.push_back(w.user.AddLeavingOut(data_.users.rows, u, user_history_,
+                                                      data_.history_token_of_item[v], t_.user_id_dropout(), w.rng));
+      } else {
+        w.example_user.push_back(w.user.Add(data_.users.rows, u, user_history_, t_.user_id_dropout(), w.rng));
+      }
       w.example_positive.push_back(
-          !data_.item_preceding.empty()
-              ? w.item.AddWithHistory(data_.items.rows, v, item_history_, data_.item_preceding.Of(order[i]),
-                                      data_.history_token_of_user[u], t_.item_id_dropout(), w.rng)
-          : item_history_ > 0
+          item_history_ > 0
               ? w.item.AddLeavingOut(data_.items.rows, v, item_history_, data_.history_token_of_user[u],
                                      t_.item_id_dropout(), w.rng)
               : w.item.Add(data_.items.rows, v, item_history_, t_.item_id_dropout(), w.rng));
@@ -163,8 +167,7 @@ class TrainingLoop {
       w.example_user_rows.push_back(u);
       if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) continue;
       for (int j = 0; j < n; ++j) {
-        const bool hard = sampler_->has_hard() && t_.hard_negative_fraction() > 0 &&
-                          (w.rng() >> 11) * 0x1.0p-53 < t_.hard_negative_fraction();
+        const bool hard = sampler_->has_hard() && Chance(w.rng, t_.hard_negative_fraction());
         int32_t neg = hard ? sampler_->SampleHard(u, w.rng) : sampler_->SampleEasy(w.rng);
         // Never one of the user's exposures (shown, not clicked): redraw a few times.
         for (int attempt = 0; attempt < 8 && IsExposed(u, neg); ++attempt) {

@@ -258,10 +258,6 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     data.user_preceding = PrecedingTokens(spec.users().features(user_history), user_order, train->users,
                                           *user_table, user_history, data.user_encoder);
   }
-  if (item_history >= 0 && spec.items().features(item_history).history_context() == v1::FeatureSpec::PRECEDING) {
-    data.item_preceding = PrecedingTokens(spec.items().features(item_history), item_order, train->items,
-                                          *item_table, item_history, data.item_encoder);
-  }
   user_order = {};
   item_order = {};
   if (user_history >= 0) KeepRecentHistory(spec.users().features(user_history), user_history, &*user_table);

@@ -48,10 +48,9 @@ struct TrainingData {
   // without a HISTORY feature on that side.
   std::vector<int32_t> history_token_of_item;
   std::vector<int32_t> history_token_of_user;
-  // HISTORY with history_context PRECEDING: what training example e (an index into
-  // train_users / train_items) sees as its history, as history tokens: for the user tower
-  // user_preceding.Of(e) = user_preceding.tokens[begin[e], end[e]), for the item tower
-  // likewise. Empty without PRECEDING on that side.
+  // User HISTORY with history_context PRECEDING (user tower only, see config.cc): what
+  // training example e (an index into train_users / train_items) sees as its history,
+  // as history tokens: user_preceding.Of(e) = tokens[begin[e], end[e]). Empty otherwise.
   struct PrecedingHistory {
     std::vector<int32_t> tokens;  // each entity's partners in time order, concatenated
     std::vector<int64_t> begin, end;
@@ -61,7 +60,6 @@ struct TrainingData {
     bool empty() const { return begin.empty(); }
   };
   PrecedingHistory user_preceding;
-  PrecedingHistory item_preceding;
 
   std::vector<EvalSet> eval_sets;
   // Training rows marked as exposures (shown, not clicked): never positives, and never
