@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "util/admin_token.h"
 #include "util/file.h"
+#include "util/parse_number.h"
 #include "util/program_usage.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
@@ -181,12 +182,12 @@ bool AddFeature(absl::string_view text, twotower::v1::RetrieveRequest* request,
     }
     feature.set_categorical_int(number);
   } else if (absl::ConsumePrefix(&value, "num:")) {
-    double number = 0.0;
-    if (!absl::SimpleAtod(value, &number)) {
-      *error = absl::StrCat("--feature ", name, ": \"", value, "\" is not a number");
+    const std::optional<double> number = twotower::ParseNumber(value);
+    if (!number.has_value()) {
+      *error = absl::StrCat("--feature ", name, ": \"", value, "\" is not a finite number");
       return false;
     }
-    feature.set_numeric(number);
+    feature.set_numeric(*number);
   } else if (absl::ConsumePrefix(&value, "multi:")) {
     twotower::v1::MultiHot* multi = feature.mutable_multi_hot();
     if (!value.empty()) {

@@ -32,7 +32,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/strip.h"
 #include "model/tower.h"
 #include "util/admin_token.h"
 #include "util/file.h"

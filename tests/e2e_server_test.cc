@@ -1055,6 +1055,9 @@ TEST_F(E2eServerTest, CommandLineClientAgreesWithTheStub) {
   EXPECT_EQ(RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=" + user,
                  "--k=0"}).exit_code, 1);
   EXPECT_EQ(RunCommand({client, "no-such-command"}).exit_code, 2);
+  // A numeric feature that is not a finite number is a usage error before any call.
+  EXPECT_EQ(RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=someone-new",
+                        "--feature=age=num:nan"}).exit_code, 2);
   // An unreadable CA file is a usage error, not a silent fall back to the system roots.
   const RunResult bad_ca = RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=" + user,
                                        "--tls_ca=" + dir_->Join("no-such-ca.pem")});

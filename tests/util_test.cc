@@ -19,6 +19,9 @@ TEST(AdminTokenTest, FileAndEnvironmentAreStrippedAlike) {
   EXPECT_FALSE(ReadAdminToken(dir.Join("missing")).ok());
   testing::WriteText(dir.Join("blank"), " \n");
   EXPECT_EQ(ReadAdminToken(dir.Join("blank")).status().code(), absl::StatusCode::kInvalidArgument);
+  ::setenv("TWOTOWER_ADMIN_TOKEN", " \n", 1);  // set but blank: an error, not "no token"
+  EXPECT_EQ(ReadAdminToken("").status().code(), absl::StatusCode::kInvalidArgument);
+  ::unsetenv("TWOTOWER_ADMIN_TOKEN");
 }
 
 }  // namespace

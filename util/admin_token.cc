@@ -18,7 +18,11 @@ absl::StatusOr<std::string> ReadAdminToken(const std::string& file) {
     return std::string(token);
   }
   const char* env = std::getenv("TWOTOWER_ADMIN_TOKEN");
-  return std::string(absl::StripAsciiWhitespace(env != nullptr ? env : ""));
+  if (env == nullptr) return std::string();  // no token configured
+  const absl::string_view token = absl::StripAsciiWhitespace(env);
+  // Set but blank is a mistake, not "no auth": it would silently open the admin API.
+  if (token.empty()) return absl::InvalidArgumentError("TWOTOWER_ADMIN_TOKEN is set but blank");
+  return std::string(token);
 }
 
 }  // namespace twotower

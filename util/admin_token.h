@@ -10,7 +10,8 @@
 namespace twotower {
 
 // The token from `file` when it is set (whitespace around it stripped; an unreadable or
-// empty file is an error), else from $TWOTOWER_ADMIN_TOKEN (stripped), else "" (none).
+// empty file is an error), else from $TWOTOWER_ADMIN_TOKEN (stripped; set but blank is an
+// error too: it must not silently turn authentication off), else "" (none).
 absl::StatusOr<std::string> ReadAdminToken(const std::string& file);
 
 }  // namespace twotower
