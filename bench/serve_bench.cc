@@ -34,7 +34,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bundle/bundle.h"
-#include "index/huge_page_floats.h"
+#include "index/huge_page_array.h"
 #include "index/item_index.h"
 #include "tests/server_process.h"
 #include "trainer/config.h"

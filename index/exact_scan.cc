@@ -3,6 +3,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
 #include <queue>
 
 #include "index/item_index.h"
@@ -88,6 +91,64 @@ __attribute__((target("avx2,fma"))) void ScoresAvx2Rowwise(const float* rows, in
   for (int r = 0; r < count; ++r) out[r] = DotAvx2(rows + static_cast<size_t>(r) * dim, q, dim);
 }
 
+// Eight fp16 values as floats.
+__attribute__((target("avx2,f16c"))) inline __m256 half8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// The fp16 pass: scores of `count` fp16 rows (dim a multiple of 8) against a float query,
+// eight rows at a time (each query chunk loaded once for eight rows). Exactness does not
+// rest on these scores, only on HalfScoreErrorBound, so the reduction order is free.
+__attribute__((target("avx2,fma,f16c"))) void HalfScoresAvx2(const uint16_t* rows, int count, int dim,
+                                                          const float* q, float* out) {
+  const size_t stride = static_cast<size_t>(dim);
+  int r = 0;
+  for (; r + 8 <= count; r += 8) {
+    const uint16_t* x = rows + static_cast<size_t>(r) * stride;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+           a3 = _mm256_setzero_ps(), a4 = _mm256_setzero_ps(), a5 = _mm256_setzero_ps(),
+           a6 = _mm256_setzero_ps(), a7 = _mm256_setzero_ps();
+    for (int d = 0; d < dim; d += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + d);
+      a0 = _mm256_fmadd_ps(half8(x + d), qv, a0);
+      a1 = _mm256_fmadd_ps(half8(x + stride + d), qv, a1);
+      a2 = _mm256_fmadd_ps(half8(x + 2 * stride + d), qv, a2);
+      a3 = _mm256_fmadd_ps(half8(x + 3 * stride + d), qv, a3);
+      a4 = _mm256_fmadd_ps(half8(x + 4 * stride + d), qv, a4);
+      a5 = _mm256_fmadd_ps(half8(x + 5 * stride + d), qv, a5);
+      a6 = _mm256_fmadd_ps(half8(x + 6 * stride + d), qv, a6);
+      a7 = _mm256_fmadd_ps(half8(x + 7 * stride + d), qv, a7);
+    }
+    const __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    const __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+    _mm256_storeu_ps(out + r, _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
+                                            _mm256_permute2f128_ps(s0123, s4567, 0x31)));
+  }
+  for (; r < count; ++r) {
+    const uint16_t* x = rows + static_cast<size_t>(r) * stride;
+    __m256 acc = _mm256_setzero_ps();
+    for (int d = 0; d < dim; d += 8) acc = _mm256_fmadd_ps(half8(x + d), _mm256_loadu_ps(q + d), acc);
+    const __m256 pairs = _mm256_hadd_ps(acc, acc);
+    const __m256 quads = _mm256_hadd_ps(pairs, pairs);
+    out[r] = _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
+  }
+}
+
+// Round-to-nearest-even float -> fp16 of `n` values (a multiple of 8).
+__attribute__((target("avx2,f16c"))) void ToHalfAvx2(const float* in, size_t n, uint16_t* out) {
+  for (size_t i = 0; i < n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+}
+
+// The largest float not above `value`: a threshold that may only err towards keeping rows.
+float FloatNotAbove(double value) {
+  float f = static_cast<float>(value);
+  if (static_cast<double>(f) > value) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+  return f;
+}
+
 // Positions in scores[0, count) whose score is above `threshold` (AVX2 compare, 8 at a
 // time), appended to `out`. Most rows of a scan are below the k-th best so far.
 __attribute__((target("avx2"))) void AboveAvx2(const float* scores, int count, float threshold,
@@ -127,10 +188,56 @@ bool CpuHasAvx2() {
   return has;
 }
 
+std::optional<HalfRows> HalfRows::Of(std::span<const float> rows, int dim) {
+  static const bool f16c = CpuHasAvx2() && __builtin_cpu_supports("f16c");
+  if (!f16c || dim < 8 || dim % 8 != 0 || rows.size() % dim != 0) return std::nullopt;
+  HalfRows half;
+  for (size_t start = 0; start < rows.size(); start += dim) {
+    double norm2 = 0;
+    for (int d = 0; d < dim; ++d) {
+      const float v = rows[start + d];
+      if (!(std::fabs(v) <= 65504.0f)) return std::nullopt;  // also NaN
+      norm2 += static_cast<double>(v) * v;
+    }
+    half.max_row_norm_ = std::max(half.max_row_norm_, std::sqrt(norm2));
+  }
+  std::vector<uint16_t> values(rows.size());
+  ToHalfAvx2(rows.data(), rows.size(), values.data());
+  half.values_ = HugePageArray<uint16_t>(values);
+  return half;
+}
+
+double HalfScoreErrorBound(const float* query, int dim, double max_row_norm) {
+  double norm1 = 0, norm2 = 0;
+  for (int d = 0; d < dim; ++d) {
+    norm1 += std::fabs(static_cast<double>(query[d]));
+    norm2 += static_cast<double>(query[d]) * query[d];
+  }
+  // Not finite, or large enough that a score could overflow (|score| <= |q|_2 max |x|_2 by
+  // Cauchy-Schwarz): no fp16 pass, the floats answer alone.
+  if (!std::isfinite(norm1) || !(std::sqrt(norm2) * max_row_norm < 1e38)) return -1;
+  // With u = 2^-24, a float dot product of n terms (any summation order, FMA or not) is
+  // within gamma = n u / (1 - n u) of sum |q_i x_i|; fp16 rounding moves x_i by at most
+  // 2^-11 |x_i| + 2^-25. So |fp16 score - float score| <= (2^-11 + gamma (2 + 2^-11))
+  // sum |q_i x_i| + 2^-25 (1 + gamma) sum |q_i|, and sum |q_i x_i| <= |q|_2 |x|_2.
+  // The 1.01 covers the double arithmetic here; 1e-37 the float underflow of tiny products.
+  const double u = std::ldexp(1.0, -24), nu = dim * u, gamma = nu / (1 - nu);
+  const double relative = std::ldexp(1.0, -11) + gamma * (2 + std::ldexp(1.0, -11));
+  return 1.01 * (relative * std::sqrt(norm2) * max_row_norm + std::ldexp(1.0, -25) * (1 + gamma) * norm1) + 1e-37;
+}
+
 std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int dim,
                                             const float* queries, int n_queries, int k,
-                                            std::span<const RowFilter> filters, ScanKernel kernel) {
+                                            std::span<const RowFilter> filters, ScanKernel kernel,
+                                            const HalfRows* half) {
   const bool avx2 = kernel == ScanKernel::kAvx2 || (kernel == ScanKernel::kAuto && CpuHasAvx2());
+  // Per query: the bound on its fp16 scores' error, or negative for no fp16 pass.
+  std::vector<double> half_error(n_queries, -1);
+  if (avx2 && half != nullptr) {
+    for (int q = 0; q < n_queries; ++q) {
+      half_error[q] = HalfScoreErrorBound(queries + static_cast<size_t>(q) * dim, dim, half->max_row_norm());
+    }
+  }
   // The first query of a block streams it from memory (row by row); the others find it
   // in L1 and take the eight-row kernel.
   const auto streaming_scores_of = avx2 ? ScoresAvx2Rowwise : ScoresScalar;
@@ -141,18 +248,48 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
   candidates.reserve(block_rows);
   // Min-heaps (worst on top) of each query's best k so far.
   std::vector<std::priority_queue<ScanHit, std::vector<ScanHit>, Worse>> heaps(n_queries);
+  // Queries with an fp16 pass: the k best fp16 scores so far (min-heap) and the rows kept
+  // for the float pass, with their fp16 scores, in row order.
+  std::vector<std::priority_queue<float, std::vector<float>, std::greater<float>>> half_best(n_queries);
+  std::vector<std::vector<ScanHit>> half_kept(n_queries);
   std::vector<float> scores(block_rows);
   for (int start = 0; start < n_rows; start += block_rows) {
     const int count = std::min(block_rows, n_rows - start);
     const float* block = rows + static_cast<size_t>(start) * dim;
     for (int q = 0; q < n_queries; ++q) {
-      (q == 0 ? streaming_scores_of : cached_scores_of)(block, count, dim, queries + static_cast<size_t>(q) * dim, scores.data());
-      auto& heap = heaps[q];
+      const float* query = queries + static_cast<size_t>(q) * dim;
       const RowFilter* filter = filters.empty() || filters[q].empty() ? nullptr : &filters[q];
+      candidates.clear();
+      if (half_error[q] >= 0) {
+        // Let L be the k-th best of (fp16 score - e) over the allowed rows: k rows have a
+        // float score >= L, so a row of the top k has a float score >= L and an fp16
+        // score >= L - e. Keep the rows whose fp16 score is >= (k-th best fp16 score so
+        // far) - 2e; L only grows, so that keeps every row of the final top k.
+        HalfScoresAvx2(half->data() + static_cast<size_t>(start) * dim, count, dim, query, scores.data());
+        auto& best = half_best[q];
+        if (static_cast<int>(best.size()) == k) {
+          const float floor = FloatNotAbove(static_cast<double>(best.top()) - 2 * half_error[q]);
+          above_of(scores.data(), count, std::nextafter(floor, -std::numeric_limits<float>::infinity()), &candidates);
+        } else {
+          for (int r = 0; r < count; ++r) candidates.push_back(r);
+        }
+        for (const int r : candidates) {
+          if (filter != nullptr && !filter->Allows(start + r)) continue;
+          half_kept[q].push_back({start + r, scores[r]});
+          if (static_cast<int>(best.size()) < k) {
+            best.push(scores[r]);
+          } else if (scores[r] > best.top()) {
+            best.pop();
+            best.push(scores[r]);
+          }
+        }
+        continue;
+      }
+      (q == 0 ? streaming_scores_of : cached_scores_of)(block, count, dim, query, scores.data());
+      auto& heap = heaps[q];
       // Rows scan in ascending order, so once the heap is full a row enters only with a
       // score strictly above the k-th best (on a tie the earlier row stays).
       // Until the heap is full every row is a candidate (whatever its score).
-      candidates.clear();
       if (static_cast<int>(heap.size()) == k) {
         above_of(scores.data(), count, heap.top().score, &candidates);
       } else {
@@ -165,6 +302,31 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
         heap.push(hit);
         if (static_cast<int>(heap.size()) > k) heap.pop();
       }
+    }
+  }
+  // The float pass: the kept rows still within 2e of the final k-th best fp16 score, scored
+  // from the floats (prefetched together: they are scattered over the matrix) and ranked as
+  // the scan above would rank them. Every other row scores below the k-th best.
+  std::vector<int> finalists;
+  for (int q = 0; q < n_queries; ++q) {
+    if (half_error[q] < 0) continue;
+    const double floor = static_cast<int>(half_best[q].size()) == k
+                             ? static_cast<double>(half_best[q].top()) - 2 * half_error[q]
+                             : -std::numeric_limits<double>::infinity();
+    finalists.clear();
+    for (const ScanHit& kept : half_kept[q]) {
+      if (static_cast<double>(kept.score) < floor) continue;
+      finalists.push_back(kept.row);
+      const char* row = reinterpret_cast<const char*>(rows + static_cast<size_t>(kept.row) * dim);
+      for (size_t byte = 0; byte < sizeof(float) * dim; byte += 64) _mm_prefetch(row + byte, _MM_HINT_T0);
+    }
+    const float* query = queries + static_cast<size_t>(q) * dim;
+    auto& heap = heaps[q];
+    for (const int row : finalists) {
+      const ScanHit hit{row, DotAvx2(rows + static_cast<size_t>(row) * dim, query, dim)};
+      if (static_cast<int>(heap.size()) == k && !Worse()(hit, heap.top())) continue;
+      heap.push(hit);
+      if (static_cast<int>(heap.size()) > k) heap.pop();
     }
   }
   std::vector<std::vector<ScanHit>> out(n_queries);

@@ -5,12 +5,22 @@
 // the batch's other queries score it from L1 eight rows at a time; a vectorised compare
 // against each query's k-th best so far skips most rows before the heap. AVX2/FMA is
 // chosen at run time, with a scalar fallback.
+//
+// With a HalfRows copy (fp16, half the bytes) the AVX2 scan first scores every row from
+// it, and scores again from the floats only the rows whose fp16 score, widened by a proven
+// bound on its error, could still enter the query's top k. The answer is the same, score
+// for score, as from the floats alone; the pass that touches every row reads half as much
+// memory, which is what a scan costs (it is bandwidth-bound), most of all when concurrent
+// scans share the memory bus.
 #ifndef TWOTOWER_INDEX_EXACT_SCAN_H_
 #define TWOTOWER_INDEX_EXACT_SCAN_H_
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
+
+#include "index/huge_page_array.h"
 
 namespace twotower {
 
@@ -23,13 +33,40 @@ struct ScanHit {
 
 enum class ScanKernel { kAuto, kScalar, kAvx2 };
 
+// An fp16 copy of a row-major matrix and its largest row norm (the error bound scales with
+// it), for ExactTopK's first pass.
+class HalfRows {
+ public:
+  // The copy of `rows` (n x dim), or nullopt where it cannot be used: the CPU lacks
+  // AVX2/FMA/F16C, dim is not a multiple of 8, or a value is not finite or beyond fp16's
+  // range (65504). The scan then reads the floats only.
+  static std::optional<HalfRows> Of(std::span<const float> rows, int dim);
+
+  const uint16_t* data() const { return values_.data(); }
+  double max_row_norm() const { return max_row_norm_; }
+
+ private:
+  HalfRows() = default;
+  HugePageArray<uint16_t> values_;
+  double max_row_norm_ = 0;
+};
+
+// How far the fp16 pass's score of any row can be from its float score, for `query`:
+// fp16 rounding (relative 2^-11, absolute 2^-25 below fp16's normal range) plus the float
+// rounding of both dot products, bounded with Cauchy-Schwarz by the query's norms and the
+// largest row norm. Negative (no fp16 pass for it) when the query is not finite or so
+// large that a score could overflow.
+double HalfScoreErrorBound(const float* query, int dim, double max_row_norm);
+
 // For each of `n_queries` queries (n_queries x dim), the `k` rows of `rows` (n_rows x dim)
 // with the largest inner product, best first (ties: lower row first), skipping rows
 // `filters[q]` refuses (`filters` empty = none). kAuto picks AVX2 when the CPU has it.
+// `half` (optional, AVX2 kernel only): HalfRows::Of the same rows, for the fp16 first pass.
 std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int dim,
                                             const float* queries, int n_queries, int k,
                                             std::span<const RowFilter> filters,
-                                            ScanKernel kernel = ScanKernel::kAuto);
+                                            ScanKernel kernel = ScanKernel::kAuto,
+                                            const HalfRows* half = nullptr);
 
 // Whether this CPU runs the AVX2 kernel.
 bool CpuHasAvx2();

@@ -30,6 +30,7 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
   index->options_ = options;
   if (options.factory == "Flat") {
     index->exact_vectors_ = HugePageFloats(vectors);
+    if (options.half_first_pass) index->exact_halves_ = HalfRows::Of(vectors, dim);
     return index;
   }
   try {
@@ -114,7 +115,8 @@ absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> ItemIndex::Search(
   if (total == 0 || n == 0) return results;
   if (index_ == nullptr) {  // "Flat": our exact scan, filters applied inside it
     std::vector<std::vector<ScanHit>> hits =
-        ExactTopK(exact_vectors_.data(), total, dim_, queries, n, k, filters);
+        ExactTopK(exact_vectors_.data(), total, dim_, queries, n, k, filters, ScanKernel::kAuto,
+                  exact_halves_.has_value() ? &*exact_halves_ : nullptr);
     for (int q = 0; q < n; ++q) {
       results[q].reserve(hits[q].size());
       for (const ScanHit& hit : hits[q]) results[q].push_back({hit.row, hit.score});

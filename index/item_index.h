@@ -6,13 +6,15 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "index/huge_page_floats.h"
+#include "index/exact_scan.h"
+#include "index/huge_page_array.h"
 
 namespace faiss {
 struct Index;
@@ -26,6 +28,10 @@ struct IndexOptions {
   std::string factory = "Flat";
   int ef_search = 0;  // HNSW; 0 = FAISS default
   int nprobe = 0;     // IVF; 0 = FAISS default
+  // "Flat": keep an fp16 copy for the scan's first pass (HalfRows in index/exact_scan.h;
+  // the same answers, half the memory traffic, 2 bytes more per value). Where the copy
+  // cannot be made (no F16C, dim not a multiple of 8) the scan reads the floats only.
+  bool half_first_pass = true;
 };
 
 // Which rows one query may return: not in `excluded` (e.g. the caller's "already seen")
@@ -92,6 +98,7 @@ class ItemIndex {
   std::vector<std::string> ids_;
   bool supports_selector_ = false;  // Flat and IVF take an IDSelector in 1.7.3; HNSW not
   HugePageFloats exact_vectors_;  // "Flat": the matrix our exact scan reads (no FAISS)
+  std::optional<HalfRows> exact_halves_;  // "Flat": its fp16 copy for the first pass
   int dim_ = 0;
   IndexOptions options_;
   std::unique_ptr<faiss::Index> index_;

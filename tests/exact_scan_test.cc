@@ -2,6 +2,9 @@
 #include <faiss/IndexFlat.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <random>
 
 #include "gtest/gtest.h"
@@ -97,6 +100,111 @@ TEST(ExactScanTest, KLargerThanRowsAndFilters) {
   ASSERT_EQ(rest[0].size(), 3u);
   EXPECT_EQ(rest[0][0].row, all[0][2].row);
   EXPECT_EQ(rest[0][2].row, all[0][4].row);
+}
+
+// The fp16 first pass changes no answer: the same rows, scores bit for bit, ties in row
+// order, with filters and with k above the row count. The near-duplicate rows differ by
+// less than fp16 can tell apart, so their order rests entirely on the error bound (with
+// the bound set to zero this test fails).
+TEST(ExactScanTest, HalfFirstPassAnswersAsTheFloats) {
+  if (!CpuHasAvx2()) GTEST_SKIP() << "no AVX2 on this CPU: the fp16 pass is AVX2-only";
+  for (int dim : {8, 64, 72}) {
+    for (const bool near_duplicates : {false, true}) {
+      const int n = 3001;
+      std::vector<float> rows = Random(static_cast<size_t>(n) * dim, dim);
+      if (near_duplicates) {
+        const std::vector<float> noise = Random(rows.size(), dim + 1);
+        for (size_t i = 0; i < rows.size(); ++i) rows[i] = rows[i % dim] + 1e-4f * noise[i];
+        std::copy(rows.begin() + 5 * dim, rows.begin() + 6 * dim, rows.begin() + 9 * dim);  // an exact tie
+      }
+      const std::optional<HalfRows> half = HalfRows::Of(rows, dim);
+      ASSERT_TRUE(half.has_value()) << dim;
+      const std::vector<float> queries = Random(static_cast<size_t>(3) * dim, 11);
+      const absl::flat_hash_set<int32_t> excluded = {0, 5, 17, 2000};
+      std::vector<uint8_t> allowed(n, 1);
+      for (int r = 0; r < n; r += 3) allowed[r] = 0;
+      std::vector<RowFilter> filters(3);
+      filters[1].excluded = &excluded;
+      filters[2].allowed = &allowed;
+      for (int k : {1, 10, 100, 5000}) {
+        for (const std::span<const RowFilter> with : {std::span<const RowFilter>{}, std::span<const RowFilter>(filters)}) {
+          const auto floats = ExactTopK(rows.data(), n, dim, queries.data(), 3, k, with, ScanKernel::kAvx2);
+          const auto halves = ExactTopK(rows.data(), n, dim, queries.data(), 3, k, with, ScanKernel::kAvx2, &*half);
+          for (int q = 0; q < 3; ++q) {
+            ASSERT_EQ(floats[q].size(), halves[q].size()) << dim << " k " << k << " query " << q;
+            for (size_t r = 0; r < floats[q].size(); ++r) {
+              ASSERT_EQ(floats[q][r].row, halves[q][r].row) << dim << " k " << k << " query " << q << " rank " << r
+                                                            << (near_duplicates ? " near-duplicates" : "");
+              ASSERT_EQ(floats[q][r].score, halves[q][r].score);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// fp16 -> float, for checking the copy (IEEE binary16: 1 sign, 5 exponent, 10 fraction bits).
+float FromHalf(uint16_t h) {
+  const int exponent = (h >> 10) & 0x1f, fraction = h & 0x3ff;
+  const float magnitude = exponent == 0 ? std::ldexp(static_cast<float>(fraction), -24)
+                                        : std::ldexp(static_cast<float>(fraction | 0x400), exponent - 25);
+  return (h & 0x8000) != 0 ? -magnitude : magnitude;
+}
+
+TEST(ExactScanTest, HalfRowsAndTheirErrorBound) {
+  if (!CpuHasAvx2()) GTEST_SKIP() << "no AVX2 on this CPU: the fp16 pass is AVX2-only";
+  const int dim = 16, n = 2000;
+  std::vector<float> rows = Random(static_cast<size_t>(n) * dim, 5);
+  for (size_t i = 0; i < rows.size(); i += 7) rows[i] *= 1e-6f;  // below fp16's normal range
+  rows[3] = 65504.0f;                                            // fp16's largest value
+  const std::optional<HalfRows> half = HalfRows::Of(rows, dim);
+  ASSERT_TRUE(half.has_value());
+  double max_norm = 0;
+  for (int r = 0; r < n; ++r) {
+    double norm2 = 0;
+    for (int d = 0; d < dim; ++d) {
+      const float x = rows[static_cast<size_t>(r) * dim + d], h = FromHalf(half->data()[static_cast<size_t>(r) * dim + d]);
+      ASSERT_LE(std::fabs(h - x), std::ldexp(std::fabs(x), -11) + std::ldexp(1.0f, -25)) << x;
+      norm2 += static_cast<double>(x) * x;
+    }
+    max_norm = std::max(max_norm, std::sqrt(norm2));
+  }
+  EXPECT_NEAR(half->max_row_norm(), max_norm, 1e-9 * max_norm);
+  // The bound covers the fp16 rounding of every row (computed exactly here, in double).
+  const std::vector<float> queries = Random(static_cast<size_t>(20) * dim, 6);
+  double worst = 0;
+  for (int q = 0; q < 20; ++q) {
+    const float* query = queries.data() + static_cast<size_t>(q) * dim;
+    const double bound = HalfScoreErrorBound(query, dim, half->max_row_norm());
+    double query_norm = 0;
+    for (int d = 0; d < dim; ++d) query_norm += static_cast<double>(query[d]) * query[d];
+    EXPECT_LT(bound, 1e-3 * std::sqrt(query_norm) * half->max_row_norm());  // and is not vacuous
+    for (int r = 0; r < n; ++r) {
+      double exact = 0, rounded = 0;
+      for (int d = 0; d < dim; ++d) {
+        const size_t at = static_cast<size_t>(r) * dim + d;
+        exact += static_cast<double>(query[d]) * rows[at];
+        rounded += static_cast<double>(query[d]) * FromHalf(half->data()[at]);
+      }
+      ASSERT_LE(std::fabs(rounded - exact), bound);
+      worst = std::max(worst, std::fabs(rounded - exact) / bound);
+    }
+  }
+  EXPECT_GT(worst, 0.0);
+  // What fp16 cannot hold, or a dim the kernel does not take: no copy.
+  EXPECT_FALSE(HalfRows::Of(std::vector<float>(14, 1.0f), 7).has_value());
+  for (const float bad : {70000.0f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    std::vector<float> one(8, 1.0f);
+    one[2] = bad;
+    EXPECT_FALSE(HalfRows::Of(one, 8).has_value()) << bad;
+  }
+  // A query that is not finite, or so large a score could overflow: no fp16 pass.
+  std::vector<float> query(dim, 1.0f);
+  query[0] = std::numeric_limits<float>::infinity();
+  EXPECT_LT(HalfScoreErrorBound(query.data(), dim, 1.0), 0);
+  query[0] = 3e38f;
+  EXPECT_LT(HalfScoreErrorBound(query.data(), dim, 1.0), 0);
 }
 
 }  // namespace

@@ -5,7 +5,7 @@
 #include <random>
 
 #include "gtest/gtest.h"
-#include "index/huge_page_floats.h"
+#include "index/huge_page_array.h"
 #include "index/item_index.h"
 
 namespace twotower {
