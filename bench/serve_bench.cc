@@ -14,8 +14,8 @@
 //  * Retrieve p50 / p99 (user tower + search + RPC), and the overhead ratio
 //    Retrieve p50 / (1.2 x search p50 + round trip p50) (target <= 1) from the measurements
 //    in rotation (and, for comparison, with the search measured alone);
-//  * throughput with 1 and with --clients concurrent clients, their ratio (target >= 2)
-//    and p99;
+//  * throughput with 1 and with --clients concurrent clients (in --slices alternating
+//    slices, so both see the same machine), their ratio (target >= 2) and p99;
 //  * server resident memory, per million items.
 #include <algorithm>
 #include <atomic>
@@ -23,8 +23,10 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -45,7 +47,8 @@
 ABSL_FLAG(std::string, items, "100000,1000000", "Catalogue sizes to measure");
 ABSL_FLAG(int, k, 100, "Items per Retrieve");
 ABSL_FLAG(int, clients, 8, "Concurrent clients for the throughput run");
-ABSL_FLAG(double, seconds, 5, "Duration of each throughput run");
+ABSL_FLAG(double, seconds, 5, "Duration of each throughput run (1 client, and --clients clients)");
+ABSL_FLAG(int, slices, 10, "The two throughput runs alternate in this many slices each");
 ABSL_FLAG(int, requests, 500, "Sequential requests for the latency runs");
 ABSL_FLAG(std::string, server_flags, "", "Extra flags for twotower_server (space-separated)");
 ABSL_FLAG(double, soak_seconds, 0,
@@ -144,15 +147,38 @@ std::vector<double> Sequential(v1::Retrieval::Stub& stub, int n, MakeRequest req
 }
 
 struct Load {
-  double queries_per_second = 0;
+  int64_t answered = 0;  // calls that succeeded
+  double seconds = 0;    // wall time driven
   std::vector<double> latencies;  // ms, every call
   int64_t failures = 0;
   std::string first_error;  // of the failed calls, if any
+
+  // Answers per second: a failed call (e.g. RESOURCE_EXHAUSTED) is fast and answers nothing.
+  double queries_per_second() const { return seconds > 0 ? static_cast<double>(answered) / seconds : 0; }
+  void Add(const Load& other) {
+    answered += other.answered;
+    seconds += other.seconds;
+    latencies.insert(latencies.end(), other.latencies.begin(), other.latencies.end());
+    failures += other.failures;
+    if (first_error.empty()) first_error = other.first_error;
+  }
 };
 
-// `clients` threads calling Retrieve for `seconds`; every `tick_every` seconds the main
-// thread calls `tick` (e.g. a reload) while they run.
-Load Drive(const std::string& address, int clients, double seconds, int k,
+// One channel per client, as separate callers would have, made once and reused by every
+// Drive (a phase does not pay for connecting).
+std::vector<std::unique_ptr<v1::Retrieval::Stub>> Clients(const std::string& address, int n) {
+  std::vector<std::unique_ptr<v1::Retrieval::Stub>> stubs;
+  for (int c = 0; c < n; ++c) {
+    grpc::ChannelArguments args;
+    args.SetInt("grpc.channel_id", c);  // distinct channels, not a shared subchannel
+    stubs.push_back(v1::Retrieval::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
+  }
+  return stubs;
+}
+
+// The first `clients` of `stubs`, each on its own thread, calling Retrieve for `seconds`;
+// every `tick_every` seconds the main thread calls `tick` (e.g. a reload) while they run.
+Load Drive(std::span<const std::unique_ptr<v1::Retrieval::Stub>> stubs, int clients, double seconds, int k,
            double tick_every = 0, const std::function<void()>& tick = nullptr) {
   std::atomic<bool> stop{false};
   std::mutex mu;
@@ -160,10 +186,7 @@ Load Drive(const std::string& address, int clients, double seconds, int k,
   std::vector<std::thread> threads;
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
-      // One channel per client, as separate callers would have.
-      grpc::ChannelArguments args;
-      args.SetInt("grpc.channel_id", c);  // distinct channels, not a shared subchannel
-      auto stub = v1::Retrieval::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+      v1::Retrieval::Stub& stub = *stubs[c];
       std::mt19937 rng(c);
       std::vector<double> mine;
       int64_t failed = 0;
@@ -176,7 +199,7 @@ Load Drive(const std::string& address, int clients, double seconds, int k,
         context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
         v1::RetrieveResponse response;
         const Clock::time_point t = Clock::now();
-        const grpc::Status status = stub->Retrieve(&context, Request(static_cast<int>(rng() % kUsers), k), &response);
+        const grpc::Status status = stub.Retrieve(&context, Request(static_cast<int>(rng() % kUsers), k), &response);
         mine.push_back(Ms(t));
         if (!status.ok() && failed++ == 0) {
           std::lock_guard<std::mutex> lock(mu);
@@ -195,9 +218,8 @@ Load Drive(const std::string& address, int clients, double seconds, int k,
   }
   stop = true;
   for (std::thread& t : threads) t.join();
-  // Answers per second: a failed call (e.g. RESOURCE_EXHAUSTED) is fast and answers nothing.
-  load.queries_per_second = static_cast<double>(static_cast<int64_t>(load.latencies.size()) - load.failures) /
-                            (Ms(start) / 1000);
+  load.seconds = Ms(start) / 1000;
+  load.answered = static_cast<int64_t>(load.latencies.size()) - load.failures;
   return load;
 }
 
@@ -217,7 +239,8 @@ int Soak(int items) {
   }
   const double rss_start = server.ResidentMb();
   int reloads = 0, reload_failures = 0;
-  const Load load = Drive(server.address(), clients, seconds, k, every, [&] {
+  const auto stubs = Clients(server.address(), clients);
+  const Load load = Drive(stubs, clients, seconds, k, every, [&] {
     grpc::ClientContext context;
     v1::ReloadModelRequest request;
     request.set_bundle_path(dir.Join(reloads % 2 == 0 ? "b" : "a"));
@@ -346,21 +369,33 @@ int Run() {
       }
       return status;
     };
-    const Load one = Drive(server.address(), 1, absl::GetFlag(FLAGS_seconds), k);
-    const v1::GetStatusResponse before_many = server_status();
-    const Load many = Drive(server.address(), clients, absl::GetFlag(FLAGS_seconds), k);
+    // One client and `clients` clients in alternating slices, so both see the same machine
+    // (a shared VM whose speed drifts by a third within a minute: run one after the other,
+    // the same server gave 1.6x to 2.3x).
+    const auto stubs = Clients(server.address(), std::max(clients, 1));
+    const int slices = std::max(1, absl::GetFlag(FLAGS_slices));
+    const double slice_seconds = absl::GetFlag(FLAGS_seconds) / slices;
+    (void)Drive(stubs, std::max(clients, 1), 0.2, k);  // connect every channel, warm up
+    Load one, many;
+    int64_t searches = 0, searched_queries = 0;
+    for (int slice = 0; slice < slices; ++slice) {
+      one.Add(Drive(stubs, 1, slice_seconds, k));
+      const v1::GetStatusResponse before_many = server_status();
+      many.Add(Drive(stubs, clients, slice_seconds, k));
+      const v1::GetStatusResponse after_many = server_status();
+      searches += after_many.index_searches() - before_many.index_searches();
+      searched_queries += after_many.searched_queries() - before_many.searched_queries();
+    }
     const v1::GetStatusResponse after_many = server_status();
     failures += static_cast<int>(one.failures + many.failures);
-    const double qps_one = one.queries_per_second, qps_many = many.queries_per_second;
+    const double qps_one = one.queries_per_second(), qps_many = many.queries_per_second();
     const double p99_one = Percentile(one.latencies, 0.99), p99_many = Percentile(many.latencies, 0.99);
     std::printf("throughput         %8.0f q/s with 1 client (p99 %.2f ms), %.0f q/s with %d (p99 %.2f ms): %.2fx; target >= 2x%s\n",
                 qps_one, p99_one, qps_many, clients, p99_many, qps_many / qps_one,
                 one.failures + many.failures > 0 ? " (failed calls not counted)" : "");
-    const int64_t searches = after_many.index_searches() - before_many.index_searches();
     std::printf("  with %d clients: %lld index searches, %.2f queries each (largest batch so far %lld)\n", clients,
                 static_cast<long long>(searches),
-                static_cast<double>(after_many.searched_queries() - before_many.searched_queries()) /
-                    std::max<int64_t>(1, searches),
+                static_cast<double>(searched_queries) / std::max<int64_t>(1, searches),
                 static_cast<long long>(after_many.largest_search_batch()));
     for (const Load* load : {&one, &many}) {
       if (load->failures > 0) {

@@ -1,5 +1,6 @@
 #include "index/exact_scan.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -134,6 +135,47 @@ __attribute__((target("avx2,fma,f16c"))) void HalfScoresAvx2(const uint16_t* row
   }
 }
 
+// The fp16 pass for two queries at once: each fp16 chunk is converted once for both, four
+// rows x two queries = 8 accumulators (the FMAs in flight their latency needs, and with
+// the four row chunks and two query chunks 14 of AVX2's 16 registers). A batch's second
+// query then costs about its FMAs only, not another conversion of every value.
+__attribute__((target("avx2,fma,f16c"))) void HalfScoresPairAvx2(const uint16_t* rows, int count, int dim,
+                                                              const float* q0, const float* q1,
+                                                              float* out0, float* out1) {
+  const size_t stride = static_cast<size_t>(dim);
+  int r = 0;
+  for (; r + 4 <= count; r += 4) {
+    const uint16_t* x = rows + static_cast<size_t>(r) * stride;
+    __m256 a00 = _mm256_setzero_ps(), a10 = _mm256_setzero_ps(), a20 = _mm256_setzero_ps(),
+           a30 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps(),
+           a21 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();
+    for (int d = 0; d < dim; d += 8) {
+      const __m256 u = _mm256_loadu_ps(q0 + d), v = _mm256_loadu_ps(q1 + d);
+      const __m256 x0 = half8(x + d), x1 = half8(x + stride + d);
+      const __m256 x2 = half8(x + 2 * stride + d), x3 = half8(x + 3 * stride + d);
+      a00 = _mm256_fmadd_ps(x0, u, a00);
+      a01 = _mm256_fmadd_ps(x0, v, a01);
+      a10 = _mm256_fmadd_ps(x1, u, a10);
+      a11 = _mm256_fmadd_ps(x1, v, a11);
+      a20 = _mm256_fmadd_ps(x2, u, a20);
+      a21 = _mm256_fmadd_ps(x2, v, a21);
+      a30 = _mm256_fmadd_ps(x3, u, a30);
+      a31 = _mm256_fmadd_ps(x3, v, a31);
+    }
+    // Two hadd levels leave row i's sums of lanes 0-3 in lane i and of lanes 4-7 in lane
+    // 4 + i; adding the two 128-bit halves gives the four rows' scores.
+    const __m256 s0 = _mm256_hadd_ps(_mm256_hadd_ps(a00, a10), _mm256_hadd_ps(a20, a30));
+    const __m256 s1 = _mm256_hadd_ps(_mm256_hadd_ps(a01, a11), _mm256_hadd_ps(a21, a31));
+    _mm_storeu_ps(out0 + r, _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1)));
+    _mm_storeu_ps(out1 + r, _mm_add_ps(_mm256_castps256_ps128(s1), _mm256_extractf128_ps(s1, 1)));
+  }
+  if (r < count) {
+    const uint16_t* tail = rows + static_cast<size_t>(r) * stride;
+    HalfScoresAvx2(tail, count - r, dim, q0, out0 + r);
+    HalfScoresAvx2(tail, count - r, dim, q1, out1 + r);
+  }
+}
+
 // Round-to-nearest-even float -> fp16 of `n` values (a multiple of 8).
 __attribute__((target("avx2,f16c"))) void ToHalfAvx2(const float* in, size_t n, uint16_t* out) {
   for (size_t i = 0; i < n; i += 8) {
@@ -181,6 +223,38 @@ struct Worse {
   }
 };
 
+// The k-th largest of the values added so far, or a lower bound of it between
+// compactions: values not below the bound are appended, and at 2k of them an nth_element
+// keeps the k largest. O(1) amortised per value, where a heap pays log k per insertion
+// (a scan inserts about k ln(n/k) times).
+class KthLargest {
+ public:
+  explicit KthLargest(int k) : k_(k) { values_.reserve(2 * static_cast<size_t>(k)); }
+
+  // Whether k values have been compacted (bound() is then meaningful).
+  bool known() const { return known_; }
+  float bound() const { return bound_; }
+  void Add(float value) {
+    if (known_ && value < bound_) return;
+    values_.push_back(value);
+    if (values_.size() >= 2 * static_cast<size_t>(k_)) Compact();
+  }
+  // Makes bound() exact.
+  void Compact() {
+    if (values_.size() < static_cast<size_t>(k_)) return;
+    std::nth_element(values_.begin(), values_.begin() + (k_ - 1), values_.end(), std::greater<float>());
+    bound_ = values_[k_ - 1];
+    values_.resize(k_);
+    known_ = true;
+  }
+
+ private:
+  int k_;
+  std::vector<float> values_;
+  float bound_ = 0;
+  bool known_ = false;
+};
+
 }  // namespace
 
 bool CpuHasAvx2() {
@@ -189,7 +263,11 @@ bool CpuHasAvx2() {
 }
 
 std::optional<HalfRows> HalfRows::Of(std::span<const float> rows, int dim) {
-  static const bool f16c = CpuHasAvx2() && __builtin_cpu_supports("f16c");
+  // CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports has no "f16c").
+  static const bool f16c = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return CpuHasAvx2() && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+  }();
   if (!f16c || dim < 8 || dim % 8 != 0 || rows.size() % dim != 0) return std::nullopt;
   HalfRows half;
   for (size_t start = 0; start < rows.size(); start += dim) {
@@ -250,14 +328,31 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
   std::vector<std::priority_queue<ScanHit, std::vector<ScanHit>, Worse>> heaps(n_queries);
   // Queries with an fp16 pass: the k best fp16 scores so far (min-heap) and the rows kept
   // for the float pass, with their fp16 scores, in row order.
-  std::vector<std::priority_queue<float, std::vector<float>, std::greater<float>>> half_best(n_queries);
+  std::vector<KthLargest> half_best(n_queries, KthLargest(k));
   std::vector<std::vector<ScanHit>> half_kept(n_queries);
   std::vector<float> scores(block_rows);
+  // The fp16 pass's scores of a block, per query (two queries at a time).
+  std::vector<int> from_half;
+  for (int q = 0; q < n_queries; ++q) {
+    if (half_error[q] >= 0) from_half.push_back(q);
+  }
+  std::vector<float> half_scores(from_half.empty() ? 0 : static_cast<size_t>(n_queries) * block_rows);
   for (int start = 0; start < n_rows; start += block_rows) {
     const int count = std::min(block_rows, n_rows - start);
     const float* block = rows + static_cast<size_t>(start) * dim;
+    const uint16_t* half_block = from_half.empty() ? nullptr : half->data() + static_cast<size_t>(start) * dim;
+    const auto query_of = [&](int q) { return queries + static_cast<size_t>(q) * dim; };
+    const auto half_scores_of = [&](int q) { return half_scores.data() + static_cast<size_t>(q) * block_rows; };
+    size_t paired = 0;
+    for (; paired + 2 <= from_half.size(); paired += 2) {
+      const int q0 = from_half[paired], q1 = from_half[paired + 1];
+      HalfScoresPairAvx2(half_block, count, dim, query_of(q0), query_of(q1), half_scores_of(q0), half_scores_of(q1));
+    }
+    if (paired < from_half.size()) {
+      HalfScoresAvx2(half_block, count, dim, query_of(from_half[paired]), half_scores_of(from_half[paired]));
+    }
     for (int q = 0; q < n_queries; ++q) {
-      const float* query = queries + static_cast<size_t>(q) * dim;
+      const float* query = query_of(q);
       const RowFilter* filter = filters.empty() || filters[q].empty() ? nullptr : &filters[q];
       candidates.clear();
       if (half_error[q] >= 0) {
@@ -265,23 +360,19 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
         // float score >= L, so a row of the top k has a float score >= L and an fp16
         // score >= L - e. Keep the rows whose fp16 score is >= (k-th best fp16 score so
         // far) - 2e; L only grows, so that keeps every row of the final top k.
-        HalfScoresAvx2(half->data() + static_cast<size_t>(start) * dim, count, dim, query, scores.data());
-        auto& best = half_best[q];
-        if (static_cast<int>(best.size()) == k) {
-          const float floor = FloatNotAbove(static_cast<double>(best.top()) - 2 * half_error[q]);
-          above_of(scores.data(), count, std::nextafter(floor, -std::numeric_limits<float>::infinity()), &candidates);
+        // (A lower bound of the k-th best only keeps more rows.)
+        const float* block_scores = half_scores_of(q);
+        KthLargest& best = half_best[q];
+        if (best.known()) {
+          const float floor = FloatNotAbove(static_cast<double>(best.bound()) - 2 * half_error[q]);
+          above_of(block_scores, count, std::nextafter(floor, -std::numeric_limits<float>::infinity()), &candidates);
         } else {
           for (int r = 0; r < count; ++r) candidates.push_back(r);
         }
         for (const int r : candidates) {
           if (filter != nullptr && !filter->Allows(start + r)) continue;
-          half_kept[q].push_back({start + r, scores[r]});
-          if (static_cast<int>(best.size()) < k) {
-            best.push(scores[r]);
-          } else if (scores[r] > best.top()) {
-            best.pop();
-            best.push(scores[r]);
-          }
+          half_kept[q].push_back({start + r, block_scores[r]});
+          best.Add(block_scores[r]);
         }
         continue;
       }
@@ -310,9 +401,9 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
   std::vector<int> finalists;
   for (int q = 0; q < n_queries; ++q) {
     if (half_error[q] < 0) continue;
-    const double floor = static_cast<int>(half_best[q].size()) == k
-                             ? static_cast<double>(half_best[q].top()) - 2 * half_error[q]
-                             : -std::numeric_limits<double>::infinity();
+    half_best[q].Compact();
+    const double floor = half_best[q].known() ? static_cast<double>(half_best[q].bound()) - 2 * half_error[q]
+                                              : -std::numeric_limits<double>::infinity();
     finalists.clear();
     for (const ScanHit& kept : half_kept[q]) {
       if (static_cast<double>(kept.score) < floor) continue;
