@@ -119,18 +119,22 @@ TEST(ExactScanTest, HalfFirstPassAnswersAsTheFloats) {
       }
       const std::optional<HalfRows> half = HalfRows::Of(rows, dim);
       ASSERT_TRUE(half.has_value()) << dim;
-      const std::vector<float> queries = Random(static_cast<size_t>(3) * dim, 11);
+      // Seven queries: the fp16 kernels for four, two and one query at a time.
+      const int n_queries = 7;
+      const std::vector<float> queries = Random(static_cast<size_t>(n_queries) * dim, 11);
       const absl::flat_hash_set<int32_t> excluded = {0, 5, 17, 2000};
       std::vector<uint8_t> allowed(n, 1);
       for (int r = 0; r < n; r += 3) allowed[r] = 0;
-      std::vector<RowFilter> filters(3);
+      std::vector<RowFilter> filters(n_queries);
       filters[1].excluded = &excluded;
       filters[2].allowed = &allowed;
+      filters[5].excluded = &excluded;
+      filters[6].allowed = &allowed;
       for (int k : {1, 10, 100, 5000}) {
         for (const std::span<const RowFilter> with : {std::span<const RowFilter>{}, std::span<const RowFilter>(filters)}) {
-          const auto floats = ExactTopK(rows.data(), n, dim, queries.data(), 3, k, with, ScanKernel::kAvx2);
-          const auto halves = ExactTopK(rows.data(), n, dim, queries.data(), 3, k, with, ScanKernel::kAvx2, &*half);
-          for (int q = 0; q < 3; ++q) {
+          const auto floats = ExactTopK(rows.data(), n, dim, queries.data(), n_queries, k, with, ScanKernel::kAvx2);
+          const auto halves = ExactTopK(rows.data(), n, dim, queries.data(), n_queries, k, with, ScanKernel::kAvx2, &*half);
+          for (int q = 0; q < n_queries; ++q) {
             ASSERT_EQ(floats[q].size(), halves[q].size()) << dim << " k " << k << " query " << q;
             for (size_t r = 0; r < floats[q].size(); ++r) {
               ASSERT_EQ(floats[q][r].row, halves[q][r].row) << dim << " k " << k << " query " << q << " rank " << r
