@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <type_traits>
 #include <limits>
 #include <queue>
 
@@ -35,43 +36,56 @@ void ScoresScalar(const float* rows, int count, int dim, const float* q, float* 
   }
 }
 
+// Eight values of a row as floats: a load, or an fp16 conversion.
+__attribute__((target("avx2"))) inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,f16c"))) inline __m256 Load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
 // One accumulator per row and the same reduction tree as the eight-row kernel below
 // ((0+1)+(2+3)) + ((4+5)+(6+7)), so a row scores bit for bit the same whichever kernel
-// reads it: a query's answer never depends on its place in a batch.
-__attribute__((target("avx2,fma"))) float DotAvx2(const float* x, const float* q, int dim) {
+// reads it: a query's answer never depends on its place in a batch. Floats: any dim (the
+// tail of dim % 8 values added last); fp16: dim a multiple of 8.
+template <typename T>
+__attribute__((target("avx2,fma,f16c"))) float DotAvx2(const T* x, const float* q, int dim) {
   const int whole = dim / 8 * 8;
   __m256 acc = _mm256_setzero_ps();
-  for (int d = 0; d < whole; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + d), _mm256_loadu_ps(q + d), acc);
+  for (int d = 0; d < whole; d += 8) acc = _mm256_fmadd_ps(Load8(x + d), _mm256_loadu_ps(q + d), acc);
   const __m256 pairs = _mm256_hadd_ps(acc, acc);  // [0+1, 2+3, .. | 4+5, 6+7, ..]
   const __m256 quads = _mm256_hadd_ps(pairs, pairs);
   float sum = _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
-  for (int d = whole; d < dim; ++d) sum += x[d] * q[d];
+  if constexpr (std::is_same_v<T, float>) {
+    for (int d = whole; d < dim; ++d) sum += x[d] * q[d];
+  }
   return sum;
 }
 
 // Eight rows at a time when dim is a multiple of 8: each query chunk is loaded once for
 // eight rows, and the eight sums are reduced together (hadd tree) into one vector, so a
 // row costs about its dim/8 loads and FMAs instead of also a horizontal sum of its own.
-__attribute__((target("avx2,fma"))) void ScoresAvx2(const float* rows, int count, int dim,
-                                                     const float* q, float* out) {
+// For fp16 rows (the first pass) exactness does not rest on these scores, only on
+// HalfScoreErrorBound; they share the kernel, not the bit-for-bit requirement.
+template <typename T>
+__attribute__((target("avx2,fma,f16c"))) void ScoresAvx2(const T* rows, int count, int dim,
+                                                          const float* q, float* out) {
   int r = 0;
   if (dim % 8 == 0) {
     const size_t stride = static_cast<size_t>(dim);
     for (; r + 8 <= count; r += 8) {
-      const float* x = rows + static_cast<size_t>(r) * stride;
+      const T* x = rows + static_cast<size_t>(r) * stride;
       __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
              a3 = _mm256_setzero_ps(), a4 = _mm256_setzero_ps(), a5 = _mm256_setzero_ps(),
              a6 = _mm256_setzero_ps(), a7 = _mm256_setzero_ps();
       for (int d = 0; d < dim; d += 8) {
         const __m256 qv = _mm256_loadu_ps(q + d);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + d), qv, a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + stride + d), qv, a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 2 * stride + d), qv, a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 3 * stride + d), qv, a3);
-        a4 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 4 * stride + d), qv, a4);
-        a5 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 5 * stride + d), qv, a5);
-        a6 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 6 * stride + d), qv, a6);
-        a7 = _mm256_fmadd_ps(_mm256_loadu_ps(x + 7 * stride + d), qv, a7);
+        a0 = _mm256_fmadd_ps(Load8(x + d), qv, a0);
+        a1 = _mm256_fmadd_ps(Load8(x + stride + d), qv, a1);
+        a2 = _mm256_fmadd_ps(Load8(x + 2 * stride + d), qv, a2);
+        a3 = _mm256_fmadd_ps(Load8(x + 3 * stride + d), qv, a3);
+        a4 = _mm256_fmadd_ps(Load8(x + 4 * stride + d), qv, a4);
+        a5 = _mm256_fmadd_ps(Load8(x + 5 * stride + d), qv, a5);
+        a6 = _mm256_fmadd_ps(Load8(x + 6 * stride + d), qv, a6);
+        a7 = _mm256_fmadd_ps(Load8(x + 7 * stride + d), qv, a7);
       }
       // hadd(a, b) = [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7]; two levels
       // leave row i's half sums in lane i of the low and of the high 128 bits.
@@ -92,49 +106,6 @@ __attribute__((target("avx2,fma"))) void ScoresAvx2Rowwise(const float* rows, in
   for (int r = 0; r < count; ++r) out[r] = DotAvx2(rows + static_cast<size_t>(r) * dim, q, dim);
 }
 
-// Eight fp16 values as floats.
-__attribute__((target("avx2,f16c"))) inline __m256 half8(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
-// The fp16 pass: scores of `count` fp16 rows (dim a multiple of 8) against a float query,
-// eight rows at a time (each query chunk loaded once for eight rows). Exactness does not
-// rest on these scores, only on HalfScoreErrorBound, so the reduction order is free.
-__attribute__((target("avx2,fma,f16c"))) void HalfScoresAvx2(const uint16_t* rows, int count, int dim,
-                                                          const float* q, float* out) {
-  const size_t stride = static_cast<size_t>(dim);
-  int r = 0;
-  for (; r + 8 <= count; r += 8) {
-    const uint16_t* x = rows + static_cast<size_t>(r) * stride;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
-           a3 = _mm256_setzero_ps(), a4 = _mm256_setzero_ps(), a5 = _mm256_setzero_ps(),
-           a6 = _mm256_setzero_ps(), a7 = _mm256_setzero_ps();
-    for (int d = 0; d < dim; d += 8) {
-      const __m256 qv = _mm256_loadu_ps(q + d);
-      a0 = _mm256_fmadd_ps(half8(x + d), qv, a0);
-      a1 = _mm256_fmadd_ps(half8(x + stride + d), qv, a1);
-      a2 = _mm256_fmadd_ps(half8(x + 2 * stride + d), qv, a2);
-      a3 = _mm256_fmadd_ps(half8(x + 3 * stride + d), qv, a3);
-      a4 = _mm256_fmadd_ps(half8(x + 4 * stride + d), qv, a4);
-      a5 = _mm256_fmadd_ps(half8(x + 5 * stride + d), qv, a5);
-      a6 = _mm256_fmadd_ps(half8(x + 6 * stride + d), qv, a6);
-      a7 = _mm256_fmadd_ps(half8(x + 7 * stride + d), qv, a7);
-    }
-    const __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-    const __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
-    _mm256_storeu_ps(out + r, _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
-                                            _mm256_permute2f128_ps(s0123, s4567, 0x31)));
-  }
-  for (; r < count; ++r) {
-    const uint16_t* x = rows + static_cast<size_t>(r) * stride;
-    __m256 acc = _mm256_setzero_ps();
-    for (int d = 0; d < dim; d += 8) acc = _mm256_fmadd_ps(half8(x + d), _mm256_loadu_ps(q + d), acc);
-    const __m256 pairs = _mm256_hadd_ps(acc, acc);
-    const __m256 quads = _mm256_hadd_ps(pairs, pairs);
-    out[r] = _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(quads), _mm256_extractf128_ps(quads, 1)));
-  }
-}
-
 // The fp16 pass for two queries at once: each fp16 chunk is converted once for both, four
 // rows x two queries = 8 accumulators (the FMAs in flight their latency needs, and with
 // the four row chunks and two query chunks 14 of AVX2's 16 registers). A batch's second
@@ -151,8 +122,8 @@ __attribute__((target("avx2,fma,f16c"))) void HalfScoresPairAvx2(const uint16_t*
            a21 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();
     for (int d = 0; d < dim; d += 8) {
       const __m256 u = _mm256_loadu_ps(q0 + d), v = _mm256_loadu_ps(q1 + d);
-      const __m256 x0 = half8(x + d), x1 = half8(x + stride + d);
-      const __m256 x2 = half8(x + 2 * stride + d), x3 = half8(x + 3 * stride + d);
+      const __m256 x0 = Load8(x + d), x1 = Load8(x + stride + d);
+      const __m256 x2 = Load8(x + 2 * stride + d), x3 = Load8(x + 3 * stride + d);
       a00 = _mm256_fmadd_ps(x0, u, a00);
       a01 = _mm256_fmadd_ps(x0, v, a01);
       a10 = _mm256_fmadd_ps(x1, u, a10);
@@ -171,8 +142,8 @@ __attribute__((target("avx2,fma,f16c"))) void HalfScoresPairAvx2(const uint16_t*
   }
   if (r < count) {
     const uint16_t* tail = rows + static_cast<size_t>(r) * stride;
-    HalfScoresAvx2(tail, count - r, dim, q0, out0 + r);
-    HalfScoresAvx2(tail, count - r, dim, q1, out1 + r);
+    ScoresAvx2(tail, count - r, dim, q0, out0 + r);
+    ScoresAvx2(tail, count - r, dim, q1, out1 + r);
   }
 }
 
@@ -319,7 +290,7 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
   // The first query of a block streams it from memory (row by row); the others find it
   // in L1 and take the eight-row kernel.
   const auto streaming_scores_of = avx2 ? ScoresAvx2Rowwise : ScoresScalar;
-  const auto cached_scores_of = avx2 ? ScoresAvx2 : ScoresScalar;
+  const auto cached_scores_of = avx2 ? ScoresAvx2<float> : ScoresScalar;
   const auto above_of = avx2 ? AboveAvx2 : AboveScalar;
   std::vector<int> candidates;
   const int block_rows = BlockRows(dim);
@@ -349,7 +320,7 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
       HalfScoresPairAvx2(half_block, count, dim, query_of(q0), query_of(q1), half_scores_of(q0), half_scores_of(q1));
     }
     if (paired < from_half.size()) {
-      HalfScoresAvx2(half_block, count, dim, query_of(from_half[paired]), half_scores_of(from_half[paired]));
+      ScoresAvx2(half_block, count, dim, query_of(from_half[paired]), half_scores_of(from_half[paired]));
     }
     for (int q = 0; q < n_queries; ++q) {
       const float* query = query_of(q);
