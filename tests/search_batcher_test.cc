@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -166,6 +167,43 @@ TEST_F(SearchBatcherTest, TwoRoundsRunAtOnce) {
   first.join();
   EXPECT_TRUE(overlapped.load());
   EXPECT_EQ(batcher.stats().searches, 2);
+}
+
+// A round that throws (bad_alloc in a search) fails every call it carried with a status,
+// strands none of them, and the next round works.
+TEST_F(SearchBatcherTest, AThrowingRoundFailsItsCallsAndTheNextRoundWorks) {
+  const Catalogue& catalogue = *shared_->catalogue;
+  constexpr int kCallers = 4;
+  std::atomic<int> rounds = 0;
+  SearchBatcher* batcher_ptr = nullptr;
+  SearchBatcher batcher(64, 1, [&] {
+    if (rounds++ == 0) {  // hold the first round until the others wait, then make it fail
+      while (batcher_ptr->waiting() < kCallers - 1) std::this_thread::yield();
+      throw std::bad_alloc();
+    }
+  });
+  batcher_ptr = &batcher;
+  const std::vector<float> vectors = Vectors(kCallers);
+  const Catalogue::Query query{5, nullptr, nullptr};
+  std::vector<absl::StatusOr<SearchBatcher::Results>> got(kCallers);
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] { got[0] = batcher.Search(catalogue, vectors.data(), {&query, 1}); });
+  while (rounds.load() == 0) std::this_thread::yield();
+  for (int c = 1; c < kCallers; ++c) {
+    threads.emplace_back([&, c] {
+      got[c] = batcher.Search(catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(), {&query, 1});
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  // Round 1 (caller 0) threw; round 2 carried the three others and worked.
+  EXPECT_EQ(got[0].status().code(), absl::StatusCode::kInternal);
+  for (int c = 1; c < kCallers; ++c) {
+    ASSERT_TRUE(got[c].ok()) << c << ": " << got[c].status();
+    EXPECT_EQ((*got[c])[0].size(), 5u);
+  }
+  EXPECT_EQ(batcher.stats().searches, 2);
+  // And the batcher still answers afterwards.
+  EXPECT_TRUE(batcher.Search(catalogue, vectors.data(), {&query, 1}).ok());
 }
 
 }  // namespace
