@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <functional>
 #include <type_traits>
@@ -155,12 +156,33 @@ __attribute__((target("avx2,f16c"))) void ToHalfAvx2(const float* in, size_t n, 
   }
 }
 
-// The largest float not above `value`: a threshold that may only err towards keeping rows.
-float FloatNotAbove(double value) {
-  float f = static_cast<float>(value);
-  if (static_cast<double>(f) > value) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
-  return f;
+// The next float below / above a finite `f` (std::nextafter without the library call:
+// these run once per block and query).
+inline float NextDown(float f) {
+  if (f == 0) return -std::numeric_limits<float>::denorm_min();
+  const uint32_t bits = std::bit_cast<uint32_t>(f);
+  return std::bit_cast<float>(f > 0 ? bits - 1 : bits + 1);
 }
+inline float NextUp(float f) { return -NextDown(-f); }
+
+// The largest float not above `value`: a threshold that may only err towards keeping rows.
+inline float FloatNotAbove(double value) {
+  const float f = static_cast<float>(value);
+  return static_cast<double>(f) > value && std::isfinite(f) ? NextDown(f) : f;
+}
+
+// The smallest float not below `value`: an error bound rounded the safe way.
+inline float FloatNotBelow(double value) {
+  const float f = static_cast<float>(value);
+  return static_cast<double>(f) < value && std::isfinite(f) ? NextUp(f) : f;
+}
+
+// A row the fp16 pass kept for the float pass: its fp16 score and that score's error bound.
+struct KeptRow {
+  int32_t row;
+  float score;
+  float error;
+};
 
 // Positions in scores[0, count) whose score is above `threshold` (AVX2 compare, 8 at a
 // time), appended to `out`. Most rows of a scan are below the k-th best so far.
@@ -201,6 +223,7 @@ struct Worse {
 class KthLargest {
  public:
   explicit KthLargest(int k) : k_(k) { values_.reserve(2 * static_cast<size_t>(k)); }
+  KthLargest(KthLargest&&) = default;
 
   // Whether k values have been compacted (bound() is then meaningful).
   bool known() const { return known_; }
@@ -239,24 +262,35 @@ std::optional<HalfRows> HalfRows::Of(std::span<const float> rows, int dim) {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     return CpuHasAvx2() && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
   }();
-  if (!f16c || dim < 8 || dim % 8 != 0 || rows.size() % dim != 0) return std::nullopt;
+  if (!f16c || dim < 8 || dim % 8 != 0 || rows.size() % dim != 0 ||
+      rows.size() / dim > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return std::nullopt;
+  }
   HalfRows half;
-  for (size_t start = 0; start < rows.size(); start += dim) {
+  half.dim_ = dim;
+  half.rows_ = static_cast<int>(rows.size() / dim);
+  half.group_norms_.assign((half.rows_ + kGroupRows - 1) / kGroupRows, 0.0f);
+  for (int r = 0; r < half.rows_; ++r) {
     double norm2 = 0;
     for (int d = 0; d < dim; ++d) {
-      const float v = rows[start + d];
+      const float v = rows[static_cast<size_t>(r) * dim + d];
       if (!(std::fabs(v) <= 65504.0f)) return std::nullopt;  // also NaN
       norm2 += static_cast<double>(v) * v;
     }
-    half.max_row_norm_ = std::max(half.max_row_norm_, std::sqrt(norm2));
+    const double norm = std::sqrt(norm2);
+    float& group = half.group_norms_[r / kGroupRows];
+    // Rounded up, so the stored norm is never below the row's.
+    float up = static_cast<float>(norm);
+    if (static_cast<double>(up) < norm) up = std::nextafter(up, std::numeric_limits<float>::infinity());
+    group = std::max(group, up);
+    half.max_row_norm_ = std::max(half.max_row_norm_, static_cast<double>(up));
   }
-  std::vector<uint16_t> values(rows.size());
-  ToHalfAvx2(rows.data(), rows.size(), values.data());
-  half.values_ = HugePageArray<uint16_t>(values);
+  half.values_ = HugePageArray<uint16_t>::Uninitialized(rows.size());
+  ToHalfAvx2(rows.data(), rows.size(), half.values_.mutable_data());
   return half;
 }
 
-double HalfScoreErrorBound(const float* query, int dim, double max_row_norm) {
+std::optional<HalfErrorBound> HalfScoreErrorBound(const float* query, int dim, double max_row_norm) {
   double norm1 = 0, norm2 = 0;
   for (int d = 0; d < dim; ++d) {
     norm1 += std::fabs(static_cast<double>(query[d]));
@@ -264,25 +298,30 @@ double HalfScoreErrorBound(const float* query, int dim, double max_row_norm) {
   }
   // Not finite, or large enough that a score could overflow (|score| <= |q|_2 max |x|_2 by
   // Cauchy-Schwarz): no fp16 pass, the floats answer alone.
-  if (!std::isfinite(norm1) || !(std::sqrt(norm2) * max_row_norm < 1e38)) return -1;
+  if (!std::isfinite(norm1) || !(std::sqrt(norm2) * max_row_norm < 1e38)) return std::nullopt;
   // With u = 2^-24, a float dot product of n terms (any summation order, FMA or not) is
   // within gamma = n u / (1 - n u) of sum |q_i x_i|; fp16 rounding moves x_i by at most
   // 2^-11 |x_i| + 2^-25. So |fp16 score - float score| <= (2^-11 + gamma (2 + 2^-11))
   // sum |q_i x_i| + 2^-25 (1 + gamma) sum |q_i|, and sum |q_i x_i| <= |q|_2 |x|_2.
-  // The 1.01 covers the double arithmetic here; 1e-37 the float underflow of tiny products.
-  const double u = std::ldexp(1.0, -24), nu = dim * u, gamma = nu / (1 - nu);
+  // The 1.01 covers the double arithmetic here and one float rounding of a score plus or
+  // minus the bound (|score| is at most 2^11 bounds); 1e-37 the float underflow of tiny
+  // products.
+  const double u = std::ldexp(1.0, -24), nu = dim * u;
+  if (!(nu < 0.5)) return std::nullopt;
+  const double gamma = nu / (1 - nu);
   const double relative = std::ldexp(1.0, -11) + gamma * (2 + std::ldexp(1.0, -11));
-  return 1.01 * (relative * std::sqrt(norm2) * max_row_norm + std::ldexp(1.0, -25) * (1 + gamma) * norm1) + 1e-37;
+  return HalfErrorBound{1.01 * relative * std::sqrt(norm2),
+                        1.01 * std::ldexp(1.0, -25) * (1 + gamma) * norm1 + 1e-37};
 }
 
 std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int dim,
                                             const float* queries, int n_queries, int k,
                                             std::span<const RowFilter> filters, ScanKernel kernel,
-                                            const HalfRows* half) {
+                                            const HalfRows* half, ScanStats* stats) {
   const bool avx2 = kernel == ScanKernel::kAvx2 || (kernel == ScanKernel::kAuto && CpuHasAvx2());
-  // Per query: the bound on its fp16 scores' error, or negative for no fp16 pass.
-  std::vector<double> half_error(n_queries, -1);
-  if (avx2 && half != nullptr) {
+  // Per query: the bound on its fp16 scores' error, or none for no fp16 pass.
+  std::vector<std::optional<HalfErrorBound>> half_error(n_queries);
+  if (avx2 && half != nullptr && half->dim() == dim && half->rows() == n_rows) {
     for (int q = 0; q < n_queries; ++q) {
       half_error[q] = HalfScoreErrorBound(queries + static_cast<size_t>(q) * dim, dim, half->max_row_norm());
     }
@@ -292,26 +331,38 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
   const auto streaming_scores_of = avx2 ? ScoresAvx2Rowwise : ScoresScalar;
   const auto cached_scores_of = avx2 ? ScoresAvx2<float> : ScoresScalar;
   const auto above_of = avx2 ? AboveAvx2 : AboveScalar;
+  std::vector<int> from_half;
+  for (int q = 0; q < n_queries; ++q) {
+    if (half_error[q].has_value()) from_half.push_back(q);
+  }
+  // Blocks of ~16 KiB of what the scan reads: twice the rows when every query reads fp16.
+  const int block_rows =
+      static_cast<int>(from_half.size()) == n_queries ? std::min(2 * BlockRows(dim), 1024) : BlockRows(dim);
   std::vector<int> candidates;
-  const int block_rows = BlockRows(dim);
   candidates.reserve(block_rows);
   // Min-heaps (worst on top) of each query's best k so far.
   std::vector<std::priority_queue<ScanHit, std::vector<ScanHit>, Worse>> heaps(n_queries);
-  // Queries with an fp16 pass: the k best fp16 scores so far (min-heap) and the rows kept
-  // for the float pass, with their fp16 scores, in row order.
-  std::vector<KthLargest> half_best(n_queries, KthLargest(k));
-  std::vector<std::vector<ScanHit>> half_kept(n_queries);
+  // Queries with an fp16 pass: the k-th best lower bound (fp16 score - e) so far and the
+  // rows kept for the float pass, with their fp16 scores, in row order.
+  std::vector<KthLargest> half_best;
+  half_best.reserve(n_queries);
+  for (int q = 0; q < n_queries; ++q) half_best.emplace_back(k);
+  std::vector<std::vector<KeptRow>> half_kept(n_queries);
   std::vector<float> scores(block_rows);
-  // The fp16 pass's scores of a block, per query (two queries at a time).
-  std::vector<int> from_half;
-  for (int q = 0; q < n_queries; ++q) {
-    if (half_error[q] >= 0) from_half.push_back(q);
+  // The largest row norm of each block (of its groups'): the error bound of its fp16 scores.
+  std::vector<float> block_norms;
+  if (!from_half.empty()) {
+    for (int start = 0; start < n_rows; start += block_rows) {
+      block_norms.push_back(half->LargestNorm(start, std::min(n_rows, start + block_rows)));
+    }
   }
+  // The fp16 pass's scores of a block, per query (two queries at a time).
   std::vector<float> half_scores(from_half.empty() ? 0 : static_cast<size_t>(n_queries) * block_rows);
   for (int start = 0; start < n_rows; start += block_rows) {
     const int count = std::min(block_rows, n_rows - start);
     const float* block = rows + static_cast<size_t>(start) * dim;
     const uint16_t* half_block = from_half.empty() ? nullptr : half->data() + static_cast<size_t>(start) * dim;
+    const float block_norm = from_half.empty() ? 0.0f : block_norms[start / block_rows];
     const auto query_of = [&](int q) { return queries + static_cast<size_t>(q) * dim; };
     const auto half_scores_of = [&](int q) { return half_scores.data() + static_cast<size_t>(q) * block_rows; };
     size_t paired = 0;
@@ -326,24 +377,27 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
       const float* query = query_of(q);
       const RowFilter* filter = filters.empty() || filters[q].empty() ? nullptr : &filters[q];
       candidates.clear();
-      if (half_error[q] >= 0) {
-        // Let L be the k-th best of (fp16 score - e) over the allowed rows: k rows have a
-        // float score >= L, so a row of the top k has a float score >= L and an fp16
-        // score >= L - e. Keep the rows whose fp16 score is >= (k-th best fp16 score so
-        // far) - 2e; L only grows, so that keeps every row of the final top k.
-        // (A lower bound of the k-th best only keeps more rows.)
+      if (half_error[q].has_value()) {
+        // Row r's fp16 score a_r is within e_r of its float score, e_r being the bound for
+        // the largest row norm of r's block. Let L be the k-th best of (a_r - e_r) over the
+        // allowed rows: k rows have a float score >= L, so a row of the top k has a float
+        // score >= L and a_r >= L - e_r. Keep the rows with a_r >= (that k-th best so far)
+        // - e_r; L only grows, so that keeps every row of the final top k. (A lower bound
+        // of the k-th best only keeps more rows.)
         const float* block_scores = half_scores_of(q);
         KthLargest& best = half_best[q];
+        const float e = static_cast<float>(FloatNotBelow(half_error[q]->For(block_norm)));
         if (best.known()) {
-          const float floor = FloatNotAbove(static_cast<double>(best.bound()) - 2 * half_error[q]);
-          above_of(block_scores, count, std::nextafter(floor, -std::numeric_limits<float>::infinity()), &candidates);
+          const float floor = FloatNotAbove(static_cast<double>(best.bound()) - e);
+          // Strictly above the next float down: >= floor.
+          above_of(block_scores, count, std::isfinite(floor) ? NextDown(floor) : floor, &candidates);
         } else {
           for (int r = 0; r < count; ++r) candidates.push_back(r);
         }
         for (const int r : candidates) {
           if (filter != nullptr && !filter->Allows(start + r)) continue;
-          half_kept[q].push_back({start + r, block_scores[r]});
-          best.Add(block_scores[r]);
+          half_kept[q].push_back({start + r, block_scores[r], e});
+          best.Add(FloatNotAbove(static_cast<double>(block_scores[r]) - e));
         }
         continue;
       }
@@ -366,21 +420,25 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
       }
     }
   }
-  // The float pass: the kept rows still within 2e of the final k-th best fp16 score, scored
-  // from the floats (prefetched together: they are scattered over the matrix) and ranked as
-  // the scan above would rank them. Every other row scores below the k-th best.
+  // The float pass: the kept rows with a_r + e_r >= the final L, scored from the floats
+  // (prefetched together: they are scattered over the matrix) and ranked as the scan above
+  // would rank them. Every other row scores below the k-th best.
   std::vector<int> finalists;
   for (int q = 0; q < n_queries; ++q) {
-    if (half_error[q] < 0) continue;
+    if (!half_error[q].has_value()) continue;
     half_best[q].Compact();
-    const double floor = half_best[q].known() ? static_cast<double>(half_best[q].bound()) - 2 * half_error[q]
+    const double floor = half_best[q].known() ? static_cast<double>(half_best[q].bound())
                                               : -std::numeric_limits<double>::infinity();
     finalists.clear();
-    for (const ScanHit& kept : half_kept[q]) {
-      if (static_cast<double>(kept.score) < floor) continue;
+    for (const KeptRow& kept : half_kept[q]) {
+      if (static_cast<double>(kept.score) + kept.error < floor) continue;
       finalists.push_back(kept.row);
       const char* row = reinterpret_cast<const char*>(rows + static_cast<size_t>(kept.row) * dim);
       for (size_t byte = 0; byte < sizeof(float) * dim; byte += 64) _mm_prefetch(row + byte, _MM_HINT_T0);
+    }
+    if (stats != nullptr) {
+      ++stats->half_queries;
+      stats->float_rescored += static_cast<int64_t>(finalists.size());
     }
     const float* query = queries + static_cast<size_t>(q) * dim;
     auto& heap = heaps[q];

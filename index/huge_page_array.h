@@ -36,6 +36,13 @@ class HugePageArray {
     data_.reset(static_cast<T*>(AllocateForScan(values.size_bytes())));
     std::copy(values.begin(), values.end(), data_.get());
   }
+  // `size` values left uninitialised, for the caller to fill through mutable_data().
+  static HugePageArray Uninitialized(size_t size) {
+    HugePageArray array;
+    array.size_ = size;
+    if (size > 0) array.data_.reset(static_cast<T*>(AllocateForScan(size * sizeof(T))));
+    return array;
+  }
   HugePageArray(HugePageArray&& other) noexcept
       : data_(std::move(other.data_)), size_(std::exchange(other.size_, 0)) {}
   HugePageArray& operator=(HugePageArray&& other) noexcept {
@@ -45,6 +52,7 @@ class HugePageArray {
   }
 
   const T* data() const { return data_.get(); }
+  T* mutable_data() { return data_.get(); }
   size_t size() const { return size_; }
 
  private:

@@ -119,9 +119,12 @@ TEST(ExactScanTest, HalfFirstPassAnswersAsTheFloats) {
       }
       const std::optional<HalfRows> half = HalfRows::Of(rows, dim);
       ASSERT_TRUE(half.has_value()) << dim;
-      // Seven queries: the fp16 kernels for four, two and one query at a time.
+      // Seven queries: the fp16 kernels for two queries and for one, around query 3.
       const int n_queries = 7;
-      const std::vector<float> queries = Random(static_cast<size_t>(n_queries) * dim, 11);
+      std::vector<float> queries = Random(static_cast<size_t>(n_queries) * dim, 11);
+      // Query 3 too large for the fp16 pass (its scores could overflow): the batch mixes
+      // queries answered from the fp16 copy and one from the floats alone.
+      queries[static_cast<size_t>(3) * dim] = 3e38f;
       const absl::flat_hash_set<int32_t> excluded = {0, 5, 17, 2000};
       std::vector<uint8_t> allowed(n, 1);
       for (int r = 0; r < n; r += 3) allowed[r] = 0;
@@ -161,10 +164,11 @@ TEST(ExactScanTest, HalfRowsAndTheirErrorBound) {
   const int dim = 16, n = 2000;
   std::vector<float> rows = Random(static_cast<size_t>(n) * dim, 5);
   for (size_t i = 0; i < rows.size(); i += 7) rows[i] *= 1e-6f;  // below fp16's normal range
-  rows[3] = 65504.0f;                                            // fp16's largest value
   const std::optional<HalfRows> half = HalfRows::Of(rows, dim);
   ASSERT_TRUE(half.has_value());
-  double max_norm = 0;
+  ASSERT_EQ(half->rows(), n);
+  ASSERT_EQ(half->dim(), dim);
+  std::vector<double> norms(n);
   for (int r = 0; r < n; ++r) {
     double norm2 = 0;
     for (int d = 0; d < dim; ++d) {
@@ -172,18 +176,23 @@ TEST(ExactScanTest, HalfRowsAndTheirErrorBound) {
       ASSERT_LE(std::fabs(h - x), std::ldexp(std::fabs(x), -11) + std::ldexp(1.0f, -25)) << x;
       norm2 += static_cast<double>(x) * x;
     }
-    max_norm = std::max(max_norm, std::sqrt(norm2));
+    norms[r] = std::sqrt(norm2);
+    ASSERT_GE(half->group_norm(r / HalfRows::kGroupRows), norms[r]);
   }
-  EXPECT_NEAR(half->max_row_norm(), max_norm, 1e-9 * max_norm);
-  // The bound covers the fp16 rounding of every row (computed exactly here, in double).
+  for (int g = 0; g < n / HalfRows::kGroupRows; ++g) {  // the largest of its rows, rounded up
+    const double largest = *std::max_element(norms.begin() + g * HalfRows::kGroupRows,
+                                             norms.begin() + (g + 1) * HalfRows::kGroupRows);
+    EXPECT_NEAR(half->group_norm(g), largest, 1e-6 * largest);
+  }
+  EXPECT_NEAR(half->max_row_norm(), *std::max_element(norms.begin(), norms.end()), 1e-5);
+  // The bound covers the fp16 rounding of every row (exactly, in double), and is tight:
+  // somewhere the rounding uses a good part of it.
   const std::vector<float> queries = Random(static_cast<size_t>(20) * dim, 6);
   double worst = 0;
   for (int q = 0; q < 20; ++q) {
     const float* query = queries.data() + static_cast<size_t>(q) * dim;
-    const double bound = HalfScoreErrorBound(query, dim, half->max_row_norm());
-    double query_norm = 0;
-    for (int d = 0; d < dim; ++d) query_norm += static_cast<double>(query[d]) * query[d];
-    EXPECT_LT(bound, 1e-3 * std::sqrt(query_norm) * half->max_row_norm());  // and is not vacuous
+    const std::optional<HalfErrorBound> bound = HalfScoreErrorBound(query, dim, half->max_row_norm());
+    ASSERT_TRUE(bound.has_value());
     for (int r = 0; r < n; ++r) {
       double exact = 0, rounded = 0;
       for (int d = 0; d < dim; ++d) {
@@ -191,13 +200,20 @@ TEST(ExactScanTest, HalfRowsAndTheirErrorBound) {
         exact += static_cast<double>(query[d]) * rows[at];
         rounded += static_cast<double>(query[d]) * FromHalf(half->data()[at]);
       }
-      ASSERT_LE(std::fabs(rounded - exact), bound);
-      worst = std::max(worst, std::fabs(rounded - exact) / bound);
+      const double e = bound->For(half->group_norm(r / HalfRows::kGroupRows));
+      ASSERT_LE(std::fabs(rounded - exact), e);
+      worst = std::max(worst, std::fabs(rounded - exact) / e);
     }
   }
-  EXPECT_GT(worst, 0.0);
-  // What fp16 cannot hold, or a dim the kernel does not take: no copy.
-  EXPECT_FALSE(HalfRows::Of(std::vector<float>(14, 1.0f), 7).has_value());
+  EXPECT_GT(worst, 0.05) << "the bound is far looser than the rounding it covers";
+  // One row of large norm (fp16's largest value) widens the bound of its own group only.
+  std::vector<float> outlier = rows;
+  outlier[3] = 65504.0f;
+  const std::optional<HalfRows> wide = HalfRows::Of(outlier, dim);
+  ASSERT_TRUE(wide.has_value());
+  EXPECT_GE(wide->group_norm(0), 65504.0f);
+  EXPECT_EQ(wide->group_norm(1), half->group_norm(1));
+  // What fp16 cannot hold: no copy.
   for (const float bad : {70000.0f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
     std::vector<float> one(8, 1.0f);
     one[2] = bad;
@@ -206,9 +222,33 @@ TEST(ExactScanTest, HalfRowsAndTheirErrorBound) {
   // A query that is not finite, or so large a score could overflow: no fp16 pass.
   std::vector<float> query(dim, 1.0f);
   query[0] = std::numeric_limits<float>::infinity();
-  EXPECT_LT(HalfScoreErrorBound(query.data(), dim, 1.0), 0);
+  EXPECT_FALSE(HalfScoreErrorBound(query.data(), dim, 1.0).has_value());
   query[0] = 3e38f;
-  EXPECT_LT(HalfScoreErrorBound(query.data(), dim, 1.0), 0);
+  EXPECT_FALSE(HalfScoreErrorBound(query.data(), dim, 1.0).has_value());
+}
+
+// The fp16 pass prunes: on random rows only a few rows per query are scored again from
+// the floats, also when one row has a norm far above the others (it widens the bound of
+// its own group of rows, not of the whole matrix).
+TEST(ExactScanTest, HalfPassScoresFewRowsAgain) {
+  if (!CpuHasAvx2()) GTEST_SKIP() << "no AVX2 on this CPU: the fp16 pass is AVX2-only";
+  const int dim = 64, n = 20000, k = 50, n_queries = 4;
+  std::vector<float> rows = Random(static_cast<size_t>(n) * dim, 8);
+  for (int d = 0; d < dim; ++d) rows[static_cast<size_t>(777) * dim + d] *= 1000.0f;
+  const std::vector<float> queries = Random(static_cast<size_t>(n_queries) * dim, 9);
+  const std::optional<HalfRows> half = HalfRows::Of(rows, dim);
+  ASSERT_TRUE(half.has_value());
+  ScanStats stats;
+  const auto halves = ExactTopK(rows.data(), n, dim, queries.data(), n_queries, k, {}, ScanKernel::kAvx2, &*half, &stats);
+  const auto floats = ExactTopK(rows.data(), n, dim, queries.data(), n_queries, k, {}, ScanKernel::kAvx2);
+  for (int q = 0; q < n_queries; ++q) {
+    ASSERT_EQ(halves[q].size(), floats[q].size());
+    for (size_t r = 0; r < floats[q].size(); ++r) EXPECT_EQ(halves[q][r].row, floats[q][r].row);
+  }
+  EXPECT_EQ(stats.half_queries, n_queries);
+  EXPECT_GE(stats.float_rescored, static_cast<int64_t>(n_queries) * k);
+  // The k best, the outlier's neighbourhood and a narrow band: a few hundred rows, not the 80,000.
+  EXPECT_LT(stats.float_rescored, static_cast<int64_t>(n_queries) * (k + 200)) << "the fp16 pass kept too many rows";
 }
 
 }  // namespace

@@ -43,7 +43,7 @@ std::vector<int32_t> BruteForce(const Data& data, const float* q, int dim, int k
   return order;
 }
 
-TEST(HugePageFloatsTest, CopiesOnAHugePageBoundary) {
+TEST(HugePageArrayTest, CopiesOnAHugePageBoundary) {
   std::vector<float> values(600000);  // 2.4 MB: above one huge page
   for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i) * 0.5f;
   const HugePageFloats copy(values);
@@ -60,6 +60,13 @@ TEST(HugePageFloatsTest, CopiesOnAHugePageBoundary) {
   EXPECT_EQ(moved.size(), 3u);
   EXPECT_EQ(small.size(), 0u);  // NOLINT(bugprone-use-after-move): moved-from is empty
   EXPECT_EQ(small.data(), nullptr);
+  // The fp16 copies: the same for 2-byte values, also filled in place.
+  auto halves = HugePageArray<uint16_t>::Uninitialized(1500000);  // 3 MB
+  ASSERT_EQ(halves.size(), 1500000u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(halves.data()) % (uintptr_t{2} << 20), 0u);
+  for (size_t i = 0; i < halves.size(); ++i) halves.mutable_data()[i] = static_cast<uint16_t>(i);
+  EXPECT_EQ(halves.data()[1499999], static_cast<uint16_t>(1499999));
+  EXPECT_EQ(HugePageArray<uint16_t>::Uninitialized(0).data(), nullptr);
 }
 
 TEST(ItemIndexTest, FlatMatchesBruteForceWithExclusions) {
@@ -86,6 +93,36 @@ TEST(ItemIndexTest, FlatMatchesBruteForceWithExclusions) {
     }
   }
   EXPECT_EQ((*index)->ids()[(*hits)[1][0].row], data.ids[(*hits)[1][0].row]);
+}
+
+// The exact index answers the same with and without its fp16 first pass (the default),
+// rows and scores bit for bit, with exclusions and allowed-row filters.
+TEST(ItemIndexTest, FlatAnswersTheSameWithAndWithoutTheHalfPass) {
+  const int dim = 32, k = 25, n_queries = 5;
+  const Data data = RandomData(3000, dim, 11);
+  const Data queries = RandomData(n_queries, dim, 12);
+  IndexOptions floats_only;
+  floats_only.half_first_pass = false;
+  absl::StatusOr<std::unique_ptr<ItemIndex>> with = ItemIndex::Build(data.ids, data.vectors, dim, {});
+  absl::StatusOr<std::unique_ptr<ItemIndex>> without = ItemIndex::Build(data.ids, data.vectors, dim, floats_only);
+  ASSERT_TRUE(with.ok() && without.ok());
+  const absl::flat_hash_set<int32_t> excluded = {1, 2, 3, 500};
+  std::vector<uint8_t> allowed(3000, 0);
+  for (int r = 0; r < 3000; r += 2) allowed[r] = 1;
+  std::vector<RowFilter> filters(n_queries);
+  filters[1].excluded = &excluded;
+  filters[3].allowed = &allowed;
+  const auto a = (*with)->Search(queries.vectors.data(), n_queries, k, filters);
+  const auto b = (*without)->Search(queries.vectors.data(), n_queries, k, filters);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int q = 0; q < n_queries; ++q) {
+    ASSERT_EQ((*a)[q].size(), static_cast<size_t>(k));
+    ASSERT_EQ((*a)[q].size(), (*b)[q].size());
+    for (int i = 0; i < k; ++i) {
+      EXPECT_EQ((*a)[q][i].row, (*b)[q][i].row);
+      EXPECT_EQ((*a)[q][i].score, (*b)[q][i].score);
+    }
+  }
 }
 
 TEST(ItemIndexTest, KLargerThanCatalogueReturnsEveryEligibleItem) {
