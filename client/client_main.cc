@@ -64,6 +64,8 @@ ABSL_FLAG(std::string, index, "",
           "rebuild-index: FAISS factory string (empty = keep the current one)");
 ABSL_FLAG(int, ef_search, 0, "rebuild-index: HNSW search depth (0 = keep current)");
 ABSL_FLAG(int, nprobe, 0, "rebuild-index: IVF probes (0 = keep current)");
+ABSL_FLAG(std::string, half_first_pass, "",
+          "rebuild-index: on|off, the Flat index's fp16 first pass (empty = keep current)");
 ABSL_FLAG(std::string, service, "",
           "health: service name to check (empty = the server as a whole)");
 
@@ -76,7 +78,7 @@ constexpr char kUsage[] =
     "[--exclude ID,ID...]\n"
     "  twotower_client status\n"
     "  twotower_client reload --bundle DIR\n"
-    "  twotower_client rebuild-index [--index FACTORY] [--ef_search N] [--nprobe N]\n"
+    "  twotower_client rebuild-index [--index FACTORY] [--ef_search N] [--nprobe N] [--half_first_pass on|off]\n"
     "  twotower_client health [--service NAME]\n"
     "\n"
     "retrieve and health call --address; status, reload and rebuild-index call "
@@ -258,8 +260,8 @@ bool PrepareAdminCall(grpc::ClientContext* context, int default_ms) {
 }
 
 void PrintIndex(const twotower::v1::IndexParams& index) {
-  std::printf("index:           %s (ef_search %d, nprobe %d)\n", index.factory().c_str(),
-              index.ef_search(), index.nprobe());
+  std::printf("index:           %s (ef_search %d, nprobe %d%s)\n", index.factory().c_str(),
+              index.ef_search(), index.nprobe(), index.half_first_pass() ? ", fp16 first pass" : "");
 }
 
 int Status() {
@@ -312,6 +314,12 @@ int RebuildIndex() {
   request.mutable_params()->set_factory(absl::GetFlag(FLAGS_index));
   request.mutable_params()->set_ef_search(absl::GetFlag(FLAGS_ef_search));
   request.mutable_params()->set_nprobe(absl::GetFlag(FLAGS_nprobe));
+  if (const std::string half = absl::GetFlag(FLAGS_half_first_pass); half == "on" || half == "off") {
+    request.mutable_params()->set_half_first_pass(half == "on");
+  } else if (!half.empty()) {
+    std::fprintf(stderr, "error: --half_first_pass must be on or off, not \"%s\"\n", half.c_str());
+    return 2;
+  }
   const std::unique_ptr<twotower::v1::Admin::Stub> stub = AdminStub();
   grpc::ClientContext context;
   if (!PrepareAdminCall(&context, 300000)) return 2;

@@ -31,8 +31,11 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
   if (options.factory == "Flat") {
     index->exact_vectors_ = HugePageFloats(vectors);
     if (options.half_first_pass) index->exact_halves_ = HalfRows::Of(vectors, dim);
+    // options() reports what the index has: no copy where it could not be made.
+    index->options_.half_first_pass = index->exact_halves_.has_value();
     return index;
   }
+  index->options_.half_first_pass = false;  // FAISS indexes: no fp16 pass
   try {
     index->index_.reset(
         faiss::index_factory(dim, options.factory.c_str(), faiss::METRIC_INNER_PRODUCT));

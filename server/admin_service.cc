@@ -22,6 +22,7 @@ void ToProto(const IndexOptions& options, v1::IndexParams* params) {
   params->set_factory(options.factory);
   params->set_ef_search(options.ef_search);
   params->set_nprobe(options.nprobe);
+  params->set_half_first_pass(options.half_first_pass);
 }
 
 std::string VersionOf(const std::shared_ptr<const Snapshot>& snapshot) {
@@ -137,6 +138,7 @@ grpc::Status AdminService::RebuildIndex(grpc::ServerContext* context,
   if (!params.factory().empty()) options.factory = params.factory();
   if (params.ef_search() > 0) options.ef_search = params.ef_search();
   if (params.nprobe() > 0) options.nprobe = params.nprobe();
+  if (params.has_half_first_pass()) options.half_first_pass = params.half_first_pass();
   const absl::Time start = absl::Now();
   absl::StatusOr<std::shared_ptr<const Catalogue>> reindexed = current->catalogue->WithIndex(options);
   absl::StatusOr<std::shared_ptr<const Snapshot>> next =

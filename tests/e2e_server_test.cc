@@ -30,6 +30,7 @@
 #include "absl/strings/str_split.h"
 #include "bundle/bundle.h"
 #include "features/vocabulary.h"
+#include "index/exact_scan.h"
 #include "gtest/gtest.h"
 #include "model/tower.h"
 #include "tests/server_process.h"
@@ -668,6 +669,42 @@ TEST_F(E2eServerTest, RebuildIndexWithHnsw) {
   rebuild.mutable_params()->set_factory("NoSuchIndex");
   EXPECT_FALSE(server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt).ok());
   EXPECT_EQ(Status().index().factory(), "HNSW32,Flat");
+}
+
+// The exact index's fp16 first pass: on by default where it can be made, reported by
+// status, switched off and on by RebuildIndex (kept when the request leaves it unset),
+// and the answers are the same either way, scores bit for bit.
+TEST_F(E2eServerTest, RebuildIndexSwitchesTheHalfFirstPass) {
+  const int dim = latest_->embedding_dim();
+  const bool can = HalfRows::Of(std::vector<float>(dim, 1.0f), dim).has_value();
+  EXPECT_EQ(Status().index().half_first_pass(), can);
+  const auto answers = [&] {
+    std::vector<std::pair<std::string, float>> all;
+    for (const std::string& user : KnownUsers(*latest_, 3)) {
+      v1::RetrieveResponse response;
+      EXPECT_TRUE(Retrieve(KnownUserRequest(user, 20), &response).ok());
+      for (const v1::ScoredItem& item : response.items()) all.emplace_back(item.item_id(), item.score());
+    }
+    return all;
+  };
+  const auto with = answers();
+  // Off through the command-line client (which refuses anything but on / off).
+  const std::string client = BinaryDir() + "/twotower_client";
+  const std::string admin = "--admin_address=" + server_.admin_address();
+  EXPECT_EQ(RunCommand({client, "rebuild-index", admin, "--half_first_pass=maybe"}).exit_code, 2);
+  const RunResult off = RunCommand({client, "rebuild-index", admin, "--half_first_pass=off"});
+  ASSERT_EQ(off.exit_code, 0) << off.out;
+  EXPECT_EQ(off.out.find("fp16 first pass"), std::string::npos) << off.out;
+  EXPECT_FALSE(Status().index().half_first_pass());
+  EXPECT_EQ(answers(), with);
+  v1::RebuildIndexResponse rebuilt;
+  ASSERT_TRUE(server_.admin().RebuildIndex(Context().get(), v1::RebuildIndexRequest(), &rebuilt).ok());
+  EXPECT_FALSE(rebuilt.params().half_first_pass());  // unset: kept
+  v1::RebuildIndexRequest rebuild;
+  rebuild.mutable_params()->set_half_first_pass(true);
+  ASSERT_TRUE(server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt).ok());
+  EXPECT_EQ(rebuilt.params().half_first_pass(), can);
+  EXPECT_EQ(answers(), with);
 }
 
 // The score the server must give item `entity` (features through the bundle's item
