@@ -69,6 +69,10 @@ class Catalogue {
   int64_t upserted() const { return delta_ == nullptr ? 0 : static_cast<int64_t>(delta_->items.ids.size()); }
   int dim() const { return base_->dim(); }
   const IndexOptions& index_options() const { return base_->options(); }
+  // Whether every search is exact (the base index is "Flat"; upserted items always are).
+  // Then a query's answer does not depend on the k it is searched with, only cut to its
+  // own: the top min(k, n) rows in (score, row) order.
+  bool exact() const { return base_->options().factory == "Flat"; }
 
  private:
   // Items upserted online: exact index, attributes, id -> row.

@@ -49,7 +49,10 @@ std::vector<SearchBatcher::Pending*> SearchBatcher::TakeRound() {
   size_t queries = round[0]->queries.size();
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     Pending* pending = *it;
-    if (pending->catalogue == round[0]->catalogue && pending->max_k == round[0]->max_k &&
+    // Different k only on an exact catalogue, whose answers do not depend on the k they
+    // are searched with (an ANN index's search depth follows k).
+    if (pending->catalogue == round[0]->catalogue &&
+        (pending->max_k == round[0]->max_k || round[0]->catalogue->exact()) &&
         queries + pending->queries.size() <= static_cast<size_t>(max_queries_)) {
       queries += pending->queries.size();
       pending->taken = true;

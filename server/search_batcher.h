@@ -3,8 +3,9 @@
 // An exact scan costs one pass over the item matrix however many queries ride on it, and
 // FAISS searches a batch of queries faster than the same queries one by one. So concurrent
 // Retrieve calls are combined: the first caller to find a round free becomes the leader,
-// takes every waiting search of the same catalogue and the same largest k (HNSW's search
-// depth follows k: a call's answer must not depend on what rode along), up to a query
+// takes every waiting search of the same catalogue (and, unless the catalogue is exact,
+// the same largest k: HNSW's search depth follows k, and a call's answer must not depend
+// on what rode along; an exact answer is the same at any k, cut to the call's), up to a query
 // limit, runs them as one Catalogue::Search and hands each caller its results. An
 // exception in a round (bad_alloc) fails that round's calls instead of stranding them.
 // Up to `max_rounds` rounds run at once (one per core: a second core need not idle while
@@ -60,7 +61,7 @@ class SearchBatcher {
  private:
   struct Pending {
     const Catalogue* catalogue;
-    int max_k;  // rounds share it: a search's results never depend on who rode along
+    int max_k;  // ANN rounds share it: a search's results never depend on who rode along
     const float* vectors;
     std::span<const Catalogue::Query> queries;
     absl::StatusOr<Results> result;
@@ -68,7 +69,7 @@ class SearchBatcher {
     bool done = false;   // result set
   };
   // Removes from the queue the searches of the next round: the oldest one and, within the
-  // query limit, every other of its catalogue and largest k.
+  // query limit, every other of its catalogue (and largest k, unless it is exact).
   std::vector<Pending*> TakeRound();
   static void Run(std::span<Pending* const> round);
 

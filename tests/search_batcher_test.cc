@@ -63,7 +63,7 @@ void SearchBatcherTest::ExpectCombinedRound(int bad) {
   std::vector<Catalogue::Query> queries(kCallers);
   for (int c = 0; c < kCallers; ++c) {
     *excludes[c].Add() = bundle.items.ids[c];  // its own item
-    queries[c] = {20, &excludes[c], &filters[c]};  // one k: rounds combine equal k only
+    queries[c] = {20, &excludes[c], &filters[c]};
     // ... and a genre filter on some, so the combined search mixes restricted queries.
     if (c % 3 == 1) {
       v1::ItemFilter* filter = filters[c].Add();
@@ -167,6 +167,47 @@ TEST_F(SearchBatcherTest, TwoRoundsRunAtOnce) {
   first.join();
   EXPECT_TRUE(overlapped.load());
   EXPECT_EQ(batcher.stats().searches, 2);
+}
+
+// On an exact catalogue, callers with different k share a round, and each gets exactly
+// its own top k (what it gets alone).
+TEST_F(SearchBatcherTest, DifferentKShareARoundOnAnExactCatalogue) {
+  const Catalogue& catalogue = *shared_->catalogue;
+  ASSERT_TRUE(catalogue.exact());
+  constexpr int kCallers = 4;
+  const int ks[kCallers] = {3, 20, 7, 50};
+  std::atomic<int> rounds = 0;
+  SearchBatcher* batcher_ptr = nullptr;
+  SearchBatcher batcher(64, 1, [&] {
+    if (rounds++ == 0) {
+      while (batcher_ptr->waiting() < kCallers - 1) std::this_thread::yield();
+    }
+  });
+  batcher_ptr = &batcher;
+  const std::vector<float> vectors = Vectors(kCallers);
+  std::vector<Catalogue::Query> queries(kCallers);
+  for (int c = 0; c < kCallers; ++c) queries[c] = {ks[c], nullptr, nullptr};
+  std::vector<absl::StatusOr<SearchBatcher::Results>> got(kCallers);
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] { got[0] = batcher.Search(catalogue, vectors.data(), {&queries[0], 1}); });
+  while (rounds.load() == 0) std::this_thread::yield();
+  for (int c = 1; c < kCallers; ++c) {
+    threads.emplace_back([&, c] {
+      got[c] = batcher.Search(catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(), {&queries[c], 1});
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(batcher.stats().searches, 2);  // caller 0 alone, then the three others together
+  EXPECT_EQ(batcher.stats().largest_batch, kCallers - 1);
+  for (int c = 0; c < kCallers; ++c) {
+    ASSERT_TRUE(got[c].ok()) << got[c].status();
+    absl::StatusOr<SearchBatcher::Results> alone =
+        catalogue.Search(vectors.data() + static_cast<size_t>(c) * catalogue.dim(), {&queries[c], 1});
+    ASSERT_TRUE(alone.ok());
+    ASSERT_EQ((*got[c])[0].size(), static_cast<size_t>(ks[c]));
+    EXPECT_EQ(Ids((*got[c])[0]), Ids((*alone)[0])) << c;
+    for (int i = 0; i < ks[c]; ++i) EXPECT_EQ((*got[c])[0][i].score, (*alone)[0][i].score);
+  }
 }
 
 // A round that throws (bad_alloc in a search) fails every call it carried with a status,
