@@ -2,8 +2,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <new>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -37,9 +39,45 @@ class SearchBatcherTest : public ::testing::Test {
     return ids;
   }
   static void ExpectCombinedRound(int bad);
+  // One caller per query (query c searches item c's vector) through a batcher allowing one
+  // round at a time: caller 0 first, its round held until all the others wait, so they
+  // then share the second round. `then` runs in the first round after the hold (e.g. to
+  // make it throw).
+  static std::vector<absl::StatusOr<SearchBatcher::Results>> CallTogether(
+      std::span<const Catalogue::Query> queries, SearchBatcher::Stats* stats,
+      const std::function<void()>& then = nullptr);
   static std::unique_ptr<SharedModel> shared_;
 };
 std::unique_ptr<SharedModel> SearchBatcherTest::shared_;
+
+std::vector<absl::StatusOr<SearchBatcher::Results>> SearchBatcherTest::CallTogether(
+    std::span<const Catalogue::Query> queries, SearchBatcher::Stats* stats, const std::function<void()>& then) {
+  const Catalogue& catalogue = *shared_->catalogue;
+  const int callers = static_cast<int>(queries.size());
+  std::atomic<int> rounds = 0;
+  SearchBatcher* batcher_ptr = nullptr;
+  SearchBatcher batcher(64, 1, [&] {
+    if (rounds++ == 0) {
+      while (batcher_ptr->waiting() < callers - 1) std::this_thread::yield();
+      if (then) then();
+    }
+  });
+  batcher_ptr = &batcher;
+  const std::vector<float> vectors = Vectors(callers);
+  std::vector<absl::StatusOr<SearchBatcher::Results>> got(callers);
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] { got[0] = batcher.Search(catalogue, vectors.data(), queries.subspan(0, 1)); });
+  while (rounds.load() == 0) std::this_thread::yield();  // caller 0 leads and is held
+  for (int c = 1; c < callers; ++c) {
+    threads.emplace_back([&, c] {
+      got[c] = batcher.Search(catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(),
+                              queries.subspan(c, 1));
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  *stats = batcher.stats();
+  return got;
+}
 
 // The first round is held until seven more callers wait; they must then be answered in
 // one combined search, each with exactly what it would get alone. With `bad` >= 0 that
@@ -48,15 +86,6 @@ void SearchBatcherTest::ExpectCombinedRound(int bad) {
   const Catalogue& catalogue = *shared_->catalogue;
   const Bundle& bundle = *shared_->bundle;
   constexpr int kCallers = 8;
-  std::atomic<int> rounds = 0;
-  SearchBatcher* batcher_ptr = nullptr;
-  SearchBatcher batcher(64, 1, [&] {
-    if (rounds++ == 0) {
-      while (batcher_ptr->waiting() < kCallers - 1) std::this_thread::yield();
-    }
-  });
-  batcher_ptr = &batcher;
-
   const std::vector<float> vectors = Vectors(kCallers);
   std::vector<google::protobuf::RepeatedPtrField<std::string>> excludes(kCallers);
   std::vector<google::protobuf::RepeatedPtrField<v1::ItemFilter>> filters(kCallers);
@@ -74,19 +103,8 @@ void SearchBatcherTest::ExpectCombinedRound(int bad) {
   }
   if (bad >= 0) filters[bad].Add()->set_feature("no_such_feature");
 
-  std::vector<absl::StatusOr<SearchBatcher::Results>> got(kCallers);
-  std::vector<std::thread> threads;
-  threads.emplace_back([&] { got[0] = batcher.Search(catalogue, vectors.data(), {&queries[0], 1}); });
-  while (rounds.load() == 0) std::this_thread::yield();  // caller 0 leads and is held
-  for (int c = 1; c < kCallers; ++c) {
-    threads.emplace_back([&, c] {
-      got[c] = batcher.Search(catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(),
-                              {&queries[c], 1});
-    });
-  }
-  for (std::thread& t : threads) t.join();
-
-  const SearchBatcher::Stats stats = batcher.stats();
+  SearchBatcher::Stats stats;
+  const std::vector<absl::StatusOr<SearchBatcher::Results>> got = CallTogether(queries, &stats);
   EXPECT_EQ(stats.searches, 2);
   EXPECT_EQ(stats.largest_batch, kCallers - 1);
   EXPECT_EQ(stats.queries, kCallers);
@@ -174,35 +192,18 @@ TEST_F(SearchBatcherTest, TwoRoundsRunAtOnce) {
 TEST_F(SearchBatcherTest, DifferentKShareARoundOnAnExactCatalogue) {
   const Catalogue& catalogue = *shared_->catalogue;
   ASSERT_TRUE(catalogue.exact());
-  constexpr int kCallers = 4;
-  const int ks[kCallers] = {3, 20, 7, 50};
-  std::atomic<int> rounds = 0;
-  SearchBatcher* batcher_ptr = nullptr;
-  SearchBatcher batcher(64, 1, [&] {
-    if (rounds++ == 0) {
-      while (batcher_ptr->waiting() < kCallers - 1) std::this_thread::yield();
-    }
-  });
-  batcher_ptr = &batcher;
-  const std::vector<float> vectors = Vectors(kCallers);
-  std::vector<Catalogue::Query> queries(kCallers);
-  for (int c = 0; c < kCallers; ++c) queries[c] = {ks[c], nullptr, nullptr};
-  std::vector<absl::StatusOr<SearchBatcher::Results>> got(kCallers);
-  std::vector<std::thread> threads;
-  threads.emplace_back([&] { got[0] = batcher.Search(catalogue, vectors.data(), {&queries[0], 1}); });
-  while (rounds.load() == 0) std::this_thread::yield();
-  for (int c = 1; c < kCallers; ++c) {
-    threads.emplace_back([&, c] {
-      got[c] = batcher.Search(catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(), {&queries[c], 1});
-    });
-  }
-  for (std::thread& t : threads) t.join();
-  EXPECT_EQ(batcher.stats().searches, 2);  // caller 0 alone, then the three others together
-  EXPECT_EQ(batcher.stats().largest_batch, kCallers - 1);
-  for (int c = 0; c < kCallers; ++c) {
+  const std::vector<int> ks = {3, 20, 7, 50};
+  std::vector<Catalogue::Query> queries;
+  for (const int k : ks) queries.push_back({k, nullptr, nullptr});
+  SearchBatcher::Stats stats;
+  const std::vector<absl::StatusOr<SearchBatcher::Results>> got = CallTogether(queries, &stats);
+  EXPECT_EQ(stats.searches, 2);  // caller 0 alone, then the three others together
+  EXPECT_EQ(stats.largest_batch, 3);
+  const std::vector<float> vectors = Vectors(static_cast<int>(ks.size()));
+  for (size_t c = 0; c < ks.size(); ++c) {
     ASSERT_TRUE(got[c].ok()) << got[c].status();
     absl::StatusOr<SearchBatcher::Results> alone =
-        catalogue.Search(vectors.data() + static_cast<size_t>(c) * catalogue.dim(), {&queries[c], 1});
+        catalogue.Search(vectors.data() + c * catalogue.dim(), {&queries[c], 1});
     ASSERT_TRUE(alone.ok());
     ASSERT_EQ((*got[c])[0].size(), static_cast<size_t>(ks[c]));
     EXPECT_EQ(Ids((*got[c])[0]), Ids((*alone)[0])) << c;
@@ -213,38 +214,17 @@ TEST_F(SearchBatcherTest, DifferentKShareARoundOnAnExactCatalogue) {
 // A round that throws (bad_alloc in a search) fails every call it carried with a status,
 // strands none of them, and the next round works.
 TEST_F(SearchBatcherTest, AThrowingRoundFailsItsCallsAndTheNextRoundWorks) {
-  const Catalogue& catalogue = *shared_->catalogue;
-  constexpr int kCallers = 4;
-  std::atomic<int> rounds = 0;
-  SearchBatcher* batcher_ptr = nullptr;
-  SearchBatcher batcher(64, 1, [&] {
-    if (rounds++ == 0) {  // hold the first round until the others wait, then make it fail
-      while (batcher_ptr->waiting() < kCallers - 1) std::this_thread::yield();
-      throw std::bad_alloc();
-    }
-  });
-  batcher_ptr = &batcher;
-  const std::vector<float> vectors = Vectors(kCallers);
-  const Catalogue::Query query{5, nullptr, nullptr};
-  std::vector<absl::StatusOr<SearchBatcher::Results>> got(kCallers);
-  std::vector<std::thread> threads;
-  threads.emplace_back([&] { got[0] = batcher.Search(catalogue, vectors.data(), {&query, 1}); });
-  while (rounds.load() == 0) std::this_thread::yield();
-  for (int c = 1; c < kCallers; ++c) {
-    threads.emplace_back([&, c] {
-      got[c] = batcher.Search(catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(), {&query, 1});
-    });
-  }
-  for (std::thread& t : threads) t.join();
+  const std::vector<Catalogue::Query> queries(4, Catalogue::Query{5, nullptr, nullptr});
+  SearchBatcher::Stats stats;
+  const std::vector<absl::StatusOr<SearchBatcher::Results>> got =
+      CallTogether(queries, &stats, [] { throw std::bad_alloc(); });
   // Round 1 (caller 0) threw; round 2 carried the three others and worked.
   EXPECT_EQ(got[0].status().code(), absl::StatusCode::kInternal);
-  for (int c = 1; c < kCallers; ++c) {
+  for (size_t c = 1; c < queries.size(); ++c) {
     ASSERT_TRUE(got[c].ok()) << c << ": " << got[c].status();
     EXPECT_EQ((*got[c])[0].size(), 5u);
   }
-  EXPECT_EQ(batcher.stats().searches, 2);
-  // And the batcher still answers afterwards.
-  EXPECT_TRUE(batcher.Search(catalogue, vectors.data(), {&query, 1}).ok());
+  EXPECT_EQ(stats.searches, 2);
 }
 
 }  // namespace
