@@ -179,9 +179,9 @@ std::vector<std::unique_ptr<v1::Retrieval::Stub>> Clients(const std::string& add
 
 // The first `clients` of `stubs` calling Retrieve for `seconds`, each with one call in
 // flight at a time (a client waits for its answer before its next call), all driven from
-// one completion-queue thread: the load generator shares the 2 cores with the server, and
-// eight blocking client threads cost it about half a core in context switches alone (the
-// same design as h2load). Every `tick_every` seconds the main thread calls `tick` (e.g. a
+// one completion-queue thread (as h2load does): the load generator shares the 2 cores
+// with the server, and eight blocking client threads, each waking per answer, took more
+// of them. Every `tick_every` seconds the main thread calls `tick` (e.g. a
 // reload) while they run.
 Load Drive(std::span<const std::unique_ptr<v1::Retrieval::Stub>> stubs, int clients, double seconds, int k,
            double tick_every = 0, const std::function<void()>& tick = nullptr) {
@@ -308,7 +308,7 @@ int Run() {
     // In-process references: the bandwidth floor and a bare FAISS search.
     const std::vector<float>& x = bundle->item_vectors;
     // The floor reads memory laid out as the index keeps it (2 MiB pages: see
-    // HugePageFloats), or TLB misses would count against the floor and not the scan.
+    // HugePageArray), or TLB misses would count against the floor and not the scan.
     double floor_ms = 1e30, sink = 0;
     {
       const HugePageFloats floor_copy(x);
@@ -339,7 +339,9 @@ int Run() {
                 alone_p50 / floor_ms);
     // Below 1x is possible: the scan reads every row from its fp16 copy and the floats of
     // only the rows near the top k (index/exact_scan.h); the floor reads the floats.
-    std::printf("  (the scan's pass over every row reads an fp16 copy, half the floor's bytes)\n");
+    if ((*index)->options().half_first_pass) {
+      std::printf("  (the scan's pass over every row reads an fp16 copy, half the floor's bytes)\n");
+    }
 
     testing::ServerProcess server;
     std::vector<std::string> extra;

@@ -317,8 +317,7 @@ int RebuildIndex() {
   if (const std::string half = absl::GetFlag(FLAGS_half_first_pass); half == "on" || half == "off") {
     request.mutable_params()->set_half_first_pass(half == "on");
   } else if (!half.empty()) {
-    std::fprintf(stderr, "error: --half_first_pass must be on or off, not \"%s\"\n", half.c_str());
-    return 2;
+    return UsageError(absl::StrCat("--half_first_pass must be on or off, not \"", half, "\""));
   }
   const std::unique_ptr<twotower::v1::Admin::Stub> stub = AdminStub();
   grpc::ClientContext context;

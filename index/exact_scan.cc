@@ -1,14 +1,13 @@
 #include "index/exact_scan.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <bit>
 #include <cmath>
 #include <functional>
-#include <type_traits>
 #include <limits>
+#include <type_traits>
 #include <queue>
 
 #include "index/item_index.h"
@@ -148,14 +147,6 @@ __attribute__((target("avx2,fma,f16c"))) void HalfScoresPairAvx2(const uint16_t*
   }
 }
 
-// Round-to-nearest-even float -> fp16 of `n` values (a multiple of 8).
-__attribute__((target("avx2,f16c"))) void ToHalfAvx2(const float* in, size_t n, uint16_t* out) {
-  for (size_t i = 0; i < n; i += 8) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
-  }
-}
-
 // The next float below / above a finite `f` (std::nextafter without the library call:
 // these run once per block and query).
 inline float NextDown(float f) {
@@ -256,64 +247,6 @@ bool CpuHasAvx2() {
   return has;
 }
 
-std::optional<HalfRows> HalfRows::Of(std::span<const float> rows, int dim) {
-  // CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports has no "f16c").
-  static const bool f16c = [] {
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    return CpuHasAvx2() && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
-  }();
-  if (!f16c || dim < 8 || dim % 8 != 0 || rows.size() % dim != 0 ||
-      rows.size() / dim > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    return std::nullopt;
-  }
-  HalfRows half;
-  half.dim_ = dim;
-  half.rows_ = static_cast<int>(rows.size() / dim);
-  half.group_norms_.assign((half.rows_ + kGroupRows - 1) / kGroupRows, 0.0f);
-  for (int r = 0; r < half.rows_; ++r) {
-    double norm2 = 0;
-    for (int d = 0; d < dim; ++d) {
-      const float v = rows[static_cast<size_t>(r) * dim + d];
-      if (!(std::fabs(v) <= 65504.0f)) return std::nullopt;  // also NaN
-      norm2 += static_cast<double>(v) * v;
-    }
-    const double norm = std::sqrt(norm2);
-    float& group = half.group_norms_[r / kGroupRows];
-    // Rounded up, so the stored norm is never below the row's.
-    float up = static_cast<float>(norm);
-    if (static_cast<double>(up) < norm) up = std::nextafter(up, std::numeric_limits<float>::infinity());
-    group = std::max(group, up);
-    half.max_row_norm_ = std::max(half.max_row_norm_, static_cast<double>(up));
-  }
-  half.values_ = HugePageArray<uint16_t>::Uninitialized(rows.size());
-  ToHalfAvx2(rows.data(), rows.size(), half.values_.mutable_data());
-  return half;
-}
-
-std::optional<HalfErrorBound> HalfScoreErrorBound(const float* query, int dim, double max_row_norm) {
-  double norm1 = 0, norm2 = 0;
-  for (int d = 0; d < dim; ++d) {
-    norm1 += std::fabs(static_cast<double>(query[d]));
-    norm2 += static_cast<double>(query[d]) * query[d];
-  }
-  // Not finite, or large enough that a score could overflow (|score| <= |q|_2 max |x|_2 by
-  // Cauchy-Schwarz): no fp16 pass, the floats answer alone.
-  if (!std::isfinite(norm1) || !(std::sqrt(norm2) * max_row_norm < 1e38)) return std::nullopt;
-  // With u = 2^-24, a float dot product of n terms (any summation order, FMA or not) is
-  // within gamma = n u / (1 - n u) of sum |q_i x_i|; fp16 rounding moves x_i by at most
-  // 2^-11 |x_i| + 2^-25. So |fp16 score - float score| <= (2^-11 + gamma (2 + 2^-11))
-  // sum |q_i x_i| + 2^-25 (1 + gamma) sum |q_i|, and sum |q_i x_i| <= |q|_2 |x|_2.
-  // The 1.01 covers the double arithmetic here and one float rounding of a score plus or
-  // minus the bound (|score| is at most 2^11 bounds); 1e-37 the float underflow of tiny
-  // products.
-  const double u = std::ldexp(1.0, -24), nu = dim * u;
-  if (!(nu < 0.5)) return std::nullopt;
-  const double gamma = nu / (1 - nu);
-  const double relative = std::ldexp(1.0, -11) + gamma * (2 + std::ldexp(1.0, -11));
-  return HalfErrorBound{1.01 * relative * std::sqrt(norm2),
-                        1.01 * std::ldexp(1.0, -25) * (1 + gamma) * norm1 + 1e-37};
-}
-
 std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int dim,
                                             const float* queries, int n_queries, int k,
                                             std::span<const RowFilter> filters, ScanKernel kernel,
@@ -358,13 +291,13 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
   }
   // The fp16 pass's scores of a block, per query (two queries at a time).
   std::vector<float> half_scores(from_half.empty() ? 0 : static_cast<size_t>(n_queries) * block_rows);
+  const auto query_of = [&](int q) { return queries + static_cast<size_t>(q) * dim; };
+  const auto half_scores_of = [&](int q) { return half_scores.data() + static_cast<size_t>(q) * block_rows; };
   for (int start = 0; start < n_rows; start += block_rows) {
     const int count = std::min(block_rows, n_rows - start);
     const float* block = rows + static_cast<size_t>(start) * dim;
     const uint16_t* half_block = from_half.empty() ? nullptr : half->data() + static_cast<size_t>(start) * dim;
     const float block_norm = from_half.empty() ? 0.0f : block_norms[start / block_rows];
-    const auto query_of = [&](int q) { return queries + static_cast<size_t>(q) * dim; };
-    const auto half_scores_of = [&](int q) { return half_scores.data() + static_cast<size_t>(q) * block_rows; };
     size_t paired = 0;
     for (; paired + 2 <= from_half.size(); paired += 2) {
       const int q0 = from_half[paired], q1 = from_half[paired + 1];
@@ -386,7 +319,7 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
         // of the k-th best only keeps more rows.)
         const float* block_scores = half_scores_of(q);
         KthLargest& best = half_best[q];
-        const float e = static_cast<float>(FloatNotBelow(half_error[q]->For(block_norm)));
+        const float e = FloatNotBelow(half_error[q]->For(block_norm));
         if (best.known()) {
           const float floor = FloatNotAbove(static_cast<double>(best.bound()) - e);
           // Strictly above the next float down: >= floor.
@@ -440,7 +373,7 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
       ++stats->half_queries;
       stats->float_rescored += static_cast<int64_t>(finalists.size());
     }
-    const float* query = queries + static_cast<size_t>(q) * dim;
+    const float* query = query_of(q);
     auto& heap = heaps[q];
     for (const int row : finalists) {
       const ScanHit hit{row, DotAvx2(rows + static_cast<size_t>(row) * dim, query, dim)};

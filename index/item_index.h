@@ -28,10 +28,10 @@ struct IndexOptions {
   std::string factory = "Flat";
   int ef_search = 0;  // HNSW; 0 = FAISS default
   int nprobe = 0;     // IVF; 0 = FAISS default
-  // "Flat": keep an fp16 copy for the scan's first pass (HalfRows in index/exact_scan.h;
-  // the same answers, half the memory traffic, 2 bytes more per value). Where the copy
-  // cannot be made (no F16C, dim not a multiple of 8) the scan reads the floats only, and
-  // ItemIndex::options() says false.
+  // "Flat": keep an fp16 copy for the scan's first pass (HalfRows, index/half_rows.h; the
+  // same answers, half the memory traffic, 2 bytes more per value). Where the copy cannot
+  // be made (no F16C, dim not a multiple of 8, a value beyond fp16's range) the scan reads
+  // the floats only, and ItemIndex::options() says false.
   bool half_first_pass = true;
 };
 

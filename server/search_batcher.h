@@ -5,13 +5,13 @@
 // Retrieve calls are combined: the first caller to find a round free becomes the leader,
 // takes every waiting search of the same catalogue (and, unless the catalogue is exact,
 // the same largest k: HNSW's search depth follows k, and a call's answer must not depend
-// on what rode along; an exact answer is the same at any k, cut to the call's), up to a query
-// limit, runs them as one Catalogue::Search and hands each caller its results. An
+// on what rode along; an exact answer is the same at any k, cut to the call's), up to a
+// query limit, runs them as one Catalogue::Search and hands each caller its results. An
 // exception in a round (bad_alloc) fails that round's calls instead of stranding them.
 // Up to `max_rounds` rounds run at once (one per core: a second core need not idle while
-// the first scans); callers that arrive while all are busy wait for the next free one. A caller alone is searched at once
-// (no timer, no added latency); under load the batches grow by themselves to whatever
-// arrived during the previous rounds.
+// the first scans); callers that arrive while all are busy wait for the next free one. A
+// caller alone is searched at once (no timer, no added latency); under load the batches
+// grow by themselves to whatever arrived during the previous rounds.
 #ifndef TWOTOWER_SERVER_SEARCH_BATCHER_H_
 #define TWOTOWER_SERVER_SEARCH_BATCHER_H_
 
