@@ -17,6 +17,8 @@
 //  * throughput with 1 and with --clients concurrent clients (in --slices alternating
 //    slices, so both see the same machine), their ratio (target >= 2) and p99;
 //  * server resident memory, per million items.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -65,6 +67,14 @@ constexpr int kUsers = 10000;
 
 double Ms(Clock::time_point since) {
   return std::chrono::duration<double, std::milli>(Clock::now() - since).count();
+}
+
+// CPU time this process has used so far, in seconds.
+double OwnCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
 double Percentile(std::vector<double> v, double p) {
@@ -153,6 +163,8 @@ struct Load {
   std::vector<double> latencies;  // ms, every call
   int64_t failures = 0;
   std::string first_error;  // of the failed calls, if any
+  double server_cpu = 0;  // seconds of CPU the server used meanwhile
+  double bench_cpu = 0;   // and this process (the clients)
 
   // Answers per second: a failed call (e.g. RESOURCE_EXHAUSTED) is fast and answers nothing.
   double queries_per_second() const { return seconds > 0 ? static_cast<double>(answered) / seconds : 0; }
@@ -161,6 +173,8 @@ struct Load {
     seconds += other.seconds;
     latencies.insert(latencies.end(), other.latencies.begin(), other.latencies.end());
     failures += other.failures;
+    server_cpu += other.server_cpu;
+    bench_cpu += other.bench_cpu;
     if (first_error.empty()) first_error = other.first_error;
   }
 };
@@ -405,10 +419,18 @@ int Run() {
     (void)Drive(stubs, std::max(clients, 1), 0.2, k);  // connect every channel, warm up
     Load one, many;
     int64_t searches = 0, searched_queries = 0;
+    // Drive with the CPU both processes used meanwhile.
+    const auto measured = [&](int n) {
+      const double server_before = server.CpuSeconds(), bench_before = OwnCpuSeconds();
+      Load load = Drive(stubs, n, slice_seconds, k);
+      load.server_cpu = server.CpuSeconds() - server_before;
+      load.bench_cpu = OwnCpuSeconds() - bench_before;
+      return load;
+    };
     for (int slice = 0; slice < slices; ++slice) {
-      one.Add(Drive(stubs, 1, slice_seconds, k));
+      one.Add(measured(1));
       const v1::GetStatusResponse before_many = server_status();
-      many.Add(Drive(stubs, clients, slice_seconds, k));
+      many.Add(measured(clients));
       const v1::GetStatusResponse after_many = server_status();
       searches += after_many.index_searches() - before_many.index_searches();
       searched_queries += after_many.searched_queries() - before_many.searched_queries();
@@ -424,6 +446,13 @@ int Run() {
                 static_cast<long long>(searches),
                 static_cast<double>(searched_queries) / std::max<int64_t>(1, searches),
                 static_cast<long long>(after_many.largest_search_batch()));
+    // Why the speed-up is what it is: with both cores busy, throughput is 2 / (CPU per call).
+    for (const Load* load : {&one, &many}) {
+      const double calls = static_cast<double>(std::max<int64_t>(1, load->answered));
+      std::printf("  CPU per call with %d client%s: server %.3f ms, clients %.3f ms; %.2f cores busy\n",
+                  load == &one ? 1 : clients, load == &one ? "" : "s", 1e3 * load->server_cpu / calls,
+                  1e3 * load->bench_cpu / calls, (load->server_cpu + load->bench_cpu) / load->seconds);
+    }
     for (const Load* load : {&one, &many}) {
       if (load->failures > 0) {
         std::printf("  %lld failed calls, the first: %s\n", static_cast<long long>(load->failures), load->first_error.c_str());

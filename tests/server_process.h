@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
@@ -129,6 +130,24 @@ class ServerProcess {
   v1::Admin::Stub& admin() { return *admin_; }
   pid_t pid() const { return pid_; }
   // The server's resident memory (VmRSS) in MB, or -1 if it is not running or unreadable.
+  // CPU time (user + system) the process has used so far, in seconds; -1 if unknown.
+  // /proc counts in clock ticks (10 ms), so measure over many calls.
+  double CpuSeconds() const {
+    if (pid_ <= 0) return -1;
+    std::ifstream stat("/proc/" + std::to_string(pid_) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    const size_t paren = text.rfind(')');
+    if (paren == std::string::npos) return -1;
+    const std::vector<std::string> fields = absl::StrSplit(text.substr(paren + 2), ' ');
+    double user = 0, system = 0;
+    if (fields.size() < 13 || !absl::SimpleAtod(fields[11], &user) ||
+        !absl::SimpleAtod(fields[12], &system)) {
+      return -1;
+    }
+    return (user + system) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+
   double ResidentMb() const {
     if (pid_ <= 0) return -1;
     std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
