@@ -27,6 +27,25 @@ absl::Status InRequest(const absl::Status& status, bool batch, size_t i) {
 
 }  // namespace
 
+struct RetrievalService::Call {
+  Call(ServerMetrics* metrics, grpc::CallbackServerContext* context)
+      : in_flight(metrics), context(context), reactor(context->DefaultReactor()) {}
+
+  const ServerMetrics::InFlightCall in_flight;  // until the answer is sent
+  grpc::CallbackServerContext* const context;
+  grpc::ServerUnaryReactor* const reactor;
+  const absl::Time start = absl::Now();
+  // BatchRetrieve's response (cleared on an error); null for Retrieve.
+  v1::BatchRetrieveResponse* batch_response = nullptr;
+  std::vector<const v1::RetrieveRequest*> requests;  // owned by gRPC until Finish
+  std::vector<v1::RetrieveResponse*> responses;      // one per request, likewise
+  // Set by Prepare.
+  std::shared_ptr<const Snapshot> snapshot;
+  std::vector<bool> user_known;
+  std::vector<Catalogue::Query> queries;
+  std::vector<float> vectors;  // the user vectors, one after another
+};
+
 RetrievalService::RetrievalService(const SnapshotHolder* snapshots, ServerMetrics* metrics,
                                    RetrievalOptions options)
     : snapshots_(snapshots),
@@ -34,56 +53,88 @@ RetrievalService::RetrievalService(const SnapshotHolder* snapshots, ServerMetric
       options_(options),
       batcher_(std::make_unique<SearchBatcher>(options.search_batch, options.search_rounds)) {}
 
-grpc::Status RetrievalService::Retrieve(grpc::ServerContext* context,
-                                        const v1::RetrieveRequest* request,
-                                        v1::RetrieveResponse* response) {
-  const ServerMetrics::InFlightCall in_flight(metrics_);
-  const absl::Time start = absl::Now();
-  const v1::RetrieveRequest* const requests[] = {request};
-  v1::RetrieveResponse* const responses[] = {response};
-  const absl::Status status = Answer(*context, requests, responses, /*batch=*/false);
-  metrics_->RecordRequest(status.ok());
-  if (status.ok()) metrics_->RecordRetrieveLatency(absl::Now() - start);
-  return ToGrpcStatus(status);
+grpc::ServerUnaryReactor* RetrievalService::Retrieve(grpc::CallbackServerContext* context,
+                                                     const v1::RetrieveRequest* request,
+                                                     v1::RetrieveResponse* response) {
+  auto call = std::make_unique<Call>(metrics_, context);
+  grpc::ServerUnaryReactor* const reactor = call->reactor;
+  call->requests = {request};
+  call->responses = {response};
+  Start(std::move(call));
+  return reactor;
 }
 
-grpc::Status RetrievalService::BatchRetrieve(grpc::ServerContext* context,
-                                             const v1::BatchRetrieveRequest* request,
-                                             v1::BatchRetrieveResponse* response) {
-  const ServerMetrics::InFlightCall in_flight(metrics_);
-  absl::Status status;
+grpc::ServerUnaryReactor* RetrievalService::BatchRetrieve(
+    grpc::CallbackServerContext* context, const v1::BatchRetrieveRequest* request,
+    v1::BatchRetrieveResponse* response) {
+  auto call = std::make_unique<Call>(metrics_, context);
+  grpc::ServerUnaryReactor* const reactor = call->reactor;
+  call->batch_response = response;
   if (request->requests_size() > options_.max_batch) {
-    status = absl::InvalidArgumentError(absl::StrCat("a batch holds at most ",
-                                                     options_.max_batch, " requests, got ",
-                                                     request->requests_size()));
-  } else {
-    std::vector<v1::RetrieveResponse*> responses;
-    responses.reserve(request->requests_size());
-    for (int i = 0; i < request->requests_size(); ++i) {
-      responses.push_back(response->add_responses());
-    }
-    const std::vector<const v1::RetrieveRequest*> requests(request->requests().pointer_begin(),
-                                                           request->requests().pointer_end());
-    status = Answer(*context, requests, responses, /*batch=*/true);
-    if (!status.ok()) response->clear_responses();
+    Finish(std::move(call), absl::InvalidArgumentError(
+                                absl::StrCat("a batch holds at most ", options_.max_batch,
+                                             " requests, got ", request->requests_size())));
+    return reactor;
   }
-  metrics_->RecordRequest(status.ok());
-  return ToGrpcStatus(status);
+  call->requests.assign(request->requests().pointer_begin(), request->requests().pointer_end());
+  for (int i = 0; i < request->requests_size(); ++i) {
+    call->responses.push_back(response->add_responses());
+  }
+  Start(std::move(call));
+  return reactor;
 }
 
-absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
-                                      std::span<const v1::RetrieveRequest* const> requests,
-                                      std::span<v1::RetrieveResponse* const> responses,
-                                      bool batch) const {
-  const std::shared_ptr<const Snapshot> snapshot = snapshots_->Get();
-  if (snapshot == nullptr) return absl::UnavailableError("no model loaded yet");
+void RetrievalService::Start(std::unique_ptr<Call> call) {
+  if (options_.max_in_flight > 0 && metrics_->in_flight() > options_.max_in_flight) {
+    Finish(std::move(call), absl::ResourceExhaustedError(absl::StrCat(
+                                "more than ", options_.max_in_flight,
+                                " Retrieval calls in progress; retry later")));
+    return;
+  }
+  if (absl::Status status = Prepare(*call); !status.ok() || call->queries.empty()) {
+    Finish(std::move(call), status);
+    return;
+  }
+  // One search for the whole call (see Catalogue::Search): unrestricted queries go to
+  // the index together at the largest k; exclusions and filters are applied inside it.
+  // Concurrent calls on the same catalogue share that search (SearchBatcher). The call
+  // (on the heap, owned by the callback) keeps the catalogue, vectors and queries alive.
+  Call& c = *call;
+  batcher_->Submit(*c.snapshot->catalogue, c.vectors.data(), c.queries,
+                   [this, call = std::move(call)](
+                       absl::StatusOr<SearchBatcher::Results> found) mutable {
+                     if (found.ok()) Respond(*call, *std::move(found));
+                     Finish(std::move(call), found.status());
+                   });
+}
+
+void RetrievalService::Finish(std::unique_ptr<Call> call, const absl::Status& status) const {
+  metrics_->RecordRequest(status.ok());
+  if (call->batch_response == nullptr) {
+    if (status.ok()) metrics_->RecordRetrieveLatency(absl::Now() - call->start);
+  } else if (!status.ok()) {
+    call->batch_response->clear_responses();
+  }
+  call->reactor->Finish(ToGrpcStatus(status));
+  // `call` (and its in-flight count) goes after the answer, so a draining shutdown that
+  // waits for the count to reach 0 does not start before the answer is on its way.
+}
+
+absl::Status RetrievalService::Prepare(Call& call) const {
+  const std::span<const v1::RetrieveRequest* const> requests = call.requests;
+  const bool batch = call.batch_response != nullptr;
+  call.snapshot = snapshots_->Get();
+  if (call.snapshot == nullptr) return absl::UnavailableError("no model loaded yet");
+  const Snapshot* const snapshot = call.snapshot.get();
   const size_t n = requests.size();
   if (n == 0) return absl::OkStatus();
 
   // Validate and encode every user before any tower or index work.
   EncodedTable users = snapshot->bundle->user.encoder.NewTable();
-  std::vector<bool> user_known(n);
-  std::vector<Catalogue::Query> queries(n);
+  std::vector<bool>& user_known = call.user_known;
+  std::vector<Catalogue::Query>& queries = call.queries;
+  user_known.resize(n);
+  queries.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const v1::RetrieveRequest& request = *requests[i];
     if (request.k() < 1 || request.k() > options_.max_k) {
@@ -111,7 +162,8 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
   }
 
   const TowerModel& user_model = snapshot->bundle->user;
-  std::vector<float> vectors(n * static_cast<size_t>(user_model.tower.output_dim()));
+  std::vector<float>& vectors = call.vectors;
+  vectors.resize(n * static_cast<size_t>(user_model.tower.output_dim()));
   TowerActivations activations;
   user_model.tower.Forward(users, &activations, vectors.data());
   // Extreme (finite) numeric inputs can overflow float inside the tower.
@@ -127,30 +179,29 @@ absl::Status RetrievalService::Answer(const grpc::ServerContext& context,
   }
 
   // The search is the expensive part; skip it for callers that already gave up.
-  if (context.IsCancelled()) return absl::CancelledError("request cancelled by the client");
-  if (context.deadline() <= std::chrono::system_clock::now()) {
+  if (call.context->IsCancelled()) {
+    return absl::CancelledError("request cancelled by the client");
+  }
+  if (call.context->deadline() <= std::chrono::system_clock::now()) {
     return absl::DeadlineExceededError("deadline exceeded before the index search");
   }
+  return absl::OkStatus();
+}
 
-  // One search for the whole batch (see Catalogue::Search): unrestricted queries go to
-  // the index together at the largest k; exclusions and filters are applied inside it.
-  // Concurrent calls on the same catalogue share that search (SearchBatcher).
-  absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> found =
-      batcher_->Search(*snapshot->catalogue, vectors.data(), queries);
-  if (!found.ok()) return found.status();
-  for (size_t i = 0; i < n; ++i) {
-    v1::RetrieveResponse& response = *responses[i];
-    const std::vector<Catalogue::Result>& items = (*found)[i];
+void RetrievalService::Respond(Call& call, SearchBatcher::Results found) {
+  const Snapshot& snapshot = *call.snapshot;
+  for (size_t i = 0; i < call.responses.size(); ++i) {
+    v1::RetrieveResponse& response = *call.responses[i];
+    const std::vector<Catalogue::Result>& items = found[i];
     response.mutable_items()->Reserve(static_cast<int>(items.size()));
     for (const Catalogue::Result& result : items) {
       v1::ScoredItem* item = response.add_items();
       item->set_item_id(*result.id);
       item->set_score(result.score);
     }
-    response.set_model_version(snapshot->model_version);
-    response.set_user_known(user_known[i]);
+    response.set_model_version(snapshot.model_version);
+    response.set_user_known(call.user_known[i]);
   }
-  return absl::OkStatus();
 }
 
 }  // namespace twotower

@@ -1,6 +1,9 @@
-// The online Retrieval API (proto/twotower/v1/retrieval.proto) on the synchronous gRPC
-// server: request -> user tower input -> user vector -> item index top-k. Each call reads
-// one Snapshot for its whole life, so an answer never mixes two models.
+// The online Retrieval API (proto/twotower/v1/retrieval.proto) on gRPC's callback API:
+// request -> user tower input -> user vector -> item index top-k. Each call reads one
+// Snapshot for its whole life, so an answer never mixes two models. No thread waits for
+// a search: a call's search is handed to the SearchBatcher with a callback that answers
+// it, on whichever thread runs its round (the synchronous API parked a thread per call
+// and woke it per answer; on 2 cores that handoff left cores idle under load).
 #ifndef TWOTOWER_SERVER_RETRIEVAL_SERVICE_H_
 #define TWOTOWER_SERVER_RETRIEVAL_SERVICE_H_
 
@@ -29,9 +32,12 @@ struct RetrievalOptions {
   int search_batch = 64;
   // Combined searches that may run at once (typically one per core).
   int search_rounds = 2;
+  // Most Retrieval calls in progress at once; beyond it a call fails at once with
+  // RESOURCE_EXHAUSTED (0 = no limit).
+  int max_in_flight = 0;
 };
 
-class RetrievalService final : public v1::Retrieval::Service {
+class RetrievalService final : public v1::Retrieval::CallbackService {
  public:
   // `snapshots` and `metrics` must outlive the service.
   RetrievalService(const SnapshotHolder* snapshots, ServerMetrics* metrics,
@@ -40,23 +46,32 @@ class RetrievalService final : public v1::Retrieval::Service {
   // Errors: INVALID_ARGUMENT (k outside 1..max_k, more than max_exclude exclusions, no
   // user id nor features, an unknown feature, a value of the wrong type or out of range,
   // a filter on an unknown or numeric item feature), UNAVAILABLE (no model
-  // loaded), DEADLINE_EXCEEDED / CANCELLED (checked before the search).
-  grpc::Status Retrieve(grpc::ServerContext* context, const v1::RetrieveRequest* request,
-                        v1::RetrieveResponse* response) override;
+  // loaded), RESOURCE_EXHAUSTED (max_in_flight calls already in progress),
+  // DEADLINE_EXCEEDED / CANCELLED (checked before the search).
+  grpc::ServerUnaryReactor* Retrieve(grpc::CallbackServerContext* context,
+                                     const v1::RetrieveRequest* request,
+                                     v1::RetrieveResponse* response) override;
   // All requests are answered from one snapshot with one tower pass and one index
   // search; an invalid request fails the whole batch (its index is in the message).
-  grpc::Status BatchRetrieve(grpc::ServerContext* context,
-                             const v1::BatchRetrieveRequest* request,
-                             v1::BatchRetrieveResponse* response) override;
+  grpc::ServerUnaryReactor* BatchRetrieve(grpc::CallbackServerContext* context,
+                                          const v1::BatchRetrieveRequest* request,
+                                          v1::BatchRetrieveResponse* response) override;
 
   // Combined index searches so far (GetStatus reports them).
   SearchBatcher::Stats search_stats() const { return batcher_->stats(); }
 
  private:
-  // Answers requests[i] into responses[i]; `batch` only shapes error messages.
-  absl::Status Answer(const grpc::ServerContext& context,
-                      std::span<const v1::RetrieveRequest* const> requests,
-                      std::span<v1::RetrieveResponse* const> responses, bool batch) const;
+  struct Call;  // one RPC, from its arrival to its answer
+
+  // Validates the call, runs the user tower and submits its search, whose callback
+  // answers it; answers it here on an error.
+  void Start(std::unique_ptr<Call> call);
+  // Validates and encodes every user, runs the user tower: the call's queries and vectors.
+  absl::Status Prepare(Call& call) const;
+  // The call's responses from its search results.
+  static void Respond(Call& call, SearchBatcher::Results found);
+  // Records the call in the metrics and sends its status (with its responses if OK).
+  void Finish(std::unique_ptr<Call> call, const absl::Status& status) const;
 
   const SnapshotHolder* const snapshots_;
   ServerMetrics* const metrics_;

@@ -3,60 +3,106 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/time/clock.h"
+
 namespace twotower {
 
-absl::StatusOr<SearchBatcher::Results> SearchBatcher::Search(
-    const Catalogue& catalogue, const float* vectors, std::span<const Catalogue::Query> queries) {
+SearchBatcher::SearchBatcher(int max_queries, int max_rounds, std::function<void()> before_round,
+                             absl::Duration hand_off_above)
+    : max_queries_(max_queries),
+      max_rounds_(max_rounds),
+      before_round_(std::move(before_round)),
+      hand_off_above_(hand_off_above) {
+  for (int i = 0; i < max_rounds_; ++i) background_.emplace_back([this] { BackgroundLoop(); });
+}
+
+SearchBatcher::~SearchBatcher() {
+  {
+    const std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  work_.notify_all();
+  for (std::thread& thread : background_) thread.join();
+}
+
+void SearchBatcher::Submit(const Catalogue& catalogue, const float* vectors,
+                           std::span<const Catalogue::Query> queries, Done done) {
   int max_k = 0;
   for (const Catalogue::Query& query : queries) max_k = std::max(max_k, query.k);
-  Pending me{&catalogue, max_k, vectors, queries, Results{}};
   std::unique_lock lock(mu_);
-  waiting_.push_back(&me);
-  while (true) {
-    // A caller already taken into a round only waits for it; one still queued leads when
-    // a round is free (its own Pending keeps the queue non-empty).
-    changed_.wait(lock, [&] { return me.done || (!me.taken && running_ < max_rounds_); });
-    if (me.done) return std::move(me.result);
-    // Lead a round: the oldest waiting search and its companions (possibly not this
-    // caller, if older searches of another catalogue or k wait; then the loop goes on).
+  waiting_.push_back(std::make_unique<Pending>(
+      Pending{&catalogue, max_k, vectors, queries, std::move(done), Results{}}));
+  // Nothing runs: lead it on this thread, at once. Short rounds: lead whenever a round is
+  // free, and the next ones too while searches wait (no handoff at all).
+  const bool hand_off = round_time_ > hand_off_above_;
+  if (running_ == 0 || (!hand_off && running_ < max_rounds_)) {
     ++running_;
-    const std::vector<Pending*> round = TakeRound();
-    lock.unlock();
-    try {
-      if (before_round_) before_round_();
-      Run(round);
-    } catch (...) {  // e.g. bad_alloc: every caller of the round must still be released
-      for (Pending* pending : round) pending->result = absl::InternalError("index search failed");
-    }
-    lock.lock();
-    int64_t answered = 0;
-    for (Pending* pending : round) {
-      pending->done = true;
-      answered += static_cast<int64_t>(pending->queries.size());
-    }
-    ++stats_.searches;
-    stats_.queries += answered;
-    stats_.largest_batch = std::max(stats_.largest_batch, answered);
+    LeadRounds(lock, hand_off ? 1 : -1);
     --running_;
-    changed_.notify_all();
+  }
+  // Searches wait: a background thread starts a round for them now, if a round is free
+  // (else a running leader takes them when its round ends).
+  if (!waiting_.empty() && running_ < max_rounds_) work_.notify_one();
+}
+
+void SearchBatcher::BackgroundLoop() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    work_.wait(lock, [this] {
+      return stopping_ || (!waiting_.empty() && running_ < max_rounds_);
+    });
+    if (waiting_.empty()) return;  // stopping, nothing left to answer
+    ++running_;
+    LeadRounds(lock, /*max_rounds=*/-1);
+    --running_;
   }
 }
 
-std::vector<SearchBatcher::Pending*> SearchBatcher::TakeRound() {
-  std::vector<Pending*> round{waiting_.front()};
+void SearchBatcher::LeadRounds(std::unique_lock<std::mutex>& lock, int max_rounds) {
+  for (int rounds = 0; !waiting_.empty() && rounds != max_rounds; ++rounds) {
+    const std::vector<std::unique_ptr<Pending>> round = TakeRound();
+    lock.unlock();
+    const absl::Time start = absl::Now();
+    try {
+      if (before_round_) before_round_();
+      Run(round);
+    } catch (...) {  // e.g. bad_alloc: every search of the round must still be answered
+      for (const std::unique_ptr<Pending>& pending : round) {
+        pending->result = absl::InternalError("index search failed");
+      }
+    }
+    int64_t answered = 0;
+    for (const std::unique_ptr<Pending>& pending : round) {
+      answered += static_cast<int64_t>(pending->queries.size());
+    }
+    const absl::Duration took = absl::Now() - start;
+    lock.lock();
+    round_time_ = 0.75 * round_time_ + 0.25 * took;
+    ++stats_.searches;  // before the answers: a caller that has its answer sees its round
+    stats_.queries += answered;
+    stats_.largest_batch = std::max(stats_.largest_batch, answered);
+    lock.unlock();
+    for (const std::unique_ptr<Pending>& pending : round) {
+      std::move(pending->done)(std::move(pending->result));
+    }
+    lock.lock();
+  }
+}
+
+std::vector<std::unique_ptr<SearchBatcher::Pending>> SearchBatcher::TakeRound() {
+  std::vector<std::unique_ptr<Pending>> round;
+  round.push_back(std::move(waiting_.front()));
   waiting_.pop_front();
-  round[0]->taken = true;
   size_t queries = round[0]->queries.size();
   for (auto it = waiting_.begin(); it != waiting_.end();) {
-    Pending* pending = *it;
+    const Pending* pending = it->get();
     // Different k only on an exact catalogue, whose answers do not depend on the k they
     // are searched with (an ANN index's search depth follows k).
     if (pending->catalogue == round[0]->catalogue &&
         (pending->max_k == round[0]->max_k || round[0]->catalogue->exact()) &&
         queries + pending->queries.size() <= static_cast<size_t>(max_queries_)) {
       queries += pending->queries.size();
-      pending->taken = true;
-      round.push_back(pending);
+      round.push_back(std::move(*it));
       it = waiting_.erase(it);
     } else {
       ++it;
@@ -65,7 +111,7 @@ std::vector<SearchBatcher::Pending*> SearchBatcher::TakeRound() {
   return round;
 }
 
-void SearchBatcher::Run(std::span<Pending* const> round) {
+void SearchBatcher::Run(std::span<const std::unique_ptr<Pending>> round) {
   const Catalogue& catalogue = *round[0]->catalogue;
   if (round.size() == 1) {
     round[0]->result = catalogue.Search(round[0]->vectors, round[0]->queries);
@@ -74,17 +120,19 @@ void SearchBatcher::Run(std::span<Pending* const> round) {
   const size_t dim = static_cast<size_t>(catalogue.dim());
   std::vector<float> vectors;
   std::vector<Catalogue::Query> queries;
-  for (const Pending* pending : round) {
+  for (const std::unique_ptr<Pending>& pending : round) {
     vectors.insert(vectors.end(), pending->vectors, pending->vectors + pending->queries.size() * dim);
     queries.insert(queries.end(), pending->queries.begin(), pending->queries.end());
   }
   absl::StatusOr<Results> combined = catalogue.Search(vectors.data(), queries);
   if (!combined.ok()) {  // find whose query it was: everyone else still gets an answer
-    for (Pending* pending : round) pending->result = catalogue.Search(pending->vectors, pending->queries);
+    for (const std::unique_ptr<Pending>& pending : round) {
+      pending->result = catalogue.Search(pending->vectors, pending->queries);
+    }
     return;
   }
   size_t next = 0;
-  for (Pending* pending : round) {
+  for (const std::unique_ptr<Pending>& pending : round) {
     Results mine(pending->queries.size());
     for (std::vector<Catalogue::Result>& hits : mine) hits = std::move((*combined)[next++]);
     pending->result = std::move(mine);

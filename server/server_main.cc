@@ -69,9 +69,9 @@ ABSL_FLAG(int, search_batch, 64,
 ABSL_FLAG(int, search_rounds, 0,
           "Combined index searches that may run at once (0 = one per core)");
 ABSL_FLAG(int, max_exclude, 10000, "Most exclude_item_ids in one Retrieve request");
-ABSL_FLAG(int, threads, 0,
-          "Most threads the Retrieval server uses for requests; calls beyond it fail with "
-          "RESOURCE_EXHAUSTED (0 = gRPC's default)");
+ABSL_FLAG(int, max_in_flight, 0,
+          "Most Retrieval calls in progress at once; calls beyond it fail at once with "
+          "RESOURCE_EXHAUSTED (0 = no limit)");
 ABSL_FLAG(std::string, state_dir, "",
           "Directory for the item journals: UpsertItems / RemoveItems are logged there and "
           "replayed when the same model is loaded again (empty = changes live until exit)");
@@ -121,18 +121,13 @@ struct Listener {
 };
 
 // Starts a server with `service` on `address`; null server when it cannot listen.
-Listener Start(const std::string& address, grpc::Service* service, int max_threads,
+Listener Start(const std::string& address, grpc::Service* service,
                std::shared_ptr<grpc::ServerCredentials> credentials) {
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_request_bytes));
   int port = 0;
   builder.AddListeningPort(address, std::move(credentials), &port);
   builder.RegisterService(service);
-  if (max_threads > 0) {
-    grpc::ResourceQuota quota("twotower_server");
-    quota.SetMaxThreads(max_threads);
-    builder.SetResourceQuota(quota);
-  }
   Listener listener;
   listener.server = builder.BuildAndStart();
   if (listener.server != nullptr && port == 0) {  // built, but the port did not bind
@@ -169,10 +164,10 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_search_batch) < 1 || absl::GetFlag(FLAGS_search_rounds) < 0 ||
       absl::GetFlag(FLAGS_max_exclude) < 0 || absl::GetFlag(FLAGS_max_request_bytes) < 1 ||
       absl::GetFlag(FLAGS_ef_search) < 0 || absl::GetFlag(FLAGS_nprobe) < 0 ||
-      absl::GetFlag(FLAGS_threads) < 0 || absl::GetFlag(FLAGS_shutdown_grace_ms) < 0) {
+      absl::GetFlag(FLAGS_max_in_flight) < 0 || absl::GetFlag(FLAGS_shutdown_grace_ms) < 0) {
     std::fprintf(stderr,
                  "error: --max_k, --max_batch, --search_batch and --max_request_bytes must be >= 1, --max_exclude >= 0; --ef_search, --nprobe, "
-                 "--search_rounds, --threads and --shutdown_grace_ms >= 0\n");
+                 "--search_rounds, --max_in_flight and --shutdown_grace_ms >= 0\n");
     return 2;
   }
   if (!absl::GetFlag(FLAGS_tls_client_ca).empty() && absl::GetFlag(FLAGS_tls_cert).empty()) {
@@ -230,6 +225,7 @@ int main(int argc, char** argv) {
                                         ? absl::GetFlag(FLAGS_search_rounds)
                                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   retrieval_options.max_exclude = absl::GetFlag(FLAGS_max_exclude);
+  retrieval_options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   twotower::RetrievalService retrieval_service(&snapshots, &metrics, retrieval_options);
   twotower::AdminService::Options admin_options;
   admin_options.state_dir = absl::GetFlag(FLAGS_state_dir);
@@ -269,13 +265,13 @@ int main(int argc, char** argv) {
     }
     retrieval_credentials = grpc::SslServerCredentials(tls);
   }
-  Listener retrieval = Start(absl::GetFlag(FLAGS_address), &retrieval_service,
-                             absl::GetFlag(FLAGS_threads), retrieval_credentials);
+  Listener retrieval =
+      Start(absl::GetFlag(FLAGS_address), &retrieval_service, retrieval_credentials);
   if (retrieval.server == nullptr) {
     std::fprintf(stderr, "error: cannot listen on %s\n", absl::GetFlag(FLAGS_address).c_str());
     return 1;
   }
-  Listener admin = Start(absl::GetFlag(FLAGS_admin_address), &admin_service, 0,
+  Listener admin = Start(absl::GetFlag(FLAGS_admin_address), &admin_service,
                          grpc::InsecureServerCredentials());
   if (admin.server == nullptr) {
     std::fprintf(stderr, "error: cannot listen on %s\n",

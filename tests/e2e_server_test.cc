@@ -1015,6 +1015,42 @@ TEST_F(E2eServerTest, OversizedRequestsAreRejected) {
   EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
 }
 
+// Beyond --max_in_flight concurrent calls, a call fails at once with RESOURCE_EXHAUSTED;
+// the others are served. (Six clients calling back to back against a limit of one: some
+// calls overlap.)
+TEST_F(E2eServerTest, CallsBeyondTheInFlightLimitAreRefused) {
+  ServerProcess server;
+  ASSERT_EQ(server.Start(latest_path_, {"--max_in_flight=1"}), absl::OkStatus());
+  const v1::RetrieveRequest request = KnownUserRequest(KnownUsers(*latest_, 1).at(0), 50);
+  std::atomic<int> served = 0, refused = 0, other = 0;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 6; ++c) {
+    clients.emplace_back([&, c] {
+      grpc::ChannelArguments args;
+      args.SetInt("grpc.channel_id", c);  // a connection each
+      const auto stub = v1::Retrieval::NewStub(
+          grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
+      for (int i = 0; i < 200; ++i) {
+        grpc::ClientContext context;
+        v1::RetrieveResponse response;
+        const grpc::Status status = stub->Retrieve(&context, request, &response);
+        if (status.ok() && response.items_size() > 0) {
+          ++served;
+        } else if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          ++refused;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_GT(served.load(), 0);
+  EXPECT_GT(refused.load(), 0);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
+}
+
 // --- Process behaviour, CLI and Python client --------------------------------------------
 
 TEST_F(E2eServerTest, HealthCheckReportsServing) {
@@ -1058,6 +1094,7 @@ TEST_F(E2eServerTest, ServerRefusesFlagsThatCannotWork) {
   };
   EXPECT_EQ(start("--max_request_bytes=0"), 2);
   EXPECT_EQ(start("--search_batch=0"), 2);
+  EXPECT_EQ(start("--max_in_flight=-1"), 2);
   EXPECT_EQ(start("--tls_client_ca=" + dir_->Join("ca.pem")), 2);  // without --tls_cert
 }
 

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <future>
 #include <memory>
 #include <new>
 #include <span>
@@ -38,6 +39,16 @@ class SearchBatcherTest : public ::testing::Test {
     for (const Catalogue::Result& r : results) ids.push_back(*r.id);
     return ids;
   }
+  // Submits a search and waits for its answer, as a synchronous caller would.
+  static absl::StatusOr<SearchBatcher::Results> SearchAndWait(SearchBatcher& batcher, const Catalogue& catalogue,
+                                                              const float* vectors,
+                                                              std::span<const Catalogue::Query> queries) {
+    std::promise<absl::StatusOr<SearchBatcher::Results>> answer;
+    std::future<absl::StatusOr<SearchBatcher::Results>> got = answer.get_future();
+    batcher.Submit(catalogue, vectors, queries,
+                   [&answer](absl::StatusOr<SearchBatcher::Results> r) { answer.set_value(std::move(r)); });
+    return got.get();
+  }
   static void ExpectCombinedRound(int bad);
   // One caller per query (query c searches item c's vector) through a batcher allowing one
   // round at a time: caller 0 first, its round held until all the others wait, so they
@@ -66,11 +77,11 @@ std::vector<absl::StatusOr<SearchBatcher::Results>> SearchBatcherTest::CallToget
   const std::vector<float> vectors = Vectors(callers);
   std::vector<absl::StatusOr<SearchBatcher::Results>> got(callers);
   std::vector<std::thread> threads;
-  threads.emplace_back([&] { got[0] = batcher.Search(catalogue, vectors.data(), queries.subspan(0, 1)); });
+  threads.emplace_back([&] { got[0] = SearchAndWait(batcher, catalogue, vectors.data(), queries.subspan(0, 1)); });
   while (rounds.load() == 0) std::this_thread::yield();  // caller 0 leads and is held
   for (int c = 1; c < callers; ++c) {
     threads.emplace_back([&, c] {
-      got[c] = batcher.Search(catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(),
+      got[c] = SearchAndWait(batcher, catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(),
                               queries.subspan(c, 1));
     });
   }
@@ -153,7 +164,7 @@ TEST_F(SearchBatcherTest, LimitOneSearchesEveryCallerAlone) {
       const Catalogue::Query query{10, nullptr, nullptr};
       for (int i = 0; i < 20; ++i) {
         absl::StatusOr<SearchBatcher::Results> r =
-            batcher.Search(catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(), {&query, 1});
+            SearchAndWait(batcher, catalogue, vectors.data() + static_cast<size_t>(c) * catalogue.dim(), {&query, 1});
         if (!r.ok() || (*r)[0].size() != 10) ++failures;
       }
     });
@@ -179,9 +190,9 @@ TEST_F(SearchBatcherTest, TwoRoundsRunAtOnce) {
   });
   const std::vector<float> vectors = Vectors(2);
   const Catalogue::Query query{3, nullptr, nullptr};
-  std::thread first([&] { EXPECT_TRUE(batcher.Search(catalogue, vectors.data(), {&query, 1}).ok()); });
+  std::thread first([&] { EXPECT_TRUE(SearchAndWait(batcher, catalogue, vectors.data(), {&query, 1}).ok()); });
   while (started.load() == 0) std::this_thread::yield();
-  EXPECT_TRUE(batcher.Search(catalogue, vectors.data() + catalogue.dim(), {&query, 1}).ok());
+  EXPECT_TRUE(SearchAndWait(batcher, catalogue, vectors.data() + catalogue.dim(), {&query, 1}).ok());
   first.join();
   EXPECT_TRUE(overlapped.load());
   EXPECT_EQ(batcher.stats().searches, 2);
@@ -225,6 +236,69 @@ TEST_F(SearchBatcherTest, AThrowingRoundFailsItsCallsAndTheNextRoundWorks) {
     EXPECT_EQ((*got[c])[0].size(), 5u);
   }
   EXPECT_EQ(stats.searches, 2);
+}
+
+// Nobody waits for a round: a search submitted while every round runs is queued and
+// Submit returns at once. With short rounds the running leader answers it on its own
+// thread, once; with long rounds a background thread does, and the leader's Submit
+// returns after its own round.
+void ExpectQueuedSearchAnswered(const Catalogue& catalogue, const std::vector<float>& vectors,
+                                bool long_rounds) {
+  std::atomic<int> rounds = 0;
+  std::atomic<bool> release = false;
+  // Every round counts as long above a negative time, none above an infinite one.
+  SearchBatcher batcher(
+      64, 1,
+      [&] {
+        if (rounds++ == 0) {
+          while (!release.load()) std::this_thread::yield();
+        }
+      },
+      long_rounds ? absl::Nanoseconds(-1) : absl::InfiniteDuration());
+  const Catalogue::Query query{4, nullptr, nullptr};
+  std::thread::id leader_thread, answered_on;
+  std::atomic<int> answers = 0;
+  std::thread leader([&] {
+    leader_thread = std::this_thread::get_id();
+    batcher.Submit(catalogue, vectors.data(), {&query, 1},
+                   [&](absl::StatusOr<SearchBatcher::Results> r) { EXPECT_TRUE(r.ok()); });
+  });
+  while (rounds.load() == 0) std::this_thread::yield();  // the leader's round is held
+  absl::StatusOr<SearchBatcher::Results> second;
+  batcher.Submit(catalogue, vectors.data() + catalogue.dim(), {&query, 1},
+                 [&](absl::StatusOr<SearchBatcher::Results> r) {
+                   answered_on = std::this_thread::get_id();
+                   second = std::move(r);
+                   ++answers;
+                 });
+  // Submit returned while the only round is still held: not answered yet, and queued.
+  EXPECT_EQ(answers.load(), 0);
+  EXPECT_EQ(batcher.waiting(), 1);
+  release = true;
+  leader.join();
+  if (long_rounds) {  // answered by a background thread, maybe after the leader returned
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (answers.load() == 0 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  }
+  EXPECT_EQ(answers.load(), 1);  // (short rounds: before the leader's Submit returned)
+  if (long_rounds) {
+    EXPECT_NE(answered_on, leader_thread);
+    EXPECT_NE(answered_on, std::this_thread::get_id());
+  } else {
+    EXPECT_EQ(answered_on, leader_thread);
+  }
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)[0].size(), 4u);
+  EXPECT_EQ(batcher.stats().searches, 2);
+  EXPECT_EQ(batcher.waiting(), 0);
+}
+
+TEST_F(SearchBatcherTest, ShortRoundsAQueuedSearchIsAnsweredByTheRunningLeader) {
+  ExpectQueuedSearchAnswered(*shared_->catalogue, Vectors(2), /*long_rounds=*/false);
+}
+
+TEST_F(SearchBatcherTest, LongRoundsAQueuedSearchIsAnsweredByABackgroundThread) {
+  ExpectQueuedSearchAnswered(*shared_->catalogue, Vectors(2), /*long_rounds=*/true);
 }
 
 }  // namespace
