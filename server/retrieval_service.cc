@@ -4,6 +4,7 @@
 #include <optional>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <utility>
@@ -25,13 +26,30 @@ absl::Status InRequest(const absl::Status& status, bool batch, size_t i) {
   return absl::Status(status.code(), absl::StrCat("requests[", i, "]: ", status.message()));
 }
 
+// Counts the objects alive (here, Retrieval calls in progress).
+class ScopedCount {
+ public:
+  explicit ScopedCount(std::atomic<int>* count) : count_(count) { count_->fetch_add(1); }
+  ~ScopedCount() { count_->fetch_sub(1); }
+  ScopedCount(const ScopedCount&) = delete;
+  ScopedCount& operator=(const ScopedCount&) = delete;
+
+ private:
+  std::atomic<int>* const count_;
+};
+
 }  // namespace
 
 struct RetrievalService::Call {
-  Call(ServerMetrics* metrics, grpc::CallbackServerContext* context)
-      : in_flight(metrics), context(context), reactor(context->DefaultReactor()) {}
+  Call(ServerMetrics* metrics, std::atomic<int>* retrieval_calls,
+       grpc::CallbackServerContext* context)
+      : in_flight(metrics),
+        retrieval_calls(retrieval_calls),
+        context(context),
+        reactor(context->DefaultReactor()) {}
 
   const ServerMetrics::InFlightCall in_flight;  // until the answer is sent
+  const ScopedCount retrieval_calls;            // likewise, for --max_in_flight
   grpc::CallbackServerContext* const context;
   grpc::ServerUnaryReactor* const reactor;
   const absl::Time start = absl::Now();
@@ -56,7 +74,7 @@ RetrievalService::RetrievalService(const SnapshotHolder* snapshots, ServerMetric
 grpc::ServerUnaryReactor* RetrievalService::Retrieve(grpc::CallbackServerContext* context,
                                                      const v1::RetrieveRequest* request,
                                                      v1::RetrieveResponse* response) {
-  auto call = std::make_unique<Call>(metrics_, context);
+  auto call = std::make_unique<Call>(metrics_, &in_flight_, context);
   grpc::ServerUnaryReactor* const reactor = call->reactor;
   call->requests = {request};
   call->responses = {response};
@@ -67,7 +85,7 @@ grpc::ServerUnaryReactor* RetrievalService::Retrieve(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* RetrievalService::BatchRetrieve(
     grpc::CallbackServerContext* context, const v1::BatchRetrieveRequest* request,
     v1::BatchRetrieveResponse* response) {
-  auto call = std::make_unique<Call>(metrics_, context);
+  auto call = std::make_unique<Call>(metrics_, &in_flight_, context);
   grpc::ServerUnaryReactor* const reactor = call->reactor;
   call->batch_response = response;
   if (request->requests_size() > options_.max_batch) {
@@ -85,7 +103,8 @@ grpc::ServerUnaryReactor* RetrievalService::BatchRetrieve(
 }
 
 void RetrievalService::Start(std::unique_ptr<Call> call) {
-  if (options_.max_in_flight > 0 && metrics_->in_flight() > options_.max_in_flight) {
+  // This call is counted already: refused when others make max_in_flight.
+  if (options_.max_in_flight > 0 && in_flight_.load() > options_.max_in_flight) {
     Finish(std::move(call), absl::ResourceExhaustedError(absl::StrCat(
                                 "more than ", options_.max_in_flight,
                                 " Retrieval calls in progress; retry later")));
@@ -103,8 +122,15 @@ void RetrievalService::Start(std::unique_ptr<Call> call) {
   batcher_->Submit(*c.snapshot->catalogue, c.vectors.data(), c.queries,
                    [this, call = std::move(call)](
                        absl::StatusOr<SearchBatcher::Results> found) mutable {
-                     if (found.ok()) Respond(*call, *std::move(found));
-                     Finish(std::move(call), found.status());
+                     absl::Status status = found.status();
+                     if (status.ok()) {
+                       try {
+                         Respond(*call, *std::move(found));
+                       } catch (...) {  // bad_alloc: the batcher's callbacks must not throw
+                         status = absl::InternalError("cannot build the response");
+                       }
+                     }
+                     Finish(std::move(call), status);
                    });
 }
 

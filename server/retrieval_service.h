@@ -9,6 +9,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <memory>
 #include <span>
 
@@ -77,6 +78,7 @@ class RetrievalService final : public v1::Retrieval::CallbackService {
   ServerMetrics* const metrics_;
   const RetrievalOptions options_;
   const std::unique_ptr<SearchBatcher> batcher_;
+  std::atomic<int> in_flight_{0};  // Retrieval calls in progress (Admin's are not)
 };
 
 }  // namespace twotower

@@ -60,30 +60,44 @@ void SearchBatcher::BackgroundLoop() {
 
 void SearchBatcher::LeadRounds(std::unique_lock<std::mutex>& lock, int max_rounds) {
   for (int rounds = 0; !waiting_.empty() && rounds != max_rounds; ++rounds) {
-    const std::vector<std::unique_ptr<Pending>> round = TakeRound();
-    lock.unlock();
-    const absl::Time start = absl::Now();
-    try {
-      if (before_round_) before_round_();
-      Run(round);
-    } catch (...) {  // e.g. bad_alloc: every search of the round must still be answered
-      for (const std::unique_ptr<Pending>& pending : round) {
-        pending->result = absl::InternalError("index search failed");
+    {
+      // The round's searches (and what their callbacks own, e.g. a model snapshot) are
+      // freed at the end of this block, before the lock is taken again.
+      std::vector<std::unique_ptr<Pending>> round;
+      try {
+        round = TakeRound();
+      } catch (...) {  // bad_alloc before the queue changed: the next leader takes them
+        return;
       }
-    }
-    int64_t answered = 0;
-    for (const std::unique_ptr<Pending>& pending : round) {
-      answered += static_cast<int64_t>(pending->queries.size());
-    }
-    const absl::Duration took = absl::Now() - start;
-    lock.lock();
-    round_time_ = 0.75 * round_time_ + 0.25 * took;
-    ++stats_.searches;  // before the answers: a caller that has its answer sees its round
-    stats_.queries += answered;
-    stats_.largest_batch = std::max(stats_.largest_batch, answered);
-    lock.unlock();
-    for (const std::unique_ptr<Pending>& pending : round) {
-      std::move(pending->done)(std::move(pending->result));
+      lock.unlock();
+      const absl::Time start = absl::Now();
+      try {
+        if (before_round_) before_round_();
+        Run(round);
+      } catch (...) {  // e.g. bad_alloc: every search of the round must still be answered
+        for (const std::unique_ptr<Pending>& pending : round) {
+          pending->result = absl::InternalError("index search failed");
+        }
+      }
+      int64_t answered = 0;
+      for (const std::unique_ptr<Pending>& pending : round) {
+        answered += static_cast<int64_t>(pending->queries.size());
+      }
+      const absl::Duration took = absl::Now() - start;
+      lock.lock();
+      round_time_ = 0.75 * round_time_ + 0.25 * took;
+      ++stats_.searches;  // before the answers: a caller that has its answer sees its round
+      stats_.queries += answered;
+      stats_.largest_batch = std::max(stats_.largest_batch, answered);
+      lock.unlock();
+      for (const std::unique_ptr<Pending>& pending : round) {
+        // `done` must not throw; if one does anyway, the others are still answered and
+        // this thread (maybe a background one) goes on.
+        try {
+          std::move(pending->done)(std::move(pending->result));
+        } catch (...) {
+        }
+      }
     }
     lock.lock();
   }
@@ -91,6 +105,7 @@ void SearchBatcher::LeadRounds(std::unique_lock<std::mutex>& lock, int max_round
 
 std::vector<std::unique_ptr<SearchBatcher::Pending>> SearchBatcher::TakeRound() {
   std::vector<std::unique_ptr<Pending>> round;
+  round.reserve(waiting_.size());  // may throw, but before the queue changes
   round.push_back(std::move(waiting_.front()));
   waiting_.pop_front();
   size_t queries = round[0]->queries.size();

@@ -9,7 +9,8 @@
 // one Catalogue::Search and hands each its results through its callback. Its leader then
 // leads the next round while searches wait.
 //
-// Nobody blocks, and the submitting threads are gRPC's (two callback threads on 2 cores).
+// Nobody blocks, and the submitting threads are gRPC's (gRPC 1.51 runs callbacks on two
+// "nexting" threads on a 2-core machine, as the server's thread list shows under load).
 // A search submitted when no round runs is led by its submitter at once (no handoff, no
 // timer: a lone caller pays nothing). What happens under load depends on how long rounds
 // take (a moving average):
@@ -64,8 +65,9 @@ class SearchBatcher {
   SearchBatcher& operator=(const SearchBatcher&) = delete;
 
   // Runs `done` with Catalogue::Search(vectors, queries), possibly combined with other
-  // searches of the same catalogue. `done` runs exactly once, on this thread or on the
-  // thread of a concurrent Submit, never under the batcher's lock; `catalogue`, `vectors`
+  // searches of the same catalogue. `done` runs exactly once, on this thread, on the
+  // thread of a concurrent Submit or on a background thread, never under the batcher's
+  // lock; `catalogue`, `vectors`
   // and `queries` must stay valid until it runs. An error in a combined search is
   // isolated: each search is then run alone, so one bad query fails only its own.
   // `done` must not throw. Thread-safe.
