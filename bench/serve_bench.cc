@@ -183,11 +183,7 @@ struct Load {
 // Drive (a phase does not pay for connecting).
 std::vector<std::unique_ptr<v1::Retrieval::Stub>> Clients(const std::string& address, int n) {
   std::vector<std::unique_ptr<v1::Retrieval::Stub>> stubs;
-  for (int c = 0; c < n; ++c) {
-    grpc::ChannelArguments args;
-    args.SetInt("grpc.channel_id", c);  // distinct channels, not a shared subchannel
-    stubs.push_back(v1::Retrieval::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
-  }
+  for (int c = 0; c < n; ++c) stubs.push_back(testing::NewRetrievalStub(address, c));
   return stubs;
 }
 

@@ -69,7 +69,9 @@ RetrievalService::RetrievalService(const SnapshotHolder* snapshots, ServerMetric
     : snapshots_(snapshots),
       metrics_(metrics),
       options_(options),
-      batcher_(std::make_unique<SearchBatcher>(options.search_batch, options.search_rounds)) {}
+      batcher_(std::make_unique<SearchBatcher>(options.search_batch, options.search_rounds,
+                                               /*before_round=*/nullptr,
+                                               options.search_hand_off)) {}
 
 grpc::ServerUnaryReactor* RetrievalService::Retrieve(grpc::CallbackServerContext* context,
                                                      const v1::RetrieveRequest* request,

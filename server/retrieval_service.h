@@ -33,6 +33,8 @@ struct RetrievalOptions {
   int search_batch = 64;
   // Combined searches that may run at once (typically one per core).
   int search_rounds = 2;
+  // Rounds longer than this (on average) run on background threads (SearchBatcher).
+  absl::Duration search_hand_off = SearchBatcher::kHandOffAbove;
   // Most Retrieval calls in progress at once; beyond it a call fails at once with
   // RESOURCE_EXHAUSTED (0 = no limit).
   int max_in_flight = 0;

@@ -68,6 +68,10 @@ ABSL_FLAG(int, search_batch, 64,
           "(dynamic batching; 1 = off)");
 ABSL_FLAG(int, search_rounds, 0,
           "Combined index searches that may run at once (0 = one per core)");
+ABSL_FLAG(double, search_hand_off_ms, 1.0,
+          "Under load, index searches whose rounds take longer than this on average run "
+          "on background threads in batches, shorter ones on gRPC's threads (see "
+          "server/search_batcher.h)");
 ABSL_FLAG(int, max_exclude, 10000, "Most exclude_item_ids in one Retrieve request");
 ABSL_FLAG(int, max_in_flight, 0,
           "Most Retrieval calls in progress at once; calls beyond it fail at once with "
@@ -162,12 +166,13 @@ int main(int argc, char** argv) {
   }
   if (absl::GetFlag(FLAGS_max_k) < 1 || absl::GetFlag(FLAGS_max_batch) < 1 ||
       absl::GetFlag(FLAGS_search_batch) < 1 || absl::GetFlag(FLAGS_search_rounds) < 0 ||
+      !(absl::GetFlag(FLAGS_search_hand_off_ms) >= 0) ||
       absl::GetFlag(FLAGS_max_exclude) < 0 || absl::GetFlag(FLAGS_max_request_bytes) < 1 ||
       absl::GetFlag(FLAGS_ef_search) < 0 || absl::GetFlag(FLAGS_nprobe) < 0 ||
       absl::GetFlag(FLAGS_max_in_flight) < 0 || absl::GetFlag(FLAGS_shutdown_grace_ms) < 0) {
     std::fprintf(stderr,
                  "error: --max_k, --max_batch, --search_batch and --max_request_bytes must be >= 1, --max_exclude >= 0; --ef_search, --nprobe, "
-                 "--search_rounds, --max_in_flight and --shutdown_grace_ms >= 0\n");
+                 "--search_rounds, --search_hand_off_ms, --max_in_flight and --shutdown_grace_ms >= 0\n");
     return 2;
   }
   if (!absl::GetFlag(FLAGS_tls_client_ca).empty() && absl::GetFlag(FLAGS_tls_cert).empty()) {
@@ -226,6 +231,8 @@ int main(int argc, char** argv) {
                                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   retrieval_options.max_exclude = absl::GetFlag(FLAGS_max_exclude);
   retrieval_options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  retrieval_options.search_hand_off =
+      absl::Milliseconds(absl::GetFlag(FLAGS_search_hand_off_ms));
   twotower::RetrievalService retrieval_service(&snapshots, &metrics, retrieval_options);
   twotower::AdminService::Options admin_options;
   admin_options.state_dir = absl::GetFlag(FLAGS_state_dir);

@@ -502,6 +502,35 @@ TEST_F(E2eServerTest, BatchRetrieveEqualsRetrieveOneByOne) {
       << bad.error_message();
 }
 
+// Concurrent calls with every round handed off (--search_hand_off_ms=0: searches of
+// calls that arrive while another runs go to the batcher's background threads, answered
+// from there): every answer is still the offline model's top k, and none fails.
+TEST_F(E2eServerTest, ConcurrentCallsAnsweredFromBackgroundThreadsAreExact) {
+  ServerProcess server;
+  ASSERT_EQ(server.Start(latest_path_, {"--search_hand_off_ms=0"}), absl::OkStatus());
+  const std::vector<std::string> users = KnownUsers(*latest_, 6);
+  std::atomic<int> failed = 0;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 6; ++c) {
+    clients.emplace_back([&, c] {
+      const auto stub = testing::NewRetrievalStub(server.address(), c);
+      for (int i = 0; i < 40; ++i) {
+        const v1::RetrieveRequest request = KnownUserRequest(users[(c + i) % users.size()], 5 + i % 7);
+        grpc::ClientContext context;
+        v1::RetrieveResponse response;
+        if (!stub->Retrieve(&context, request, &response).ok()) {
+          ++failed;
+          continue;
+        }
+        ExpectOfflineTopK(*latest_, request, response);
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
+}
+
 // --- Admin ------------------------------------------------------------------------------
 
 TEST_F(E2eServerTest, StatusReportsTheModelAndCounters) {
@@ -1026,10 +1055,7 @@ TEST_F(E2eServerTest, CallsBeyondTheInFlightLimitAreRefused) {
   std::vector<std::thread> clients;
   for (int c = 0; c < 6; ++c) {
     clients.emplace_back([&, c] {
-      grpc::ChannelArguments args;
-      args.SetInt("grpc.channel_id", c);  // a connection each
-      const auto stub = v1::Retrieval::NewStub(
-          grpc::CreateCustomChannel(server.address(), grpc::InsecureChannelCredentials(), args));
+      const auto stub = testing::NewRetrievalStub(server.address(), c);
       const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
       for (int i = 0; i < 200 || (refused.load() == 0 && std::chrono::steady_clock::now() < until); ++i) {
         grpc::ClientContext context;
@@ -1096,6 +1122,7 @@ TEST_F(E2eServerTest, ServerRefusesFlagsThatCannotWork) {
   EXPECT_EQ(start("--max_request_bytes=0"), 2);
   EXPECT_EQ(start("--search_batch=0"), 2);
   EXPECT_EQ(start("--max_in_flight=-1"), 2);
+  EXPECT_EQ(start("--search_hand_off_ms=nan"), 2);
   EXPECT_EQ(start("--tls_client_ca=" + dir_->Join("ca.pem")), 2);  // without --tls_cert
 }
 

@@ -17,6 +17,16 @@
 namespace twotower {
 namespace {
 
+// Submits a search and waits for its answer, as a synchronous caller would.
+absl::StatusOr<SearchBatcher::Results> SearchAndWait(SearchBatcher& batcher, const Catalogue& catalogue,
+                                                     const float* vectors, std::span<const Catalogue::Query> queries) {
+  std::promise<absl::StatusOr<SearchBatcher::Results>> answer;
+  std::future<absl::StatusOr<SearchBatcher::Results>> got = answer.get_future();
+  batcher.Submit(catalogue, vectors, queries,
+                 [&answer](absl::StatusOr<SearchBatcher::Results> r) { answer.set_value(std::move(r)); });
+  return got.get();
+}
+
 // One trained model and its exact catalogue, shared by the tests of this file.
 struct SharedModel {
   testing::ScopedTempDir dir;
@@ -38,16 +48,6 @@ class SearchBatcherTest : public ::testing::Test {
     std::vector<std::string> ids;
     for (const Catalogue::Result& r : results) ids.push_back(*r.id);
     return ids;
-  }
-  // Submits a search and waits for its answer, as a synchronous caller would.
-  static absl::StatusOr<SearchBatcher::Results> SearchAndWait(SearchBatcher& batcher, const Catalogue& catalogue,
-                                                              const float* vectors,
-                                                              std::span<const Catalogue::Query> queries) {
-    std::promise<absl::StatusOr<SearchBatcher::Results>> answer;
-    std::future<absl::StatusOr<SearchBatcher::Results>> got = answer.get_future();
-    batcher.Submit(catalogue, vectors, queries,
-                   [&answer](absl::StatusOr<SearchBatcher::Results> r) { answer.set_value(std::move(r)); });
-    return got.get();
   }
   static void ExpectCombinedRound(int bad);
   // One caller per query (query c searches item c's vector) through a batcher allowing one
@@ -176,26 +176,41 @@ TEST_F(SearchBatcherTest, LimitOneSearchesEveryCallerAlone) {
 }
 
 // With two rounds allowed, a second caller is searched while the first round is still
-// running (the first round waits, with a time limit, to see it start).
-TEST_F(SearchBatcherTest, TwoRoundsRunAtOnce) {
-  const Catalogue& catalogue = *shared_->catalogue;
+// running (the first round waits, with a time limit, to see it start): on the second
+// caller's thread with short rounds, on a background thread with long ones.
+void ExpectTwoRoundsAtOnce(const Catalogue& catalogue, const std::vector<float>& vectors, bool long_rounds) {
   std::atomic<int> started = 0;
   std::atomic<bool> overlapped = false;
-  SearchBatcher batcher(64, 2, [&] {
-    if (started++ == 0) {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-      while (started.load() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
-      overlapped = started.load() >= 2;
-    }
-  });
-  const std::vector<float> vectors = Vectors(2);
+  std::atomic<bool> second_on_caller = false;
+  const std::thread::id caller = std::this_thread::get_id();
+  SearchBatcher batcher(
+      64, 2,
+      [&] {
+        if (started++ == 0) {
+          const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+          while (started.load() < 2 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+          overlapped = started.load() >= 2;
+        } else {
+          second_on_caller = std::this_thread::get_id() == caller;
+        }
+      },
+      long_rounds ? absl::Nanoseconds(-1) : absl::InfiniteDuration());
   const Catalogue::Query query{3, nullptr, nullptr};
   std::thread first([&] { EXPECT_TRUE(SearchAndWait(batcher, catalogue, vectors.data(), {&query, 1}).ok()); });
   while (started.load() == 0) std::this_thread::yield();
   EXPECT_TRUE(SearchAndWait(batcher, catalogue, vectors.data() + catalogue.dim(), {&query, 1}).ok());
   first.join();
   EXPECT_TRUE(overlapped.load());
+  EXPECT_EQ(second_on_caller.load(), !long_rounds);
   EXPECT_EQ(batcher.stats().searches, 2);
+}
+
+TEST_F(SearchBatcherTest, TwoRoundsRunAtOnce) {
+  ExpectTwoRoundsAtOnce(*shared_->catalogue, Vectors(2), /*long_rounds=*/false);
+}
+
+TEST_F(SearchBatcherTest, TwoRoundsRunAtOnceWithLongRounds) {
+  ExpectTwoRoundsAtOnce(*shared_->catalogue, Vectors(2), /*long_rounds=*/true);
 }
 
 // On an exact catalogue, callers with different k share a round, and each gets exactly

@@ -33,6 +33,14 @@ extern char** environ;
 
 namespace twotower::testing {
 
+// A Retrieval stub on a channel of its own (`channel_id` keeps gRPC from sharing one
+// connection between channels to the same address), as a separate caller would have.
+inline std::unique_ptr<v1::Retrieval::Stub> NewRetrievalStub(const std::string& address, int channel_id) {
+  grpc::ChannelArguments args;
+  args.SetInt("grpc.channel_id", channel_id);
+  return v1::Retrieval::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+}
+
 // Starts argv[0] (a path) with stdout to `stdout_fd` (-1: inherit); -1 on failure.
 inline pid_t Spawn(const std::vector<std::string>& args, int stdout_fd) {
   std::vector<char*> argv;
