@@ -26,6 +26,17 @@ absl::Status InRequest(const absl::Status& status, bool batch, size_t i) {
   return absl::Status(status.code(), absl::StrCat("requests[", i, "]: ", status.message()));
 }
 
+// OK while the caller still waits for the answer: the search is skipped for a call that
+// was cancelled or is past its deadline (checked before it is queued and again when a
+// round takes it).
+absl::Status StillWanted(const grpc::CallbackServerContext& context) {
+  if (context.IsCancelled()) return absl::CancelledError("request cancelled by the client");
+  if (context.deadline() <= std::chrono::system_clock::now()) {
+    return absl::DeadlineExceededError("deadline exceeded before the index search");
+  }
+  return absl::OkStatus();
+}
+
 // Counts the objects alive (here, Retrieval calls in progress).
 class ScopedCount {
  public:
@@ -133,7 +144,8 @@ void RetrievalService::Start(std::unique_ptr<Call> call) {
                        }
                      }
                      Finish(std::move(call), status);
-                   });
+                   },
+                   [context = c.context] { return StillWanted(*context); });
 }
 
 void RetrievalService::Finish(std::unique_ptr<Call> call, const absl::Status& status) const {
@@ -207,13 +219,7 @@ absl::Status RetrievalService::Prepare(Call& call) const {
   }
 
   // The search is the expensive part; skip it for callers that already gave up.
-  if (call.context->IsCancelled()) {
-    return absl::CancelledError("request cancelled by the client");
-  }
-  if (call.context->deadline() <= std::chrono::system_clock::now()) {
-    return absl::DeadlineExceededError("deadline exceeded before the index search");
-  }
-  return absl::OkStatus();
+  return StillWanted(*call.context);
 }
 
 void RetrievalService::Respond(Call& call, SearchBatcher::Results found) {

@@ -26,12 +26,14 @@ SearchBatcher::~SearchBatcher() {
 }
 
 void SearchBatcher::Submit(const Catalogue& catalogue, const float* vectors,
-                           std::span<const Catalogue::Query> queries, Done done) {
+                           std::span<const Catalogue::Query> queries, Done done,
+                           StillWanted still_wanted) {
   int max_k = 0;
   for (const Catalogue::Query& query : queries) max_k = std::max(max_k, query.k);
   std::unique_lock lock(mu_);
   waiting_.push_back(std::make_unique<Pending>(
-      Pending{&catalogue, max_k, vectors, queries, std::move(done), Results{}}));
+      Pending{&catalogue, max_k, vectors, queries, std::move(done), std::move(still_wanted),
+              Results{}}));
   // Nothing runs: lead it on this thread, at once. Short rounds: lead whenever a round is
   // free, and the next ones too while searches wait (no handoff at all).
   const bool hand_off = round_time_ > hand_off_above_;
@@ -71,24 +73,35 @@ void SearchBatcher::LeadRounds(std::unique_lock<std::mutex>& lock, int max_round
       }
       lock.unlock();
       const absl::Time start = absl::Now();
+      int64_t searched_queries = 0;
       try {
+        // Searches whose callers gave up while queued are answered without a search.
+        std::vector<Pending*> searched;
+        for (const std::unique_ptr<Pending>& pending : round) {
+          if (pending->still_wanted) {
+            if (absl::Status wanted = pending->still_wanted(); !wanted.ok()) {
+              pending->result = std::move(wanted);
+              continue;
+            }
+          }
+          searched.push_back(pending.get());
+          searched_queries += static_cast<int64_t>(pending->queries.size());
+        }
         if (before_round_) before_round_();
-        Run(round);
+        if (!searched.empty()) Run(searched);
       } catch (...) {  // e.g. bad_alloc: every search of the round must still be answered
         for (const std::unique_ptr<Pending>& pending : round) {
           pending->result = absl::InternalError("index search failed");
         }
       }
-      int64_t answered = 0;
-      for (const std::unique_ptr<Pending>& pending : round) {
-        answered += static_cast<int64_t>(pending->queries.size());
-      }
       const absl::Duration took = absl::Now() - start;
       lock.lock();
-      round_time_ = 0.75 * round_time_ + 0.25 * took;
-      ++stats_.searches;  // before the answers: a caller that has its answer sees its round
-      stats_.queries += answered;
-      stats_.largest_batch = std::max(stats_.largest_batch, answered);
+      if (searched_queries > 0) {  // before the answers: a caller with its answer sees its round
+        round_time_ = 0.75 * round_time_ + 0.25 * took;
+        ++stats_.searches;
+        stats_.queries += searched_queries;
+        stats_.largest_batch = std::max(stats_.largest_batch, searched_queries);
+      }
       lock.unlock();
       for (const std::unique_ptr<Pending>& pending : round) {
         // `done` must not throw; if one does anyway, the others are still answered and
@@ -126,7 +139,7 @@ std::vector<std::unique_ptr<SearchBatcher::Pending>> SearchBatcher::TakeRound() 
   return round;
 }
 
-void SearchBatcher::Run(std::span<const std::unique_ptr<Pending>> round) {
+void SearchBatcher::Run(std::span<Pending* const> round) {
   const Catalogue& catalogue = *round[0]->catalogue;
   if (round.size() == 1) {
     round[0]->result = catalogue.Search(round[0]->vectors, round[0]->queries);
@@ -135,19 +148,17 @@ void SearchBatcher::Run(std::span<const std::unique_ptr<Pending>> round) {
   const size_t dim = static_cast<size_t>(catalogue.dim());
   std::vector<float> vectors;
   std::vector<Catalogue::Query> queries;
-  for (const std::unique_ptr<Pending>& pending : round) {
+  for (const Pending* pending : round) {
     vectors.insert(vectors.end(), pending->vectors, pending->vectors + pending->queries.size() * dim);
     queries.insert(queries.end(), pending->queries.begin(), pending->queries.end());
   }
   absl::StatusOr<Results> combined = catalogue.Search(vectors.data(), queries);
   if (!combined.ok()) {  // find whose query it was: everyone else still gets an answer
-    for (const std::unique_ptr<Pending>& pending : round) {
-      pending->result = catalogue.Search(pending->vectors, pending->queries);
-    }
+    for (Pending* pending : round) pending->result = catalogue.Search(pending->vectors, pending->queries);
     return;
   }
   size_t next = 0;
-  for (const std::unique_ptr<Pending>& pending : round) {
+  for (Pending* pending : round) {
     Results mine(pending->queries.size());
     for (std::vector<Catalogue::Result>& hits : mine) hits = std::move((*combined)[next++]);
     pending->result = std::move(mine);

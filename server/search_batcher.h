@@ -70,10 +70,14 @@ class SearchBatcher {
   // lock; `catalogue`, `vectors`
   // and `queries` must stay valid until it runs. An error in a combined search is
   // isolated: each search is then run alone, so one bad query fails only its own.
-  // `done` must not throw. Thread-safe.
+  // `still_wanted` (optional) runs when a round takes the search: a non-OK status (the
+  // caller gave up: cancelled, or past its deadline while queued) answers it at once,
+  // without searching. Neither may throw. Thread-safe.
   using Done = absl::AnyInvocable<void(absl::StatusOr<Results>) &&>;
+  using StillWanted = absl::AnyInvocable<absl::Status() const>;
   void Submit(const Catalogue& catalogue, const float* vectors,
-              std::span<const Catalogue::Query> queries, Done done);
+              std::span<const Catalogue::Query> queries, Done done,
+              StillWanted still_wanted = nullptr);
 
   // Combined searches run and queries answered so far (for tests and status).
   struct Stats {
@@ -92,13 +96,15 @@ class SearchBatcher {
     const float* vectors;
     std::span<const Catalogue::Query> queries;
     Done done;
+    StillWanted still_wanted;
     absl::StatusOr<Results> result;
   };
 
   // Removes from the queue the searches of the next round: the oldest one and, within the
   // query limit, every other of its catalogue (and largest k, unless it is exact).
   std::vector<std::unique_ptr<Pending>> TakeRound();
-  static void Run(std::span<const std::unique_ptr<Pending>> round);
+  // Searches `round` (one Catalogue::Search when they can share it) into their results.
+  static void Run(std::span<Pending* const> round);
   // With `lock` held and a round counted in running_: runs rounds while searches wait
   // (at most `max_rounds`, -1 = no limit), answering them without the lock; returns
   // with `lock` held.

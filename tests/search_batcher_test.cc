@@ -316,5 +316,43 @@ TEST_F(SearchBatcherTest, LongRoundsAQueuedSearchIsAnsweredByABackgroundThread) 
   ExpectQueuedSearchAnswered(*shared_->catalogue, Vectors(2), /*long_rounds=*/true);
 }
 
+// A queued search whose caller gave up meanwhile (its check fails when a round takes it)
+// is answered with that status and not searched; the others of the round are.
+TEST_F(SearchBatcherTest, ASearchNoLongerWantedIsAnsweredWithoutASearch) {
+  const Catalogue& catalogue = *shared_->catalogue;
+  std::atomic<int> rounds = 0;
+  std::atomic<bool> release = false;
+  SearchBatcher batcher(
+      64, 1,
+      [&] {
+        if (rounds++ == 0) {
+          while (!release.load()) std::this_thread::yield();
+        }
+      },
+      absl::InfiniteDuration());
+  const std::vector<float> vectors = Vectors(3);
+  const Catalogue::Query query{6, nullptr, nullptr};
+  std::thread leader([&] { EXPECT_TRUE(SearchAndWait(batcher, catalogue, vectors.data(), {&query, 1}).ok()); });
+  while (rounds.load() == 0) std::this_thread::yield();  // the leader's round is held
+  absl::StatusOr<SearchBatcher::Results> given_up, wanted;
+  batcher.Submit(
+      catalogue, vectors.data() + catalogue.dim(), {&query, 1},
+      [&](absl::StatusOr<SearchBatcher::Results> r) { given_up = std::move(r); },
+      [] { return absl::DeadlineExceededError("past its deadline"); });
+  batcher.Submit(
+      catalogue, vectors.data() + 2 * catalogue.dim(), {&query, 1},
+      [&](absl::StatusOr<SearchBatcher::Results> r) { wanted = std::move(r); },
+      [] { return absl::OkStatus(); });
+  release = true;
+  leader.join();  // short rounds: the leader answered both before returning
+  EXPECT_EQ(given_up.status().code(), absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(wanted.ok()) << wanted.status();
+  EXPECT_EQ((*wanted)[0].size(), 6u);
+  const SearchBatcher::Stats stats = batcher.stats();
+  EXPECT_EQ(stats.searches, 2);
+  EXPECT_EQ(stats.queries, 2);  // the leader's and the wanted one
+  EXPECT_EQ(stats.largest_batch, 1);
+}
+
 }  // namespace
 }  // namespace twotower
