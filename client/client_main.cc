@@ -286,10 +286,11 @@ int Status() {
   std::printf("reloads:         %lld (%lld failed)\n",
               static_cast<long long>(response.reloads_total()),
               static_cast<long long>(response.reloads_failed()));
-  std::printf("index searches:  %lld for %lld queries (largest batch %lld)\n",
+  std::printf("index searches:  %lld for %lld queries (largest batch %lld; %lld abandoned)\n",
               static_cast<long long>(response.index_searches()),
               static_cast<long long>(response.searched_queries()),
-              static_cast<long long>(response.largest_search_batch()));
+              static_cast<long long>(response.largest_search_batch()),
+              static_cast<long long>(response.abandoned_searches()));
   return 0;
 }
 

@@ -241,6 +241,7 @@ grpc::Status AdminService::GetStatus(grpc::ServerContext* context,
     response->set_index_searches(searches.searches);
     response->set_searched_queries(searches.queries);
     response->set_largest_search_batch(searches.largest_batch);
+    response->set_abandoned_searches(searches.abandoned);
   }
   return grpc::Status::OK;
 }

@@ -55,12 +55,15 @@ struct RetrievalService::Call {
   Call(ServerMetrics* metrics, std::atomic<int>* retrieval_calls,
        grpc::CallbackServerContext* context)
       : in_flight(metrics),
-        retrieval_calls(retrieval_calls),
         context(context),
-        reactor(context->DefaultReactor()) {}
+        reactor(context->DefaultReactor()) {
+    this->retrieval_calls.emplace(retrieval_calls);
+  }
 
   const ServerMetrics::InFlightCall in_flight;  // until the answer is sent
-  const ScopedCount retrieval_calls;            // likewise, for --max_in_flight
+  // For --max_in_flight: released just before the answer is sent (a client that has its
+  // answer may call again at once, and must not find its own last call counted).
+  std::optional<ScopedCount> retrieval_calls;
   grpc::CallbackServerContext* const context;
   grpc::ServerUnaryReactor* const reactor;
   const absl::Time start = absl::Now();
@@ -123,7 +126,13 @@ void RetrievalService::Start(std::unique_ptr<Call> call) {
                                 " Retrieval calls in progress; retry later")));
     return;
   }
-  if (absl::Status status = Prepare(*call); !status.ok() || call->queries.empty()) {
+  absl::Status status;
+  try {
+    status = Prepare(*call);
+  } catch (...) {  // bad_alloc: answered, not left to gRPC (which would say UNIMPLEMENTED)
+    status = absl::InternalError("cannot prepare the search");
+  }
+  if (!status.ok() || call->queries.empty()) {
     Finish(std::move(call), status);
     return;
   }
@@ -155,6 +164,7 @@ void RetrievalService::Finish(std::unique_ptr<Call> call, const absl::Status& st
   } else if (!status.ok()) {
     call->batch_response->clear_responses();
   }
+  call->retrieval_calls.reset();
   call->reactor->Finish(ToGrpcStatus(status));
   // `call` (and its in-flight count) goes after the answer, so a draining shutdown that
   // waits for the count to reach 0 does not start before the answer is on its way.

@@ -79,8 +79,10 @@ class RetrievalService final : public v1::Retrieval::CallbackService {
   const SnapshotHolder* const snapshots_;
   ServerMetrics* const metrics_;
   const RetrievalOptions options_;
+  // Retrieval calls in progress (Admin's are not). Before batcher_: it must outlive the
+  // calls a destroyed batcher still answers.
+  std::atomic<int> in_flight_{0};
   const std::unique_ptr<SearchBatcher> batcher_;
-  std::atomic<int> in_flight_{0};  // Retrieval calls in progress (Admin's are not)
 };
 
 }  // namespace twotower

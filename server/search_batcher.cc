@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "server/server_metrics.h"
 
 namespace twotower {
 
@@ -30,10 +31,27 @@ void SearchBatcher::Submit(const Catalogue& catalogue, const float* vectors,
                            StillWanted still_wanted) {
   int max_k = 0;
   for (const Catalogue::Query& query : queries) max_k = std::max(max_k, query.k);
+  std::unique_ptr<Pending> pending;
+  try {
+    pending = std::make_unique<Pending>();
+  } catch (...) {  // bad_alloc: `done` is still ours to answer with
+    std::move(done)(absl::InternalError("cannot queue the index search"));
+    return;
+  }
+  pending->catalogue = &catalogue;
+  pending->max_k = max_k;
+  pending->vectors = vectors;
+  pending->queries = queries;
+  pending->done = std::move(done);
+  pending->still_wanted = std::move(still_wanted);
   std::unique_lock lock(mu_);
-  waiting_.push_back(std::make_unique<Pending>(
-      Pending{&catalogue, max_k, vectors, queries, std::move(done), std::move(still_wanted),
-              Results{}}));
+  try {
+    waiting_.push_back(std::move(pending));
+  } catch (...) {  // bad_alloc: the queue is unchanged and `pending` still holds `done`
+    lock.unlock();
+    std::move(pending->done)(absl::InternalError("cannot queue the index search"));
+    return;
+  }
   // Nothing runs: lead it on this thread, at once. Short rounds: lead whenever a round is
   // free, and the next ones too while searches wait (no handoff at all).
   const bool hand_off = round_time_ > hand_off_above_;
@@ -73,30 +91,37 @@ void SearchBatcher::LeadRounds(std::unique_lock<std::mutex>& lock, int max_round
       }
       lock.unlock();
       const absl::Time start = absl::Now();
-      int64_t searched_queries = 0;
+      int64_t searched_queries = 0, abandoned = 0;
       try {
         // Searches whose callers gave up while queued are answered without a search.
         std::vector<Pending*> searched;
+        searched.reserve(round.size());
         for (const std::unique_ptr<Pending>& pending : round) {
           if (pending->still_wanted) {
             if (absl::Status wanted = pending->still_wanted(); !wanted.ok()) {
               pending->result = std::move(wanted);
+              pending->abandoned = true;
+              ++abandoned;
               continue;
             }
           }
           searched.push_back(pending.get());
           searched_queries += static_cast<int64_t>(pending->queries.size());
         }
-        if (before_round_) before_round_();
-        if (!searched.empty()) Run(searched);
+        if (!searched.empty()) {
+          if (before_round_) before_round_();
+          Run(searched);
+        }
       } catch (...) {  // e.g. bad_alloc: every search of the round must still be answered
         for (const std::unique_ptr<Pending>& pending : round) {
-          pending->result = absl::InternalError("index search failed");
+          if (!pending->abandoned) pending->result = absl::InternalError("index search failed");
         }
       }
       const absl::Duration took = absl::Now() - start;
       lock.lock();
-      if (searched_queries > 0) {  // before the answers: a caller with its answer sees its round
+      // Before the answers, so a caller that has its answer sees its round counted.
+      stats_.abandoned += abandoned;
+      if (searched_queries > 0) {
         round_time_ = 0.75 * round_time_ + 0.25 * took;
         ++stats_.searches;
         stats_.queries += searched_queries;
@@ -109,6 +134,7 @@ void SearchBatcher::LeadRounds(std::unique_lock<std::mutex>& lock, int max_round
         try {
           std::move(pending->done)(std::move(pending->result));
         } catch (...) {
+          LogEvent("error", "a search's answer callback threw; its call may go unanswered");
         }
       }
     }

@@ -6,8 +6,7 @@
 // the same catalogue (and, unless the catalogue is exact, the same largest k: HNSW's
 // search depth follows k, and a call's answer must not depend on what rode along; an
 // exact answer is the same at any k, cut to the call's), up to a query limit, runs them as
-// one Catalogue::Search and hands each its results through its callback. Its leader then
-// leads the next round while searches wait.
+// one Catalogue::Search and hands each its results through its callback.
 //
 // Nobody blocks, and the submitting threads are gRPC's (gRPC 1.51 runs callbacks on two
 // "nexting" threads on a 2-core machine, as the server's thread list shows under load).
@@ -15,13 +14,14 @@
 // timer: a lone caller pays nothing). What happens under load depends on how long rounds
 // take (a moving average):
 //  * Short rounds (an exact scan of 100k items): the submitter leads whenever a round is
-//    free, and the next rounds while searches wait. Handing a search to another thread
-//    costs a wake-up, about a tenth of a millisecond of CPU on a VM, more than batching
-//    saves on a short scan.
-//  * Long rounds (1M items): the submitter leads at most one round, and otherwise queues
-//    its search and returns, so its thread goes on receiving calls into the queue (with
-//    both gRPC threads scanning, no call is received meanwhile and no batch forms);
-//    `max_rounds` background threads run the queued searches, in batches.
+//    free, then goes on leading rounds while searches wait (which it does not wait for:
+//    they are other calls'). Handing a search to another thread costs a wake-up, about a
+//    tenth of a millisecond of CPU on a VM, more than batching saves on a short scan.
+//  * Long rounds (1M items): a submitter leads only when no round runs, and then only that
+//    one round. Otherwise it queues its search and returns, so its thread goes on
+//    receiving calls into the queue (with both gRPC threads scanning, no call is received
+//    meanwhile and no batch forms); `max_rounds` background threads run the queued
+//    searches, in batches.
 // Parking the submitter on a condition variable until its answer, as with the
 // synchronous API, left a fifth of the 2 cores idle in wake-ups under load. An exception
 // in a round (bad_alloc) fails that round's searches instead of stranding them.
@@ -54,7 +54,8 @@ class SearchBatcher {
   // its own); 1 turns batching off.
   // `max_rounds`: combined searches that may run at once (>= 1; typically one per core),
   // and background threads. `before_round` (tests) runs in the leader before each
-  // combined search, without the lock. `hand_off_above`: rounds that take longer (on
+  // combined search (not for a round whose searches were all abandoned), without the
+  // lock. `hand_off_above`: rounds that take longer (on
   // average) are long (see above).
   static constexpr absl::Duration kHandOffAbove = absl::Milliseconds(1);
   SearchBatcher(int max_queries, int max_rounds, std::function<void()> before_round = nullptr,
@@ -70,20 +71,23 @@ class SearchBatcher {
   // lock; `catalogue`, `vectors`
   // and `queries` must stay valid until it runs. An error in a combined search is
   // isolated: each search is then run alone, so one bad query fails only its own.
-  // `still_wanted` (optional) runs when a round takes the search: a non-OK status (the
-  // caller gave up: cancelled, or past its deadline while queued) answers it at once,
-  // without searching. Neither may throw. Thread-safe.
+  // `still_wanted` (optional) runs at most once, before `done`, on the thread that
+  // leads the search's round, without the lock: a non-OK status (the caller gave up:
+  // cancelled, or past its deadline while queued) answers it at once, without searching.
+  // Neither may throw. Thread-safe.
   using Done = absl::AnyInvocable<void(absl::StatusOr<Results>) &&>;
   using StillWanted = absl::AnyInvocable<absl::Status() const>;
   void Submit(const Catalogue& catalogue, const float* vectors,
               std::span<const Catalogue::Query> queries, Done done,
               StillWanted still_wanted = nullptr);
 
-  // Combined searches run and queries answered so far (for tests and status).
+  // Combined searches run and the queries they searched so far, and the searches
+  // answered without searching (abandoned by their callers), for tests and status.
   struct Stats {
     int64_t searches = 0;
     int64_t queries = 0;
     int64_t largest_batch = 0;
+    int64_t abandoned = 0;
   };
   Stats stats() const;
   // Searches waiting for a round.
@@ -97,7 +101,8 @@ class SearchBatcher {
     std::span<const Catalogue::Query> queries;
     Done done;
     StillWanted still_wanted;
-    absl::StatusOr<Results> result;
+    absl::StatusOr<Results> result = Results{};
+    bool abandoned = false;  // answered by still_wanted's status, not searched
   };
 
   // Removes from the queue the searches of the next round: the oldest one and, within the

@@ -68,7 +68,8 @@ ABSL_FLAG(int, search_batch, 64,
           "(dynamic batching; 1 = off)");
 ABSL_FLAG(int, search_rounds, 0,
           "Combined index searches that may run at once (0 = one per core)");
-ABSL_FLAG(double, search_hand_off_ms, 1.0,
+ABSL_FLAG(double, search_hand_off_ms,
+          absl::ToDoubleMilliseconds(twotower::SearchBatcher::kHandOffAbove),
           "Under load, index searches whose rounds take longer than this on average run "
           "on background threads in batches, shorter ones on gRPC's threads (see "
           "server/search_batcher.h)");

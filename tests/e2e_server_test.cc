@@ -502,32 +502,46 @@ TEST_F(E2eServerTest, BatchRetrieveEqualsRetrieveOneByOne) {
       << bad.error_message();
 }
 
-// Concurrent calls with every round handed off (--search_hand_off_ms=0: searches of
-// calls that arrive while another runs go to the batcher's background threads, answered
-// from there): every answer is still the offline model's top k, and none fails.
-TEST_F(E2eServerTest, ConcurrentCallsAnsweredFromBackgroundThreadsAreExact) {
+// Concurrent calls with every round handed off (--search_hand_off_ms=0: the search of a
+// call that arrives while a round runs is queued, and a background thread runs it, in a
+// batch with the others queued): every answer is still the offline model's top k, none
+// fails, and (calling until the status shows a batch of two or more, or 20 s) queued
+// searches were answered together.
+TEST_F(E2eServerTest, QueuedSearchesHandedOffAreAnsweredExactly) {
   ServerProcess server;
   ASSERT_EQ(server.Start(latest_path_, {"--search_hand_off_ms=0"}), absl::OkStatus());
   const std::vector<std::string> users = KnownUsers(*latest_, 6);
   std::atomic<int> failed = 0;
+  std::atomic<bool> batched = false;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   std::vector<std::thread> clients;
   for (int c = 0; c < 6; ++c) {
     clients.emplace_back([&, c] {
       const auto stub = testing::NewRetrievalStub(server.address(), c);
-      for (int i = 0; i < 40; ++i) {
+      for (int i = 0; i < 40 || (!batched.load() && std::chrono::steady_clock::now() < until); ++i) {
         const v1::RetrieveRequest request = KnownUserRequest(users[(c + i) % users.size()], 5 + i % 7);
         grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
         v1::RetrieveResponse response;
         if (!stub->Retrieve(&context, request, &response).ok()) {
           ++failed;
           continue;
         }
         ExpectOfflineTopK(*latest_, request, response);
+        if (c == 0 && i % 20 == 19) {
+          grpc::ClientContext status_context;
+          v1::GetStatusResponse status;
+          if (server.admin().GetStatus(&status_context, v1::GetStatusRequest(), &status).ok() &&
+              status.largest_search_batch() >= 2) {
+            batched = true;
+          }
+        }
       }
     });
   }
   for (std::thread& t : clients) t.join();
   EXPECT_EQ(failed.load(), 0);
+  EXPECT_TRUE(batched.load());
   EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(5)) >> 8, 0);
 }
 
@@ -1123,6 +1137,7 @@ TEST_F(E2eServerTest, ServerRefusesFlagsThatCannotWork) {
   EXPECT_EQ(start("--search_batch=0"), 2);
   EXPECT_EQ(start("--max_in_flight=-1"), 2);
   EXPECT_EQ(start("--search_hand_off_ms=nan"), 2);
+  EXPECT_EQ(start("--search_hand_off_ms=-1"), 2);
   EXPECT_EQ(start("--tls_client_ca=" + dir_->Join("ca.pem")), 2);  // without --tls_cert
 }
 

@@ -352,6 +352,7 @@ TEST_F(SearchBatcherTest, ASearchNoLongerWantedIsAnsweredWithoutASearch) {
   EXPECT_EQ(stats.searches, 2);
   EXPECT_EQ(stats.queries, 2);  // the leader's and the wanted one
   EXPECT_EQ(stats.largest_batch, 1);
+  EXPECT_EQ(stats.abandoned, 1);
 }
 
 }  // namespace
