@@ -12,11 +12,11 @@
 // "nexting" threads on a 2-core machine, as the server's thread list shows under load).
 // A search submitted when no round runs is led by its submitter at once (no handoff, no
 // timer: a lone caller pays nothing). What happens under load depends on how long rounds
-// take (a moving average):
+// take (a moving average over the last few rounds, so it follows a reload or rebuild):
 //  * Short rounds (an exact scan of 100k items): the submitter leads whenever a round is
-//    free, then goes on leading rounds while searches wait (which it does not wait for:
-//    they are other calls'). Handing a search to another thread costs a wake-up, about a
-//    tenth of a millisecond of CPU on a VM, more than batching saves on a short scan.
+//    free, and goes on leading rounds while other searches wait. Handing a search to
+//    another thread costs a wake-up, about a tenth of a millisecond of CPU on a VM, more
+//    than batching saves on a short scan.
 //  * Long rounds (1M items): a submitter leads only when no round runs, and then only that
 //    one round. Otherwise it queues its search and returns, so its thread goes on
 //    receiving calls into the queue (with both gRPC threads scanning, no call is received
