@@ -161,7 +161,7 @@ float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int 
                          int dim, std::span<const int32_t> item_keys,
                          std::span<const float> log_q, float temperature, float* d_users,
                          float* d_items, std::span<const uint8_t> masked,
-                         std::span<const float> row_log_q_scale) {
+                         std::span<const float> row_log_q_scale, std::span<const float> row_weight) {
   const size_t n = static_cast<size_t>(batch), m = static_cast<size_t>(columns);
   // logits = U V^T / T: batch x columns.
   std::vector<float> logits(n * m);
@@ -186,10 +186,11 @@ float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int 
     double sum = 0;
     for (size_t j = 0; j < m; ++j) sum += std::exp(static_cast<double>(row[j] - max_logit));
     const double log_sum = std::log(sum) + max_logit;
-    loss += log_sum - row[i];
+    const float weight = row_weight.empty() ? 1.0f : row_weight[i];
+    loss += weight * (log_sum - row[i]);
     for (size_t j = 0; j < m; ++j) {
       const float p = static_cast<float>(std::exp(row[j] - log_sum));
-      row[j] = (p - (j == i ? 1.0f : 0.0f)) * inv_batch;
+      row[j] = (p - (j == i ? 1.0f : 0.0f)) * inv_batch * weight;
     }
   }
   // d users = G V / T ; d items = G^T U / T.

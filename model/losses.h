@@ -57,12 +57,15 @@ float SampledSoftmaxLoss(const ScoredExamples& in, float temperature,
 // item_keys[j] == item_keys[i] for j != i the column is row i's own positive again (an
 // accidental hit) and is masked. `masked` (batch x columns, or empty) masks more cells,
 // e.g. items the user was shown but did not click. `row_log_q_scale` (batch, or empty =
-// all 1) scales the correction per row. d_users: batch x dim, d_items: columns x dim.
+// all 1) scales the correction per row; `row_weight` (batch, or empty = all 1) weights
+// each row's loss (the loss is the weighted sum over rows / batch).
+// d_users: batch x dim, d_items: columns x dim.
 float InBatchSoftmaxLoss(const float* users, const float* items, int batch, int columns,
                          int dim, std::span<const int32_t> item_keys,
                          std::span<const float> log_q, float temperature, float* d_users,
                          float* d_items, std::span<const uint8_t> masked = {},
-                         std::span<const float> row_log_q_scale = {});
+                         std::span<const float> row_log_q_scale = {},
+                         std::span<const float> row_weight = {});
 
 }  // namespace twotower
 

@@ -71,6 +71,18 @@ TEST(ConfigTest, InvalidSettingsNameTheField) {
          c->mutable_training()->set_objective(v1::TrainingSpec::POINTWISE);
          c->mutable_training()->set_num_negatives(0);
        }},
+      {"training.cold_user_balance", [](v1::TrainerConfig* c) { c->mutable_training()->set_cold_user_balance(-1); }},
+      {"training.cold_user_balance", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_objective(v1::TrainingSpec::POINTWISE);
+         c->mutable_training()->set_num_negatives(3);
+         c->mutable_training()->set_user_id_dropout(0.3f);
+         c->mutable_training()->set_cold_user_balance(1);
+       }},
+      {"training.cold_user_balance", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_objective(v1::TrainingSpec::IN_BATCH_SOFTMAX);
+         c->mutable_training()->set_user_id_dropout(0);
+         c->mutable_training()->set_cold_user_balance(1);
+       }},
       {"training.hard_negative_fraction", [](v1::TrainerConfig* c) { c->mutable_training()->set_hard_negative_fraction(0.5f); }},
       {"training.user_id_dropout", [](v1::TrainerConfig* c) { c->mutable_training()->set_user_id_dropout(1.0f); }},
       {"training.selection_k", [](v1::TrainerConfig* c) {

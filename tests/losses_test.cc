@@ -192,6 +192,28 @@ TEST(InBatchSoftmaxTest, PerRowLogQScale) {
   EXPECT_NEAR(got, (row0 + row1) / 2, 1e-5);
 }
 
+TEST(InBatchSoftmaxTest, PerRowWeight) {
+  // Row weights 0.5 and 3: the loss is (0.5 row0 + 3 row1) / 2, and the gradients are
+  // the weighted sum of each row's alone (computed by zeroing the other row's weight).
+  const std::vector<float> users = {1, 0, 0, 1}, items = {0.6f, 0.8f, 0, 1};
+  std::vector<float> du(4), di(4);
+  const double s00 = 0.6, s01 = 0.0, s10 = 0.8, s11 = 1.0;
+  const double row0 = std::log(std::exp(s00) + std::exp(s01)) - s00;
+  const double row1 = std::log(std::exp(s10) + std::exp(s11)) - s11;
+  const std::vector<float> weight = {0.5f, 3.0f};
+  const float got = InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, 2, {}, {}, 1.0f,
+                                       du.data(), di.data(), {}, {}, weight);
+  EXPECT_NEAR(got, (0.5 * row0 + 3 * row1) / 2, 1e-5);
+  std::vector<float> du0(4), di0(4), du1(4), di1(4);
+  const std::vector<float> only0 = {1, 0}, only1 = {0, 1};
+  InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, 2, {}, {}, 1.0f, du0.data(), di0.data(), {}, {}, only0);
+  InBatchSoftmaxLoss(users.data(), items.data(), 2, 2, 2, {}, {}, 1.0f, du1.data(), di1.data(), {}, {}, only1);
+  for (int k = 0; k < 4; ++k) {
+    EXPECT_NEAR(du[k], 0.5f * du0[k] + 3 * du1[k], 1e-6) << k;
+    EXPECT_NEAR(di[k], 0.5f * di0[k] + 3 * di1[k], 1e-6) << k;
+  }
+}
+
 TEST(InBatchSoftmaxTest, ExtraMaskRemovesACell) {
   // Masking cell (0, 1) (e.g. an item user 0 was shown and skipped) gives row 0 the loss
   // of a softmax without column 1, and column 1 no gradient from row 0.
@@ -244,10 +266,13 @@ TEST(InBatchSoftmaxTest, GradientsMatchFiniteDifferences) {
   const std::vector<int32_t> keys = {1, 2, 1, 3};
   const std::vector<float> log_q = {-1.0f, -2.0f, -1.0f, -0.5f};
   std::vector<float> du(n * dim), di(n * dim), scratch_u(n * dim), scratch_i(n * dim);
-  InBatchSoftmaxLoss(users.data(), items.data(), n, n, dim, keys, log_q, 0.3f, du.data(), di.data());
+  const std::vector<float> weight = {1.0f, 0.25f, 2.5f, 1.0f};  // per-row loss weights
+  InBatchSoftmaxLoss(users.data(), items.data(), n, n, dim, keys, log_q, 0.3f, du.data(), di.data(), {}, {},
+                     weight);
   const auto loss = [&] {
     return static_cast<double>(InBatchSoftmaxLoss(users.data(), items.data(), n, n, dim, keys,
-                                                  log_q, 0.3f, scratch_u.data(), scratch_i.data()));
+                                                  log_q, 0.3f, scratch_u.data(), scratch_i.data(), {}, {},
+                                                  weight));
   };
   for (auto* pair : {&users, &items}) {
     std::vector<float>& v = *pair;

@@ -265,6 +265,15 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
                                     std::pair{"training.item_id_dropout", t.item_id_dropout()}}) {
     if (!(value >= 0 && value < 1)) return Invalid(name, "must be in [0, 1)");
   }
+  if (!(t.cold_user_balance() >= 0 && t.cold_user_balance() <= 4)) {
+    return Invalid("training.cold_user_balance", "must be in [0, 4]");
+  }
+  if (t.cold_user_balance() != 0 && t.objective() != v1::TrainingSpec::IN_BATCH_SOFTMAX) {
+    return Invalid("training.cold_user_balance", "is only implemented for IN_BATCH_SOFTMAX");
+  }
+  if (t.cold_user_balance() != 0 && t.user_id_dropout() == 0) {
+    return Invalid("training.cold_user_balance", "weights the rows user_id_dropout drops; it is 0");
+  }
   if (t.threads() < 1 || t.threads() > 256) return Invalid("training.threads", "must be in 1..256");
   if (t.patience() < 0) return Invalid("training.patience", "must be >= 0");
   if (t.log_every_steps() < 0) return Invalid("training.log_every_steps", "must be >= 0");

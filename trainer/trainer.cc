@@ -102,6 +102,7 @@ struct Worker {
   std::vector<float> users, positives, negatives, d_users, d_positives, d_negatives;
   std::vector<float> log_q_positive, log_q_negative, columns, d_columns, log_q_columns;
   std::vector<float> row_log_q_scale;
+  std::vector<float> row_weight;
 };
 
 void Gather(const std::vector<float>& vectors, const std::vector<int32_t>& slots, int dim,
@@ -127,7 +128,27 @@ class TrainingLoop {
                const NegativeSampler* sampler)
       : t_(config.training()), data_(data), model_(model), sampler_(sampler),
         dim_(model->user.output_dim()), user_history_(data.user_encoder.HistoryField()),
-        item_history_(data.item_encoder.HistoryField()) {}
+        item_history_(data.item_encoder.HistoryField()),
+        cold_row_weight_(ColdRowWeights(t_, data)) {}
+
+  // Each user row's loss weight when its id is dropped (TrainingSpec.cold_user_balance):
+  // n^-b for a user with n training positives, scaled so the mean over the examples is 1.
+  static std::vector<float> ColdRowWeights(const v1::TrainingSpec& t, const TrainingData& data) {
+    if (t.cold_user_balance() == 0 || data.train_users.empty()) return {};
+    std::vector<int64_t> positives(static_cast<size_t>(data.users.rows.size()), 0);
+    for (const int32_t u : data.train_users) ++positives[u];
+    const auto power = [&t](int64_t n) { return std::pow(static_cast<double>(n), -t.cold_user_balance()); };
+    double mean = 0;  // of n^-b over the examples: a user with n positives is n of them
+    for (const int64_t n : positives) {
+      if (n > 0) mean += static_cast<double>(n) * power(n);
+    }
+    mean /= static_cast<double>(data.train_users.size());
+    std::vector<float> weight(positives.size(), 1.0f);
+    for (size_t u = 0; u < weight.size(); ++u) {
+      if (positives[u] > 0) weight[u] = static_cast<float>(power(positives[u]) / mean);
+    }
+    return weight;
+  }
 
   // One step over examples order[begin, end) at learning_rate * lr_scale; returns the
   // batch's mean loss.
@@ -252,10 +273,19 @@ class TrainingLoop {
           w.row_log_q_scale.push_back(w.user.rows.Id(w.example_user[i]) == Vocabulary::kOov ? cold : 1.0f);
         }
       }
+      // Rows served through the OOV id, weighted per user (cold_user_balance).
+      w.row_weight.clear();
+      if (!cold_row_weight_.empty()) {
+        for (int i = 0; i < batch; ++i) {
+          w.row_weight.push_back(w.user.rows.Id(w.example_user[i]) == Vocabulary::kOov
+                                     ? cold_row_weight_[w.example_user_rows[i]]
+                                     : 1.0f);
+        }
+      }
       const float loss = InBatchSoftmaxLoss(
           w.users.data(), w.columns.data(), batch, static_cast<int>(column_slots.size()), d,
           w.column_keys, w.log_q_columns, t_.temperature(), w.d_users.data(), w.d_columns.data(),
-          w.masked, w.row_log_q_scale);
+          w.masked, w.row_log_q_scale, w.row_weight);
       Scatter(w.d_users, w.example_user, d, &w.user.d_out);
       Scatter(w.d_columns, column_slots, d, &w.item.d_out);
       return loss;
@@ -314,6 +344,7 @@ class TrainingLoop {
   const int dim_;
   const int user_history_;  // HISTORY field of each tower, or -1
   const int item_history_;
+  const std::vector<float> cold_row_weight_;  // per user row; empty = unweighted
 };
 
 double SelectionScore(const std::vector<EvalResult>& eval, int k) {
