@@ -35,7 +35,7 @@ ABSL_FLAG(std::string, ml100k_dir, "../shared/eval/data",
           "The shared evaluation split (train.tsv, users.tsv, items.tsv)");
 ABSL_FLAG(std::string, config, "configs/ml100k.textproto", "Config of the ML-100K run");
 ABSL_FLAG(std::string, override,
-          "training { objective: POINTWISE num_negatives: 3 negative_alpha: 0 "
+          "training { cold_user_balance: 0 objective: POINTWISE num_negatives: 3 negative_alpha: 0 "
           "learning_rate: 0.005 user_id_dropout: 0.2 }",
           "Merged over --config (default: the reference pointwise 1:3 set-up, as tuned on the "
           "validation split; see bench/ml100k_quality.sh)");
