@@ -115,7 +115,8 @@ float SampledSoftmaxLoss(const ScoredExamples& in, float temperature,
                          std::span<const int32_t> positive_keys,
                          std::span<const int32_t> negative_keys,
                          std::span<const float> log_q_positives,
-                         std::span<const float> log_q_negatives, const ExampleGradients& grad) {
+                         std::span<const float> log_q_negatives, const ExampleGradients& grad,
+                         std::span<const float> row_weight) {
   ZeroGradients(in, grad);
   const int d = in.dim, n = in.num_negatives;
   const float inv_t = 1.0f / temperature;
@@ -140,16 +141,18 @@ float SampledSoftmaxLoss(const ScoredExamples& in, float temperature,
       if (!masked[j]) sum += std::exp(logits[j] - max_logit);
     }
     const double log_sum = max_logit + std::log(sum);
-    total += log_sum - logits[0];
+    const float weight = row_weight.empty() ? 1.0f : row_weight[b];
+    total += weight * (log_sum - logits[0]);
     // d loss / d logit_j = softmax_j - [j == 0]; d logit / d cos = 1 / T.
     float* du = grad.users + static_cast<size_t>(b) * d;
-    const float g0 = static_cast<float>((std::exp(logits[0] - log_sum) - 1.0) * inv_t) * norm;
+    const float row_norm = norm * weight;
+    const float g0 = static_cast<float>((std::exp(logits[0] - log_sum) - 1.0) * inv_t) * row_norm;
     Axpy(g0, p, du, d);
     Axpy(g0, u, grad.positives + static_cast<size_t>(b) * d, d);
     for (int j = 0; j < n; ++j) {
       if (masked[1 + j]) continue;
       const size_t row = static_cast<size_t>(b) * n + j;
-      const float g = static_cast<float>(std::exp(logits[1 + j] - log_sum) * inv_t) * norm;
+      const float g = static_cast<float>(std::exp(logits[1 + j] - log_sum) * inv_t) * row_norm;
       Axpy(g, in.negatives + row * d, du, d);
       Axpy(g, u, grad.negatives + row * d, d);
     }

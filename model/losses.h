@@ -42,12 +42,14 @@ float TripletLogisticLoss(const ScoredExamples& in, float scale, const ExampleGr
 // with logits cos / temperature - log_q (the sampling-bias correction; log_q_positives:
 // batch values, log_q_negatives: batch * n values; both empty = no correction). A negative
 // whose key equals the positive's key is the positive itself drawn again (an accidental
-// hit) and is masked out.
+// hit) and is masked out. `row_weight` (batch, or empty = all 1) weights each example's
+// loss (the loss is the weighted sum / batch).
 float SampledSoftmaxLoss(const ScoredExamples& in, float temperature,
                          std::span<const int32_t> positive_keys,
                          std::span<const int32_t> negative_keys,
                          std::span<const float> log_q_positives,
-                         std::span<const float> log_q_negatives, const ExampleGradients& grad);
+                         std::span<const float> log_q_negatives, const ExampleGradients& grad,
+                         std::span<const float> row_weight = {});
 
 // Listwise with in-batch negatives: row i of `users` (batch x dim) is paired with column i
 // of `items` (columns x dim, columns >= batch); every other column is a negative (the

@@ -47,6 +47,16 @@ TEST(ConfigTest, DefaultsFillUnsetTrainingSettings) {
 }
 
 // Each mutation must be rejected with a message naming the field.
+// An --override can turn cold_user_balance off (0) where the config sets it: the field
+// has explicit presence, so a merged 0 is not taken for "unset".
+TEST(ConfigTest, OverrideSetsColdUserBalanceToZero) {
+  v1::TrainerConfig config;
+  config.mutable_training()->set_cold_user_balance(1.0f);
+  ASSERT_EQ(ApplyOverride("training { cold_user_balance: 0 }", &config), absl::OkStatus());
+  EXPECT_TRUE(config.training().has_cold_user_balance());
+  EXPECT_EQ(config.training().cold_user_balance(), 0.0f);
+}
+
 TEST(ConfigTest, InvalidSettingsNameTheField) {
   struct Case {
     const char* field;

@@ -145,6 +145,22 @@ TEST(SampledSoftmaxLossTest, Gradients) {
   });
 }
 
+TEST(SampledSoftmaxLossTest, PerExampleWeightValueAndGradients) {
+  // Weight 2.5 on the hand example (batch 1): the loss is 2.5 times the plain one.
+  HandExample e;
+  const double plain = std::log(std::exp(1.2) + std::exp(0.0) + std::exp(1.6)) - 1.2;
+  const std::vector<float> weight = {2.5f};
+  EXPECT_NEAR(SampledSoftmaxLoss(e.In(), 0.5f, {}, {}, {}, {}, e.Grad(), weight), 2.5 * plain, 1e-5);
+  // Gradients with unequal weights (one of them 0) match finite differences.
+  Fixture f(3, 4, 3, 43);
+  const std::vector<int32_t> pk = {1, 2, 3}, nk = {5, 1, 6, 7, 8, 9, 3, 3, 4};
+  const std::vector<float> qp = {-1, -2, -3}, qn = {-1, -1, -2, -2, -3, -3, -1, -2, -3};
+  const std::vector<float> weights = {0.5f, 0.0f, 3.0f};
+  f.Check([&](const ScoredExamples& in, const ExampleGradients& g) {
+    return SampledSoftmaxLoss(in, 0.3f, pk, nk, qp, qn, g, weights);
+  });
+}
+
 
 TEST(InBatchSoftmaxTest, HandComputedValue) {
   // Two users, two items, dim 2: u0 = i0 = (1,0), u1 = i1 = (0,1). cos = identity matrix.

@@ -268,8 +268,9 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   if (!(t.cold_user_balance() >= 0 && t.cold_user_balance() <= 4)) {
     return Invalid("training.cold_user_balance", "must be in [0, 4]");
   }
-  if (t.cold_user_balance() != 0 && t.objective() != v1::TrainingSpec::IN_BATCH_SOFTMAX) {
-    return Invalid("training.cold_user_balance", "is only implemented for IN_BATCH_SOFTMAX");
+  if (t.cold_user_balance() != 0 && t.objective() != v1::TrainingSpec::IN_BATCH_SOFTMAX &&
+      t.objective() != v1::TrainingSpec::SAMPLED_SOFTMAX) {
+    return Invalid("training.cold_user_balance", "is only implemented for the softmax objectives");
   }
   if (t.cold_user_balance() != 0 && t.user_id_dropout() == 0) {
     return Invalid("training.cold_user_balance", "weights the rows user_id_dropout drops; it is 0");

@@ -150,6 +150,18 @@ class TrainingLoop {
     return weight;
   }
 
+  // w.row_weight: the rows served through the OOV id weighted per user
+  // (cold_user_balance), the others 1; empty when unweighted.
+  void FillRowWeights(Worker& w, int batch) const {
+    w.row_weight.clear();
+    if (cold_row_weight_.empty()) return;
+    for (int i = 0; i < batch; ++i) {
+      w.row_weight.push_back(w.user.rows.Id(w.example_user[i]) == Vocabulary::kOov
+                                 ? cold_row_weight_[w.example_user_rows[i]]
+                                 : 1.0f);
+    }
+  }
+
   // One step over examples order[begin, end) at learning_rate * lr_scale; returns the
   // batch's mean loss.
   float Step(Worker& w, const std::vector<int32_t>& order, size_t begin, size_t end, float lr_scale) {
@@ -273,15 +285,7 @@ class TrainingLoop {
           w.row_log_q_scale.push_back(w.user.rows.Id(w.example_user[i]) == Vocabulary::kOov ? cold : 1.0f);
         }
       }
-      // Rows served through the OOV id, weighted per user (cold_user_balance).
-      w.row_weight.clear();
-      if (!cold_row_weight_.empty()) {
-        for (int i = 0; i < batch; ++i) {
-          w.row_weight.push_back(w.user.rows.Id(w.example_user[i]) == Vocabulary::kOov
-                                     ? cold_row_weight_[w.example_user_rows[i]]
-                                     : 1.0f);
-        }
-      }
+      FillRowWeights(w, batch);
       const float loss = InBatchSoftmaxLoss(
           w.users.data(), w.columns.data(), batch, static_cast<int>(column_slots.size()), d,
           w.column_keys, w.log_q_columns, t_.temperature(), w.d_users.data(), w.d_columns.data(),
@@ -327,8 +331,9 @@ class TrainingLoop {
             }
           }
         }
+        FillRowWeights(w, batch);
         loss = SampledSoftmaxLoss(in, t_.temperature(), w.positive_keys, w.negative_keys,
-                                  w.log_q_positive, w.log_q_negative, grad);
+                                  w.log_q_positive, w.log_q_negative, grad, w.row_weight);
       }
     }
     Scatter(w.d_users, w.example_user, d, &w.user.d_out);
