@@ -4,6 +4,8 @@
 # warm NDCG@10 and cold Recall@50 over the seeds (the trainer's own metrics, which equal
 # eval.py's). This is how the settings in bench/ml100k_quality.sh were chosen.
 #   bench/ml100k_val.sh SEEDS 'training { temperature: 0.15 }' [CONFIG]
+# (An override to a pointwise or pairwise objective also needs cold_user_balance: 0, which
+# the config sets for the softmax objectives only.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${1:?seeds}

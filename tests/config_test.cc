@@ -46,7 +46,6 @@ TEST(ConfigTest, DefaultsFillUnsetTrainingSettings) {
   EXPECT_EQ(config.training().eval_k_size(), 3);
 }
 
-// Each mutation must be rejected with a message naming the field.
 // An --override can turn cold_user_balance off (0) where the config sets it: the field
 // has explicit presence, so a merged 0 is not taken for "unset".
 TEST(ConfigTest, OverrideSetsColdUserBalanceToZero) {
@@ -57,6 +56,7 @@ TEST(ConfigTest, OverrideSetsColdUserBalanceToZero) {
   EXPECT_EQ(config.training().cold_user_balance(), 0.0f);
 }
 
+// Each mutation must be rejected with a message naming the field.
 TEST(ConfigTest, InvalidSettingsNameTheField) {
   struct Case {
     const char* field;
@@ -82,6 +82,7 @@ TEST(ConfigTest, InvalidSettingsNameTheField) {
          c->mutable_training()->set_num_negatives(0);
        }},
       {"training.cold_user_balance", [](v1::TrainerConfig* c) { c->mutable_training()->set_cold_user_balance(-1); }},
+      {"training.cold_user_balance", [](v1::TrainerConfig* c) { c->mutable_training()->set_cold_user_balance(4.5f); }},
       {"training.cold_user_balance", [](v1::TrainerConfig* c) {
          c->mutable_training()->set_objective(v1::TrainingSpec::POINTWISE);
          c->mutable_training()->set_num_negatives(3);

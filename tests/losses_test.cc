@@ -282,26 +282,28 @@ TEST(InBatchSoftmaxTest, GradientsMatchFiniteDifferences) {
   const std::vector<int32_t> keys = {1, 2, 1, 3};
   const std::vector<float> log_q = {-1.0f, -2.0f, -1.0f, -0.5f};
   std::vector<float> du(n * dim), di(n * dim), scratch_u(n * dim), scratch_i(n * dim);
-  const std::vector<float> weight = {1.0f, 0.25f, 2.5f, 1.0f};  // per-row loss weights
-  InBatchSoftmaxLoss(users.data(), items.data(), n, n, dim, keys, log_q, 0.3f, du.data(), di.data(), {}, {},
-                     weight);
-  const auto loss = [&] {
-    return static_cast<double>(InBatchSoftmaxLoss(users.data(), items.data(), n, n, dim, keys,
-                                                  log_q, 0.3f, scratch_u.data(), scratch_i.data(), {}, {},
-                                                  weight));
-  };
-  for (auto* pair : {&users, &items}) {
-    std::vector<float>& v = *pair;
-    const std::vector<float>& grad = pair == &users ? du : di;
-    for (size_t i = 0; i < v.size(); ++i) {
-      const float saved = v[i];
-      v[i] = saved + 1e-3f;
-      const double plus = loss();
-      v[i] = saved - 1e-3f;
-      const double minus = loss();
-      v[i] = saved;
-      const double numeric = (plus - minus) / 2e-3;
-      EXPECT_NEAR(grad[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << i;
+  // Unweighted, and with per-row loss weights.
+  for (const std::vector<float>& weight : {std::vector<float>{}, std::vector<float>{1.0f, 0.25f, 2.5f, 1.0f}}) {
+    InBatchSoftmaxLoss(users.data(), items.data(), n, n, dim, keys, log_q, 0.3f, du.data(), di.data(), {}, {},
+                       weight);
+    const auto loss = [&] {
+      return static_cast<double>(InBatchSoftmaxLoss(users.data(), items.data(), n, n, dim, keys,
+                                                    log_q, 0.3f, scratch_u.data(), scratch_i.data(), {}, {},
+                                                    weight));
+    };
+    for (auto* pair : {&users, &items}) {
+      std::vector<float>& v = *pair;
+      const std::vector<float>& grad = pair == &users ? du : di;
+      for (size_t i = 0; i < v.size(); ++i) {
+        const float saved = v[i];
+        v[i] = saved + 1e-3f;
+        const double plus = loss();
+        v[i] = saved - 1e-3f;
+        const double minus = loss();
+        v[i] = saved;
+        const double numeric = (plus - minus) / 2e-3;
+        EXPECT_NEAR(grad[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << i;
+      }
     }
   }
 }
