@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Quality of every objective on the shared ML-100K protocol (test split), mean of 5 seeds,
 # scored by ../shared/eval/eval.py. Hyper-parameters and epoch counts were chosen on
-# ../shared/eval/data/val only (bench/ml100k_val.sh, 3 seeds; criterion: warm + cold Recall@50).
+# ../shared/eval/data/val only (bench/ml100k_val.sh, 3 seeds, 5 for cold_user_balance 0 / 1;
+# criterion: warm + cold Recall@50).
 # All share configs/ml100k.textproto: user history feature, 24 epochs, linear learning-rate decay.
-#   bench/ml100k_quality.sh [SEEDS] [NAME_SUBSTRING]   (default 5 seeds, every run;
-#                                                      needs build/twotower_train)
+#   bench/ml100k_quality.sh [SEEDS] [NAME_SUBSTRING] [CONFIG DATA_DIR]   (default 5 seeds,
+#       every run, configs/ml100k.textproto on ../shared/eval/data; needs build/twotower_train).
+#   The raw-file config: bench/ml100k_quality.sh 5 in-batch configs/ml100k_raw.textproto ../shared
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVAL=${EVAL_DIR:-../shared/eval}
 SEEDS=${1:-5}
 ONLY=${2:-}
+CONFIG=${3:-configs/ml100k.textproto}
+DATA_DIR=${4:-$EVAL/data}
 OUT=$(mktemp -d /tmp/twotower-quality-XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 
@@ -29,7 +33,7 @@ for run in "${RUNS[@]}"; do
   [[ -z "$ONLY" || "$name" == *"$ONLY"* ]] || continue
   : > "$OUT/scores"
   for seed in $(seq 1 "$SEEDS"); do
-    build/twotower_train --config configs/ml100k.textproto --data_dir "$EVAL/data" \
+    build/twotower_train --config "$CONFIG" --data_dir "$DATA_DIR" \
       --export_dir "$OUT/bundles" --recs_out "$OUT/recs.tsv" --seed "$seed" \
       ${override:+--override "$override"} > "$OUT/train.log"
     speed=$(awk '/^trained:/{print $2}' "$OUT/train.log")

@@ -1,16 +1,14 @@
 #include "server/retrieval_service.h"
 
-#include <cmath>
-#include <optional>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "model/tower.h"
@@ -52,13 +50,11 @@ class ScopedCount {
 }  // namespace
 
 struct RetrievalService::Call {
-  Call(ServerMetrics* metrics, std::atomic<int>* retrieval_calls,
-       grpc::CallbackServerContext* context)
+  Call(ServerMetrics* metrics, std::atomic<int>* calls, grpc::CallbackServerContext* context)
       : in_flight(metrics),
+        retrieval_calls(std::in_place, calls),
         context(context),
-        reactor(context->DefaultReactor()) {
-    this->retrieval_calls.emplace(retrieval_calls);
-  }
+        reactor(context->DefaultReactor()) {}
 
   const ServerMetrics::InFlightCall in_flight;  // until the answer is sent
   // For --max_in_flight: released just before the answer is sent (a client that has its
@@ -166,8 +162,9 @@ void RetrievalService::Finish(std::unique_ptr<Call> call, const absl::Status& st
   }
   call->retrieval_calls.reset();
   call->reactor->Finish(ToGrpcStatus(status));
-  // `call` (and its in-flight count) goes after the answer, so a draining shutdown that
-  // waits for the count to reach 0 does not start before the answer is on its way.
+  // `call` (and with it the metrics' in-flight gauge) goes after the answer, so a
+  // draining shutdown that waits for the gauge to reach 0 does not start before the
+  // answer is on its way.
 }
 
 absl::Status RetrievalService::Prepare(Call& call) const {

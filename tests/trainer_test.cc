@@ -55,6 +55,25 @@ TEST(TrainerTest, LearningRateSchedules) {
   EXPECT_LT(LearningRateScale(t, 99, 100), 0.001f);
 }
 
+// cold_user_balance: user 0 has 1 positive, user 1 has 4, user 2 none. With b = 1 the
+// weights are proportional to 1/n (1 : 1/4) and average 1 over the 5 positives:
+// 1 * w0 + 4 * w1 = 5 with w0 = 4 w1 gives w1 = 5/8, w0 = 5/2; user 2 keeps 1.
+TEST(TrainerTest, ColdRowWeightsCountEveryUserAlike) {
+  const std::vector<int32_t> train_users = {1, 0, 1, 1, 1};
+  const std::vector<float> b1 = ColdRowWeights(1.0, train_users, 3);
+  ASSERT_EQ(b1.size(), 3u);
+  EXPECT_FLOAT_EQ(b1[0], 2.5f);
+  EXPECT_FLOAT_EQ(b1[1], 0.625f);
+  EXPECT_FLOAT_EQ(b1[2], 1.0f);
+  // Each user's total weight is the same: 1 x 2.5 = 4 x 0.625.
+  EXPECT_FLOAT_EQ(1 * b1[0], 4 * b1[1]);
+  // b = 0.5: proportional to n^-0.5 (1 : 1/2), mean 1: w0 + 4 w1 = 5, w0 = 2 w1.
+  const std::vector<float> half = ColdRowWeights(0.5, train_users, 3);
+  EXPECT_NEAR(half[0], 5.0 / 3, 1e-6);
+  EXPECT_NEAR(half[1], 5.0 / 6, 1e-6);
+  EXPECT_TRUE(ColdRowWeights(0.0, train_users, 3).empty());  // off: unweighted
+}
+
 TEST(TrainerTest, SameSeedGivesTheSameModelBitForBit) {
   ScopedTempDir a, b, c;
   const testing::TrainedModel x = testing::TrainSynthetic(a, 2, 7);

@@ -129,26 +129,8 @@ class TrainingLoop {
       : t_(config.training()), data_(data), model_(model), sampler_(sampler),
         dim_(model->user.output_dim()), user_history_(data.user_encoder.HistoryField()),
         item_history_(data.item_encoder.HistoryField()),
-        cold_row_weight_(ColdRowWeights(t_, data)) {}
-
-  // Each user row's loss weight when its id is dropped (TrainingSpec.cold_user_balance):
-  // n^-b for a user with n training positives, scaled so the mean over the examples is 1.
-  static std::vector<float> ColdRowWeights(const v1::TrainingSpec& t, const TrainingData& data) {
-    if (t.cold_user_balance() == 0 || data.train_users.empty()) return {};
-    std::vector<int64_t> positives(static_cast<size_t>(data.users.rows.size()), 0);
-    for (const int32_t u : data.train_users) ++positives[u];
-    const auto power = [&t](int64_t n) { return std::pow(static_cast<double>(n), -t.cold_user_balance()); };
-    double mean = 0;  // of n^-b over the examples: a user with n positives is n of them
-    for (const int64_t n : positives) {
-      if (n > 0) mean += static_cast<double>(n) * power(n);
-    }
-    mean /= static_cast<double>(data.train_users.size());
-    std::vector<float> weight(positives.size(), 1.0f);
-    for (size_t u = 0; u < weight.size(); ++u) {
-      if (positives[u] > 0) weight[u] = static_cast<float>(power(positives[u]) / mean);
-    }
-    return weight;
-  }
+        cold_row_weight_(ColdRowWeights(t_.cold_user_balance(), data.train_users,
+                                         static_cast<size_t>(data.users.rows.size()))) {}
 
   // w.row_weight: the rows served through the OOV id weighted per user
   // (cold_user_balance), the others 1; empty when unweighted.
@@ -374,6 +356,24 @@ float LearningRateScale(const v1::TrainingSpec& t, int64_t step, int64_t total_s
     default:
       return 1.0f;
   }
+}
+
+std::vector<float> ColdRowWeights(double balance, std::span<const int32_t> train_users,
+                                  size_t num_users) {
+  if (balance == 0 || train_users.empty()) return {};
+  std::vector<int64_t> positives(num_users, 0);
+  for (const int32_t u : train_users) ++positives[u];
+  const auto power = [balance](int64_t n) { return std::pow(static_cast<double>(n), -balance); };
+  double mean = 0;  // of n^-b over the positives: a user with n positives is n of them
+  for (const int64_t n : positives) {
+    if (n > 0) mean += static_cast<double>(n) * power(n);
+  }
+  mean /= static_cast<double>(train_users.size());
+  std::vector<float> weight(num_users, 1.0f);
+  for (size_t u = 0; u < num_users; ++u) {
+    if (positives[u] > 0) weight[u] = static_cast<float>(power(positives[u]) / mean);
+  }
+  return weight;
 }
 
 absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const TrainingData& data,

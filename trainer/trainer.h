@@ -4,7 +4,9 @@
 #ifndef TWOTOWER_TRAINER_TRAINER_H_
 #define TWOTOWER_TRAINER_TRAINER_H_
 
+#include <cstdint>
 #include <cstdio>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,6 +36,13 @@ struct TrainingReport {
 // The factor on learning_rate at `step` (0-based) of `total_steps` under
 // t.learning_rate_schedule(): 1 throughout for CONSTANT; from 1 down towards 0 for the decays.
 float LearningRateScale(const v1::TrainingSpec& t, int64_t step, int64_t total_steps);
+
+// The loss weight of each user row's examples when its id is dropped (TrainingSpec.
+// cold_user_balance = b): n^-b for a user with n training positives (`train_users` holds
+// one user row per positive), scaled so the mean over the positives is 1; 1 for users
+// without positives. Empty when b is 0 (unweighted).
+std::vector<float> ColdRowWeights(double balance, std::span<const int32_t> train_users,
+                                  size_t num_users);
 
 // Trains on `data` per `config` (validated by LoadTrainerConfig / ValidateTrainerConfig).
 absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const TrainingData& data,
