@@ -291,6 +291,19 @@ int Status() {
               static_cast<long long>(response.searched_queries()),
               static_cast<long long>(response.largest_search_batch()),
               static_cast<long long>(response.abandoned_searches()));
+  std::printf("listener:        %s\n", response.retrieval_listener_accepting()
+                                           ? "accepting"
+                                           : "NOT accepting (health NOT_SERVING)");
+  std::printf("in flight:       %lld calls, %lld answer bytes\n",
+              static_cast<long long>(response.calls_in_flight()),
+              static_cast<long long>(response.response_bytes_in_flight()));
+  if (response.has_last_reload()) {
+    const twotower::v1::ReloadOutcome& last = response.last_reload();
+    std::printf("last reload:     %s %s%s%s\n", last.bundle_path().c_str(),
+                last.swapped() ? "swapped in, serving " : "not swapped, serving ",
+                last.model_version().c_str(),
+                last.error().empty() ? "" : (" (" + last.error() + ")").c_str());
+  }
   return 0;
 }
 

@@ -44,21 +44,30 @@ absl::Status AttributeFilter::Check(
 
 absl::StatusOr<std::vector<uint8_t>> AttributeFilter::Allowed(
     const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const {
-  std::vector<uint8_t> allowed(rows_, 1);
-  std::vector<uint8_t> matches(rows_);
-  for (const v1::ItemFilter& filter : filters) {
-    absl::StatusOr<int> field_or = FieldOf(filter);
-    if (!field_or.ok()) return field_or.status();
-    const int field = *field_or;
-    std::fill(matches.begin(), matches.end(), 0);
-    for (const std::string& value : filter.any_of()) {
-      const int32_t token = encoder_->TokenRow(field, value);
-      if (token == Vocabulary::kOov) continue;  // rows with OOV are "unknown", not a match
-      for (int32_t r : postings_[field][token]) matches[r] = 1;
-    }
-    for (int r = 0; r < rows_; ++r) allowed[r] &= matches[r];
+  if (filters.size() > kMaxFilters) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", kMaxFilters, " filters, got ", filters.size()));
   }
-  return allowed;
+  // passed[r] = how many of the filters so far row r passes. A row reaches filter f's
+  // count only through f's postings, once (rows already at f + 1 are skipped), so the
+  // cost is one pass over the rows plus the postings of the values asked for, not a
+  // pass over the catalogue per filter.
+  std::vector<uint8_t> passed(rows_, 0);
+  uint8_t f = 0;
+  for (const v1::ItemFilter& filter : filters) {
+    absl::StatusOr<int> field = FieldOf(filter);
+    if (!field.ok()) return field.status();
+    for (const std::string& value : filter.any_of()) {
+      const int32_t token = encoder_->TokenRow(*field, value);
+      if (token == Vocabulary::kOov) continue;  // rows with OOV are "unknown", not a match
+      for (int32_t r : postings_[*field][token]) {
+        if (passed[r] == f) passed[r] = f + 1;
+      }
+    }
+    ++f;
+  }
+  for (uint8_t& row : passed) row = row == f ? 1 : 0;
+  return passed;
 }
 
 }  // namespace twotower

@@ -18,13 +18,17 @@ namespace twotower {
 
 class AttributeFilter {
  public:
+  // Most filters Allowed takes at once.
+  static constexpr int kMaxFilters = 255;
+
   // Posting lists of `rows` (encoded by `encoder`, which must outlive this object).
   AttributeFilter(const FeatureEncoder& encoder, const EncodedTable& rows);
 
   // Bitmap over catalogue rows (1 = allowed) of the rows that pass every filter: a
   // filter passes when the item's feature holds at least one of its `any_of` values.
-  // Unknown values match nothing; an unknown feature, a numeric one, or a filter without
-  // values is INVALID_ARGUMENT.
+  // Unknown values match nothing; an unknown feature, a numeric one, a filter without
+  // values, or more than kMaxFilters filters is INVALID_ARGUMENT. Cost: one pass over the
+  // rows plus the posting lists of the values named.
   absl::StatusOr<std::vector<uint8_t>> Allowed(
       const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const;
   // The errors Allowed would return, without computing anything.

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "server/grpc_status.h"
 
 namespace twotower {
@@ -66,6 +67,19 @@ absl::StatusOr<std::string> AdminService::AllowedBundlePath(const std::string& p
   return resolved.string();
 }
 
+void AdminService::RecordReload(const std::string& bundle_path, const absl::Status& outcome,
+                                const std::string& model_version) {
+  metrics_->RecordReload(outcome.ok());
+  v1::ReloadOutcome last;
+  last.set_bundle_path(bundle_path);
+  last.set_swapped(outcome.ok());
+  last.set_model_version(model_version);
+  if (!outcome.ok()) last.set_error(Truncated(std::string(outcome.ToString()), kMaxStatusMessageBytes));
+  last.set_finished_unix_seconds(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
+  absl::MutexLock lock(&last_reload_mu_);
+  last_reload_ = std::move(last);
+}
+
 grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
                                        const v1::ReloadModelRequest* request,
                                        v1::ReloadModelResponse* response) {
@@ -73,12 +87,13 @@ grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
   const ServerMetrics::InFlightCall in_flight(metrics_);
   const std::string& path = request->bundle_path();
   if (path.empty()) {
-    metrics_->RecordReload(false);
-    return ToGrpcStatus(absl::InvalidArgumentError("bundle_path is required"));
+    const absl::Status refused = absl::InvalidArgumentError("bundle_path is required");
+    RecordReload(path, refused, "");
+    return ToGrpcStatus(refused);
   }
   absl::StatusOr<std::string> allowed = AllowedBundlePath(path);
   if (!allowed.ok()) {
-    metrics_->RecordReload(false);
+    RecordReload(path, allowed.status(), "");
     LogEvent("warn", "reload refused", {{"bundle", path}, {"error", std::string(allowed.status().message())}});
     return ToGrpcStatus(allowed.status());
   }
@@ -89,26 +104,32 @@ grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
   LogEvent("info", "reloading model", {{"bundle", path}, {"current", VersionOf(current)}});
   absl::StatusOr<std::shared_ptr<const Snapshot>> next = LoadSnapshot(*allowed, options, options_.state_dir);
   if (!next.ok()) {
-    metrics_->RecordReload(false);
     LogEvent("warn", "reload failed, keeping the current model",
              {{"bundle", path},
               {"current", VersionOf(current)},
               {"code", absl::StatusCodeToString(next.status().code())},
               {"error", std::string(next.status().message())}});
-    return ToGrpcStatus(absl::Status(
+    const absl::Status failed(
         next.status().code(), absl::StrCat("reload of ", path, " failed (still serving ",
-                                           VersionOf(current), "): ", next.status().message())));
+                                           VersionOf(current), "): ", next.status().message()));
+    RecordReload(path, failed, VersionOf(current));
+    return ToGrpcStatus(failed);
   }
   const std::shared_ptr<const Snapshot> loaded = *next;
-  // A caller that gave up was (or will be) told the reload failed: keep that promise.
-  if (context->IsCancelled()) {
-    metrics_->RecordReload(false);
-    LogEvent("warn", "reload cancelled by the caller, keeping the current model",
+  // A caller that gave up, or soon will, is told the reload failed: keep that promise.
+  const bool out_of_time = absl::FromChrono(context->deadline()) - absl::Now() < kReloadAnswerMargin;
+  if (context->IsCancelled() || out_of_time) {
+    const absl::Status late =
+        out_of_time ? absl::DeadlineExceededError(
+                          "reload loaded but not swapped: the call's deadline was (nearly) past")
+                    : absl::CancelledError("reload loaded but not swapped: the call was cancelled");
+    RecordReload(path, late, VersionOf(current));
+    LogEvent("warn", "reload given up by the caller, keeping the current model",
              {{"bundle", path}, {"current", VersionOf(current)}});
-    return grpc::Status(grpc::StatusCode::CANCELLED, "reload cancelled or past its deadline; not swapped");
+    return ToGrpcStatus(late);
   }
   const std::shared_ptr<const Snapshot> previous = snapshots_->Swap(loaded);
-  metrics_->RecordReload(true);
+  RecordReload(path, absl::OkStatus(), loaded->model_version);
   LogEvent("info", "model reloaded",
            {{"version", loaded->model_version},
             {"previous", VersionOf(previous)},
@@ -153,7 +174,8 @@ grpc::Status AdminService::RebuildIndex(grpc::ServerContext* context,
     return ToGrpcStatus(next.status());
   }
   const std::shared_ptr<const Snapshot> rebuilt = *next;
-  if (context->IsCancelled()) {
+  if (context->IsCancelled() ||
+      absl::FromChrono(context->deadline()) - absl::Now() < kReloadAnswerMargin) {
     LogEvent("warn", "rebuild cancelled by the caller, keeping the current index", {});
     return grpc::Status(grpc::StatusCode::CANCELLED, "rebuild cancelled or past its deadline; not swapped");
   }
@@ -242,6 +264,11 @@ grpc::Status AdminService::GetStatus(grpc::ServerContext* context,
     response->set_searched_queries(searches.queries);
     response->set_largest_search_batch(searches.largest_batch);
     response->set_abandoned_searches(searches.abandoned);
+  }
+  if (options_.serving_status) options_.serving_status(response);
+  {
+    absl::MutexLock lock(&last_reload_mu_);
+    *response->mutable_last_reload() = last_reload_;
   }
   return grpc::Status::OK;
 }

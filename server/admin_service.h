@@ -18,6 +18,9 @@ namespace twotower {
 
 class AdminService final : public v1::Admin::Service {
  public:
+  // ReloadModel swaps only with at least this much left before the caller's deadline.
+  static constexpr absl::Duration kReloadAnswerMargin = absl::Milliseconds(100);
+
   struct Options {
     // Holds the item journals (see ItemJournal); empty = none.
     std::string state_dir;
@@ -29,6 +32,9 @@ class AdminService final : public v1::Admin::Service {
     std::string bundle_root;
     // The Retrieval service's dynamic-batching counters, for GetStatus; may be empty.
     std::function<SearchBatcher::Stats()> search_stats;
+    // Fills GetStatus's fields about the Retrieval side (listener, calls and answer bytes
+    // in flight); may be empty.
+    std::function<void(v1::GetStatusResponse*)> serving_status;
   };
   // `snapshots` and `metrics` must outlive the service.
   AdminService(SnapshotHolder* snapshots, ServerMetrics* metrics, Options options);
@@ -37,8 +43,11 @@ class AdminService final : public v1::Admin::Service {
   // On failure returns the load error (from ReadBundle or the index build: DATA_LOSS for
   // a file that fails its checksum or does not match the schema, NOT_FOUND for a missing
   // file, INVALID_ARGUMENT for an unreadable manifest, FAILED_PRECONDITION for another
-  // format version) and keeps serving the current model. A caller that cancels or passes
-  // its deadline before the swap gets CANCELLED and nothing changes.
+  // format version) and keeps serving the current model. The swap happens only while the
+  // caller still has at least kReloadAnswerMargin before its deadline (and has not
+  // cancelled); otherwise the caller gets CANCELLED / DEADLINE_EXCEEDED and nothing
+  // changes. A deadline can still expire while the answer travels: GetStatus's
+  // last_reload then tells whether the model was swapped.
   grpc::Status ReloadModel(grpc::ServerContext* context, const v1::ReloadModelRequest* request,
                            v1::ReloadModelResponse* response) override;
   // Re-indexes the current bundle: an empty factory keeps the current one, ef_search /
@@ -66,6 +75,11 @@ class AdminService final : public v1::Admin::Service {
   // Held for a whole reload / rebuild: two concurrent mutations would both build from the
   // same current snapshot and the later swap would silently undo the earlier one.
   absl::Mutex mutation_mu_;
+  // How the last ReloadModel ended (GetStatus reports it).
+  void RecordReload(const std::string& bundle_path, const absl::Status& outcome,
+                    const std::string& model_version);
+  absl::Mutex last_reload_mu_;
+  v1::ReloadOutcome last_reload_ ABSL_GUARDED_BY(last_reload_mu_);
 };
 
 }  // namespace twotower

@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "model/tower.h"
 #include "server/grpc_status.h"
+#include <grpcpp/support/proto_buffer_reader.h>
 
 namespace twotower {
 
@@ -49,25 +50,54 @@ class ScopedCount {
 
 }  // namespace
 
-struct RetrievalService::Call {
-  Call(ServerMetrics* metrics, std::atomic<int>* calls, grpc::CallbackServerContext* context)
+// One RPC. Its reactor is itself: gRPC calls OnDone once it is done with the call (the
+// answer written to the connection, or the call cancelled), and only then are the call's
+// counts released and its memory freed, so an answer a client does not read stays
+// counted against max_in_flight and max_response_bytes.
+class RetrievalService::Call final : public grpc::ServerUnaryReactor {
+ public:
+  Call(ServerMetrics* metrics, std::atomic<int>* calls, std::atomic<int64_t>* response_bytes,
+       grpc::CallbackServerContext* context, grpc::ByteBuffer* response, bool batch)
       : in_flight(metrics),
-        retrieval_calls(std::in_place, calls),
+        retrieval_calls(calls),
+        response_bytes_(response_bytes),
         context(context),
-        reactor(context->DefaultReactor()) {}
+        response_buffer(response),
+        batch(batch) {}
+  ~Call() override { response_bytes_->fetch_sub(reserved_bytes_); }
 
-  const ServerMetrics::InFlightCall in_flight;  // until the answer is sent
-  // For --max_in_flight: released just before the answer is sent (a client that has its
-  // answer may call again at once, and must not find its own last call counted).
-  std::optional<ScopedCount> retrieval_calls;
+  void OnDone() override { std::unique_ptr<Call> self(this); }  // owned by gRPC until now
+  void OnCancel() override {}  // a queued search checks IsCancelled (StillWanted)
+
+  // Holds `bytes` of the response budget (replacing what it held) and returns the
+  // budget's total in use, this call's share included.
+  int64_t Reserve(int64_t bytes) {
+    const int64_t total = response_bytes_->fetch_add(bytes - reserved_bytes_) + bytes - reserved_bytes_;
+    reserved_bytes_ = bytes;
+    return total;
+  }
+  int64_t reserved_bytes() const { return reserved_bytes_; }
+
+  const ServerMetrics::InFlightCall in_flight;
+  const ScopedCount retrieval_calls;  // for --max_in_flight
+
+ private:
+  std::atomic<int64_t>* const response_bytes_;
+  int64_t reserved_bytes_ = 0;
+
+ public:
   grpc::CallbackServerContext* const context;
-  grpc::ServerUnaryReactor* const reactor;
+  grpc::ByteBuffer* const response_buffer;  // gRPC's; the serialized answer goes here
+  const bool batch;                         // BatchRetrieve
   const absl::Time start = absl::Now();
-  // BatchRetrieve's response (cleared on an error); null for Retrieve.
-  v1::BatchRetrieveResponse* batch_response = nullptr;
-  std::vector<const v1::RetrieveRequest*> requests;  // owned by gRPC until Finish
-  std::vector<v1::RetrieveResponse*> responses;      // one per request, likewise
-  // Set by Prepare.
+  // The parsed request and the response messages (freed once the answer is serialized).
+  v1::RetrieveRequest single_request;
+  v1::BatchRetrieveRequest batch_request;
+  v1::RetrieveResponse single_response;
+  v1::BatchRetrieveResponse batch_response;
+  std::vector<const v1::RetrieveRequest*> requests;
+  std::vector<v1::RetrieveResponse*> responses;  // one per request
+  // The model the call reads (taken before Admit), then set by Prepare.
   std::shared_ptr<const Snapshot> snapshot;
   std::vector<bool> user_known;
   std::vector<Catalogue::Query> queries;
@@ -84,49 +114,83 @@ RetrievalService::RetrievalService(const SnapshotHolder* snapshots, ServerMetric
                                                options.search_hand_off)) {}
 
 grpc::ServerUnaryReactor* RetrievalService::Retrieve(grpc::CallbackServerContext* context,
-                                                     const v1::RetrieveRequest* request,
-                                                     v1::RetrieveResponse* response) {
-  auto call = std::make_unique<Call>(metrics_, &in_flight_, context);
-  grpc::ServerUnaryReactor* const reactor = call->reactor;
-  call->requests = {request};
-  call->responses = {response};
-  Start(std::move(call));
+                                                     const grpc::ByteBuffer* request,
+                                                     grpc::ByteBuffer* response) {
+  auto call = std::make_unique<Call>(metrics_, &in_flight_, &response_bytes_, context, response,
+                                     /*batch=*/false);
+  grpc::ServerUnaryReactor* const reactor = call.get();
+  Start(std::move(call), *request);
   return reactor;
 }
 
-grpc::ServerUnaryReactor* RetrievalService::BatchRetrieve(
-    grpc::CallbackServerContext* context, const v1::BatchRetrieveRequest* request,
-    v1::BatchRetrieveResponse* response) {
-  auto call = std::make_unique<Call>(metrics_, &in_flight_, context);
-  grpc::ServerUnaryReactor* const reactor = call->reactor;
-  call->batch_response = response;
-  if (request->requests_size() > options_.max_batch) {
-    Finish(std::move(call), absl::InvalidArgumentError(
-                                absl::StrCat("a batch holds at most ", options_.max_batch,
-                                             " requests, got ", request->requests_size())));
-    return reactor;
-  }
-  call->requests.assign(request->requests().pointer_begin(), request->requests().pointer_end());
-  for (int i = 0; i < request->requests_size(); ++i) {
-    call->responses.push_back(response->add_responses());
-  }
-  Start(std::move(call));
+grpc::ServerUnaryReactor* RetrievalService::BatchRetrieve(grpc::CallbackServerContext* context,
+                                                          const grpc::ByteBuffer* request,
+                                                          grpc::ByteBuffer* response) {
+  auto call = std::make_unique<Call>(metrics_, &in_flight_, &response_bytes_, context, response,
+                                     /*batch=*/true);
+  grpc::ServerUnaryReactor* const reactor = call.get();
+  Start(std::move(call), *request);
   return reactor;
 }
 
-void RetrievalService::Start(std::unique_ptr<Call> call) {
+absl::Status RetrievalService::Admit(Call& call) {
   // This call is counted already: refused when others make max_in_flight.
   if (options_.max_in_flight > 0 && in_flight_.load() > options_.max_in_flight) {
-    Finish(std::move(call), absl::ResourceExhaustedError(absl::StrCat(
-                                "more than ", options_.max_in_flight,
-                                " Retrieval calls in progress; retry later")));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "more than ", options_.max_in_flight, " Retrieval calls in progress; retry later"));
+  }
+  // No request returns more results than the catalogue holds.
+  const int64_t items = call.snapshot == nullptr ? 0 : call.snapshot->catalogue->size();
+  int64_t results = 0;
+  for (const v1::RetrieveRequest* request : call.requests) {
+    results += std::min<int64_t>(std::clamp(request->k(), 0, options_.max_k), items);
+  }
+  const int64_t wanted = results * kReservedBytesPerResult;
+  const int64_t total = call.Reserve(wanted);
+  if (total > options_.max_response_bytes && total > wanted) {  // others hold some of it
+    call.Reserve(0);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "answers in progress hold the server's response budget (", options_.max_response_bytes,
+        " bytes); retry later"));
+  }
+  return absl::OkStatus();
+}
+
+void RetrievalService::Start(std::unique_ptr<Call> call, const grpc::ByteBuffer& request) {
+  grpc::ProtoBufferReader reader(const_cast<grpc::ByteBuffer*>(&request));
+  const bool parsed = call->batch ? call->batch_request.ParseFromZeroCopyStream(&reader)
+                                  : call->single_request.ParseFromZeroCopyStream(&reader);
+  if (!parsed) {
+    const absl::Status invalid = absl::InvalidArgumentError(absl::StrCat(
+        "the request is not a valid ", call->batch ? "BatchRetrieveRequest" : "RetrieveRequest",
+        " (malformed bytes, or a string field that is not UTF-8)"));
+    Finish(std::move(call), invalid);
     return;
   }
-  absl::Status status;
-  try {
-    status = Prepare(*call);
-  } catch (...) {  // bad_alloc: answered, not left to gRPC (which would say UNIMPLEMENTED)
-    status = absl::InternalError("cannot prepare the search");
+  if (call->batch) {
+    const v1::BatchRetrieveRequest& batch = call->batch_request;
+    if (batch.requests_size() > options_.max_batch) {
+      Finish(std::move(call), absl::InvalidArgumentError(
+                                  absl::StrCat("a batch holds at most ", options_.max_batch,
+                                               " requests, got ", batch.requests_size())));
+      return;
+    }
+    call->requests.assign(batch.requests().pointer_begin(), batch.requests().pointer_end());
+    for (int i = 0; i < batch.requests_size(); ++i) {
+      call->responses.push_back(call->batch_response.add_responses());
+    }
+  } else {
+    call->requests = {&call->single_request};
+    call->responses = {&call->single_response};
+  }
+  call->snapshot = snapshots_->Get();
+  absl::Status status = Admit(*call);
+  if (status.ok()) {
+    try {
+      status = Prepare(*call);
+    } catch (...) {  // bad_alloc: answered, not left to gRPC (which would say UNIMPLEMENTED)
+      status = absl::InternalError("cannot prepare the search");
+    }
   }
   if (!status.ok() || call->queries.empty()) {
     Finish(std::move(call), status);
@@ -153,24 +217,40 @@ void RetrievalService::Start(std::unique_ptr<Call> call) {
                    [context = c.context] { return StillWanted(*context); });
 }
 
-void RetrievalService::Finish(std::unique_ptr<Call> call, const absl::Status& status) const {
-  metrics_->RecordRequest(status.ok());
-  if (call->batch_response == nullptr) {
-    if (status.ok()) metrics_->RecordRetrieveLatency(absl::Now() - call->start);
-  } else if (!status.ok()) {
-    call->batch_response->clear_responses();
+void RetrievalService::Finish(std::unique_ptr<Call> call, absl::Status status) const {
+  if (status.ok()) {
+    try {
+      bool own_buffer = false;
+      grpc::Status serialized =
+          call->batch ? grpc::SerializationTraits<v1::BatchRetrieveResponse>::Serialize(
+                            call->batch_response, call->response_buffer, &own_buffer)
+                      : grpc::SerializationTraits<v1::RetrieveResponse>::Serialize(
+                            call->single_response, call->response_buffer, &own_buffer);
+      if (!serialized.ok()) status = absl::InternalError("cannot serialize the response");
+    } catch (...) {  // bad_alloc
+      status = absl::InternalError("cannot serialize the response");
+    }
   }
-  call->retrieval_calls.reset();
-  call->reactor->Finish(ToGrpcStatus(status));
-  // `call` (and with it the metrics' in-flight gauge) goes after the answer, so a
-  // draining shutdown that waits for the gauge to reach 0 does not start before the
-  // answer is on its way.
+  metrics_->RecordRequest(status.ok());
+  if (!call->batch && status.ok()) metrics_->RecordRetrieveLatency(absl::Now() - call->start);
+  // From here until OnDone the call holds the serialized answer only.
+  call->Reserve(status.ok() ? static_cast<int64_t>(call->response_buffer->Length()) : 0);
+  // Swapped out, not cleared: Clear keeps the memory of repeated fields for reuse.
+  call->queries.clear();
+  call->requests.clear();
+  call->responses.clear();
+  v1::BatchRetrieveResponse().Swap(&call->batch_response);
+  v1::RetrieveResponse().Swap(&call->single_response);
+  v1::BatchRetrieveRequest().Swap(&call->batch_request);
+  v1::RetrieveRequest().Swap(&call->single_request);
+  call->snapshot.reset();
+  Call* const reactor = call.release();  // gRPC owns it until OnDone
+  reactor->Finish(ToGrpcStatus(status));
 }
 
 absl::Status RetrievalService::Prepare(Call& call) const {
   const std::span<const v1::RetrieveRequest* const> requests = call.requests;
-  const bool batch = call.batch_response != nullptr;
-  call.snapshot = snapshots_->Get();
+  const bool batch = call.batch;
   if (call.snapshot == nullptr) return absl::UnavailableError("no model loaded yet");
   const Snapshot* const snapshot = call.snapshot.get();
   const size_t n = requests.size();
@@ -182,6 +262,7 @@ absl::Status RetrievalService::Prepare(Call& call) const {
   std::vector<Catalogue::Query>& queries = call.queries;
   user_known.resize(n);
   queries.resize(n);
+  int64_t filters = 0, filter_values = 0;
   for (size_t i = 0; i < n; ++i) {
     const v1::RetrieveRequest& request = *requests[i];
     if (request.k() < 1 || request.k() > options_.max_k) {
@@ -193,6 +274,16 @@ absl::Status RetrievalService::Prepare(Call& call) const {
       return InRequest(absl::InvalidArgumentError(absl::StrCat(
                            "at most ", options_.max_exclude, " exclude_item_ids, got ",
                            request.exclude_item_ids_size())),
+                       batch, i);
+    }
+    filters += request.filters_size();
+    for (const v1::ItemFilter& filter : request.filters()) filter_values += filter.any_of_size();
+    if (filters > options_.max_filters || filter_values > options_.max_filter_values) {
+      return InRequest(absl::InvalidArgumentError(absl::StrCat(
+                           "a call may hold at most ", options_.max_filters, " filters with ",
+                           options_.max_filter_values, " any_of values in all (summed over a "
+                           "batch's requests); got ", filters, " with ", filter_values,
+                           " so far")),
                        batch, i);
     }
     if (absl::Status s = snapshot->catalogue->CheckFilters(request.filters()); !s.ok()) {

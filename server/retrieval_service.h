@@ -28,6 +28,10 @@ struct RetrievalOptions {
   // Most exclude_item_ids in one request: the index over-fetches by the exclusions, so
   // this bounds the work and memory a request can cause.
   int max_exclude = 10000;
+  // Most item filters in one call, summed over a batch's requests (each filtered request
+  // costs a bitmap and a pass over the catalogue), and most any_of values over them.
+  int max_filters = 64;
+  int max_filter_values = 4096;
   // Most queries concurrent calls combine into one index search (see SearchBatcher);
   // 1 = every call searches on its own.
   int search_batch = 64;
@@ -36,52 +40,79 @@ struct RetrievalOptions {
   // Rounds longer than this (on average) run on background threads (SearchBatcher).
   absl::Duration search_hand_off = SearchBatcher::kHandOffAbove;
   // Most Retrieval calls in progress at once; beyond it a call fails at once with
-  // RESOURCE_EXHAUSTED (0 = no limit).
-  int max_in_flight = 0;
+  // RESOURCE_EXHAUSTED (0 = no limit). A call counts until gRPC is done with it: an
+  // answer a client does not read still counts.
+  int max_in_flight = 256;
+  // Budget for answers in progress or not yet fully sent, in bytes: a call reserves
+  // kReservedBytesPerResult per result it may return when it starts, and holds the size
+  // of its serialized answer once built, until gRPC is done with it. A call that would
+  // go past the budget fails at once with RESOURCE_EXHAUSTED, unless no other call holds
+  // any of it (so one call of any allowed size is always served).
+  int64_t max_response_bytes = int64_t{256} << 20;
 };
 
-class RetrievalService final : public v1::Retrieval::CallbackService {
+class RetrievalService final
+    : public v1::Retrieval::WithRawCallbackMethod_Retrieve<
+          v1::Retrieval::WithRawCallbackMethod_BatchRetrieve<v1::Retrieval::Service>> {
  public:
+  // What a call reserves of max_response_bytes per result it may return, before its
+  // answer exists: above the memory of one result as a message (object, id string) for
+  // ids up to ~100 bytes.
+  static constexpr int64_t kReservedBytesPerResult = 256;
+
   // `snapshots` and `metrics` must outlive the service.
   RetrievalService(const SnapshotHolder* snapshots, ServerMetrics* metrics,
                    RetrievalOptions options);
 
-  // Errors: INVALID_ARGUMENT (k outside 1..max_k, more than max_exclude exclusions, no
-  // user id nor features, an unknown feature, a value of the wrong type or out of range,
-  // a filter on an unknown or numeric item feature), UNAVAILABLE (no model
-  // loaded), RESOURCE_EXHAUSTED (max_in_flight calls already in progress),
-  // DEADLINE_EXCEEDED / CANCELLED (checked before the search).
+  // Requests are parsed here, not by gRPC, so that bytes that are not a valid request
+  // (malformed, or a string field that is not UTF-8) are answered INVALID_ARGUMENT and
+  // counted like any other failed call.
+  //
+  // Errors: INVALID_ARGUMENT (undecodable request, k outside 1..max_k, more than
+  // max_exclude exclusions, more than max_filters filters or max_filter_values values,
+  // no user id nor features, an unknown feature, a value of the wrong type or out of
+  // range, a filter on an unknown or numeric item feature), UNAVAILABLE (no model
+  // loaded), RESOURCE_EXHAUSTED (max_in_flight calls or max_response_bytes already in
+  // use), DEADLINE_EXCEEDED / CANCELLED (checked before the search).
   grpc::ServerUnaryReactor* Retrieve(grpc::CallbackServerContext* context,
-                                     const v1::RetrieveRequest* request,
-                                     v1::RetrieveResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   // All requests are answered from one snapshot with one tower pass and one index
   // search; an invalid request fails the whole batch (its index is in the message).
   grpc::ServerUnaryReactor* BatchRetrieve(grpc::CallbackServerContext* context,
-                                          const v1::BatchRetrieveRequest* request,
-                                          v1::BatchRetrieveResponse* response) override;
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
 
   // Combined index searches so far (GetStatus reports them).
   SearchBatcher::Stats search_stats() const { return batcher_->stats(); }
+  // Retrieval calls gRPC is not done with, and the answer bytes they hold.
+  int calls_in_flight() const { return in_flight_.load(); }
+  int64_t response_bytes_in_flight() const { return response_bytes_.load(); }
 
  private:
-  struct Call;  // one RPC, from its arrival to its answer
+  class Call;  // one RPC, from its arrival until gRPC is done with it
 
-  // Validates the call, runs the user tower and submits its search, whose callback
+  // Parses, validates, runs the user tower and submits the call's search, whose callback
   // answers it; answers it here on an error.
-  void Start(std::unique_ptr<Call> call);
+  void Start(std::unique_ptr<Call> call, const grpc::ByteBuffer& request);
   // Validates and encodes every user, runs the user tower: the call's queries and vectors.
   absl::Status Prepare(Call& call) const;
+  // Admits the call (its snapshot taken) against max_in_flight and max_response_bytes.
+  absl::Status Admit(Call& call);
   // The call's responses from its search results.
   static void Respond(Call& call, SearchBatcher::Results found);
-  // Records the call in the metrics and sends its status (with its responses if OK).
-  void Finish(std::unique_ptr<Call> call, const absl::Status& status) const;
+  // Records the call in the metrics, serializes its answer and sends its status; gRPC
+  // then owns the call until it is done with it.
+  void Finish(std::unique_ptr<Call> call, absl::Status status) const;
 
   const SnapshotHolder* const snapshots_;
   ServerMetrics* const metrics_;
   const RetrievalOptions options_;
-  // Retrieval calls in progress (Admin's are not). Before batcher_: it must outlive the
-  // calls a destroyed batcher still answers.
+  // Retrieval calls gRPC is not done with (Admin's are not counted), and the bytes of
+  // max_response_bytes they hold. Before batcher_: they must outlive the calls a
+  // destroyed batcher still answers.
   std::atomic<int> in_flight_{0};
+  std::atomic<int64_t> response_bytes_{0};
   const std::unique_ptr<SearchBatcher> batcher_;
 };
 

@@ -16,17 +16,21 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -36,6 +40,7 @@
 #include "util/admin_token.h"
 #include "util/file.h"
 #include "util/program_usage.h"
+#include "util/tls_files.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -43,6 +48,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/admin_service.h"
+#include "server/listener_probe.h"
 #include "server/retrieval_service.h"
 #include "server/server_metrics.h"
 #include "server/snapshot.h"
@@ -74,9 +80,28 @@ ABSL_FLAG(double, search_hand_off_ms,
           "on background threads in batches, shorter ones on gRPC's threads (see "
           "server/search_batcher.h)");
 ABSL_FLAG(int, max_exclude, 10000, "Most exclude_item_ids in one Retrieve request");
-ABSL_FLAG(int, max_in_flight, 0,
-          "Most Retrieval calls in progress at once; calls beyond it fail at once with "
-          "RESOURCE_EXHAUSTED (0 = no limit)");
+ABSL_FLAG(int, max_in_flight, 256,
+          "Most Retrieval calls in progress at once (a call counts until its answer is sent "
+          "or abandoned); calls beyond it fail at once with RESOURCE_EXHAUSTED (0 = no limit)");
+ABSL_FLAG(int, max_filters, 64,
+          "Most item filters in one call (summed over a BatchRetrieve's requests): each "
+          "filtered request costs a pass over the catalogue");
+ABSL_FLAG(int, max_filter_values, 4096,
+          "Most any_of values over all the filters of one call");
+ABSL_FLAG(int64_t, max_response_bytes, int64_t{256} << 20,
+          "Memory budget for Retrieval answers not yet fully sent (an answer counts until "
+          "gRPC is done with it; a result counts as 256 bytes); calls beyond it fail at once "
+          "with RESOURCE_EXHAUSTED (one call is always admitted)");
+ABSL_FLAG(int, max_concurrent_streams, 64,
+          "Most concurrent calls on one client connection (HTTP/2 streams)");
+ABSL_FLAG(int64_t, grpc_memory_bytes, int64_t{512} << 20,
+          "gRPC's resource quota: memory its transports may use for buffers (requests and "
+          "answers on the wire)");
+ABSL_FLAG(int, listener_probe_ms, 2000,
+          "How often a probe connects to the Retrieval listener; after 3 probes in a row "
+          "get no answer (the listener stopped accepting, e.g. after running out of "
+          "descriptors), health turns NOT_SERVING so an orchestrator restarts the server "
+          "(0 = no probe)");
 ABSL_FLAG(std::string, state_dir, "",
           "Directory for the item journals: UpsertItems / RemoveItems are logged there and "
           "replayed when the same model is loaded again (empty = changes live until exit)");
@@ -126,10 +151,23 @@ struct Listener {
 };
 
 // Starts a server with `service` on `address`; null server when it cannot listen.
+// `quota` (may be null) bounds the memory of its transports.
 Listener Start(const std::string& address, grpc::Service* service,
-               std::shared_ptr<grpc::ServerCredentials> credentials) {
+               std::shared_ptr<grpc::ServerCredentials> credentials,
+               grpc::ResourceQuota* quota) {
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_request_bytes));
+  // One listening socket per address. With SO_REUSEPORT gRPC opens one per poller, and
+  // for port 0 each of them bound its own free port: an unprinted extra port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             absl::GetFlag(FLAGS_max_concurrent_streams));
+  // Compressed requests are refused (UNIMPLEMENTED, "compression algorithm disabled")
+  // before they are inflated: gRPC 1.51 checks the request size limit on the compressed
+  // bytes and would inflate a small request into any size.
+  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, false);
+  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, false);
+  if (quota != nullptr) builder.SetResourceQuota(*quota);
   int port = 0;
   builder.AddListeningPort(address, std::move(credentials), &port);
   builder.RegisterService(service);
@@ -141,6 +179,21 @@ Listener Start(const std::string& address, grpc::Service* service,
   }
   listener.address = WithPort(address, port);
   return listener;
+}
+
+// Raises the soft limit on open descriptors to the hard limit: each client connection
+// holds one, and gRPC 1.51 stops accepting for good after an accept fails with EMFILE.
+void RaiseDescriptorLimit() {
+  struct rlimit limit = {};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  const rlim_t before = limit.rlim_cur;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) limit.rlim_cur = before;
+  }
+  LogEvent("info", "descriptor limit",
+           {{"soft", absl::StrCat(limit.rlim_cur)}, {"was", absl::StrCat(before)},
+            {"hard", absl::StrCat(limit.rlim_max)}});
 }
 
 }  // namespace
@@ -160,20 +213,44 @@ int main(int argc, char** argv) {
   // updates it on each acquisition (GraphCycles in a profile of the server under load);
   // a serving process does not need the deadlock detector.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  twotower::RateLimitLibraryLogs();
   const std::string bundle_path = absl::GetFlag(FLAGS_bundle);
   if (bundle_path.empty()) {
     std::fprintf(stderr, "error: --bundle is required\n");
     return 2;
   }
-  if (absl::GetFlag(FLAGS_max_k) < 1 || absl::GetFlag(FLAGS_max_batch) < 1 ||
-      absl::GetFlag(FLAGS_search_batch) < 1 || absl::GetFlag(FLAGS_search_rounds) < 0 ||
-      !(absl::GetFlag(FLAGS_search_hand_off_ms) >= 0) ||
-      absl::GetFlag(FLAGS_max_exclude) < 0 || absl::GetFlag(FLAGS_max_request_bytes) < 1 ||
-      absl::GetFlag(FLAGS_ef_search) < 0 || absl::GetFlag(FLAGS_nprobe) < 0 ||
-      absl::GetFlag(FLAGS_max_in_flight) < 0 || absl::GetFlag(FLAGS_shutdown_grace_ms) < 0) {
-    std::fprintf(stderr,
-                 "error: --max_k, --max_batch, --search_batch and --max_request_bytes must be >= 1, --max_exclude >= 0; --ef_search, --nprobe, "
-                 "--search_rounds, --search_hand_off_ms, --max_in_flight and --shutdown_grace_ms >= 0\n");
+  // Every number is bounded: a typo must not become a huge allocation or thread count.
+  const struct {
+    const char* name;
+    int64_t value, min, max;
+  } bounded[] = {
+      {"max_k", absl::GetFlag(FLAGS_max_k), 1, 100000},
+      {"max_batch", absl::GetFlag(FLAGS_max_batch), 1, 65536},
+      {"search_batch", absl::GetFlag(FLAGS_search_batch), 1, 4096},
+      {"search_rounds", absl::GetFlag(FLAGS_search_rounds), 0, 256},
+      {"max_exclude", absl::GetFlag(FLAGS_max_exclude), 0, 1000000},
+      {"max_filters", absl::GetFlag(FLAGS_max_filters), 0, 255},
+      {"max_filter_values", absl::GetFlag(FLAGS_max_filter_values), 0, 1000000},
+      {"max_request_bytes", absl::GetFlag(FLAGS_max_request_bytes), 1, int64_t{1} << 30},
+      {"max_response_bytes", absl::GetFlag(FLAGS_max_response_bytes), 1 << 20, int64_t{1} << 40},
+      {"max_concurrent_streams", absl::GetFlag(FLAGS_max_concurrent_streams), 1, 100000},
+      {"grpc_memory_bytes", absl::GetFlag(FLAGS_grpc_memory_bytes), 16 << 20, int64_t{1} << 40},
+      {"ef_search", absl::GetFlag(FLAGS_ef_search), 0, 65536},
+      {"nprobe", absl::GetFlag(FLAGS_nprobe), 0, 1 << 20},
+      {"max_in_flight", absl::GetFlag(FLAGS_max_in_flight), 0, 1000000},
+      {"shutdown_grace_ms", absl::GetFlag(FLAGS_shutdown_grace_ms), 0, 3600000},
+      {"listener_probe_ms", absl::GetFlag(FLAGS_listener_probe_ms), 0, 3600000},
+  };
+  for (const auto& flag : bounded) {
+    if (flag.value < flag.min || flag.value > flag.max) {
+      std::fprintf(stderr, "error: --%s must be in %lld..%lld, got %lld\n", flag.name,
+                   static_cast<long long>(flag.min), static_cast<long long>(flag.max),
+                   static_cast<long long>(flag.value));
+      return 2;
+    }
+  }
+  if (!(absl::GetFlag(FLAGS_search_hand_off_ms) >= 0)) {  // NaN fails this too
+    std::fprintf(stderr, "error: --search_hand_off_ms must be >= 0 (inf allowed)\n");
     return 2;
   }
   if (!absl::GetFlag(FLAGS_tls_client_ca).empty() && absl::GetFlag(FLAGS_tls_cert).empty()) {
@@ -232,6 +309,9 @@ int main(int argc, char** argv) {
                                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   retrieval_options.max_exclude = absl::GetFlag(FLAGS_max_exclude);
   retrieval_options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  retrieval_options.max_filters = absl::GetFlag(FLAGS_max_filters);
+  retrieval_options.max_filter_values = absl::GetFlag(FLAGS_max_filter_values);
+  retrieval_options.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
   retrieval_options.search_hand_off =
       absl::Milliseconds(absl::GetFlag(FLAGS_search_hand_off_ms));
   twotower::RetrievalService retrieval_service(&snapshots, &metrics, retrieval_options);
@@ -239,6 +319,14 @@ int main(int argc, char** argv) {
   admin_options.state_dir = absl::GetFlag(FLAGS_state_dir);
   admin_options.bundle_root = absl::GetFlag(FLAGS_bundle_root);
   admin_options.search_stats = [&retrieval_service] { return retrieval_service.search_stats(); };
+  // Set once the listener is up; read by GetStatus (true until a probe says otherwise).
+  std::atomic<bool> listener_accepting{true};
+  admin_options.serving_status = [&retrieval_service,
+                                  &listener_accepting](twotower::v1::GetStatusResponse* status) {
+    status->set_retrieval_listener_accepting(listener_accepting.load());
+    status->set_calls_in_flight(retrieval_service.calls_in_flight());
+    status->set_response_bytes_in_flight(retrieval_service.response_bytes_in_flight());
+  };
   if (absl::StatusOr<std::string> token = twotower::ReadAdminToken(absl::GetFlag(FLAGS_admin_token_file));
       token.ok()) {
     admin_options.token = *std::move(token);
@@ -261,6 +349,7 @@ int main(int argc, char** argv) {
     }
     grpc::SslServerCredentialsOptions tls;
     tls.pem_key_cert_pairs.push_back({*key, *cert});
+    std::optional<std::string> client_ca;
     if (const std::string ca_file = absl::GetFlag(FLAGS_tls_client_ca); !ca_file.empty()) {
       absl::StatusOr<std::string> ca = twotower::ReadFile(ca_file);
       if (!ca.ok()) {
@@ -268,19 +357,28 @@ int main(int argc, char** argv) {
                      std::string(ca.status().message()).c_str());
         return 2;
       }
-      tls.pem_root_certs = *ca;
+      client_ca = *ca;
+      tls.pem_root_certs = *std::move(ca);
       tls.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    if (absl::Status s = twotower::CheckTlsServerFiles(*cert, *key, client_ca ? &*client_ca : nullptr);
+        !s.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+      return 2;
     }
     retrieval_credentials = grpc::SslServerCredentials(tls);
   }
+  RaiseDescriptorLimit();
+  grpc::ResourceQuota quota("twotower-retrieval");
+  quota.Resize(static_cast<size_t>(absl::GetFlag(FLAGS_grpc_memory_bytes)));
   Listener retrieval =
-      Start(absl::GetFlag(FLAGS_address), &retrieval_service, retrieval_credentials);
+      Start(absl::GetFlag(FLAGS_address), &retrieval_service, retrieval_credentials, &quota);
   if (retrieval.server == nullptr) {
     std::fprintf(stderr, "error: cannot listen on %s\n", absl::GetFlag(FLAGS_address).c_str());
     return 1;
   }
   Listener admin = Start(absl::GetFlag(FLAGS_admin_address), &admin_service,
-                         grpc::InsecureServerCredentials());
+                         grpc::InsecureServerCredentials(), nullptr);
   if (admin.server == nullptr) {
     std::fprintf(stderr, "error: cannot listen on %s\n",
                  absl::GetFlag(FLAGS_admin_address).c_str());
@@ -290,6 +388,19 @@ int main(int argc, char** argv) {
   grpc::HealthCheckServiceInterface* health = retrieval.server->GetHealthCheckService();
   health->SetServingStatus("", true);
   health->SetServingStatus(twotower::v1::Retrieval::service_full_name(), true);
+
+  std::unique_ptr<twotower::ListenerProbe> probe;
+  if (const int probe_ms = absl::GetFlag(FLAGS_listener_probe_ms); probe_ms > 0) {
+    twotower::ListenerProbe::Options probe_options;
+    probe_options.interval = absl::Milliseconds(probe_ms);
+    probe_options.timeout = std::max(absl::Milliseconds(probe_ms), absl::Seconds(1));
+    probe = std::make_unique<twotower::ListenerProbe>(
+        retrieval.address, probe_options, [health, &listener_accepting](bool accepting) {
+          listener_accepting.store(accepting);
+          health->SetServingStatus("", accepting);
+          health->SetServingStatus(twotower::v1::Retrieval::service_full_name(), accepting);
+        });
+  }
 
   LogEvent("info", "serving",
            {{"version", version}, {"address", retrieval.address}, {"admin", admin.address}});
@@ -302,6 +413,7 @@ int main(int argc, char** argv) {
     while (::read(stop_pipe[0], &signal, 1) < 0 && errno == EINTR) {
     }
     LogEvent("info", "shutting down", {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    probe.reset();  // it must not turn health back to SERVING
     // Load balancers polling health stop sending new calls while the old ones drain.
     health->SetServingStatus(false);
     // grpc::Server::Shutdown drains in-flight calls but also waits for every client to

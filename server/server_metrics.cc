@@ -3,8 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "google/protobuf/stubs/logging.h"
+#include "grpc/support/log.h"
+#include "server/grpc_status.h"
 
 namespace twotower {
 
@@ -55,6 +60,8 @@ ServerMetrics::LatencySummary ServerMetrics::RetrieveLatency() const {
 
 namespace {
 
+constexpr size_t kMaxLoggedValueBytes = 2048;
+
 void AppendValue(std::string_view value, std::string* line) {
   const bool quote = value.empty() || value.find_first_of(" \t\"=\n") != std::string_view::npos;
   if (!quote) {
@@ -62,7 +69,9 @@ void AppendValue(std::string_view value, std::string* line) {
     return;
   }
   line->push_back('"');
-  for (const char c : value) {
+  // Values may quote client input: a bounded line per event, whatever the client sent.
+  const std::string bounded = Truncated(value, kMaxLoggedValueBytes);
+  for (const char c : bounded) {
     if (c == '"' || c == '\\') line->push_back('\\');
     if (c == '\n') {
       line->append("\\n");
@@ -92,6 +101,59 @@ void LogEvent(std::string_view level, std::string_view msg,
   }
   line.push_back('\n');
   std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+namespace {
+
+// At most kLibraryLogsPerMinute library messages are written per minute; the others are
+// counted and reported with the next one written.
+constexpr int kLibraryLogsPerMinute = 20;
+absl::Mutex library_log_mu;
+absl::Time library_log_window ABSL_GUARDED_BY(library_log_mu) = absl::InfinitePast();
+int library_logs_written ABSL_GUARDED_BY(library_log_mu) = 0;
+int64_t library_logs_dropped ABSL_GUARDED_BY(library_log_mu) = 0;
+
+// True when a message may be written now; *dropped is how many were not since the last.
+bool MayLog(int64_t* dropped) {
+  absl::MutexLock lock(&library_log_mu);
+  const absl::Time now = absl::Now();
+  if (now - library_log_window >= absl::Minutes(1)) {
+    library_log_window = now;
+    library_logs_written = 0;
+  }
+  if (library_logs_written >= kLibraryLogsPerMinute) {
+    ++library_logs_dropped;
+    return false;
+  }
+  ++library_logs_written;
+  *dropped = std::exchange(library_logs_dropped, 0);
+  return true;
+}
+
+void OnProtobufLog(google::protobuf::LogLevel level, const char* filename, int line,
+                   const std::string& message) {
+  int64_t dropped = 0;
+  if (!MayLog(&dropped)) return;
+  LogEvent(level >= google::protobuf::LOGLEVEL_ERROR ? "warn" : "info", "protobuf",
+           {{"message", message},
+            {"at", absl::StrCat(filename == nullptr ? "" : filename, ":", line)},
+            {"dropped_before", absl::StrCat(dropped)}});
+}
+
+void OnGrpcLog(gpr_log_func_args* args) {
+  int64_t dropped = 0;
+  if (!MayLog(&dropped)) return;
+  LogEvent(args->severity == GPR_LOG_SEVERITY_ERROR ? "warn" : "info", "grpc",
+           {{"message", args->message == nullptr ? "" : args->message},
+            {"at", absl::StrCat(args->file == nullptr ? "" : args->file, ":", args->line)},
+            {"dropped_before", absl::StrCat(dropped)}});
+}
+
+}  // namespace
+
+void RateLimitLibraryLogs() {
+  google::protobuf::SetLogHandler(&OnProtobufLog);
+  gpr_set_log_function(&OnGrpcLog);
 }
 
 }  // namespace twotower

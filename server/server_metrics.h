@@ -86,6 +86,11 @@ class ServerMetrics {
 void LogEvent(std::string_view level, std::string_view msg,
               std::initializer_list<std::pair<std::string_view, std::string>> fields = {});
 
+// Routes the log messages of the protobuf and gRPC libraries (e.g. one per request that
+// holds a string that is not UTF-8, or that is compressed) to LogEvent, at most a few per
+// minute: clients cannot flood the log. Call once at start.
+void RateLimitLibraryLogs();
+
 }  // namespace twotower
 
 #endif  // TWOTOWER_SERVER_SERVER_METRICS_H_

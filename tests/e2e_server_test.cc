@@ -10,11 +10,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -33,6 +40,7 @@
 #include "index/exact_scan.h"
 #include "gtest/gtest.h"
 #include "model/tower.h"
+#include "tests/raw_http2.h"
 #include "tests/server_process.h"
 #include "tests/test_util.h"
 #include "twotower/v1/admin.grpc.pb.h"
@@ -1219,6 +1227,323 @@ TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
   const RunResult bad = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address",
                              server_.address(), "--user", user, "--k", "0"});
   EXPECT_EQ(bad.exit_code, 1);
+}
+
+// --- Hostile clients and operator mistakes ------------------------------------------------
+
+namespace hostile {
+
+// The port of a host:port address.
+int PortOf(const std::string& address) { return std::stoi(address.substr(address.rfind(':') + 1)); }
+
+// Calls `method` with raw request bytes (nothing checks they are a valid message).
+grpc::Status CallRaw(const std::string& address, const std::string& method, const std::string& bytes,
+                     std::string* answer = nullptr) {
+  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  const grpc::Slice slice(bytes);
+  const grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable done_cv;
+  bool done = false;
+  grpc::Status status;
+  stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   std::lock_guard<std::mutex> lock(mu);
+                   status = std::move(s);
+                   done = true;
+                   done_cv.notify_one();
+                 });
+  std::unique_lock<std::mutex> lock(mu);
+  done_cv.wait(lock, [&] { return done; });
+  if (answer != nullptr && status.ok()) {
+    std::vector<grpc::Slice> slices;
+    (void)response.Dump(&slices);
+    answer->clear();
+    for (const grpc::Slice& s : slices) answer->append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return status;
+}
+
+// Health of `service` ("" = the whole server) by a new connection: 1 SERVING, 2 NOT_SERVING,
+// -1 no answer.
+int Health(const std::string& address, const std::string& service) {
+  std::string request;
+  if (!service.empty()) {
+    request.push_back(0x0a);
+    request.push_back(static_cast<char>(service.size()));
+    request += service;
+  }
+  std::string answer;
+  if (!CallRaw(address, "/grpc.health.v1.Health/Check", request, &answer).ok()) return -1;
+  return answer.size() == 2 && answer[0] == 0x08 ? answer[1] : (answer.empty() ? 0 : -1);
+}
+
+// Waits up to `seconds` for `condition`.
+bool WaitFor(const std::function<bool()>& condition, int seconds) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+v1::GetStatusResponse StatusOf(ServerProcess& server) {
+  v1::GetStatusResponse status;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  EXPECT_TRUE(server.admin().GetStatus(&context, {}, &status).ok());
+  return status;
+}
+
+// Listening TCP sockets of process `pid` (by the inodes of its descriptors).
+int ListeningSockets(pid_t pid) {
+  std::set<std::string> inodes;
+  std::error_code error;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", error)) {
+    const std::string target = ReadLink(entry.path().string());
+    if (target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  int listening = 0;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      const std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (fields.size() > 9 && fields[3] == "0A" && inodes.count(fields[9]) > 0) ++listening;
+    }
+  }
+  return listening;
+}
+
+}  // namespace hostile
+
+TEST_F(E2eServerTest, UndecodableRequestsAreInvalidArgumentAndCounted) {
+  const int64_t failed_before = Status().requests_failed();
+  const grpc::Status garbage =
+      hostile::CallRaw(server_.address(), "/twotower.v1.Retrieval/Retrieve", "\xff\xff\xff");
+  EXPECT_EQ(garbage.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << garbage.error_message();
+  EXPECT_NE(garbage.error_message().find("not a valid RetrieveRequest"), std::string::npos);
+  // user_id (field 2) holding one byte that is not UTF-8.
+  const grpc::Status latin1 = hostile::CallRaw(
+      server_.address(), "/twotower.v1.Retrieval/BatchRetrieve", std::string("\x0a\x03\x12\x01\xe9", 5));
+  EXPECT_EQ(latin1.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << latin1.error_message();
+  EXPECT_EQ(Status().requests_failed(), failed_before + 2);
+}
+
+TEST_F(E2eServerTest, CompressedRequestsAreRefusedBeforeInflating) {
+  const double rss_before = server_.ResidentMb();
+  // 64 MB of one byte: ~64 KB on the wire with gzip, far over --max_request_bytes inflated.
+  v1::RetrieveRequest bomb = KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5);
+  bomb.set_user_id(std::string(64 << 20, 'a'));
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    context.set_compression_algorithm(GRPC_COMPRESS_GZIP);
+    v1::RetrieveResponse response;
+    const grpc::Status status = server_.retrieval().Retrieve(&context, bomb, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED) << status.error_message();
+  }
+  EXPECT_LT(server_.ResidentMb() - rss_before, 32.0) << "the server inflated the requests";
+  v1::RetrieveResponse response;  // and it still serves
+  EXPECT_TRUE(Retrieve(KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5), &response).ok());
+}
+
+TEST_F(E2eServerTest, ErrorMessagesQuoteABoundedPartOfTheInput) {
+  v1::RetrieveRequest request = KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5);
+  (*request.mutable_user_features())[std::string(1 << 20, 'f')].set_categorical("x");
+  v1::RetrieveResponse response;
+  const grpc::Status status = Retrieve(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message().size();
+  EXPECT_LT(status.error_message().size(), 2048u);
+}
+
+TEST_F(E2eServerTest, FiltersPerCallAreBounded) {
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  const auto with_filters = [&](int filters, int values) {
+    v1::RetrieveRequest request = KnownUserRequest(user, 5);
+    for (int f = 0; f < filters; ++f) {
+      v1::ItemFilter* filter = request.add_filters();
+      filter->set_feature("genres");
+      for (int v = 0; v < values; ++v) filter->add_any_of(absl::StrCat("g", v));
+    }
+    return request;
+  };
+  v1::RetrieveResponse response;
+  EXPECT_TRUE(Retrieve(with_filters(64, 2), &response).ok());
+  EXPECT_EQ(Retrieve(with_filters(65, 1), &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Retrieve(with_filters(1, 4097), &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // The limit holds per call: a batch's requests share it.
+  v1::BatchRetrieveRequest batch;
+  for (int i = 0; i < 2; ++i) *batch.add_requests() = with_filters(40, 1);
+  v1::BatchRetrieveResponse answers;
+  const grpc::Status status = server_.retrieval().BatchRetrieve(Context().get(), batch, &answers);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("requests[1]"), std::string::npos) << status.error_message();
+}
+
+TEST_F(E2eServerTest, EachListenerBindsOneSocket) {
+  // With SO_REUSEPORT, gRPC bound one more socket per poller, and for port 0 each on its
+  // own free port: an unprinted port that served the Admin API.
+  EXPECT_EQ(hostile::ListeningSockets(server_.pid()), 2);
+}
+
+TEST_F(E2eServerTest, AnswersAClientDoesNotReadStayCountedAndMemoryIsBounded) {
+  ServerProcess server;
+  ASSERT_EQ(server.Start(latest_path_, {"--max_response_bytes=" + std::to_string(32 << 20),
+                                        "--max_in_flight=1000", "--max_concurrent_streams=100"}),
+            absl::OkStatus());
+  const double rss_before = server.ResidentMb();
+  // BatchRetrieve of 1000 users x k = 1000: every answer is the whole catalogue per user.
+  v1::BatchRetrieveRequest batch;
+  for (const std::string& user : KnownUsers(*latest_, 1000)) {
+    if (batch.requests_size() == 1000) break;
+    *batch.add_requests() = KnownUserRequest(user, 1000);
+  }
+  while (batch.requests_size() < 1000) *batch.add_requests() = KnownUserRequest("u-none", 1000);
+  const std::string message = batch.SerializeAsString();
+  ASSERT_LT(message.size(), 16000u);
+  std::vector<std::unique_ptr<testing::NonReadingHttp2Client>> clients;
+  for (int c = 0; c < 2; ++c) {
+    clients.push_back(std::make_unique<testing::NonReadingHttp2Client>(hostile::PortOf(server.address())));
+    ASSERT_TRUE(clients.back()->ok());
+    for (int i = 0; i < 60; ++i) {
+      ASSERT_TRUE(clients.back()->Call("/twotower.v1.Retrieval/BatchRetrieve", message));
+    }
+  }
+  // Every call is answered or refused; the answers nobody reads stay counted.
+  ASSERT_TRUE(hostile::WaitFor(
+      [&] {
+        const v1::GetStatusResponse status = hostile::StatusOf(server);
+        return status.requests_total() >= 120;
+      },
+      120));
+  const v1::GetStatusResponse stuck = hostile::StatusOf(server);
+  EXPECT_GT(stuck.response_bytes_in_flight(), 0);
+  EXPECT_LE(stuck.response_bytes_in_flight(), 32 << 20);
+  EXPECT_GT(stuck.requests_failed(), 0) << "the budget refused nothing";
+  const double grown = server.ResidentMb() - rss_before;
+  EXPECT_LT(grown, 200.0) << "unread answers held " << grown << " MB";
+  // Once the connections go, so do their answers; the server serves as before.
+  clients.clear();
+  EXPECT_TRUE(hostile::WaitFor(
+      [&] {
+        const v1::GetStatusResponse status = hostile::StatusOf(server);
+        return status.calls_in_flight() == 0 && status.response_bytes_in_flight() == 0;
+      },
+      60));
+  v1::RetrieveResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  EXPECT_TRUE(server.retrieval()
+                  .Retrieve(&context, KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5), &response)
+                  .ok());
+}
+
+TEST_F(E2eServerTest, DescriptorExhaustionIsSurvivedOrReportedNotServing) {
+  const auto flood = [](const std::string& address, int connections) {
+    std::vector<int> fds;
+    for (int i = 0; i < connections; ++i) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in to = {};
+      to.sin_family = AF_INET;
+      to.sin_port = htons(static_cast<uint16_t>(hostile::PortOf(address)));
+      to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (fd < 0) break;
+      fds.push_back(fd);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) break;
+      static const char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+      (void)::send(fd, kPreface, sizeof kPreface - 1, MSG_NOSIGNAL);
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // let the server accept them
+    for (int fd : fds) ::close(fd);
+  };
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  const auto serves = [&](const std::string& address) {
+    auto stub = testing::NewRetrievalStub(address, 12345);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    v1::RetrieveResponse response;
+    return stub->Retrieve(&context, KnownUserRequest(user, 3), &response).ok();
+  };
+  {  // A low soft limit is raised to the hard one: 300 connections do not exhaust it.
+    ServerProcess server;
+    ASSERT_EQ(server.Start(latest_path_, {}, {"/bin/sh", "-c", "ulimit -S -n 256 && ulimit -H -n 4096 && exec \"$0\" \"$@\""}),
+              absl::OkStatus());
+    flood(server.address(), 300);
+    EXPECT_TRUE(serves(server.address()));
+    EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(10)), 0);
+  }
+  {  // A hard limit that runs out stops gRPC 1.51's listener for good: health says so.
+    ServerProcess server;
+    ASSERT_EQ(server.Start(latest_path_, {"--listener_probe_ms=200"},
+                           {"/bin/sh", "-c", "ulimit -n 256 && exec \"$0\" \"$@\""}),
+              absl::OkStatus());
+    EXPECT_EQ(hostile::Health(server.address(), ""), 1);
+    flood(server.address(), 300);
+    EXPECT_TRUE(hostile::WaitFor([&] { return !hostile::StatusOf(server).retrieval_listener_accepting(); }, 60))
+        << "the probe never noticed the listener stopped";
+    // The admin port still answers; a client already connected reads NOT_SERVING.
+    EXPECT_FALSE(serves(server.address()));
+  }
+}
+
+TEST_F(E2eServerTest, ServerRefusesBoundlessFlagsAndBadTlsFiles) {
+  const auto start = [&](const std::vector<std::string>& flags) {
+    std::vector<std::string> args = {BinaryDir() + "/twotower_server", "--bundle=" + latest_path_,
+                                     "--address=127.0.0.1:0", "--admin_address=127.0.0.1:0"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    return RunCommand(args).exit_code;
+  };
+  EXPECT_EQ(start({"--search_rounds=100000"}), 2);
+  EXPECT_EQ(start({"--max_k=2000000000"}), 2);
+  EXPECT_EQ(start({"--max_batch=100000000"}), 2);
+  ScopedTempDir dir;
+  for (const char* name : {"a", "b"}) {
+    ASSERT_EQ(RunCommand({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                          "1", "-keyout", dir.Join(std::string(name) + "-key.pem"), "-out",
+                          dir.Join(std::string(name) + "-cert.pem"), "-subj", "/CN=localhost"})
+                  .exit_code,
+              0);
+  }
+  testing::WriteText(dir.Join("empty.pem"), "");
+  EXPECT_EQ(start({"--tls_cert=" + dir.Join("a-cert.pem"), "--tls_key=" + dir.Join("b-key.pem")}), 2);
+  EXPECT_EQ(start({"--tls_cert=" + dir.Join("a-cert.pem"), "--tls_key=" + dir.Join("a-key.pem"),
+                   "--tls_client_ca=" + dir.Join("empty.pem")}),
+            2);
+  EXPECT_EQ(start({"--tls_cert=" + dir.Join("a-key.pem"), "--tls_key=" + dir.Join("a-key.pem")}), 2);
+}
+
+TEST_F(E2eServerTest, GetStatusTellsHowTheLastReloadEnded) {
+  v1::ReloadModelRequest reload;
+  reload.set_bundle_path(first_path_);
+  v1::ReloadModelResponse reloaded;
+  {  // A deadline too short to answer in: not swapped, and GetStatus says so.
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1));
+    const grpc::Status status = server_.admin().ReloadModel(&context, reload, &reloaded);
+    EXPECT_FALSE(status.ok());
+  }
+  const auto outcome_settled = [&] {
+    const v1::GetStatusResponse status = Status();
+    return status.has_last_reload();
+  };
+  // The call may have been refused by the client before it reached the server.
+  if (hostile::WaitFor(outcome_settled, 5)) {
+    const v1::GetStatusResponse status = Status();
+    EXPECT_FALSE(status.last_reload().swapped());
+    EXPECT_EQ(status.model_version(), latest_->model_version()) << "swapped after DEADLINE_EXCEEDED";
+  }
+  ASSERT_TRUE(server_.admin().ReloadModel(Context().get(), reload, &reloaded).ok());
+  const v1::GetStatusResponse status = Status();
+  EXPECT_TRUE(status.last_reload().swapped());
+  EXPECT_EQ(status.last_reload().model_version(), first_->model_version());
+  EXPECT_EQ(status.model_version(), first_->model_version());
 }
 
 }  // namespace

@@ -69,10 +69,16 @@ class ServerProcess {
     if (stdout_ >= 0) ::close(stdout_);
   }
 
-  // Starts the server and waits (up to 60 s) for its ready line.
-  absl::Status Start(const std::string& bundle, const std::vector<std::string>& extra_flags = {}) {
-    std::vector<std::string> args = {BinaryDir() + "/twotower_server", "--bundle=" + bundle,
-                                     "--address=127.0.0.1:0", "--admin_address=127.0.0.1:0"};
+  // Starts the server and waits (up to 60 s) for its ready line. `command_prefix` runs
+  // it through another program (e.g. {"/bin/sh", "-c", "ulimit -n 256; exec \"$0\" \"$@\""}).
+  absl::Status Start(const std::string& bundle, const std::vector<std::string>& extra_flags = {},
+                     const std::vector<std::string>& command_prefix = {}) {
+    std::vector<std::string> args = command_prefix;
+    for (const std::string& arg : {BinaryDir() + "/twotower_server", "--bundle=" + bundle,
+                                   std::string("--address=127.0.0.1:0"),
+                                   std::string("--admin_address=127.0.0.1:0")}) {
+      args.push_back(arg);
+    }
     args.insert(args.end(), extra_flags.begin(), extra_flags.end());
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
