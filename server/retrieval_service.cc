@@ -97,6 +97,7 @@ class RetrievalService::Call final : public grpc::ServerUnaryReactor {
   v1::BatchRetrieveResponse batch_response;
   std::vector<const v1::RetrieveRequest*> requests;
   std::vector<v1::RetrieveResponse*> responses;  // one per request
+  int64_t request_bytes = 0;                     // serialized
   // The model the call reads (taken before Admit), then set by Prepare.
   std::shared_ptr<const Snapshot> snapshot;
   std::vector<bool> user_known;
@@ -145,7 +146,8 @@ absl::Status RetrievalService::Admit(Call& call) {
   for (const v1::RetrieveRequest* request : call.requests) {
     results += std::min<int64_t>(std::clamp(request->k(), 0, options_.max_k), items);
   }
-  const int64_t wanted = results * kReservedBytesPerResult;
+  // The parsed request lives as long as the call: it counts too.
+  const int64_t wanted = results * kReservedBytesPerResult + 2 * call.request_bytes;
   const int64_t total = call.Reserve(wanted);
   if (total > options_.max_response_bytes && total > wanted) {  // others hold some of it
     call.Reserve(0);
@@ -184,6 +186,7 @@ void RetrievalService::Start(std::unique_ptr<Call> call, const grpc::ByteBuffer&
     call->responses = {&call->single_response};
   }
   call->snapshot = snapshots_->Get();
+  call->request_bytes = static_cast<int64_t>(request.Length());
   absl::Status status = Admit(*call);
   if (status.ok()) {
     try {

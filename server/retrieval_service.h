@@ -43,9 +43,10 @@ struct RetrievalOptions {
   // RESOURCE_EXHAUSTED (0 = no limit). A call counts until gRPC is done with it: an
   // answer a client does not read still counts.
   int max_in_flight = 256;
-  // Budget for answers in progress or not yet fully sent, in bytes: a call reserves
-  // kReservedBytesPerResult per result it may return when it starts, and holds the size
-  // of its serialized answer once built, until gRPC is done with it. A call that would
+  // Budget for calls in progress and answers not yet fully sent, in bytes: a call
+  // reserves kReservedBytesPerResult per result it may return plus twice its request's
+  // size when it starts, and holds the size of its serialized answer once built, until
+  // gRPC is done with it. A call that would
   // go past the budget fails at once with RESOURCE_EXHAUSTED, unless no other call holds
   // any of it (so one call of any allowed size is always served).
   int64_t max_response_bytes = int64_t{256} << 20;

@@ -1428,7 +1428,11 @@ TEST_F(E2eServerTest, AnswersAClientDoesNotReadStayCountedAndMemoryIsBounded) {
   EXPECT_LE(stuck.response_bytes_in_flight(), 32 << 20);
   EXPECT_GT(stuck.requests_failed(), 0) << "the budget refused nothing";
   const double grown = server.ResidentMb() - rss_before;
+#ifndef __SANITIZE_ADDRESS__  // ASan's quarantine keeps freed memory resident
   EXPECT_LT(grown, 200.0) << "unread answers held " << grown << " MB";
+#endif
+  std::printf("server RSS grew %.0f MB with %lld answer bytes unread\n", grown,
+              static_cast<long long>(stuck.response_bytes_in_flight()));
   // Once the connections go, so do their answers; the server serves as before.
   clients.clear();
   EXPECT_TRUE(hostile::WaitFor(
@@ -1446,7 +1450,8 @@ TEST_F(E2eServerTest, AnswersAClientDoesNotReadStayCountedAndMemoryIsBounded) {
 }
 
 TEST_F(E2eServerTest, DescriptorExhaustionIsSurvivedOrReportedNotServing) {
-  const auto flood = [](const std::string& address, int connections) {
+  // Opens `connections` connections that send the HTTP/2 preface; closed by the caller.
+  const auto open = [](const std::string& address, int connections) {
     std::vector<int> fds;
     for (int i = 0; i < connections; ++i) {
       const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1460,7 +1465,9 @@ TEST_F(E2eServerTest, DescriptorExhaustionIsSurvivedOrReportedNotServing) {
       static const char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
       (void)::send(fd, kPreface, sizeof kPreface - 1, MSG_NOSIGNAL);
     }
-    std::this_thread::sleep_for(std::chrono::seconds(2));  // let the server accept them
+    return fds;
+  };
+  const auto close_all = [](const std::vector<int>& fds) {
     for (int fd : fds) ::close(fd);
   };
   const std::string user = KnownUsers(*latest_, 1).at(0);
@@ -1475,7 +1482,10 @@ TEST_F(E2eServerTest, DescriptorExhaustionIsSurvivedOrReportedNotServing) {
     ServerProcess server;
     ASSERT_EQ(server.Start(latest_path_, {}, {"/bin/sh", "-c", "ulimit -S -n 256 && ulimit -H -n 4096 && exec \"$0\" \"$@\""}),
               absl::OkStatus());
-    flood(server.address(), 300);
+    const std::vector<int> fds = open(server.address(), 300);
+    // Served while the 300 are open, and after they close.
+    EXPECT_TRUE(serves(server.address()));
+    close_all(fds);
     EXPECT_TRUE(serves(server.address()));
     EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(10)), 0);
   }
@@ -1485,9 +1495,12 @@ TEST_F(E2eServerTest, DescriptorExhaustionIsSurvivedOrReportedNotServing) {
                            {"/bin/sh", "-c", "ulimit -n 256 && exec \"$0\" \"$@\""}),
               absl::OkStatus());
     EXPECT_EQ(hostile::Health(server.address(), ""), 1);
-    flood(server.address(), 300);
+    // The admin connection is made now: once descriptors run out, no new one is accepted.
+    EXPECT_TRUE(hostile::StatusOf(server).retrieval_listener_accepting());
+    const std::vector<int> fds = open(server.address(), 300);
     EXPECT_TRUE(hostile::WaitFor([&] { return !hostile::StatusOf(server).retrieval_listener_accepting(); }, 60))
         << "the probe never noticed the listener stopped";
+    close_all(fds);
     // The admin port still answers; a client already connected reads NOT_SERVING.
     EXPECT_FALSE(serves(server.address()));
   }
