@@ -34,8 +34,9 @@
 // than twice the live entries plus Options::compact_slack, it is compacted: rewritten
 // as the live state (the surviving upserts, then one remove of the removed base items).
 //
-// The journal belongs to the model version: a newly trained bundle starts without it
-// (add the items to the item table and re-export to keep them across models).
+// One process writes a journal (servers do not share a state_dir). The journal belongs to
+// the model version: a newly trained bundle starts without it (add the items to the item
+// table and re-export to keep them across models).
 #ifndef TWOTOWER_SERVER_ITEM_JOURNAL_H_
 #define TWOTOWER_SERVER_ITEM_JOURNAL_H_
 

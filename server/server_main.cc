@@ -78,8 +78,9 @@ ABSL_FLAG(int, max_in_flight, 0,
           "Most Retrieval calls in progress at once; calls beyond it fail at once with "
           "RESOURCE_EXHAUSTED (0 = no limit)");
 ABSL_FLAG(std::string, state_dir, "",
-          "Directory for the item journals: UpsertItems / RemoveItems are logged there and "
-          "replayed when the same model is loaded again (empty = changes live until exit)");
+          "Directory (must exist) for the item journals: UpsertItems / RemoveItems are logged "
+          "there and replayed when the same model is loaded again (empty = changes live until "
+          "exit)");
 ABSL_FLAG(std::string, admin_token_file, "",
           "File holding the token admin calls must send as \"authorization: Bearer <token>\" "
           "(or set TWOTOWER_ADMIN_TOKEN); empty = no token (then keep --admin_address on loopback)");

@@ -22,6 +22,8 @@
 #include "absl/strings/str_cat.h"
 #include "bundle/bundle.h"
 #include "gtest/gtest.h"
+#include "server/admin_service.h"
+#include "server/server_metrics.h"
 #include "server/snapshot.h"
 #include "tests/test_util.h"
 #include "tests/trained_model.h"
@@ -677,6 +679,56 @@ TEST_F(ItemJournalReplayTest, AModelVersionThatIsNotAFileNameWritesNothing) {
   EXPECT_FALSE(loaded.ok());
   EXPECT_TRUE(std::filesystem::is_empty(state));
   EXPECT_FALSE(std::filesystem::exists(dir.Join("../escaped-journal.items.journal")));
+}
+
+// The reported fault, through the Admin service: an upsert the journal cannot take (the
+// disk is full) is refused and not applied; later ones are acknowledged; a restart (a
+// fresh LoadSnapshot) serves every acknowledged item and nothing of the refused one.
+TEST_F(ItemJournalReplayTest, AnUpsertTheJournalCannotTakeIsRefusedAndARestartKeepsEveryAcknowledgedItem) {
+  ScopedTempDir state;
+  SnapshotHolder snapshots;
+  snapshots.Swap(Load(state.path()));
+  ServerMetrics metrics;
+  AdminService::Options options;
+  options.state_dir = state.path();
+  AdminService admin(&snapshots, &metrics, options);
+  const auto upsert = [&](const std::vector<std::string>& ids) {
+    grpc::ServerContext context;
+    const v1::UpsertItemsRequest request = Upsert(ids);
+    v1::UpsertItemsResponse response;
+    return admin.UpsertItems(&context, &request, &response);
+  };
+  std::vector<std::string> acknowledged;
+  for (int i = 0; i < 5; ++i) {
+    acknowledged.push_back(absl::StrCat("online-", i));
+    ASSERT_TRUE(upsert({acknowledged.back()}).ok());
+  }
+  const std::string journal = snapshots.Get()->journal->path();
+  {
+    const FileSizeLimit limit(static_cast<off_t>(std::filesystem::file_size(journal)) + 10);
+    const grpc::Status refused = upsert({"refused-a", "refused-b"});
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INTERNAL) << refused.error_message();
+    EXPECT_NE(refused.error_message().find(journal), std::string::npos) << refused.error_message();
+  }
+  EXPECT_FALSE(snapshots.Get()->catalogue->Contains("refused-a"));
+  for (int i = 5; i < 10; ++i) {
+    acknowledged.push_back(absl::StrCat("online-", i));
+    ASSERT_TRUE(upsert({acknowledged.back()}).ok());
+  }
+  grpc::ServerContext context;
+  const v1::RemoveItemsRequest remove = Remove({"online-0"});
+  v1::RemoveItemsResponse removed;
+  ASSERT_TRUE(admin.RemoveItems(&context, &remove, &removed).ok());
+
+  const std::shared_ptr<const Snapshot> restarted = Load(state.path());
+  ASSERT_NE(restarted, nullptr);
+  EXPECT_FALSE(restarted->catalogue->Contains("online-0"));
+  for (size_t i = 1; i < acknowledged.size(); ++i) {
+    EXPECT_TRUE(restarted->catalogue->Contains(acknowledged[i])) << acknowledged[i];
+  }
+  EXPECT_FALSE(restarted->catalogue->Contains("refused-a"));
+  EXPECT_FALSE(restarted->catalogue->Contains("refused-b"));
+  EXPECT_EQ(restarted->catalogue->size(), static_cast<int64_t>(bundle().items.ids.size()) + 9);
 }
 
 // Start-up replay time of N single-item upsert records (prints; README numbers). With
