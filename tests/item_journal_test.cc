@@ -272,7 +272,8 @@ TEST(ItemJournalTest, WhenTheRollbackFailsTooTheJournalRefusesAppends) {
   absl::StatusOr<ItemJournal::State> state = journal->Load();
   ASSERT_TRUE(state.ok()) << state.status();
   EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"a"}));
-  EXPECT_EQ(FilesWith(dir.path(), ".torn-"), (std::vector<std::string>{absl::StrCat(kVersion, ".items.journal.torn-", good)}));
+  EXPECT_EQ(FilesWith(dir.path(), ".torn-"),
+            (std::vector<std::string>{absl::StrCat(kVersion, ".items.journal.torn-", good)}));
   ASSERT_TRUE(journal->Append(Upsert({"c"})).ok());
   state = OpenJournal(dir.path())->Load();
   ASSERT_TRUE(state.ok()) << state.status();
@@ -468,6 +469,30 @@ TEST(ItemJournalTest, AFailedCompactionLeavesTheJournalAsItWas) {
   EXPECT_EQ(state->upserted[0].features().at("price").numeric(), 9);
 }
 
+TEST(ItemJournalTest, NothingIsAppendedUntilTheNewFileIsDurableInItsDirectory) {
+  ScopedTempDir dir;
+  bool fail_sync_dir = true;
+  std::vector<std::string> operations;
+  ItemJournal::Options options;
+  options.fault_for_test = [&](absl::string_view op) {
+    operations.emplace_back(op);
+    return fail_sync_dir && op == "sync_dir" ? EIO : 0;
+  };
+  std::unique_ptr<ItemJournal> journal = LoadedJournal(dir.path(), options);
+  // The first append creates the file (temp file, rename, directory fsync): the fsync
+  // fails, so the change is refused, and retried first by the next append.
+  const absl::Status refused = journal->Append(Upsert({"a"}));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInternal) << refused;
+  EXPECT_EQ(ReadBytes(journal->path()), ItemJournal::FileHeader());
+  fail_sync_dir = false;
+  operations.clear();
+  ASSERT_TRUE(journal->Append(Upsert({"b"})).ok());
+  EXPECT_EQ(operations, (std::vector<std::string>{"sync_dir", "write", "fsync"}));
+  absl::StatusOr<ItemJournal::State> state = OpenJournal(dir.path())->Load();
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"b"}));
+}
+
 // The child of KillNineDuringAppendsAndCompactionsLosesNoAcknowledgedChange: appends
 // until killed, compacting often, and prints each change once it is acknowledged.
 TEST(ItemJournalChild, AppendsUntilKilled) {
@@ -560,7 +585,8 @@ class ItemJournalReplayTest : public ::testing::Test {
   static void TearDownTestSuite() { shared_.reset(); }
   static const Bundle& bundle() { return shared_->model.report.bundle; }
   static std::shared_ptr<const Snapshot> Load(const std::string& state_dir) {
-    absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = LoadSnapshot(shared_->path, IndexOptions{}, state_dir);
+    absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot =
+        LoadSnapshot(shared_->path, IndexOptions{}, state_dir);
     EXPECT_TRUE(snapshot.ok()) << snapshot.status();
     return snapshot.ok() ? *snapshot : nullptr;
   }
@@ -766,7 +792,8 @@ TEST_F(ItemJournalReplayTest, ReplayTimeOfManySingleItemRecords) {
             return next.status();
           },
           [](const v1::RemoveItemsRequest&) { return absl::OkStatus(); }).ok());
-      std::printf(", %.3f s in order", std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count());
+      std::printf(", %.3f s in order",
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count());
       EXPECT_EQ(snapshot->catalogue->size(), loaded->catalogue->size());
     }
     std::printf("\n");
