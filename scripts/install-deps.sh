@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libfaiss-dev libopenblas-dev liblapack-dev
-  libabsl-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libabsl-dev libssl-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf gnuplot-nox openssl
   clang libclang-rt-14-dev
 )

@@ -1,7 +1,5 @@
 #include "server/admin_service.h"
 
-#include "server/item_journal.h"
-
 #include <openssl/crypto.h>
 
 #include <filesystem>
@@ -28,6 +26,18 @@ void ToProto(const IndexOptions& options, v1::IndexParams* params) {
 
 std::string VersionOf(const std::shared_ptr<const Snapshot>& snapshot) {
   return snapshot == nullptr ? std::string("none") : snapshot->model_version;
+}
+
+// Appends a change to the snapshot's journal (none without --state_dir).
+template <typename Request>
+absl::Status Journal(const Snapshot& snapshot, const Request& request) {
+  if (snapshot.journal == nullptr) return absl::OkStatus();
+  absl::Status status = snapshot.journal->Append(request);
+  if (!status.ok()) {
+    LogEvent("warn", "item change refused: not journaled",
+             {{"code", absl::StatusCodeToString(status.code())}, {"error", std::string(status.message())}});
+  }
+  return status;
 }
 
 }  // namespace
@@ -204,8 +214,7 @@ grpc::Status AdminService::UpsertItems(grpc::ServerContext* context,
   absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyUpsert(*current, *request);
   if (!next.ok()) return ToGrpcStatus(next.status());
   // Durable before visible: a change the caller saw succeed survives a restart.
-  const ItemJournal journal(options_.state_dir, current->model_version);
-  if (absl::Status s = journal.Append(*request); !s.ok()) return ToGrpcStatus(s);
+  if (absl::Status s = Journal(*current, *request); !s.ok()) return ToGrpcStatus(s);
   snapshots_->Swap(*next);
   LogEvent("info", "items upserted",
            {{"count", absl::StrCat(request->items_size())},
@@ -226,8 +235,7 @@ grpc::Status AdminService::RemoveItems(grpc::ServerContext* context,
   int64_t removed = 0;
   absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyRemove(*current, *request, &removed);
   if (!next.ok()) return ToGrpcStatus(next.status());
-  const ItemJournal journal(options_.state_dir, current->model_version);
-  if (absl::Status s = journal.Append(*request); !s.ok()) return ToGrpcStatus(s);
+  if (absl::Status s = Journal(*current, *request); !s.ok()) return ToGrpcStatus(s);
   snapshots_->Swap(*next);
   LogEvent("info", "items removed",
            {{"count", absl::StrCat(removed)}, {"items", absl::StrCat((*next)->catalogue->size())}});

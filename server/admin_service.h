@@ -56,7 +56,8 @@ class AdminService final : public v1::Admin::Service {
                             v1::RebuildIndexResponse* response) override;
   // Adds or replaces items online (features -> item tower -> the catalogue's delta index),
   // journaled (fsynced) before they become visible; the next Retrieve sees them.
-  // INVALID_ARGUMENT for an empty / repeated id or a bad feature; nothing changes then.
+  // INVALID_ARGUMENT for an empty / repeated id or a bad feature; the journal's error
+  // when it cannot take the change (see ItemJournal::Append); nothing changes then.
   grpc::Status UpsertItems(grpc::ServerContext* context, const v1::UpsertItemsRequest* request,
                            v1::UpsertItemsResponse* response) override;
   // Removes items online (unknown ids are ignored and not counted), journaled likewise.

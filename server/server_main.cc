@@ -104,8 +104,9 @@ ABSL_FLAG(int, listener_probe_ms, 2000,
           "descriptors), health turns NOT_SERVING so an orchestrator restarts the server "
           "(0 = no probe)");
 ABSL_FLAG(std::string, state_dir, "",
-          "Directory for the item journals: UpsertItems / RemoveItems are logged there and "
-          "replayed when the same model is loaded again (empty = changes live until exit)");
+          "Directory (must exist) for the item journals: UpsertItems / RemoveItems are logged "
+          "there and replayed when the same model is loaded again (empty = changes live until "
+          "exit)");
 ABSL_FLAG(std::string, admin_token_file, "",
           "File holding the token admin calls must send as \"authorization: Bearer <token>\" "
           "(or set TWOTOWER_ADMIN_TOKEN); empty = no token (then keep --admin_address on loopback)");

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/item_journal.h"
 #include "absl/time/clock.h"
+#include "server/item_journal.h"
 
 namespace twotower {
 
@@ -38,27 +38,41 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& 
   for (size_t r = 0; r < user_ids.size(); ++r) user_rows->emplace(user_ids[r], static_cast<int32_t>(r));
   snapshot->user_rows = std::move(user_rows);
   std::shared_ptr<const Snapshot> loaded = std::move(snapshot);
-  const ItemJournal journal(state_dir, loaded->model_version);
-  absl::Status replayed = journal.Replay(
-      [&](const v1::UpsertItemsRequest& upsert) {
-        absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyUpsert(*loaded, upsert);
-        if (!next.ok()) return next.status();
-        loaded = *std::move(next);
-        return absl::OkStatus();
-      },
-      [&](const v1::RemoveItemsRequest& remove) {
-        int64_t removed = 0;
-        absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyRemove(*loaded, remove, &removed);
-        if (!next.ok()) return next.status();
-        loaded = *std::move(next);
-        return absl::OkStatus();
-      });
-  if (!replayed.ok()) {
-    return absl::Status(replayed.code(), absl::StrCat("replaying ", journal.path(), ": ", replayed.message()));
+  // Removals that name no bundle item change nothing once folded: the journal drops them.
+  ItemJournal::Options journal_options;
+  journal_options.is_base_item = [base = loaded->catalogue](const std::string& id) { return base->Contains(id); };
+  absl::StatusOr<std::unique_ptr<ItemJournal>> journal =
+      ItemJournal::Open(state_dir, loaded->model_version, std::move(journal_options));
+  if (!journal.ok()) return journal.status();
+  if (*journal != nullptr) {
+    absl::StatusOr<ItemJournal::State> state = (*journal)->Load();
+    if (!state.ok()) return state.status();
+    // Folded: the surviving upserts in the order the in-order replay leaves them, then
+    // the removed bundle items (disjoint from the upserts), one call each.
+    const auto replay_error = [&](const absl::Status& status) {
+      return absl::Status(status.code(), absl::StrCat("replaying ", (*journal)->path(), ": ", status.message()));
+    };
+    if (!state->upserted.empty()) {
+      v1::UpsertItemsRequest upsert;
+      upsert.mutable_items()->Reserve(static_cast<int>(state->upserted.size()));
+      for (v1::Entity& entity : state->upserted) *upsert.add_items() = std::move(entity);
+      absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyUpsert(*loaded, upsert);
+      if (!next.ok()) return replay_error(next.status());
+      loaded = *std::move(next);
+    }
+    if (!state->removed.empty()) {
+      v1::RemoveItemsRequest remove;
+      for (std::string& id : state->removed) remove.add_item_ids(std::move(id));
+      int64_t removed = 0;
+      absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyRemove(*loaded, remove, &removed);
+      if (!next.ok()) return replay_error(next.status());
+      loaded = *std::move(next);
+    }
   }
   auto timed = std::make_shared<Snapshot>(*loaded);
   timed->loaded_at = absl::Now();
   timed->load_duration = timed->loaded_at - start;
+  timed->journal = *std::move(journal);
   return std::shared_ptr<const Snapshot>(std::move(timed));
 }
 

@@ -19,6 +19,7 @@
 #include "features/encoded_table.h"
 #include "index/catalogue.h"
 #include "index/item_index.h"
+#include "server/item_journal.h"
 #include "twotower/v1/admin.pb.h"
 #include "twotower/v1/retrieval.pb.h"
 
@@ -33,6 +34,9 @@ struct Snapshot {
   std::string model_version;
   // Id -> row of bundle->users.rows (users with stored features); shared like the bundle.
   std::shared_ptr<const absl::flat_hash_map<std::string, int32_t>> user_rows;
+  // The item journal of this model version (null without a state_dir): online changes
+  // are appended to it. Shared by the snapshots derived from this one; internally locked.
+  std::shared_ptr<ItemJournal> journal;
   absl::Time loaded_at;
   // Wall time of ReadBundle + index build (just the index build after a rebuild).
   absl::Duration load_duration;
@@ -41,6 +45,10 @@ struct Snapshot {
 // Reads and validates the bundle at `bundle_path` (see ReadBundle), indexes its items and,
 // when `state_dir` is set, replays the item journal of its model version (see
 // ItemJournal): online item changes survive restarts and reloads of the same bundle.
+// The journal is folded first and applied as one upsert and one removal, so replay is
+// linear in its records. Errors: ReadBundle's, the journal's (DATA_LOSS for a corrupt
+// one, FAILED_PRECONDITION for a state_dir that is not a directory, INVALID_ARGUMENT for
+// a model_version that cannot name a file).
 absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& bundle_path,
                                                              const IndexOptions& options,
                                                              const std::string& state_dir = "");
