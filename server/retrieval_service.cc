@@ -159,9 +159,14 @@ absl::Status RetrievalService::Admit(Call& call) {
 }
 
 void RetrievalService::Start(std::unique_ptr<Call> call, const grpc::ByteBuffer& request) {
+  // ProtoBufferReader only reads the buffer; its constructor takes it non-const.
   grpc::ProtoBufferReader reader(const_cast<grpc::ByteBuffer*>(&request));
-  const bool parsed = call->batch ? call->batch_request.ParseFromZeroCopyStream(&reader)
-                                  : call->single_request.ParseFromZeroCopyStream(&reader);
+  bool parsed = false;
+  try {
+    parsed = call->batch ? call->batch_request.ParseFromZeroCopyStream(&reader)
+                         : call->single_request.ParseFromZeroCopyStream(&reader);
+  } catch (...) {  // bad_alloc: refused like a request that does not parse
+  }
   if (!parsed) {
     const absl::Status invalid = absl::InvalidArgumentError(absl::StrCat(
         "the request is not a valid ", call->batch ? "BatchRetrieveRequest" : "RetrieveRequest",
@@ -239,7 +244,8 @@ void RetrievalService::Finish(std::unique_ptr<Call> call, absl::Status status) c
   // From here until OnDone the call holds the serialized answer only.
   call->Reserve(status.ok() ? static_cast<int64_t>(call->response_buffer->Length()) : 0);
   // Swapped out, not cleared: Clear keeps the memory of repeated fields for reuse.
-  call->queries.clear();
+  std::vector<Catalogue::Query>().swap(call->queries);
+  std::vector<float>().swap(call->vectors);
   call->requests.clear();
   call->responses.clear();
   v1::BatchRetrieveResponse().Swap(&call->batch_response);
