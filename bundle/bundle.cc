@@ -1,16 +1,23 @@
-#include "absl/strings/string_view.h"
 #include "bundle/bundle.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <functional>
 #include <random>
+#include <system_error>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -28,6 +35,19 @@ constexpr char kItemTower[] = "item_tower.pb";
 constexpr char kUsers[] = "users.pb";
 constexpr char kItems[] = "items.pb";
 constexpr char kItemEmbeddings[] = "item_embeddings.pb";
+// The files of this format besides the MANIFEST: exactly these, each once.
+constexpr const char* kDataFiles[] = {kUserTower, kItemTower, kUsers, kItems, kItemEmbeddings};
+
+// Items whose forward pass the sanity check recomputes.
+constexpr int kSanitySample = 16;
+
+// An id for a message: escaped, at most ~100 bytes.
+std::string Quoted(absl::string_view id) {
+  constexpr size_t kMax = 100;
+  std::string out = absl::StrCat("\"", absl::CHexEscape(id.substr(0, kMax)), "\"");
+  if (id.size() > kMax) out += "...";
+  return out;
+}
 
 // Tensors are stored as raw float32; every supported platform is little-endian.
 static_assert(std::endian::native == std::endian::little);
@@ -79,6 +99,19 @@ absl::StatusOr<TowerModel> TowerFromState(const v1::TowerSpec& spec,
   absl::StatusOr<FeatureEncoder> encoder = FeatureEncoder::FromState(schema, state);
   if (!encoder.ok()) return encoder.status();
   const TowerShape shape = ShapeFor(spec, *encoder);
+  // The widths come from the manifest's config: check them before any arithmetic on them.
+  int64_t input_width = shape.num_numeric;
+  for (const TowerShape::Field& field : shape.fields) {
+    if (field.rows < 1 || field.dim < 1) {
+      return absl::DataLossError(absl::StrCat(name, ": an embedding field has no rows or width"));
+    }
+    input_width += field.dim;
+  }
+  bool widths_ok = shape.output_dim >= 1 && input_width <= kMaxBundleFileBytes / 4;
+  for (int h : shape.hidden_dims) widths_ok &= h >= 1;
+  if (!widths_ok) {
+    return absl::DataLossError(absl::StrCat(name, ": the config's layer widths are not possible"));
+  }
   const std::vector<int> dims = shape.layer_dims();
   const size_t expected = shape.fields.size() + 2 * (dims.size() - 1);
   if (static_cast<size_t>(state.tensors_size()) != expected) {
@@ -150,7 +183,33 @@ absl::StatusOr<EncodedEntities> EntitiesFromProto(const v1::EncodedTable& proto,
       }
     }
   }
+  // Ids are keys (the server maps them to rows): each one once, none empty.
+  absl::flat_hash_set<absl::string_view> seen;
+  seen.reserve(proto.ids_size());
+  for (int r = 0; r < proto.ids_size(); ++r) {
+    const std::string& id = proto.ids(r);
+    if (id.empty()) return absl::DataLossError(absl::StrCat(name, ": row ", r, ": empty id"));
+    if (!seen.insert(id).second) {
+      return absl::DataLossError(absl::StrCat(name, ": row ", r, ": duplicate id ", Quoted(id)));
+    }
+  }
   return EncodedEntities{{proto.ids().begin(), proto.ids().end()}, *std::move(rows)};
+}
+
+// A binary bundle file; refused past protobuf's 2 GiB message limit.
+absl::StatusOr<std::string> Serialize(const google::protobuf::Message& message,
+                                      absl::string_view name) {
+  const size_t size = message.ByteSizeLong();
+  if (size > static_cast<size_t>(kMaxBundleFileBytes)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(name, ": ", size, " bytes, over the ", kMaxBundleFileBytes,
+                     " bytes a protobuf message (one bundle file) can hold"));
+  }
+  std::string out;
+  if (!message.SerializeToString(&out)) {
+    return absl::InternalError(absl::StrCat(name, ": cannot serialize"));
+  }
+  return out;
 }
 
 absl::Status ParseBinary(const std::string& bytes, absl::string_view name,
@@ -161,23 +220,76 @@ absl::Status ParseBinary(const std::string& bytes, absl::string_view name,
   return absl::OkStatus();
 }
 
-// Largest |a - b| over the first rows of the stored item vectors vs. a fresh forward pass.
-float MaxDeviationFromItemTower(const Bundle& bundle, int rows) {
+// Largest |a - b| over `rows` of the stored item vectors vs. a fresh forward pass.
+float MaxDeviationFromItemTower(const Bundle& bundle, const std::vector<int>& rows) {
   EncodedTable sample = bundle.item.encoder.NewTable();
-  for (int r = 0; r < rows; ++r) sample.AppendRowFrom(bundle.items.rows, r);
+  for (int r : rows) sample.AppendRowFrom(bundle.items.rows, r);
   const int d = bundle.embedding_dim();
-  std::vector<float> out(static_cast<size_t>(rows) * d);
+  std::vector<float> out(rows.size() * d);
   TowerActivations acts;
   bundle.item.tower.Forward(sample, &acts, out.data());
   float worst = 0;
-  for (size_t i = 0; i < out.size(); ++i) {
-    const float diff = std::fabs(out[i] - bundle.item_vectors[i]);
-    worst = std::isfinite(diff) ? std::max(worst, diff) : INFINITY;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const float* stored = bundle.item_vectors.data() + static_cast<size_t>(rows[i]) * d;
+    for (int k = 0; k < d; ++k) {
+      const float diff = std::fabs(out[i * d + k] - stored[k]);
+      worst = std::isfinite(diff) ? std::max(worst, diff) : INFINITY;
+    }
   }
   return worst;
 }
 
+// `count` rows spread evenly over [0, n), the first and the last included.
+std::vector<int> SpreadRows(int n, int count) {
+  std::vector<int> rows;
+  if (n <= count) {
+    for (int r = 0; r < n; ++r) rows.push_back(r);
+    return rows;
+  }
+  for (int i = 0; i < count; ++i) {
+    rows.push_back(static_cast<int>(static_cast<int64_t>(i) * (n - 1) / (count - 1)));
+  }
+  return rows;
+}
+
+// Every stored item vector is finite and unit-length (what the index and the scores
+// assume): one pass over the vectors, no forward pass.
+absl::Status CheckItemVectors(const Bundle& bundle) {
+  const size_t d = static_cast<size_t>(bundle.embedding_dim());
+  for (size_t r = 0; r < bundle.items.ids.size(); ++r) {
+    const float* v = bundle.item_vectors.data() + r * d;
+    double squares = 0;
+    for (size_t k = 0; k < d; ++k) squares += static_cast<double>(v[k]) * v[k];
+    // float squares cannot overflow a double: a non-finite sum means a non-finite value.
+    if (!std::isfinite(squares)) {
+      return absl::DataLossError(absl::StrCat(kItemEmbeddings, ": item ", Quoted(bundle.items.ids[r]),
+                                              " (row ", r, "): the vector has a non-finite value"));
+    }
+    const double norm = std::sqrt(squares);
+    if (!(std::fabs(norm - 1.0) <= kItemVectorNormTolerance)) {
+      return absl::DataLossError(absl::StrCat(kItemEmbeddings, ": item ", Quoted(bundle.items.ids[r]),
+                                              " (row ", r, "): L2 norm ", norm,
+                                              ", expected 1 (vectors are L2-normalised)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status ValidateModelVersion(absl::string_view version) {
+  const bool plain_chars = std::all_of(version.begin(), version.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+  });
+  if (version.empty() || version.size() > 128 || !plain_chars || version == "." ||
+      version == "..") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model_version ", Quoted(version),
+        ": must be 1..128 characters of [A-Za-z0-9._-], not \".\" or \"..\""));
+  }
+  return absl::OkStatus();
+}
 
 std::string NewModelVersion() {
   std::random_device device;
@@ -187,14 +299,21 @@ std::string NewModelVersion() {
 }
 
 absl::Status WriteBundle(const Bundle& bundle, const std::string& dir) {
+  if (absl::Status s = ValidateModelVersion(bundle.model_version()); !s.ok()) return s;
   struct stat st;
-  if (::stat(dir.c_str(), &st) == 0) {
+  if (::lstat(dir.c_str(), &st) == 0) {
     return absl::AlreadyExistsError(absl::StrCat(dir, " already exists; not overwriting"));
   }
   const std::string tmp = absl::StrCat(dir, ".tmp-", ::getpid());
   if (::mkdir(tmp.c_str(), 0755) != 0) {
     return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
   }
+  // Nothing half-written stays behind.
+  const auto fail = [&tmp](const absl::Status& status) {
+    std::error_code ignored;
+    std::filesystem::remove_all(tmp, ignored);
+    return status;
+  };
   v1::BundleManifest manifest = bundle.manifest;
   manifest.set_format_version(kBundleFormatVersion);
   manifest.set_embedding_dim(bundle.embedding_dim());
@@ -207,53 +326,97 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& dir) {
   for (const std::string& id : bundle.items.ids) embeddings.add_item_ids(id);
   embeddings.set_vectors(FloatBytes(bundle.item_vectors));
 
-  const std::pair<const char*, std::string> files[] = {
-      {kUserTower, TowerToState(bundle.user).SerializeAsString()},
-      {kItemTower, TowerToState(bundle.item).SerializeAsString()},
-      {kUsers, EntitiesToProto(bundle.users).SerializeAsString()},
-      {kItems, EntitiesToProto(bundle.items).SerializeAsString()},
-      {kItemEmbeddings, embeddings.SerializeAsString()},
+  // Serialised one at a time: the copies of big towers are not all held at once.
+  const std::pair<const char*, std::function<absl::StatusOr<std::string>()>> files[] = {
+      {kUserTower, [&] { return Serialize(TowerToState(bundle.user), kUserTower); }},
+      {kItemTower, [&] { return Serialize(TowerToState(bundle.item), kItemTower); }},
+      {kUsers, [&] { return Serialize(EntitiesToProto(bundle.users), kUsers); }},
+      {kItems, [&] { return Serialize(EntitiesToProto(bundle.items), kItems); }},
+      {kItemEmbeddings, [&] { return Serialize(embeddings, kItemEmbeddings); }},
   };
-  for (const auto& [name, contents] : files) {
-    if (absl::Status s = WriteFileDurably(absl::StrCat(tmp, "/", name), contents); !s.ok()) {
-      return s;
+  for (const auto& [name, serialize] : files) {
+    const absl::StatusOr<std::string> contents = serialize();
+    if (!contents.ok()) return fail(contents.status());
+    if (absl::Status s = WriteFileDurably(absl::StrCat(tmp, "/", name), *contents); !s.ok()) {
+      return fail(s);
     }
     v1::BundleFile* file = manifest.add_files();
     file->set_name(name);
-    file->set_bytes(static_cast<int64_t>(contents.size()));
-    file->set_sha256(Sha256Hex(contents));
+    file->set_bytes(static_cast<int64_t>(contents->size()));
+    file->set_sha256(Sha256Hex(*contents));
   }
   // The manifest goes last: a directory with a manifest is complete.
   if (absl::Status s = WriteFileDurably(absl::StrCat(tmp, "/", kManifest), ToTextProto(manifest));
       !s.ok()) {
-    return s;
+    return fail(s);
   }
-  if (absl::Status s = SyncDirectory(tmp); !s.ok()) return s;
+  if (absl::Status s = SyncDirectory(tmp); !s.ok()) return fail(s);
+  // Never publish a bundle the server would refuse (e.g. a string protobuf cannot parse
+  // back, a non-finite vector): read it back as a server would first.
+  if (absl::StatusOr<Bundle> back = ReadBundle(tmp); !back.ok()) {
+    return fail(absl::Status(back.status().code(),
+                             absl::StrCat("not publishing ", dir, ": the bundle written does not "
+                                          "read back: ", back.status().message())));
+  }
   if (::rename(tmp.c_str(), dir.c_str()) != 0) {
-    return absl::InternalError(
-        absl::StrCat("cannot rename ", tmp, " to ", dir, ": ", std::strerror(errno)));
+    return fail(absl::InternalError(
+        absl::StrCat("cannot rename ", tmp, " to ", dir, ": ", std::strerror(errno))));
   }
   return SyncDirectory(DirName(dir));
 }
 
 absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   Bundle bundle;
+  // Every file is read through this one open directory (a symlink to it is fine), by a
+  // plain name, without following a symlink, and only if it is a regular file.
+  absl::StatusOr<ScopedFd> dir_fd = OpenDirectory(dir);
+  if (!dir_fd.ok()) return dir_fd.status();
   const std::string manifest_path = absl::StrCat(dir, "/", kManifest);
-  if (absl::Status s = ReadTextProtoFile(manifest_path, &bundle.manifest); !s.ok()) return s;
+  ReadFileOptions options;
+  options.regular_only = true;
+  options.no_follow = true;
+  options.max_bytes = kMaxManifestBytes;
+  absl::StatusOr<std::string> manifest_text = ReadFileAt(*dir_fd, dir, kManifest, options);
+  if (manifest_text.status().code() == absl::StatusCode::kOutOfRange) {
+    return absl::DataLossError(manifest_text.status().message());
+  }
+  if (!manifest_text.ok()) return manifest_text.status();
+  if (absl::Status s = ParseTextProto(*manifest_text, manifest_path, &bundle.manifest); !s.ok()) {
+    return s;
+  }
   const v1::BundleManifest& manifest = bundle.manifest;
   if (manifest.format_version() != kBundleFormatVersion) {
     return absl::FailedPreconditionError(
         absl::StrCat(manifest_path, ": format_version ", manifest.format_version(),
                      ", this build reads ", kBundleFormatVersion));
   }
-  if (manifest.model_version().empty()) {
-    return absl::DataLossError(absl::StrCat(manifest_path, ": model_version missing"));
+  if (absl::Status s = ValidateModelVersion(manifest.model_version()); !s.ok()) {
+    return absl::DataLossError(absl::StrCat(manifest_path, ": ", s.message()));
   }
 
-  // Every file: present, listed, checksum correct.
+  // Every file: one of the format's, listed once, a regular file of the declared size,
+  // checksum correct.
   absl::flat_hash_map<std::string, std::string> contents;
-  for (const v1::BundleFile& file : manifest.files()) {
-    absl::StatusOr<std::string> data = ReadFile(absl::StrCat(dir, "/", file.name()));
+  for (int i = 0; i < manifest.files_size(); ++i) {
+    const v1::BundleFile& file = manifest.files(i);
+    const std::string where = absl::StrCat(manifest_path, ": files[", i, "] ", Quoted(file.name()));
+    if (std::find_if(std::begin(kDataFiles), std::end(kDataFiles), [&](const char* name) {
+          return file.name() == name;
+        }) == std::end(kDataFiles)) {
+      return absl::DataLossError(absl::StrCat(where, ": not a file of this format (",
+                                              absl::StrJoin(kDataFiles, ", "), ")"));
+    }
+    if (contents.contains(file.name())) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
+    if (file.bytes() < 0 || file.bytes() > kMaxBundleFileBytes) {
+      return absl::DataLossError(absl::StrCat(where, ": bytes ", file.bytes(), " out of range (0..",
+                                              kMaxBundleFileBytes, ")"));
+    }
+    options.max_bytes = static_cast<uint64_t>(file.bytes());
+    absl::StatusOr<std::string> data = ReadFileAt(*dir_fd, dir, file.name(), options);
+    if (data.status().code() == absl::StatusCode::kOutOfRange) {
+      return absl::DataLossError(absl::StrCat(dir, "/", file.name(), ": larger than the ",
+                                              file.bytes(), " bytes the MANIFEST lists (corrupt or modified)"));
+    }
     if (!data.ok()) return data.status();
     if (static_cast<int64_t>(data->size()) != file.bytes() || Sha256Hex(*data) != file.sha256()) {
       return absl::DataLossError(
@@ -261,7 +424,7 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
     }
     contents[file.name()] = *std::move(data);
   }
-  for (const char* required : {kUserTower, kItemTower, kUsers, kItems, kItemEmbeddings}) {
+  for (const char* required : kDataFiles) {
     if (!contents.contains(required)) {
       return absl::DataLossError(absl::StrCat(manifest_path, ": does not list ", required));
     }
@@ -317,10 +480,14 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   if (!vectors.ok()) return vectors.status();
   bundle.item_vectors = *std::move(vectors);
 
-  // Sanity forward pass: the stored item vectors must be what this item tower computes
-  // (so an index is never paired with another model's tower), and finite.
-  const int sample = std::min<int>(16, static_cast<int>(bundle.items.ids.size()));
-  const float deviation = MaxDeviationFromItemTower(bundle, sample);
+  // Every stored vector is finite and unit-length: the index serves all of them, and one
+  // NaN or 1e30 would top (or scramble) every answer.
+  if (absl::Status s = CheckItemVectors(bundle); !s.ok()) return s;
+  // Sanity forward pass on a sample spread over the catalogue: the stored item vectors must
+  // be what this item tower computes (so an index is never paired with another model's
+  // tower).
+  const float deviation = MaxDeviationFromItemTower(
+      bundle, SpreadRows(static_cast<int>(bundle.items.ids.size()), kSanitySample));
   if (!(deviation < 1e-3f)) {
     return absl::DataLossError(absl::StrCat(
         "sanity forward pass: stored item vectors differ from the item tower by ", deviation));

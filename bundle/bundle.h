@@ -8,15 +8,21 @@
 //   items.pb            EncodedTable: the catalogue's encoded features
 //   item_embeddings.pb  ItemEmbeddings: catalogue ids + L2-normalised item vectors
 //
-// Written atomically (temp directory, fsync, rename); read back with every check a server
-// needs before it trusts a file.
+// Written atomically (temp directory, fsync, read back with ReadBundle, rename): a bundle
+// ReadBundle refuses is never published. Read back with every check a server needs before
+// it trusts a file: the MANIFEST lists exactly the files above, each a regular file (not
+// a symlink, FIFO or device) of the size it declares; every item vector is finite and
+// unit-length.
 #ifndef TWOTOWER_BUNDLE_BUNDLE_H_
 #define TWOTOWER_BUNDLE_BUNDLE_H_
 
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "features/encoded_table.h"
 #include "features/feature_encoder.h"
 #include "model/tower.h"
@@ -25,6 +31,13 @@
 namespace twotower {
 
 inline constexpr int kBundleFormatVersion = 1;
+
+// Largest binary bundle file: one protobuf message, which protobuf caps at 2 GiB - 1.
+inline constexpr int64_t kMaxBundleFileBytes = std::numeric_limits<int32_t>::max();
+// Largest MANIFEST (text: the config and the file list).
+inline constexpr int64_t kMaxManifestBytes = 4 << 20;
+// How far from 1 the L2 norm of a stored item vector may be.
+inline constexpr double kItemVectorNormTolerance = 1e-3;
 
 // One side of the model: how to encode an entity and the tower that embeds it.
 struct TowerModel {
@@ -53,12 +66,21 @@ struct Bundle {
 // A fresh model version id: UTC time + random suffix, e.g. "20261128T230102Z-3fa9c2d1".
 std::string NewModelVersion();
 
+// A model version is a plain file-name component (servers name files after it):
+// 1..128 characters of [A-Za-z0-9._-], not "." or "..". INVALID_ARGUMENT otherwise.
+absl::Status ValidateModelVersion(absl::string_view version);
+
 // Writes `bundle` to `dir` (which must not exist) atomically: into a sibling temp
-// directory first, fsynced, then renamed.
+// directory first, fsynced, read back with ReadBundle (an error, and nothing published,
+// if that refuses it), then renamed. The temp directory is removed on failure.
 absl::Status WriteBundle(const Bundle& bundle, const std::string& dir);
 
-// Reads and validates a bundle: manifest format, checksums, shapes against the schema,
-// encoded rows within the vocabularies, a finite forward pass.
+// Reads and validates a bundle: manifest format and model_version, the file list (exactly
+// the format's files), each file a regular file (opened without following symlinks and
+// without blocking, read up to the size the manifest declares), checksums, shapes against
+// the schema, encoded rows within the vocabularies, unique ids, every item vector finite
+// and unit-length, and a forward pass over a sample of items that reproduces their
+// stored vectors. `dir` itself may be reached through a symlink.
 absl::StatusOr<Bundle> ReadBundle(const std::string& dir);
 
 // Points `link` (a symlink, e.g. bundles/latest) at `target` atomically.

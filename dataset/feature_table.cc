@@ -8,6 +8,7 @@
 #include "absl/strings/strip.h"
 #include "dataset/table_reader.h"
 #include "util/parse_number.h"
+#include "util/utf8.h"
 
 namespace twotower {
 
@@ -53,6 +54,12 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
       for (const v1::ColumnRef& ref : feature.flag_columns()) {
         absl::StatusOr<int> col = table->ResolveColumn(ref);
         if (!col.ok()) return col.status();
+        // A set flag's token is the column's header name.
+        if (!IsValidUtf8(table->ColumnName(*col))) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              table->source, ": header of column ", *col, " (a flag of feature \"", feature.name(),
+              "\"): not valid UTF-8 (", DescribeInvalidUtf8(table->ColumnName(*col)), ")"));
+        }
         source.flag_columns.push_back(*col);
       }
     } else {
@@ -77,6 +84,7 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
       const std::vector<std::string>& row = table->rows[r];
       std::string id(absl::StripAsciiWhitespace(row[*id_col]));
       if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(table->Where(r), ": empty id"));
+      if (absl::Status s = table->CheckUtf8(r, *id_col, id); !s.ok()) return s;
       if (seen.contains(id)) {
         return absl::InvalidArgumentError(
             absl::StrCat(table->Where(r), ": duplicate id \"", id, "\""));
@@ -97,6 +105,12 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
         }
         if (source.kind == v1::FeatureSpec::POPULARITY || source.kind == v1::FeatureSpec::HISTORY) continue;
         absl::string_view field = absl::StripAsciiWhitespace(row[source.column]);
+        // Tokens (and derived values) become vocabulary entries: UTF-8 only. A plain number
+        // is parsed, not kept.
+        if (source.kind == v1::FeatureSpec::CATEGORICAL || source.kind == v1::FeatureSpec::MULTI_HOT ||
+            source.derived) {
+          if (absl::Status s = table->CheckUtf8(r, source.column, field); !s.ok()) return s;
+        }
         switch (source.kind) {
           case v1::FeatureSpec::CATEGORICAL:
             if (!field.empty()) value.tokens.emplace_back(field);

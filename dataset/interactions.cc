@@ -42,6 +42,8 @@ absl::StatusOr<InteractionLog> ReadInteractions(const v1::InteractionTableSpec& 
       if (user.empty() || item.empty()) {
         return absl::InvalidArgumentError(absl::StrCat(table->Where(r), ": empty user or item id"));
       }
+      if (absl::Status s = table->CheckUtf8(r, *user_col, user); !s.ok()) return s;
+      if (absl::Status s = table->CheckUtf8(r, *item_col, item); !s.ok()) return s;
       int64_t t = 0;
       if (time_col >= 0 && !absl::SimpleAtoi(absl::StripAsciiWhitespace(row[time_col]), &t)) {
         return absl::InvalidArgumentError(absl::StrCat(

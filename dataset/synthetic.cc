@@ -40,11 +40,15 @@ std::string Genre(int c) { return absl::StrCat("g", c); }
 }  // namespace
 
 absl::Status WriteSyntheticDataset(const SyntheticOptions& o, const std::string& out_dir) {
+  // Upper bounds too: the tables are built in memory (a huge count would end in
+  // std::bad_alloc, not an error).
+  constexpr int kMaxEntities = 10'000'000, kMaxClusters = 1000, kMaxClicks = 10000;
   if (o.users < 10 || o.items < 10 || o.clusters < 2 || o.min_clicks < 2 ||
-      o.max_clicks < o.min_clicks || o.max_clicks > o.items) {
+      o.max_clicks < o.min_clicks || o.max_clicks > o.items || o.users > kMaxEntities ||
+      o.items > kMaxEntities || o.clusters > kMaxClusters || o.max_clicks > kMaxClicks) {
     return absl::InvalidArgumentError(
-        "synthetic: need users >= 10, items >= 10, clusters >= 2, "
-        "2 <= min_clicks <= max_clicks <= items");
+        "synthetic: need 10 <= users, items <= 10000000, 2 <= clusters <= 1000, "
+        "2 <= min_clicks <= max_clicks <= min(items, 10000)");
   }
   Rng rng(o.seed);
 

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "util/file.h"
+#include "util/utf8.h"
 
 namespace twotower {
 
@@ -45,6 +46,14 @@ std::string Table::ColumnName(int index) const {
 
 std::string Table::Where(size_t row) const {
   return absl::StrCat(source, ":", row < line_numbers.size() ? line_numbers[row] : 0);
+}
+
+absl::Status Table::CheckUtf8(size_t row, int column, absl::string_view value) const {
+  if (IsValidUtf8(value)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      Where(row), ": column ", ColumnName(column), ": not valid UTF-8 (",
+      DescribeInvalidUtf8(value), "); ids and values must be UTF-8 (set encoding: LATIN1 for "
+      "an ISO-8859-1 file)"));
 }
 
 namespace {
@@ -206,7 +215,9 @@ absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& ba
             path, ": cannot tell CSV from TSV by the extension; set format: CSV or TSV"));
       }
   }
-  absl::StatusOr<std::string> text = ReadFile(path);
+  ReadFileOptions options;
+  options.max_bytes = kMaxTableBytes;
+  absl::StatusOr<std::string> text = ReadFile(path, options);
   if (!text.ok()) return text.status();
   if (spec.encoding() == v1::TableSpec::LATIN1) *text = Latin1ToUtf8(*text);
   if (!spec.delimiter().empty()) {

@@ -25,7 +25,15 @@ struct Table {
   std::string ColumnName(int index) const;
   // "source:line" of row `row`, for error messages.
   std::string Where(size_t row) const;
+  // OK when `value` (a cell of row `row`, column `column`, or part of one) is valid UTF-8;
+  // else INVALID_ARGUMENT "source:line: column C: not valid UTF-8 (byte 0xE9 at offset 3)".
+  // Ids and tokens must be: the model and the serving API carry them as UTF-8 strings.
+  absl::Status CheckUtf8(size_t row, int column, absl::string_view value) const;
 };
+
+// Largest table file ReadTable reads (the trainer holds every table in memory, several
+// times its size once parsed).
+inline constexpr uint64_t kMaxTableBytes = uint64_t{16} << 30;
 
 enum class Delimiter { kComma, kTab };
 
@@ -41,7 +49,8 @@ absl::StatusOr<Table> ParseTable(absl::string_view text, char separator, bool ha
 // ISO-8859-1 bytes as UTF-8.
 std::string Latin1ToUtf8(absl::string_view text);
 
-// Reads spec.path (resolved against `base_dir` when relative) in spec.format.
+// Reads spec.path (resolved against `base_dir` when relative) in spec.format; a file over
+// kMaxTableBytes is an error.
 absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& base_dir);
 
 // Writes rows as CSV (quoting fields that need it) - used by the synthetic generator.

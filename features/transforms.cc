@@ -6,14 +6,16 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "util/utf8.h"
 
 namespace twotower {
 
 std::string DeriveValue(const v1::FeatureSpec& spec, absl::string_view raw) {
   switch (spec.derive()) {
     case v1::FeatureSpec::PREFIX: {
+      // Never cut inside a character: the token must stay UTF-8 (it is a vocabulary entry).
       const size_t keep = static_cast<size_t>(std::max(1, spec.prefix_length()));
-      return std::string(raw.substr(0, keep));
+      return std::string(Utf8Prefix(raw, keep));
     }
     case v1::FeatureSpec::YEAR: {
       std::string year;

@@ -1,11 +1,20 @@
 // Bundle round trip, atomic write, and rejection of every kind of damaged bundle.
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
 
 #include "bundle/bundle.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/trained_model.h"
 #include "util/file.h"
+#include "util/sha256.h"
 #include "util/text_proto.h"
 
 namespace twotower {
@@ -28,6 +37,49 @@ class BundleTest : public ::testing::Test {
     EXPECT_TRUE(WriteBundle(model_->report.bundle, path).ok());
     return path;
   }
+  // Edits the MANIFEST of the bundle at `path` in place.
+  static void EditManifest(const std::string& path,
+                           const std::function<void(v1::BundleManifest*)>& edit) {
+    v1::BundleManifest manifest;
+    ASSERT_TRUE(ReadTextProtoFile(path + "/MANIFEST", &manifest).ok());
+    edit(&manifest);
+    ASSERT_TRUE(WriteFileDurably(path + "/MANIFEST", ToTextProto(manifest)).ok());
+  }
+  // Replaces file `name` of the bundle at `path`, with a MANIFEST entry (size, checksum)
+  // that matches: only the checks past the checksums can refuse it.
+  static void ReplaceFile(const std::string& path, const std::string& name,
+                          const std::string& contents) {
+    ASSERT_TRUE(WriteFileDurably(path + "/" + name, contents).ok());
+    EditManifest(path, [&](v1::BundleManifest* manifest) {
+      for (v1::BundleFile& file : *manifest->mutable_files()) {
+        if (file.name() != name) continue;
+        file.set_bytes(static_cast<int64_t>(contents.size()));
+        file.set_sha256(Sha256Hex(contents));
+      }
+    });
+  }
+  // Rewrites the stored item vectors of the bundle at `path` with `edit`.
+  static void EditItemVectors(const std::string& path,
+                              const std::function<void(std::vector<float>*, int dim)>& edit) {
+    v1::ItemEmbeddings embeddings;
+    ASSERT_TRUE(embeddings.ParseFromString(ReadFile(path + "/item_embeddings.pb").value()));
+    std::vector<float> vectors(embeddings.vectors().size() / sizeof(float));
+    std::memcpy(vectors.data(), embeddings.vectors().data(), embeddings.vectors().size());
+    edit(&vectors, embeddings.dim());
+    embeddings.set_vectors(std::string(reinterpret_cast<const char*>(vectors.data()),
+                                       vectors.size() * sizeof(float)));
+    ReplaceFile(path, "item_embeddings.pb", embeddings.SerializeAsString());
+  }
+  // Names in the output directory (nothing half-written may stay there).
+  std::vector<std::string> Entries() const {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(out_.path())) {
+      names.push_back(entry.path().filename().string());
+    }
+    return names;
+  }
+  static std::string ItemId(int row) { return model_->report.bundle.items.ids[row]; }
+
   static ScopedTempDir* data_dir_;
   static testing::TrainedModel* model_;
   ScopedTempDir out_;
@@ -105,14 +157,199 @@ TEST_F(BundleTest, OtherFormatVersionIsRefused) {
 
 TEST_F(BundleTest, ItemVectorsFromAnotherModelAreRefused) {
   // Same shapes, different item tower weights: the sanity forward pass must notice that
-  // the stored item embeddings (the index) do not belong to this item tower.
+  // the stored item embeddings (the index) do not belong to this item tower...
   Bundle tampered = model_->report.bundle;
   for (float& w : tampered.item.tower.layers().back().bias) w += 0.5f;
-  const std::string path = out_.Join("tampered");
-  ASSERT_TRUE(WriteBundle(tampered, path).ok());  // checksums are valid for the new files
+  const absl::Status written = WriteBundle(tampered, out_.Join("tampered"));
+  EXPECT_NE(written.message().find("sanity forward pass"), std::string::npos) << written;
+  // ... so WriteBundle does not publish it (nor leave its temp directory behind).
+  EXPECT_EQ(Entries(), std::vector<std::string>{});
+
+  // On disk: unit-length, finite vectors, but not this tower's (two components of a
+  // sampled row swapped).
+  const std::string path = WriteFresh();
+  EditItemVectors(path, [](std::vector<float>* v, int) { std::swap((*v)[0], (*v)[1]); });
   absl::StatusOr<Bundle> read = ReadBundle(path);
   ASSERT_FALSE(read.ok());
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(read.status().message().find("sanity forward pass"), std::string::npos) << read.status();
+}
+
+// Not only a sample: every stored vector must be finite and unit-length. Row 7 is not
+// among the rows the forward pass samples.
+TEST_F(BundleTest, EveryItemVectorIsCheckedFiniteAndUnitLength) {
+  constexpr int kRow = 7;
+  const struct {
+    float value;          // written into component 0 of row kRow
+    const char* problem;  // expected in the message
+  } cases[] = {
+      {NAN, "non-finite"},
+      {INFINITY, "non-finite"},
+      {1e30f, "L2 norm"},
+      {2.0f, "L2 norm"},
+  };
+  for (const auto& c : cases) {
+    ScopedTempDir out;
+    const std::string path = out.Join("bundle");
+    ASSERT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+    EditItemVectors(path, [&](std::vector<float>* v, int dim) { (*v)[kRow * dim] = c.value; });
+    absl::StatusOr<Bundle> read = ReadBundle(path);
+    ASSERT_FALSE(read.ok()) << c.value;
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
+    const std::string expected = absl::StrCat("item \"", ItemId(kRow), "\" (row ", kRow, ")");
+    EXPECT_NE(read.status().message().find(expected), std::string::npos) << read.status();
+    EXPECT_NE(read.status().message().find(c.problem), std::string::npos) << read.status();
+  }
+  // A whole row scaled by 0.5: finite, but not L2-normalised.
+  const std::string path = WriteFresh();
+  EditItemVectors(path, [](std::vector<float>* v, int dim) {
+    for (int k = 0; k < dim; ++k) (*v)[kRow * dim + k] *= 0.5f;
+  });
+  absl::StatusOr<Bundle> read = ReadBundle(path);
+  EXPECT_NE(read.status().message().find("L2 norm 0.5"), std::string::npos) << read.status();
+}
+
+// WriteBundle reads what it wrote back before it renames it into place: whatever ReadBundle
+// refuses is an error, and nothing is published.
+TEST_F(BundleTest, WriteBundleNeverPublishesWhatReadBundleRefuses) {
+  const struct {
+    const char* what;
+    std::function<void(Bundle*)> damage;
+    const char* message;
+  } cases[] = {
+      // protobuf writes a non-UTF-8 string field with only a logged error, and then refuses
+      // to parse it.
+      {"non-UTF-8 item id", [](Bundle* b) { b->items.ids[3] = "caf\xE9"; }, "not a valid"},
+      {"NaN item vector", [](Bundle* b) { b->item_vectors[5] = NAN; }, "non-finite"},
+      {"duplicate item id", [](Bundle* b) { b->items.ids[1] = b->items.ids[0]; }, "duplicate id"},
+  };
+  for (const auto& c : cases) {
+    Bundle damaged = model_->report.bundle;
+    c.damage(&damaged);
+    const std::string path = out_.Join("bundle");
+    const absl::Status status = WriteBundle(damaged, path);
+    EXPECT_FALSE(status.ok()) << c.what;
+    EXPECT_NE(status.message().find("does not read back"), std::string::npos) << c.what << ": " << status;
+    EXPECT_NE(status.message().find(c.message), std::string::npos) << c.what << ": " << status;
+    EXPECT_EQ(Entries(), std::vector<std::string>{}) << c.what;
+  }
+  Bundle renamed = model_->report.bundle;
+  renamed.manifest.set_model_version("../../escape");
+  EXPECT_EQ(WriteBundle(renamed, out_.Join("bundle")).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Entries(), std::vector<std::string>{});
+}
+
+TEST_F(BundleTest, ModelVersionMustBeAPlainFileName) {
+  for (const std::string& version : {std::string("20261128T230102Z-3fa9c2d1"), std::string("v1.2_rc-3"),
+                                    std::string(128, 'a'), NewModelVersion()}) {
+    EXPECT_TRUE(ValidateModelVersion(version).ok()) << version;
+  }
+  for (const std::string& version : {std::string(""), std::string("."), std::string(".."),
+                                    std::string("a/b"), std::string("../x"), std::string("a b"),
+                                    std::string(129, 'a'), std::string("caf\xC3\xA9"),
+                                    std::string("a\0b", 3)}) {
+    EXPECT_EQ(ValidateModelVersion(version).code(), absl::StatusCode::kInvalidArgument) << version;
+  }
+  const std::string path = WriteFresh();
+  EditManifest(path, [](v1::BundleManifest* m) { m->set_model_version("../../state/evil"); });
+  absl::StatusOr<Bundle> read = ReadBundle(path);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(read.status().message().find("model_version"), std::string::npos) << read.status();
+}
+
+// The MANIFEST lists exactly the format's files, by plain name: nothing outside the
+// bundle directory is ever opened.
+TEST_F(BundleTest, ManifestFileNamesMustBeTheFormats) {
+  for (const std::string name : {"../../../../dev/zero", "/etc/hostname", "", ".", "..",
+                                 "sub/users.pb", "extra.pb", "users.pb"}) {
+    ScopedTempDir out;
+    const std::string path = out.Join("bundle");
+    ASSERT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+    EditManifest(path, [&](v1::BundleManifest* m) {
+      v1::BundleFile* file = m->add_files();  // "users.pb": listed twice
+      *file = m->files(2);
+      file->set_name(name);
+    });
+    absl::StatusOr<Bundle> read = ReadBundle(path);
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << name << ": " << read.status();
+    EXPECT_NE(read.status().message().find("files[5]"), std::string::npos) << read.status();
+  }
+}
+
+TEST_F(BundleTest, SymlinkedFilesAreRefused) {
+  for (const char* name : {"users.pb", "MANIFEST"}) {
+    ScopedTempDir out;
+    const std::string path = out.Join("bundle");
+    ASSERT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+    // The same bytes, but outside the directory, reached through a symlink.
+    std::filesystem::rename(path + "/" + name, out.Join(name));
+    std::filesystem::create_symlink(out.Join(name), path + "/" + name);
+    absl::StatusOr<Bundle> read = ReadBundle(path);
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kFailedPrecondition) << name;
+    EXPECT_NE(read.status().message().find(std::string(name) + ": is a symbolic link"), std::string::npos)
+        << read.status();
+  }
+}
+
+TEST_F(BundleTest, TheBundleDirectoryMayBeASymlink) {
+  const std::string path = WriteFresh();
+  const std::string latest = out_.Join("latest");
+  ASSERT_TRUE(UpdateSymlink("bundle", latest).ok());
+  absl::StatusOr<Bundle> read = ReadBundle(latest);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->model_version(), model_->report.bundle.model_version());
+}
+
+TEST_F(BundleTest, FifosAndDevicesAreRefusedWithoutBlocking) {
+  for (const char* name : {"MANIFEST", "item_tower.pb"}) {
+    ScopedTempDir out;
+    const std::string path = out.Join("bundle");
+    ASSERT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+    std::filesystem::remove(path + "/" + name);
+    ASSERT_EQ(::mkfifo((path + "/" + name).c_str(), 0644), 0);
+    // Nobody writes to the FIFO: a blocking open would hang the reload for ever.
+    auto pending = std::async(std::launch::async, [&] { return ReadBundle(path).status(); });
+    ASSERT_EQ(pending.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+        << "ReadBundle blocked on a FIFO " << name;
+    const absl::Status status = pending.get();
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+    EXPECT_NE(status.message().find(std::string(name) + ": a FIFO"), std::string::npos) << status;
+  }
+}
+
+TEST_F(BundleTest, FilesLargerThanDeclaredAreNotRead) {
+  const std::string path = WriteFresh();
+  {
+    std::ofstream grow(path + "/items.pb", std::ios::app | std::ios::binary);
+    grow << std::string(1 << 20, 'x');
+  }
+  absl::StatusOr<Bundle> read = ReadBundle(path);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(read.status().message().find("items.pb: larger than the"), std::string::npos) << read.status();
+  // A declared size past what one protobuf file can hold.
+  EditManifest(path, [](v1::BundleManifest* m) { m->mutable_files(3)->set_bytes(int64_t{1} << 40); });
+  EXPECT_EQ(ReadBundle(path).status().code(), absl::StatusCode::kDataLoss);
+  // A MANIFEST past its cap (here: a huge comment).
+  const std::string manifest = ReadFile(path + "/MANIFEST").value();
+  ASSERT_TRUE(WriteFileDurably(path + "/MANIFEST",
+                               "# " + std::string(kMaxManifestBytes, 'x') + "\n" + manifest).ok());
+  read = ReadBundle(path);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(read.status().message().find("MANIFEST: larger than"), std::string::npos) << read.status();
+}
+
+// Widths in the manifest's config that would overflow the tower's int arithmetic are
+// refused before any of it (UBSan would flag the overflow).
+TEST_F(BundleTest, ImpossibleLayerWidthsInTheManifestAreDataLoss) {
+  const std::string path = WriteFresh();
+  EditManifest(path, [](v1::BundleManifest* m) {
+    m->mutable_config()->mutable_item_tower()->set_id_embedding_dim(2147483647);
+    for (v1::FeatureSpec& f : *m->mutable_config()->mutable_data()->mutable_items()->mutable_features()) {
+      if (f.embedding_dim() > 0) f.set_embedding_dim(2147483647);
+    }
+  });
+  absl::StatusOr<Bundle> read = ReadBundle(path);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
 }
 
 TEST_F(BundleTest, LatestSymlinkIsReplacedAtomically) {

@@ -1,6 +1,11 @@
 // Config loading: the shipped configs are valid; every kind of mistake is a clear error.
+#include <sys/stat.h>
+
+#include <thread>
+
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
+#include "absl/strings/str_cat.h"
 #include "trainer/config.h"
 #include "util/text_proto.h"
 
@@ -141,6 +146,123 @@ TEST(ConfigTest, InvalidSettingsNameTheField) {
     EXPECT_FALSE(status.ok()) << c.field;
     EXPECT_NE(status.message().find(c.field), std::string::npos) << c.field << ": " << status;
   }
+}
+
+// A feature of `kind` on the users' table of `config`, for the size cases below.
+v1::FeatureSpec* AddUserFeature(v1::TrainerConfig* c, v1::FeatureSpec::Kind kind) {
+  v1::FeatureTableSpec* users = c->mutable_data()->mutable_users();
+  users->mutable_table()->set_path("users.csv");
+  users->mutable_id_column()->set_index(0);
+  v1::FeatureSpec* f = users->add_features();
+  f->set_name(absl::StrCat("f", users->features_size()));
+  f->set_kind(kind);
+  if (kind != v1::FeatureSpec::HISTORY) f->mutable_column()->set_index(1);
+  if (kind != v1::FeatureSpec::NUMERIC) f->set_embedding_dim(8);
+  return f;
+}
+
+// Every size the trainer allocates from is bounded: a huge one is an error naming the
+// field, not a std::bad_alloc after loading the data.
+TEST(ConfigTest, SizesAreBoundedAndTheErrorNamesTheField) {
+  struct Case {
+    const char* field;
+    void (*mutate)(v1::TrainerConfig*);
+  };
+  const Case cases[] = {
+      {"user_tower.id_embedding_dim", [](v1::TrainerConfig* c) { c->mutable_user_tower()->set_id_embedding_dim(2000000000); }},
+      {"item_tower.id_embedding_dim", [](v1::TrainerConfig* c) { c->mutable_item_tower()->set_id_embedding_dim(kMaxEmbeddingDim + 1); }},
+      {"user_tower.hidden_dims", [](v1::TrainerConfig* c) { c->mutable_user_tower()->add_hidden_dims(1 << 30); }},
+      {"user_tower.hidden_dims", [](v1::TrainerConfig* c) {
+         for (int i = 0; i <= kMaxHiddenLayers; ++i) c->mutable_user_tower()->add_hidden_dims(8);
+       }},
+      {"item_tower.hidden_dims", [](v1::TrainerConfig* c) {  // 3 x 16384^2 weights: over 2 GiB
+         for (int i = 0; i < 3; ++i) c->mutable_item_tower()->add_hidden_dims(kMaxLayerWidth);
+       }},
+      {"user_tower.output_dim", [](v1::TrainerConfig* c) {
+         c->mutable_user_tower()->set_output_dim(kMaxOutputDim + 1);
+         c->mutable_item_tower()->set_output_dim(kMaxOutputDim + 1);
+       }},
+      {"user_tower", [](v1::TrainerConfig* c) {  // input width: 100 x 4096
+         for (int i = 0; i < 100; ++i) AddUserFeature(c, v1::FeatureSpec::CATEGORICAL)->set_embedding_dim(kMaxEmbeddingDim);
+       }},
+      {"data.users.features[0] (\"f1\"): embedding_dim", [](v1::TrainerConfig* c) {
+         AddUserFeature(c, v1::FeatureSpec::CATEGORICAL)->set_embedding_dim(1 << 20);
+       }},
+      {"hash_buckets must be in", [](v1::TrainerConfig* c) {
+         AddUserFeature(c, v1::FeatureSpec::MULTI_HOT)->set_hash_buckets(2000000000);
+       }},
+      {"hash_buckets x embedding_dim", [](v1::TrainerConfig* c) {
+         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::CATEGORICAL);
+         f->set_hash_buckets(kMaxHashBuckets);
+         f->set_embedding_dim(64);
+       }},
+      {"quantile_buckets", [](v1::TrainerConfig* c) {
+         AddUserFeature(c, v1::FeatureSpec::BUCKETIZED)->set_quantile_buckets(2000000000);
+       }},
+      {"boundaries: at most", [](v1::TrainerConfig* c) {
+         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::BUCKETIZED);
+         for (int b = 0; b <= kMaxBuckets; ++b) f->add_boundaries(b);
+       }},
+      {"history_length", [](v1::TrainerConfig* c) {
+         AddUserFeature(c, v1::FeatureSpec::HISTORY)->set_history_length(2000000000);
+       }},
+      {"training.batch_size", [](v1::TrainerConfig* c) { c->mutable_training()->set_batch_size(2000000000); }},
+      {"training.epochs", [](v1::TrainerConfig* c) { c->mutable_training()->set_epochs(2000000000); }},
+      {"training.eval_k", [](v1::TrainerConfig* c) { c->mutable_training()->add_eval_k(2000000000); }},
+      {"training.hard_negative_pool", [](v1::TrainerConfig* c) { c->mutable_training()->set_hard_negative_pool(1 << 30); }},
+      {"training.num_negatives", [](v1::TrainerConfig* c) {  // 16384 x 10001 negatives a step
+         c->mutable_training()->set_objective(v1::TrainingSpec::SAMPLED_SOFTMAX);
+         c->mutable_training()->set_batch_size(kMaxBatchSize);
+         c->mutable_training()->set_num_negatives(10000);
+       }},
+  };
+  for (const Case& c : cases) {
+    v1::TrainerConfig config = Minimal();
+    c.mutate(&config);
+    const absl::Status status = ValidateTrainerConfig(config);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_NE(status.message().find(c.field), std::string::npos) << c.field << ": " << status;
+  }
+  // The bounds themselves are allowed.
+  v1::TrainerConfig config = Minimal();
+  config.mutable_user_tower()->set_id_embedding_dim(kMaxEmbeddingDim);
+  config.mutable_user_tower()->add_hidden_dims(kMaxLayerWidth);
+  config.mutable_training()->set_batch_size(kMaxBatchSize);
+  config.mutable_training()->set_epochs(kMaxEpochs);
+  EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
+}
+
+// Strings reach the bundle's binary protobufs (feature names) and its text MANIFEST: they
+// must be UTF-8, and the whole config must fit the MANIFEST.
+TEST(ConfigTest, StringsMustBeUtf8AndTheConfigMustFitTheManifest) {
+  v1::TrainerConfig config = Minimal();
+  AddUserFeature(&config, v1::FeatureSpec::CATEGORICAL)->set_name("g\xE9nre");
+  absl::Status status = ValidateTrainerConfig(config);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("config: data.users.features[0].name: not valid UTF-8"), std::string::npos)
+      << status;
+
+  config = Minimal();
+  for (int i = 0; i < 20; ++i) {  // ~80k boundaries: ~2.5 MB of text
+    v1::FeatureSpec* f = AddUserFeature(&config, v1::FeatureSpec::BUCKETIZED);
+    f->set_embedding_dim(1);
+    for (int b = 0; b < kMaxBuckets; ++b) f->add_boundaries(b + 0.123456789);
+  }
+  status = ValidateTrainerConfig(config);
+  EXPECT_NE(status.message().find("its text form is"), std::string::npos) << status;
+}
+
+TEST(ConfigTest, TheConfigFileIsReadUpToACapAndMayBeAPipe) {
+  ScopedTempDir dir;
+  WriteText(dir.Join("huge.textproto"), std::string(kMaxConfigBytes + 1, '#'));
+  EXPECT_EQ(LoadTrainerConfig(dir.Join("huge.textproto")).status().code(), absl::StatusCode::kOutOfRange);
+  // --config <(generate-config): a FIFO, read to its end.
+  const std::string fifo = dir.Join("fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] { WriteText(fifo, kMinimal); });
+  absl::StatusOr<v1::TrainerConfig> piped = LoadTrainerConfig(fifo);
+  writer.join();
+  EXPECT_TRUE(piped.ok()) << piped.status();
 }
 
 // An option the feature's kind does not read is an error, not silently ignored.

@@ -183,6 +183,70 @@ TEST(SkipBadRowsTest, BadRowsAreCountedAndLeftOutOnlyWhenAsked) {
   EXPECT_EQ(table->skipped.size(), 2u);
 }
 
+// Ids and tokens become protobuf strings (bundle files, serving API): a table cell that is
+// not UTF-8 is refused where it is read, with the file, line and column.
+TEST(Utf8InputTest, NonUtf8IdsAreRefusedWithFileLineAndColumn) {
+  ScopedTempDir dir;
+  WriteText(dir.Join("clicks.csv"), "user,item\nu1,caf\xC3\xA9\nu2,caf\xE9\nu3,tea\n");
+  v1::InteractionTableSpec spec;
+  spec.mutable_table()->set_path("clicks.csv");
+  spec.mutable_table()->set_header(true);
+  spec.mutable_user_column()->set_name("user");
+  spec.mutable_item_column()->set_name("item");
+  absl::StatusOr<InteractionLog> strict = ReadInteractions(spec, dir.path());
+  ASSERT_FALSE(strict.ok());
+  EXPECT_EQ(strict.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(strict.status().message().find(
+                "clicks.csv:3: column item: not valid UTF-8 (byte 0xE9 at offset 3)"),
+            std::string::npos) << strict.status();
+  // With skip_bad_rows: counted and left out like any bad row.
+  spec.mutable_table()->set_skip_bad_rows(true);
+  absl::StatusOr<InteractionLog> lenient = ReadInteractions(spec, dir.path());
+  ASSERT_TRUE(lenient.ok()) << lenient.status();
+  EXPECT_EQ(lenient->items, (std::vector<std::string>{"caf\xC3\xA9", "tea"}));
+  ASSERT_EQ(lenient->skipped.size(), 1u);
+  EXPECT_NE(lenient->skipped[0].find("clicks.csv:3: column item"), std::string::npos);
+  // The same bytes declared as ISO-8859-1 are converted, and fine.
+  spec.mutable_table()->set_skip_bad_rows(false);
+  spec.mutable_table()->set_encoding(v1::TableSpec::LATIN1);
+  WriteText(dir.Join("clicks.csv"), "user,item\nu2,caf\xE9\n");
+  absl::StatusOr<InteractionLog> latin1 = ReadInteractions(spec, dir.path());
+  ASSERT_TRUE(latin1.ok()) << latin1.status();
+  EXPECT_EQ(latin1->items[0], "caf\xC3\xA9");
+}
+
+TEST(Utf8InputTest, FeatureTableIdsTokensAndFlagHeadersMustBeUtf8) {
+  ScopedTempDir dir;
+  struct Case {
+    const char* table;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"id,genres,price,f1,f2\nA,x,1,0,0\nB\xFF,y,2,0,0\n", "items.csv:3: column id: not valid UTF-8"},
+      {"id,genres,price,f1,f2\nA,x|\xED\xA0\x80,1,0,0\n", "items.csv:2: column genres: not valid UTF-8"},
+  };
+  for (const Case& c : cases) {
+    WriteText(dir.Join("items.csv"), c.table);
+    absl::StatusOr<FeatureTable> t = ReadFeatureTable(ItemSpec("items.csv"), dir.path());
+    ASSERT_FALSE(t.ok()) << c.message;
+    EXPECT_NE(t.status().message().find(c.message), std::string::npos) << t.status();
+  }
+  // A set flag's token is its column's header name (a flag column with such a name can only
+  // be referenced by index: config strings are UTF-8).
+  WriteText(dir.Join("items.csv"), "id,genres,price,f1,f\xC0\xAF\nA,x,1,0,1\n");
+  v1::FeatureTableSpec by_index = ItemSpec("items.csv");
+  by_index.mutable_features(2)->mutable_flag_columns(1)->set_index(4);
+  const absl::Status header = ReadFeatureTable(by_index, dir.path()).status();
+  EXPECT_NE(header.message().find("items.csv: header of column 4 (a flag of feature \"flags\"): not valid UTF-8"),
+            std::string::npos) << header;
+  // A column no feature reads may hold anything; a number column is parsed, not kept.
+  WriteText(dir.Join("items.csv"), "id,genres,price,f1,f2,notes\nA,x,1,0,0,d\xE9j\xE0 vu\n");
+  EXPECT_TRUE(ReadFeatureTable(ItemSpec("items.csv"), dir.path()).ok());
+  WriteText(dir.Join("items.csv"), "id,genres,price,f1,f2\nA,x,1\xE9,0,0\n");
+  EXPECT_NE(ReadFeatureTable(ItemSpec("items.csv"), dir.path()).status().message().find("not a finite number"),
+            std::string::npos);
+}
+
 TEST(SyntheticTest, WritesAllFilesDeterministically) {
   ScopedTempDir a, b;
   SyntheticOptions options;
@@ -201,6 +265,9 @@ TEST(SyntheticTest, WritesAllFilesDeterministically) {
   EXPECT_EQ(std::count(items->begin(), items->end(), '\n'), 41);  // header + 40 items
   options.max_clicks = 100;  // more than the catalogue
   EXPECT_FALSE(WriteSyntheticDataset(options, a.path()).ok());
+  options.max_clicks = 10;
+  options.users = 2000000000;  // an error, not std::bad_alloc
+  EXPECT_EQ(WriteSyntheticDataset(options, a.path()).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "bundle/bundle.h"
 #include "features/vocabulary.h"
@@ -45,6 +46,7 @@
 #include "tests/test_util.h"
 #include "twotower/v1/admin.grpc.pb.h"
 #include "twotower/v1/retrieval.grpc.pb.h"
+#include "util/file.h"
 
 
 namespace twotower {
@@ -1557,6 +1559,69 @@ TEST_F(E2eServerTest, GetStatusTellsHowTheLastReloadEnded) {
   EXPECT_TRUE(status.last_reload().swapped());
   EXPECT_EQ(status.last_reload().model_version(), first_->model_version());
   EXPECT_EQ(status.model_version(), first_->model_version());
+
+// The trainer binary alone (no server): what only its main() decides. A table id that is
+// not UTF-8 fails the run with file:line:column (or is skipped with --skip_bad_rows) and
+// never becomes a bundle the server cannot parse; an --export_dir that cannot be written is
+// reported before the data is even read; running out of memory is an error and exit 1,
+// not an abort.
+TEST(TrainerBinaryTest, BadInputsAndUnusableOutputsFailEarlyAndCleanly) {
+  ScopedTempDir dir;
+  const std::string data = dir.Join("data");
+  ASSERT_EQ(RunCommand({BinaryDir() + "/twotower_synth", "--out_dir=" + data, "--users=300",
+                        "--items=200"}).exit_code, 0);
+  const std::string train = BinaryDir() + "/twotower_train";
+  const std::string config = SourceDir() + "/configs/synthetic.textproto";
+  // stderr with stdout, to see the error lines.
+  const auto run = [&](const std::string& command) {
+    return RunCommand({"/bin/sh", "-c", command + " 2>&1"});
+  };
+  const std::string common = absl::StrCat(train, " --config=", config, " --data_dir=", data, " --epochs=1");
+
+  // One Latin-1 byte in an item id of the interactions.
+  std::string clicks = ReadFile(data + "/train.csv").value();
+  const size_t at = clicks.find("item-", clicks.find('\n', clicks.find('\n') + 1));  // 2nd row
+  ASSERT_NE(at, std::string::npos);
+  clicks.replace(at, 4, "it\xE9m");
+  testing::WriteText(data + "/train.csv", clicks);
+  const RunResult bad_id = run(absl::StrCat(common, " --export_dir=", dir.Join("b1")));
+  EXPECT_EQ(bad_id.exit_code, 1) << bad_id.out;
+  EXPECT_NE(bad_id.out.find("train.csv:3: column item_id: not valid UTF-8 (byte 0xE9 at offset 2)"),
+            std::string::npos) << bad_id.out;
+  EXPECT_FALSE(std::filesystem::exists(dir.Join("b1/latest")));
+  const RunResult skipped = run(absl::StrCat(common, " --skip_bad_rows --export_dir=", dir.Join("b2")));
+  EXPECT_EQ(skipped.exit_code, 0) << skipped.out;
+  absl::StatusOr<Bundle> bundle = ReadBundle(dir.Join("b2/latest"));
+  EXPECT_TRUE(bundle.ok()) << bundle.status();
+
+  // --export_dir under a regular file: refused before the data is read.
+  testing::WriteText(dir.Join("file"), "");
+  const RunResult no_export = run(absl::StrCat(common, " --export_dir=", dir.Join("file/bundles")));
+  EXPECT_EQ(no_export.exit_code, 1) << no_export.out;
+  EXPECT_NE(no_export.out.find("--export_dir " + dir.Join("file/bundles")), std::string::npos) << no_export.out;
+  EXPECT_EQ(no_export.out.find("data:"), std::string::npos) << "read the data first:\n" << no_export.out;
+  // A `latest` that is a directory could not be replaced at the end either.
+  std::filesystem::create_directories(dir.Join("b3/latest"));
+  const RunResult latest_dir = run(absl::StrCat(common, " --export_dir=", dir.Join("b3")));
+  EXPECT_EQ(latest_dir.exit_code, 1) << latest_dir.out;
+  EXPECT_NE(latest_dir.out.find("is not a symlink"), std::string::npos) << latest_dir.out;
+
+#if defined(__SANITIZE_ADDRESS__)
+  std::printf("out-of-memory case not run: AddressSanitizer needs more address space than the limit\n");
+#else
+  // A config within every bound whose ~1.9 GB embedding table does not fit a 1.5 GB address
+  // space: std::bad_alloc, caught at main's boundary.
+  std::string big = ReadFile(config).value();
+  const std::string brand = "embedding_dim: 4 }";
+  ASSERT_NE(big.find(brand), std::string::npos);
+  big.replace(big.find(brand), brand.size(), "embedding_dim: 7 hash_buckets: 67108863 }");
+  testing::WriteText(dir.Join("big.textproto"), big);
+  const RunResult oom = run(absl::StrCat("ulimit -v 1500000 && exec ", train, " --config=", dir.Join("big.textproto"),
+                                         " --data_dir=", data, " --skip_bad_rows --epochs=1 --export_dir=",
+                                         dir.Join("b4")));
+  EXPECT_EQ(oom.exit_code, 1) << oom.out;  // -1: killed by a signal (abort)
+  EXPECT_NE(oom.out.find("error: out of memory"), std::string::npos) << oom.out;
+#endif
 }
 
 }  // namespace

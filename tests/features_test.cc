@@ -109,6 +109,13 @@ TEST(TransformsTest, DeriveHashParseClipBucket) {
   spec.set_prefix_length(3);
   EXPECT_EQ(DeriveValue(spec, "55105"), "551");
   EXPECT_EQ(DeriveValue(spec, ""), "");
+  // A prefix never cuts a UTF-8 character (the token is a vocabulary entry, a protobuf
+  // string): fewer bytes, or the whole first character.
+  EXPECT_EQ(DeriveValue(spec, "S\xC3\xA3o Paulo"), "S\xC3\xA3");  // 3 bytes: "Sa~"
+  EXPECT_EQ(DeriveValue(spec, "Z\xC3\xBCrich"), "Z\xC3\xBC");
+  EXPECT_EQ(DeriveValue(spec, "ab\xC3\xA9"), "ab");               // not "ab\xC3"
+  spec.set_prefix_length(1);
+  EXPECT_EQ(DeriveValue(spec, "\xC3\x89vry"), "\xC3\x89");         // the first character whole
   spec.set_derive(v1::FeatureSpec::YEAR);
   EXPECT_EQ(DeriveValue(spec, "01-Jan-1995"), "1995");
   EXPECT_EQ(DeriveValue(spec, "Toy Story (1995)"), "1995");

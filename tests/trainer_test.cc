@@ -2,8 +2,10 @@
 // far better than popularity, training is reproducible, and the evaluator computes the
 // protocol's metrics.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
+#include "dataset/synthetic.h"
 #include "gtest/gtest.h"
 #include "tests/trained_model.h"
 #include "trainer/evaluator.h"
@@ -139,6 +141,36 @@ TEST(TrainerTest, EvaluatorMatchesAStraightforwardImplementation) {
   size_t evaluated = 0;
   for (const EvalSet& set : data.eval_sets) evaluated += set.user_rows.size();
   EXPECT_EQ(static_cast<size_t>(std::count(recs.begin(), recs.end(), '\n')), 20 * evaluated);
+}
+
+// A model whose bundle could not be written (a tower file over protobuf's 2 GiB) is refused
+// before its ~3.8 GB of embeddings are allocated and trained, not after the run.
+TEST(TrainerTest, AModelTooBigForABundleIsRefusedBeforeTraining) {
+  ScopedTempDir dir;
+  SyntheticOptions options;
+  options.users = 60;
+  options.items = 40;
+  options.min_clicks = 3;
+  options.max_clicks = 6;
+  ASSERT_TRUE(WriteSyntheticDataset(options, dir.path()).ok());
+  absl::StatusOr<v1::TrainerConfig> config = LoadTrainerConfig(testing::SourceDir() + "/configs/synthetic.textproto");
+  ASSERT_TRUE(config.ok()) << config.status();
+  // Two hashed features of 2^26 rows x 7: each fits the per-tensor bound, together they are
+  // ~3.8 GB of user tower.
+  for (v1::FeatureSpec& f : *config->mutable_data()->mutable_users()->mutable_features()) {
+    if (f.kind() != v1::FeatureSpec::CATEGORICAL) continue;
+    f.set_hash_buckets(kMaxHashBuckets - 1);
+    f.set_embedding_dim(7);
+  }
+  ASSERT_EQ(ValidateTrainerConfig(*config), absl::OkStatus());
+  absl::StatusOr<TrainingData> data = LoadTrainingData(*config, dir.path(), nullptr);
+  ASSERT_TRUE(data.ok()) << data.status();
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<TrainingReport> report = Train(*config, *data, TrainOptions{});
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(report.status().message().find("the user tower would take"), std::string::npos) << report.status();
+  EXPECT_NE(report.status().message().find("67108864 rows x 7"), std::string::npos) << report.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));  // nothing allocated
 }
 
 }  // namespace

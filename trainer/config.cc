@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "util/text_proto.h"
+#include "util/utf8.h"
 
 namespace twotower {
 
@@ -13,6 +14,21 @@ namespace {
 
 absl::Status Invalid(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat("config: ", field, ": ", problem));
+}
+
+bool InRange(int64_t value, int64_t lo, int64_t hi) { return value >= lo && value <= hi; }
+
+std::string Range(int64_t lo, int64_t hi) { return absl::StrCat("must be in ", lo, "..", hi); }
+
+// Width of a feature's input to its tower's MLP.
+int64_t InputWidth(const v1::FeatureSpec& f) {
+  switch (f.kind()) {
+    case v1::FeatureSpec::NUMERIC:
+    case v1::FeatureSpec::POPULARITY:
+      return 1;
+    default:
+      return f.embedding_dim();
+  }
 }
 
 absl::Status ValidateTable(absl::string_view field, const v1::TableSpec& table) {
@@ -78,17 +94,32 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
     switch (f.kind()) {
       case v1::FeatureSpec::CATEGORICAL:
       case v1::FeatureSpec::MULTI_HOT:
-        if (f.embedding_dim() < 1) return Invalid(where, "embedding_dim must be >= 1");
-        if (f.hash_buckets() < 0) return Invalid(where, "hash_buckets must be >= 0");
+        if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
+          return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
+        }
+        if (!InRange(f.hash_buckets(), 0, kMaxHashBuckets)) {
+          return Invalid(where, absl::StrCat("hash_buckets ", Range(0, kMaxHashBuckets)));
+        }
+        if ((int64_t{f.hash_buckets()} + 1) * f.embedding_dim() > kMaxTensorFloats) {
+          return Invalid(where, absl::StrCat("hash_buckets x embedding_dim must be <= ", kMaxTensorFloats,
+                                             " (the embedding table must fit in a 2 GiB bundle file)"));
+        }
         if (f.max_vocabulary_size() < 0) return Invalid(where, "max_vocabulary_size must be >= 0");
         break;
       case v1::FeatureSpec::BUCKETIZED: {
-        if (f.embedding_dim() < 1) return Invalid(where, "embedding_dim must be >= 1");
+        if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
+          return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
+        }
         const bool fixed = f.boundaries_size() > 0;
         if (fixed == (f.quantile_buckets() > 0)) {
           return Invalid(where, "BUCKETIZED needs either boundaries or quantile_buckets");
         }
-        if (!fixed && f.quantile_buckets() < 2) return Invalid(where, "quantile_buckets must be >= 2");
+        if (!fixed && !InRange(f.quantile_buckets(), 2, kMaxBuckets)) {
+          return Invalid(where, absl::StrCat("quantile_buckets ", Range(2, kMaxBuckets)));
+        }
+        if (f.boundaries_size() > kMaxBuckets) {
+          return Invalid(where, absl::StrCat("boundaries: at most ", kMaxBuckets));
+        }
         for (int b = 1; b < f.boundaries_size(); ++b) {
           if (!(f.boundaries(b) > f.boundaries(b - 1))) return Invalid(where, "boundaries must be strictly ascending");
         }
@@ -98,8 +129,12 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
         if (f.embedding_dim() != 0) return Invalid(where, "NUMERIC features have no embedding_dim");
         break;
       case v1::FeatureSpec::HISTORY:
-        if (f.embedding_dim() < 1) return Invalid(where, "embedding_dim must be >= 1");
-        if (f.history_length() < 0) return Invalid(where, "history_length must be >= 0");
+        if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
+          return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
+        }
+        if (!InRange(f.history_length(), 0, kMaxHistoryLength)) {
+          return Invalid(where, absl::StrCat("history_length ", Range(0, kMaxHistoryLength)));
+        }
         if (!v1::FeatureSpec::HistoryContext_IsValid(f.history_context())) {
           return Invalid(where, "history_context must be LEAVE_ONE_OUT or PRECEDING");
         }
@@ -138,13 +173,41 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
   return absl::OkStatus();
 }
 
-absl::Status ValidateTower(absl::string_view field, const v1::TowerSpec& spec) {
-  if (spec.id_embedding_dim() < 1) return Invalid(absl::StrCat(field, ".id_embedding_dim"), "must be >= 1");
-  for (int h : spec.hidden_dims()) {
-    if (h < 1) return Invalid(absl::StrCat(field, ".hidden_dims"), "widths must be >= 1");
+// `features`: the tower's feature table (validated), for the MLP's input width.
+absl::Status ValidateTower(absl::string_view field, const v1::TowerSpec& spec,
+                           const v1::FeatureTableSpec& features) {
+  if (!InRange(spec.id_embedding_dim(), 1, kMaxEmbeddingDim)) {
+    return Invalid(absl::StrCat(field, ".id_embedding_dim"), Range(1, kMaxEmbeddingDim));
   }
-  if (spec.output_dim() < 1) return Invalid(absl::StrCat(field, ".output_dim"), "must be >= 1");
+  for (int h : spec.hidden_dims()) {
+    if (!InRange(h, 1, kMaxLayerWidth)) {
+      return Invalid(absl::StrCat(field, ".hidden_dims"), absl::StrCat("widths ", Range(1, kMaxLayerWidth)));
+    }
+  }
+  if (spec.hidden_dims_size() > kMaxHiddenLayers) {
+    return Invalid(absl::StrCat(field, ".hidden_dims"), absl::StrCat("at most ", kMaxHiddenLayers, " layers"));
+  }
+  if (!InRange(spec.output_dim(), 1, kMaxOutputDim)) {
+    return Invalid(absl::StrCat(field, ".output_dim"), Range(1, kMaxOutputDim));
+  }
   if (spec.id_min_count() < 0) return Invalid(absl::StrCat(field, ".id_min_count"), "must be >= 0");
+  int64_t width = spec.id_embedding_dim();
+  for (const v1::FeatureSpec& f : features.features()) width += InputWidth(f);
+  if (width > kMaxTowerInputWidth) {
+    return Invalid(field, absl::StrCat("input width (id_embedding_dim + the features' widths) ", width,
+                                       " is over ", kMaxTowerInputWidth));
+  }
+  int64_t dense = 0;
+  for (int h : spec.hidden_dims()) {
+    dense += (width + 1) * h;
+    width = h;
+  }
+  dense += (width + 1) * spec.output_dim();
+  if (dense > kMaxTensorFloats) {
+    return Invalid(absl::StrCat(field, ".hidden_dims"),
+                   absl::StrCat("the layers have ", dense, " weights, over ", kMaxTensorFloats,
+                                " (they must fit in a 2 GiB bundle file)"));
+  }
   return absl::OkStatus();
 }
 
@@ -194,6 +257,14 @@ void ApplyDefaults(v1::TrainerConfig* config) {
 }
 
 absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
+  if (absl::Status s = CheckUtf8Fields(config); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config: ", s.message()));
+  }
+  // The bundle's MANIFEST carries the config as text.
+  if (const size_t text = ToTextProto(config).size(); text > static_cast<size_t>(kMaxConfigTextBytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("config: its text form is ", text, " bytes, over the ",
+                                                   kMaxConfigTextBytes, " a bundle MANIFEST holds"));
+  }
   const v1::DataSpec& data = config.data();
   if (!data.has_train()) return Invalid("data.train", "must be set");
   if (absl::Status s = ValidateInteractions("data.train", data.train()); !s.ok()) return s;
@@ -219,8 +290,8 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     if (!eval_names.insert(data.eval(i).name()).second) return Invalid(where, "duplicate name");
     if (absl::Status s = ValidateInteractions(where + ".interactions", data.eval(i).interactions()); !s.ok()) return s;
   }
-  if (absl::Status s = ValidateTower("user_tower", config.user_tower()); !s.ok()) return s;
-  if (absl::Status s = ValidateTower("item_tower", config.item_tower()); !s.ok()) return s;
+  if (absl::Status s = ValidateTower("user_tower", config.user_tower(), data.users()); !s.ok()) return s;
+  if (absl::Status s = ValidateTower("item_tower", config.item_tower(), data.items()); !s.ok()) return s;
   if (config.user_tower().output_dim() != config.item_tower().output_dim()) {
     return Invalid("item_tower.output_dim", absl::StrCat("must equal user_tower.output_dim (",
                                                          config.user_tower().output_dim(), ")"));
@@ -242,7 +313,9 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     return Invalid("training.hard_negative_fraction", "hard negatives need per-example negatives (not IN_BATCH_SOFTMAX)");
   }
   if (t.hard_negative_every_epochs() < 1) return Invalid("training.hard_negative_every_epochs", "must be >= 1");
-  if (t.hard_negative_pool() < 1) return Invalid("training.hard_negative_pool", "must be >= 1");
+  if (!InRange(t.hard_negative_pool(), 1, kMaxHardNegativePool)) {
+    return Invalid("training.hard_negative_pool", Range(1, kMaxHardNegativePool));
+  }
   for (const auto& [name, value] : {std::pair{"training.pointwise_scale", t.pointwise_scale()},
                                     std::pair{"training.pairwise_scale", t.pairwise_scale()},
                                     std::pair{"training.margin", t.margin()}}) {
@@ -284,13 +357,24 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     for (int k : t.eval_k()) has_k |= k == t.selection_k();
     if (!has_k) return Invalid("training.selection_k", "must be one of training.eval_k");
   }
-  if (t.epochs() < 1) return Invalid("training.epochs", "must be >= 1");
-  if (t.batch_size() < 2) return Invalid("training.batch_size", "must be >= 2 (in-batch negatives)");
+  if (!InRange(t.epochs(), 1, kMaxEpochs)) return Invalid("training.epochs", Range(1, kMaxEpochs));
+  if (!InRange(t.batch_size(), 2, kMaxBatchSize)) {
+    return Invalid("training.batch_size", absl::StrCat(Range(2, kMaxBatchSize), " (>= 2: in-batch negatives)"));
+  }
+  // Item rows one step embeds: the batch's positives and its negatives (shared by the batch
+  // for IN_BATCH_SOFTMAX, per example otherwise).
+  const int64_t item_rows = in_batch ? int64_t{t.batch_size()} + t.num_negatives()
+                                     : int64_t{t.batch_size()} * (1 + t.num_negatives());
+  if (item_rows > kMaxItemRowsPerStep) {
+    return Invalid("training.num_negatives",
+                   absl::StrCat("with batch_size ", t.batch_size(), " a step embeds ", item_rows,
+                                " items, over ", kMaxItemRowsPerStep));
+  }
   if (!(t.learning_rate() > 0) || !std::isfinite(t.learning_rate())) return Invalid("training.learning_rate", "must be > 0");
   if (!(t.temperature() > 0) || !std::isfinite(t.temperature())) return Invalid("training.temperature", "must be > 0");
   if (t.weight_decay() < 0) return Invalid("training.weight_decay", "must be >= 0");
   for (int k : t.eval_k()) {
-    if (k < 1) return Invalid("training.eval_k", "cut-offs must be >= 1");
+    if (!InRange(k, 1, kMaxEvalK)) return Invalid("training.eval_k", absl::StrCat("cut-offs ", Range(1, kMaxEvalK)));
   }
   if (t.eval_every_epochs() < 0) return Invalid("training.eval_every_epochs", "must be >= 0");
   return absl::OkStatus();
@@ -310,7 +394,9 @@ absl::Status ApplyOverride(absl::string_view text, v1::TrainerConfig* config) {
 
 absl::StatusOr<v1::TrainerConfig> LoadTrainerConfig(const std::string& path) {
   v1::TrainerConfig config;
-  if (absl::Status s = ReadTextProtoFile(path, &config); !s.ok()) return s;
+  ReadFileOptions options;
+  options.max_bytes = kMaxConfigBytes;
+  if (absl::Status s = ReadTextProtoFile(path, &config, options); !s.ok()) return s;
   ApplyDefaults(&config);
   if (absl::Status s = ValidateTrainerConfig(config); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));

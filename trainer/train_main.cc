@@ -3,10 +3,15 @@
 //   twotower_train --config configs/synthetic.textproto --data_dir DATA --export_dir bundles
 //
 // Writes bundles/<model_version>/ and points bundles/latest at it.
+#include <sys/stat.h>
+
 #include <cstdio>
+#include <exception>
 #include <filesystem>
-#include <system_error>
+#include <new>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -51,9 +56,60 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// An output file's folder exists (or is created) and takes new files, and the path is not
+// a directory: found out before the run, not after it.
+absl::Status CheckOutputFile(const char* flag, const std::string& path) {
+  if (absl::Status s = twotower::EnsureWritableDirectory(twotower::DirName(path)); !s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("--", flag, " ", path, ": ", s.message()));
+  }
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    return absl::FailedPreconditionError(absl::StrCat("--", flag, " ", path, ": is a directory"));
+  }
+  return absl::OkStatus();
+}
+
+// --export_dir exists (or is created) and takes new entries; its `latest`, if any, is a
+// symlink the trainer can replace.
+absl::Status CheckExportDir(const std::string& export_dir) {
+  if (absl::Status s = twotower::EnsureWritableDirectory(export_dir); !s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("--export_dir ", export_dir, ": ", s.message()));
+  }
+  const std::string latest = absl::StrCat(export_dir, "/latest");
+  struct stat st;
+  if (::lstat(latest.c_str(), &st) == 0 && !S_ISLNK(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--export_dir: ", latest, " exists and is not a symlink; the trainer points it "
+                     "at the new bundle, so move it away"));
+  }
+  return absl::OkStatus();
+}
+
+int Run(int argc, char** argv);
+
 }  // namespace
 
+// Out of memory anywhere in a run (a config or data larger than this machine can hold) is
+// an error and a non-zero exit, not an abort.
 int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "error: out of memory: the data and the config's sizes (vocabularies, embedding "
+                 "dims, hidden_dims, batch_size, negatives) need more memory than is available\n");
+  } catch (const std::length_error& e) {
+    std::fprintf(stderr, "error: a size is too large to allocate (%s): check the config's sizes\n",
+                 e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  }
+  return 1;
+}
+
+namespace {
+
+int Run(int argc, char** argv) {
   twotower::SetProgramUsage(
       "Trains a two-tower model: twotower_train --config FILE [--data_dir DIR] "
       "[--export_dir DIR] [--recs_out FILE]");
@@ -64,8 +120,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: --config is required\n");
     return 2;
   }
-  if (absl::GetFlag(FLAGS_recs_depth) < 1 || absl::GetFlag(FLAGS_epochs) < 0) {
-    std::fprintf(stderr, "error: --recs_depth must be >= 1 and --epochs >= 0\n");
+  if (absl::GetFlag(FLAGS_recs_depth) < 1 || absl::GetFlag(FLAGS_recs_depth) > twotower::kMaxEvalK ||
+      absl::GetFlag(FLAGS_epochs) < 0) {
+    std::fprintf(stderr, "error: --recs_depth must be in 1..%d and --epochs >= 0\n", twotower::kMaxEvalK);
     return 2;
   }
   absl::StatusOr<twotower::v1::TrainerConfig> config = twotower::LoadTrainerConfig(config_path);
@@ -89,6 +146,15 @@ int main(int argc, char** argv) {
   const std::string plot_out = absl::GetFlag(FLAGS_plot_out);
   if (!plot_out.empty()) {
     if (absl::Status s = twotower::CheckPlotterAvailable(); !s.ok()) return Fail(s);
+  }
+  // Every output place is checked now: a run must not end in "cannot write".
+  const std::string export_dir = absl::GetFlag(FLAGS_export_dir);
+  if (absl::Status s = CheckExportDir(export_dir); !s.ok()) return Fail(s);
+  for (const auto& [flag, path] : {std::pair{"recs_out", absl::GetFlag(FLAGS_recs_out)},
+                                   std::pair{"plot_out", plot_out},
+                                   std::pair{"metrics_out", absl::GetFlag(FLAGS_metrics_out)}}) {
+    if (path.empty()) continue;
+    if (absl::Status s = CheckOutputFile(flag, path); !s.ok()) return Fail(s);
   }
   std::string data_dir = absl::GetFlag(FLAGS_data_dir);
   if (data_dir.empty()) data_dir = twotower::DirName(config_path);
@@ -129,20 +195,10 @@ int main(int argc, char** argv) {
         {config->training().eval_k().begin(), config->training().eval_k().end()},
         absl::GetFlag(FLAGS_recs_depth), &recs);
     if (!eval.ok()) return Fail(eval.status());
-    std::error_code mkdir_error;
-    std::filesystem::create_directories(twotower::DirName(recs_out), mkdir_error);
     if (absl::Status s = twotower::WriteFileDurably(recs_out, recs); !s.ok()) return Fail(s);
     std::printf("wrote recommendations to %s\n", recs_out.c_str());
   }
 
-  const std::string export_dir = absl::GetFlag(FLAGS_export_dir);
-  std::error_code mkdir_error;
-  std::filesystem::create_directories(export_dir, mkdir_error);
-  if (mkdir_error) {
-    std::fprintf(stderr, "error: cannot create %s: %s\n", export_dir.c_str(),
-                 mkdir_error.message().c_str());
-    return 1;
-  }
   const std::string version = report->bundle.model_version();
   const std::string bundle_dir = absl::StrCat(export_dir, "/", version);
   if (absl::Status s = twotower::WriteBundle(report->bundle, bundle_dir); !s.ok()) return Fail(s);
@@ -154,3 +210,5 @@ int main(int argc, char** argv) {
               version.c_str(), export_dir.c_str());
   return 0;
 }
+
+}  // namespace

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <exception>
 #include <mutex>
 #include <numbers>
 #include <numeric>
@@ -35,6 +36,52 @@ struct Model {
   std::unique_ptr<Optimizer> user_optimizer;
   std::unique_ptr<Optimizer> item_optimizer;
 };
+
+// Whether the bundle of a model of these shapes can be written: each of its binary files is
+// one protobuf message of at most 2 GiB. Checked before training, so a run does not end in
+// a refused export. Estimates: float32 tensors, vocabulary strings with their framing,
+// encoded rows as varints.
+absl::Status CheckBundleFits(const char* side, const TowerShape& shape, const FeatureEncoder& encoder,
+                             const EncodedEntities& entities) {
+  const auto over = [](int64_t bytes) { return bytes > kMaxBundleFileBytes; };
+  int64_t tower = 0;
+  std::string largest;
+  int64_t largest_floats = -1;
+  for (size_t f = 0; f < shape.fields.size(); ++f) {
+    const int64_t floats = int64_t{shape.fields[f].rows} * shape.fields[f].dim;
+    tower += 4 * floats;
+    if (floats > largest_floats) {
+      largest_floats = floats;
+      largest = absl::StrCat(f == 0 ? std::string("the id embedding") : absl::StrCat("embedding field ", f), ": ",
+                             shape.fields[f].rows, " rows x ", shape.fields[f].dim);
+    }
+  }
+  const std::vector<int> dims = shape.layer_dims();
+  for (size_t l = 0; l + 1 < dims.size(); ++l) tower += 4 * (int64_t{dims[l]} + 1) * dims[l + 1];
+  for (const std::string& token : encoder.ids().tokens()) tower += static_cast<int64_t>(token.size()) + 3;
+  for (int f = 1; f < encoder.num_fields(); ++f) {
+    for (const std::string& token : encoder.FieldVocabulary(f).tokens()) {
+      tower += static_cast<int64_t>(token.size()) + 3;
+    }
+  }
+  if (over(tower)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ", side, " tower would take ~", tower, " bytes, over the ", kMaxBundleFileBytes,
+        " bytes a bundle file can hold; the largest part is ", largest,
+        ": lower the embedding dims or hash_buckets, or raise id_min_count / set max_vocabulary_size"));
+  }
+  int64_t rows = 0;
+  for (const std::string& id : entities.ids) rows += static_cast<int64_t>(id.size()) + 3;
+  rows += 5 * (static_cast<int64_t>(entities.rows.offsets().size()) +
+               static_cast<int64_t>(entities.rows.indices().size())) +
+          4 * static_cast<int64_t>(entities.rows.numeric().size());
+  if (over(rows)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ", side, "s' encoded rows (", entities.ids.size(), " ", side, "s) would take ~", rows,
+        " bytes, over the ", kMaxBundleFileBytes, " bytes a bundle file can hold"));
+  }
+  return absl::OkStatus();
+}
 
 // True with probability p (a uniform double from the top 53 bits; p <= 0: never).
 bool Chance(std::mt19937_64& rng, float p) { return p > 0 && (rng() >> 11) * 0x1.0p-53 < p; }
@@ -388,9 +435,26 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
   optimizer.weight_decay = t.weight_decay();
 
   Model model;
-  absl::StatusOr<Tower> user = Tower::Create(ShapeFor(config.user_tower(), data.user_encoder), t.seed() * 2 + 1);
+  const TowerShape user_shape = ShapeFor(config.user_tower(), data.user_encoder);
+  const TowerShape item_shape = ShapeFor(config.item_tower(), data.item_encoder);
+  if (absl::Status s = CheckBundleFits("user", user_shape, data.user_encoder, data.users); !s.ok()) {
+    return s;
+  }
+  // item_embeddings.pb: the ids again and the vectors.
+  int64_t item_embeddings = 4 * static_cast<int64_t>(data.items.ids.size()) * item_shape.output_dim;
+  for (const std::string& id : data.items.ids) item_embeddings += static_cast<int64_t>(id.size()) + 3;
+  if (item_embeddings > kMaxBundleFileBytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the item vectors (", data.items.ids.size(), " items x ", item_shape.output_dim,
+        ") would take ~", item_embeddings, " bytes, over the ", kMaxBundleFileBytes,
+        " bytes a bundle file can hold"));
+  }
+  if (absl::Status s = CheckBundleFits("item", item_shape, data.item_encoder, data.items); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<Tower> user = Tower::Create(user_shape, t.seed() * 2 + 1);
   if (!user.ok()) return user.status();
-  absl::StatusOr<Tower> item = Tower::Create(ShapeFor(config.item_tower(), data.item_encoder), t.seed() * 2 + 2);
+  absl::StatusOr<Tower> item = Tower::Create(item_shape, t.seed() * 2 + 2);
   if (!item.ok()) return item.status();
   model.user = *std::move(user);
   model.item = *std::move(item);
@@ -472,9 +536,23 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
     if (threads == 1) {
       run(0);
     } else {
+      // An exception (e.g. std::bad_alloc) in a worker is rethrown here, after the others
+      // stop, instead of terminating the process.
+      std::exception_ptr failure;
+      std::mutex failure_mutex;
+      const auto guarded = [&](int id) {
+        try {
+          run(id);
+        } catch (...) {
+          next_step.store(steps_per_epoch);  // the others finish their step and stop
+          std::lock_guard<std::mutex> lock(failure_mutex);
+          if (failure == nullptr) failure = std::current_exception();
+        }
+      };
       std::vector<std::thread> pool;
-      for (int i = 0; i < threads; ++i) pool.emplace_back(run, i);
+      for (int i = 0; i < threads; ++i) pool.emplace_back(guarded, i);
       for (std::thread& th : pool) th.join();
+      if (failure != nullptr) std::rethrow_exception(failure);
     }
     const double epoch_seconds = Seconds(epoch_start);
     train_seconds += epoch_seconds;

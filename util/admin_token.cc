@@ -11,7 +11,10 @@ namespace twotower {
 
 absl::StatusOr<std::string> ReadAdminToken(const std::string& file) {
   if (!file.empty()) {
-    absl::StatusOr<std::string> contents = ReadFile(file);
+    // A token is a line; a bigger file is a mistake (or /dev/zero), not a token.
+    ReadFileOptions options;
+    options.max_bytes = 64 << 10;
+    absl::StatusOr<std::string> contents = ReadFile(file, options);
     if (!contents.ok()) return contents.status();
     const absl::string_view token = absl::StripAsciiWhitespace(*contents);
     if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(file, ": empty admin token"));

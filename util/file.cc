@@ -1,33 +1,144 @@
-#include "absl/strings/string_view.h"
 #include "util/file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 
 namespace twotower {
 
 namespace {
+
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   return absl::InternalError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
 }
+
+const char* FileType(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  if (bytes >= (1ull << 30) && bytes % (1ull << 30) == 0) return absl::StrCat(bytes >> 30, " GiB");
+  if (bytes >= (1ull << 20) && bytes % (1ull << 20) == 0) return absl::StrCat(bytes >> 20, " MiB");
+  return absl::StrCat(bytes, " bytes");
+}
+
+absl::Status TooLarge(const std::string& path, uint64_t max_bytes) {
+  return absl::OutOfRangeError(
+      absl::StrCat(path, ": larger than the limit of ", HumanBytes(max_bytes)));
+}
+
+// Opens `path` relative to `dir_fd` (AT_FDCWD: the working directory) per `options`.
+absl::StatusOr<ScopedFd> Open(int dir_fd, const std::string& path, const std::string& display,
+                              const ReadFileOptions& options) {
+  int flags = O_RDONLY | O_CLOEXEC;
+  if (options.no_follow) flags |= O_NOFOLLOW;
+  if (options.regular_only) flags |= O_NONBLOCK;  // a FIFO must not block the open
+  int fd;
+  do {
+    fd = ::openat(dir_fd, path.c_str(), flags);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    if (options.no_follow && errno == ELOOP) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(display, ": is a symbolic link (refused: must be a regular file)"));
+    }
+    return absl::NotFoundError(absl::StrCat("cannot open ", display, ": ", std::strerror(errno)));
+  }
+  return ScopedFd(fd);
+}
+
+absl::StatusOr<std::string> ReadOpened(const ScopedFd& fd, const std::string& display,
+                                       const ReadFileOptions& options) {
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError("cannot stat", display);
+  const bool regular = S_ISREG(st.st_mode);
+  if (options.regular_only && !regular) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(display, ": ", FileType(st.st_mode), " (refused: must be a regular file)"));
+  }
+  std::string out;
+  if (regular) {
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    if (size > options.max_bytes) return TooLarge(display, options.max_bytes);
+    out.reserve(size + 1);  // + 1: the read that sees the end
+  }
+  // Straight into `out` (no buffer on the stack: readers may run on small-stack threads):
+  // into the room already reserved, else 64 KiB more; at most one byte past the cap.
+  while (true) {
+    const size_t old = out.size();
+    uint64_t chunk = out.capacity() > old ? out.capacity() - old : uint64_t{64} << 10;
+    if (options.max_bytes - old < chunk) chunk = options.max_bytes - old + 1;
+    out.resize(old + chunk);
+    const ssize_t n = ::read(fd.get(), out.data() + old, chunk);
+    const int read_errno = errno;
+    out.resize(old + (n > 0 ? static_cast<size_t>(n) : 0));
+    if (n < 0) {
+      if (read_errno == EINTR) continue;
+      errno = read_errno;
+      return ErrnoError("cannot read", display);
+    }
+    if (n == 0) break;
+    if (out.size() > options.max_bytes) return TooLarge(display, options.max_bytes);
+  }
+  return out;
+}
+
 }  // namespace
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+ScopedFd& ScopedFd::operator=(ScopedFd&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.release();
   }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) return ErrnoError("cannot read", path);
-  return std::move(buffer).str();
+  return *this;
+}
+
+ScopedFd::~ScopedFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  return ReadFile(path, ReadFileOptions{});
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const ReadFileOptions& options) {
+  absl::StatusOr<ScopedFd> fd = Open(AT_FDCWD, path, path, options);
+  if (!fd.ok()) return fd.status();
+  return ReadOpened(*fd, path, options);
+}
+
+absl::StatusOr<ScopedFd> OpenDirectory(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot open directory ", path, ": ", std::strerror(errno)));
+  }
+  return ScopedFd(fd);
+}
+
+absl::StatusOr<std::string> ReadFileAt(const ScopedFd& dir, const std::string& dir_path,
+                                       const std::string& name, const ReadFileOptions& options) {
+  const std::string display = absl::StrCat(dir_path, "/", name);
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(display, ": \"", name, "\" is not a plain file name"));
+  }
+  absl::StatusOr<ScopedFd> fd = Open(dir.get(), name, display, options);
+  if (!fd.ok()) return fd.status();
+  return ReadOpened(*fd, display, options);
 }
 
 absl::Status WriteFileDurably(const std::string& path, absl::string_view contents) {
@@ -59,6 +170,27 @@ absl::Status SyncDirectory(const std::string& path) {
   const int rc = ::fsync(fd);
   ::close(fd);
   if (rc != 0) return ErrnoError("cannot fsync directory", path);
+  return absl::OkStatus();
+}
+
+absl::Status EnsureWritableDirectory(const std::string& dir) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create directory ", dir, ": ", error.message()));
+  }
+  if (!std::filesystem::is_directory(dir, error)) {
+    return absl::FailedPreconditionError(absl::StrCat(dir, ": not a directory"));
+  }
+  // Permission bits do not tell (root ignores them, a read-only mount does not show in
+  // them): try.
+  std::string probe = absl::StrCat(dir, "/.twotower-write-check-XXXXXX");
+  if (::mkdtemp(probe.data()) == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create entries in ", dir, ": ", std::strerror(errno)));
+  }
+  ::rmdir(probe.c_str());
   return absl::OkStatus();
 }
 

@@ -2,15 +2,62 @@
 #ifndef TWOTOWER_UTIL_FILE_H_
 #define TWOTOWER_UTIL_FILE_H_
 
+#include <cstdint>
+#include <limits>
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace twotower {
 
+// What ReadFile accepts. The defaults read anything that can be read (a FIFO, e.g. a
+// shell's <(...), blocks until its writer is done), of any size.
+struct ReadFileOptions {
+  // A larger file is refused (OUT_OF_RANGE) without reading more than this, so a
+  // /dev/zero or a runaway writer cannot exhaust memory.
+  uint64_t max_bytes = std::numeric_limits<uint64_t>::max();
+  // Only a regular file: a FIFO, device, socket or directory is refused
+  // (FAILED_PRECONDITION). The open is non-blocking, so a FIFO cannot hang it.
+  bool regular_only = false;
+  // The last path component must not be a symbolic link (O_NOFOLLOW; FAILED_PRECONDITION).
+  bool no_follow = false;
+};
+
+// Errors name the path: NOT_FOUND when it cannot be opened.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+absl::StatusOr<std::string> ReadFile(const std::string& path, const ReadFileOptions& options);
+
+// An open file descriptor, closed when destroyed.
+class ScopedFd {
+ public:
+  ScopedFd() = default;
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ScopedFd(ScopedFd&& other) noexcept : fd_(other.release()) {}
+  ScopedFd& operator=(ScopedFd&& other) noexcept;
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  ~ScopedFd();
+  int get() const { return fd_; }
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Opens a directory (reached through symlinks or not) for ReadFileAt.
+absl::StatusOr<ScopedFd> OpenDirectory(const std::string& path);
+
+// ReadFile of the entry `name` of the open directory `dir` (whose path is `dir_path`, for
+// messages): every read comes from that directory even if its path is re-pointed meanwhile.
+// `name` must be one path component (no '/', not "." or "..": INVALID_ARGUMENT).
+absl::StatusOr<std::string> ReadFileAt(const ScopedFd& dir, const std::string& dir_path,
+                                       const std::string& name, const ReadFileOptions& options);
 
 // Writes `contents` to `path` and fsyncs it, so a rename that follows publishes data that
 // survives a crash.
@@ -18,6 +65,10 @@ absl::Status WriteFileDurably(const std::string& path, absl::string_view content
 
 // fsyncs a directory (makes renames/creations inside it durable).
 absl::Status SyncDirectory(const std::string& path);
+
+// Creates `dir` (and its parents) if missing, and checks that entries can be created in
+// it (by creating and removing one), so a program finds out before its work, not after.
+absl::Status EnsureWritableDirectory(const std::string& dir);
 
 // `base` if absolute or `relative_to` is empty, else relative_to/base.
 std::string ResolvePath(const std::string& relative_to, const std::string& base);

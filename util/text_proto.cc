@@ -42,7 +42,12 @@ absl::Status ParseTextProto(absl::string_view text, absl::string_view source_nam
 }
 
 absl::Status ReadTextProtoFile(const std::string& path, google::protobuf::Message* message) {
-  absl::StatusOr<std::string> text = ReadFile(path);
+  return ReadTextProtoFile(path, message, ReadFileOptions{});
+}
+
+absl::Status ReadTextProtoFile(const std::string& path, google::protobuf::Message* message,
+                               const ReadFileOptions& options) {
+  absl::StatusOr<std::string> text = ReadFile(path, options);
   if (!text.ok()) return text.status();
   return ParseTextProto(*text, path, message);
 }

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "google/protobuf/message.h"
+#include "util/file.h"
 
 namespace twotower {
 
@@ -13,6 +14,9 @@ namespace twotower {
 absl::Status ParseTextProto(absl::string_view text, absl::string_view source_name,
                             google::protobuf::Message* message);
 absl::Status ReadTextProtoFile(const std::string& path, google::protobuf::Message* message);
+// The same with the file read per `options` (size cap, regular files only...).
+absl::Status ReadTextProtoFile(const std::string& path, google::protobuf::Message* message,
+                               const ReadFileOptions& options);
 
 std::string ToTextProto(const google::protobuf::Message& message);
 
