@@ -10,6 +10,7 @@
 
 #include "absl/time/clock.h"
 #include "server/server_metrics.h"
+#include "util/file.h"
 
 namespace twotower {
 
@@ -18,20 +19,6 @@ namespace {
 // The HTTP/2 client connection preface and an empty SETTINGS frame.
 constexpr char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 constexpr size_t kPrefaceBytes = sizeof(kPreface) - 1;
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  const int fd_;
-};
 
 struct AddrInfoFree {
   void operator()(addrinfo* info) const { ::freeaddrinfo(info); }
@@ -108,7 +95,7 @@ bool ListenerProbe::Probe(const std::string& address, absl::Duration timeout) {
   addrinfo* found = nullptr;
   if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return false;
   const std::unique_ptr<addrinfo, AddrInfoFree> info(found);
-  const Fd fd(::socket(info->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  const ScopedFd fd(::socket(info->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return false;  // out of descriptors: the listener cannot accept either
   if (::connect(fd.get(), info->ai_addr, info->ai_addrlen) != 0 && errno != EINPROGRESS) {
     return false;

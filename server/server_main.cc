@@ -125,6 +125,9 @@ namespace {
 
 using twotower::LogEvent;
 
+// PEM files: regular files of at most 1 MiB (a FIFO or /dev/zero is refused, not read).
+const twotower::ReadFileOptions kPemFile = {.max_bytes = 1 << 20, .regular_only = true};
+
 // How long gRPC gets to finish calls that arrived after the drain began (see below).
 constexpr absl::Duration kShutdownSettle = absl::Milliseconds(250);
 
@@ -343,8 +346,8 @@ int main(int argc, char** argv) {
   // TLS for the public port when a certificate is given.
   std::shared_ptr<grpc::ServerCredentials> retrieval_credentials = grpc::InsecureServerCredentials();
   if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
-    absl::StatusOr<std::string> cert = twotower::ReadFile(absl::GetFlag(FLAGS_tls_cert));
-    absl::StatusOr<std::string> key = twotower::ReadFile(absl::GetFlag(FLAGS_tls_key));
+    absl::StatusOr<std::string> cert = twotower::ReadFile(absl::GetFlag(FLAGS_tls_cert), kPemFile);
+    absl::StatusOr<std::string> key = twotower::ReadFile(absl::GetFlag(FLAGS_tls_key), kPemFile);
     if (!cert.ok() || !key.ok()) {
       std::fprintf(stderr, "error: --tls_cert and --tls_key must both name readable PEM files\n");
       return 2;
@@ -353,7 +356,7 @@ int main(int argc, char** argv) {
     tls.pem_key_cert_pairs.push_back({*key, *cert});
     std::optional<std::string> client_ca;
     if (const std::string ca_file = absl::GetFlag(FLAGS_tls_client_ca); !ca_file.empty()) {
-      absl::StatusOr<std::string> ca = twotower::ReadFile(ca_file);
+      absl::StatusOr<std::string> ca = twotower::ReadFile(ca_file, kPemFile);
       if (!ca.ok()) {
         std::fprintf(stderr, "error: --tls_client_ca %s: %s\n", ca_file.c_str(),
                      std::string(ca.status().message()).c_str());
