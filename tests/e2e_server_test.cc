@@ -1559,6 +1559,7 @@ TEST_F(E2eServerTest, GetStatusTellsHowTheLastReloadEnded) {
   EXPECT_TRUE(status.last_reload().swapped());
   EXPECT_EQ(status.last_reload().model_version(), first_->model_version());
   EXPECT_EQ(status.model_version(), first_->model_version());
+}
 
 // The trainer binary alone (no server): what only its main() decides. A table id that is
 // not UTF-8 fails the run with file:line:column (or is skipped with --skip_bad_rows) and
