@@ -7,12 +7,18 @@
 //
 // For each index (--indexes, ';'-separated FAISS factory strings, inner product) and each
 // search setting (--ef_search for HNSW, --nprobe for IVF) it prints the build time,
-// Recall@k against exact search, and single-query latency p50 / p99. It also prints the
-// memory-bandwidth floor of an exact scan: one pass reading the whole item matrix.
+// Recall@k against exact search, single-query latency p50 / p99, and how often the index
+// fell back (ItemIndex::Counters): "short" = queries its first search left with fewer
+// than min(k, eligible) rows, searched again wider; "exact" = of those (HNSW), answered
+// by the exact scan. Every query must come back with as many rows as the exact search
+// ("full"). --filter_fraction restricts every query to a random subset of the items (an
+// attribute filter). It also prints the memory-bandwidth floor of an exact scan: one
+// pass reading the whole item matrix.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,6 +44,9 @@ ABSL_FLAG(int, k, 100, "Results per query (Recall@k)");
 ABSL_FLAG(std::string, indexes, "Flat;HNSW32,Flat;IVF1024,Flat", "';'-separated factories");
 ABSL_FLAG(std::string, ef_search, "64,128,256,512", "HNSW efSearch values to try");
 ABSL_FLAG(std::string, nprobe, "8,32,128", "IVF nprobe values to try");
+ABSL_FLAG(double, filter_fraction, 0,
+          "If > 0: every query may return only this fraction of the items (a random subset, "
+          "the same for all queries), as an attribute filter would");
 
 namespace twotower {
 namespace {
@@ -116,6 +125,20 @@ int Run() {
     for (int i = 0; i < n; ++i) ids.push_back(std::to_string(i));
   }
   std::printf("%d items, dim %d, %d queries, k %d\n", n, dim, queries_n, k);
+  // The filter (--filter_fraction): one random subset of the rows for every query.
+  const double fraction = absl::GetFlag(FLAGS_filter_fraction);
+  std::vector<uint8_t> allowed;
+  std::vector<RowFilter> filters;  // empty, or one per query
+  if (fraction > 0) {
+    std::mt19937_64 rng(7);
+    std::uniform_real_distribution<double> uniform;
+    allowed.resize(n);
+    int count = 0;
+    for (int r = 0; r < n; ++r) count += allowed[r] = uniform(rng) < fraction ? 1 : 0;
+    filters.resize(queries_n);
+    for (RowFilter& f : filters) f.allowed = &allowed;
+    std::printf("filter: %d of %d items eligible\n", count, n);
+  }
 
   // Memory-bandwidth floor: read every float of the matrix once.
   double best_ms = 1e30, sink = 0;
@@ -136,10 +159,11 @@ int Run() {
   // Exact ground truth.
   absl::StatusOr<std::unique_ptr<ItemIndex>> exact = ItemIndex::Build(ids, items, dim, {"Flat", 0, 0});
   if (!exact.ok()) return 1;
-  absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> truth = (*exact)->Search(queries.data(), queries_n, k, nullptr);
+  absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> truth = (*exact)->Search(queries.data(), queries_n, k, filters);
   if (!truth.ok()) return 1;
 
-  std::printf("%-22s %-12s %9s %10s %10s %10s\n", "index", "param", "build_s", "recall@k", "p50_ms", "p99_ms");
+  std::printf("%-22s %-12s %9s %10s %10s %10s %8s %8s %8s\n", "index", "param", "build_s", "recall@k", "p50_ms",
+              "p99_ms", "short", "exact", "full");
   for (absl::string_view factory_view : absl::StrSplit(absl::GetFlag(FLAGS_indexes), ';', absl::SkipEmpty())) {
     const std::string factory(factory_view);
     const bool hnsw = factory.find("HNSW") != std::string::npos;
@@ -154,15 +178,23 @@ int Run() {
       continue;
     }
     for (int setting : settings) {
-      (*index)->SetSearchParams(hnsw ? setting : 0, ivf ? setting : 0);
+      if (absl::Status s = (*index)->SetSearchParams(hnsw ? setting : 0, ivf ? setting : 0); !s.ok()) {
+        std::printf("%-22s error: %s\n", factory.c_str(), std::string(s.message()).c_str());
+        continue;
+      }
+      const ItemIndex::Counters before = (*index)->counters();
       std::vector<double> latencies;
       double recall = 0;
+      int full = 0;
       for (int q = 0; q < queries_n; ++q) {
+        const std::span<const RowFilter> filter =
+            filters.empty() ? std::span<const RowFilter>() : std::span<const RowFilter>(&filters[q], 1);
         const Clock::time_point t = Clock::now();
         absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =
-            (*index)->Search(queries.data() + static_cast<size_t>(q) * dim, 1, k, nullptr);
+            (*index)->Search(queries.data() + static_cast<size_t>(q) * dim, 1, k, filter);
         latencies.push_back(Ms(t));
         if (!hits.ok()) return 1;
+        full += (*hits)[0].size() == (*truth)[q].size();
         absl::flat_hash_set<int32_t> expected;
         for (const ItemIndex::Hit& h : (*truth)[q]) expected.insert(h.row);
         int found = 0;
@@ -171,9 +203,12 @@ int Run() {
       }
       std::sort(latencies.begin(), latencies.end());
       const auto pct = [&](double p) { return latencies[std::min(latencies.size() - 1, static_cast<size_t>(p * latencies.size()))]; };
-      std::printf("%-22s %-12s %9.2f %10.4f %10.3f %10.3f\n", factory.c_str(),
+      const ItemIndex::Counters after = (*index)->counters();
+      std::printf("%-22s %-12s %9.2f %10.4f %10.3f %10.3f %8lld %8lld %4d/%d\n", factory.c_str(),
                   hnsw ? ("ef=" + std::to_string(setting)).c_str() : ivf ? ("nprobe=" + std::to_string(setting)).c_str() : "-",
-                  build_s, recall / queries_n, pct(0.5), pct(0.99));
+                  build_s, recall / queries_n, pct(0.5), pct(0.99),
+                  static_cast<long long>(after.widened - before.widened),
+                  static_cast<long long>(after.exact - before.exact), full, queries_n);
       if (!hnsw && !ivf) break;  // one row for exact indexes; ANN: one build per setting
     }
   }

@@ -1,6 +1,7 @@
 // What Retrieve searches: the model's items plus the items changed online.
 //
-//  * base: the bundle's catalogue in an index of any FAISS type (Flat, HNSW, IVF);
+//  * base: the bundle's catalogue in an index of any supported kind (Flat, HNSW, IVF, PQ,
+//    SQ: index/item_index.h);
 //  * delta: items upserted since the bundle was loaded, in a small exact index, and the
 //    base rows removed or replaced by an upsert.
 //
@@ -41,10 +42,12 @@ class Catalogue {
     float score;
   };
 
-  // Indexes the bundle's catalogue.
+  // Indexes the bundle's catalogue. INVALID_ARGUMENT for options ValidateIndexOptions
+  // refuses or that do not fit the items (e.g. IVF with nlist above the item count).
   static absl::StatusOr<std::shared_ptr<const Catalogue>> Create(
       std::shared_ptr<const Bundle> bundle, const IndexOptions& options);
-  // The same items with the base re-indexed with `options`.
+  // The same items with the base re-indexed with `options` (errors as Create; this
+  // catalogue is unchanged either way).
   absl::StatusOr<std::shared_ptr<const Catalogue>> WithIndex(const IndexOptions& options) const;
   // Adds or replaces items: `items` encoded with the bundle's item encoder, `vectors` their
   // item-tower outputs (items.ids.size() x dim). Ids must be unique and non-empty.
@@ -55,7 +58,8 @@ class Catalogue {
       std::span<const std::string> ids, int64_t* removed) const;
 
   // Top queries[i].k items for each query vector (queries.size() x dim()), sorted by
-  // descending score, without excluded items, all passing the filters. A filter naming an
+  // descending score, without excluded items, all passing the filters: min(k, eligible
+  // items) of them, whatever the index (ItemIndex::Search). A filter naming an
   // unknown or numeric item feature is INVALID_ARGUMENT.
   absl::StatusOr<std::vector<std::vector<Result>>> Search(const float* vectors,
                                                           std::span<const Query> queries) const;
