@@ -166,7 +166,13 @@ grpc::Status AdminService::RebuildIndex(grpc::ServerContext* context,
   const std::shared_ptr<const Snapshot> current = snapshots_->Get();
   if (current == nullptr) return ToGrpcStatus(absl::UnavailableError("no model loaded yet"));
   IndexOptions options = current->catalogue->index_options();
-  if (!params.factory().empty()) options.factory = params.factory();
+  if (!params.factory().empty() && params.factory() != options.factory) {
+    // Another kind or size of index: the old search settings may not fit it (an nprobe
+    // above the new nlist); unless given, it starts from FAISS's defaults.
+    options.factory = params.factory();
+    options.ef_search = 0;
+    options.nprobe = 0;
+  }
   if (params.ef_search() > 0) options.ef_search = params.ef_search();
   if (params.nprobe() > 0) options.nprobe = params.nprobe();
   if (params.has_half_first_pass()) options.half_first_pass = params.half_first_pass();

@@ -51,7 +51,9 @@ class AdminService final : public v1::Admin::Service {
   grpc::Status ReloadModel(grpc::ServerContext* context, const v1::ReloadModelRequest* request,
                            v1::ReloadModelResponse* response) override;
   // Re-indexes the current bundle: an empty factory keeps the current one, ef_search /
-  // nprobe 0 keep the current values.
+  // nprobe 0 keep the current values (with a new factory: FAISS's defaults). Options
+  // ValidateIndexOptions refuses, or that do not fit the items, are INVALID_ARGUMENT and
+  // the current index keeps serving.
   grpc::Status RebuildIndex(grpc::ServerContext* context, const v1::RebuildIndexRequest* request,
                             v1::RebuildIndexResponse* response) override;
   // Adds or replaces items online (features -> item tower -> the catalogue's delta index),

@@ -286,6 +286,11 @@ int main(int argc, char** argv) {
   index_options.ef_search = absl::GetFlag(FLAGS_ef_search);
   index_options.nprobe = absl::GetFlag(FLAGS_nprobe);
   index_options.half_first_pass = absl::GetFlag(FLAGS_half_first_pass);
+  if (absl::Status s = twotower::ValidateIndexOptions(index_options); !s.ok()) {
+    std::fprintf(stderr, "error: --index / --ef_search / --nprobe: %s\n",
+                 std::string(s.message()).c_str());
+    return 2;
+  }
   LogEvent("info", "loading model",
            {{"bundle", bundle_path}, {"index", index_options.factory}});
   absl::StatusOr<std::shared_ptr<const twotower::Snapshot>> snapshot =

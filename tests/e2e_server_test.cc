@@ -1518,6 +1518,11 @@ TEST_F(E2eServerTest, ServerRefusesBoundlessFlagsAndBadTlsFiles) {
   EXPECT_EQ(start({"--search_rounds=100000"}), 2);
   EXPECT_EQ(start({"--max_k=2000000000"}), 2);
   EXPECT_EQ(start({"--max_batch=100000000"}), 2);
+  for (const std::string& index : {std::string("IVF0,Flat"), std::string("HNSW0"), std::string("PQ0"),
+                                   std::string("PQ4x64"), std::string(30000, 'I')}) {
+    EXPECT_EQ(start({"--index=" + index}), 2) << index.substr(0, 20);
+  }
+  EXPECT_EQ(start({"--index=HNSW32,Flat", "--ef_search=2147483647"}), 2);
   ScopedTempDir dir;
   for (const char* name : {"a", "b"}) {
     ASSERT_EQ(RunCommand({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
@@ -1532,6 +1537,47 @@ TEST_F(E2eServerTest, ServerRefusesBoundlessFlagsAndBadTlsFiles) {
                    "--tls_client_ca=" + dir.Join("empty.pem")}),
             2);
   EXPECT_EQ(start({"--tls_cert=" + dir.Join("a-key.pem"), "--tls_key=" + dir.Join("a-key.pem")}), 2);
+}
+
+TEST_F(E2eServerTest, IndexStringsThatWouldCrashFaissAreRefusedAndTheOldIndexServes) {
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  v1::RetrieveResponse before;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 5), &before).ok());
+  for (const std::string& factory :
+       {std::string("IVF0,Flat"), std::string("HNSW0,Flat"), std::string("PQ0"), std::string("PQ4x64"),
+        std::string(30000, 'I'), std::string("IVF100000,Flat")}) {
+    v1::RebuildIndexRequest rebuild;
+    rebuild.mutable_params()->set_factory(factory);
+    v1::RebuildIndexResponse rebuilt;
+    EXPECT_EQ(server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT)
+        << factory.substr(0, 20);
+  }
+  {
+    v1::RebuildIndexRequest rebuild;
+    rebuild.mutable_params()->set_factory("HNSW32,Flat");
+    rebuild.mutable_params()->set_ef_search(2147483647);
+    v1::RebuildIndexResponse rebuilt;
+    EXPECT_EQ(server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  v1::RetrieveResponse after;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 5), &after).ok());
+  ASSERT_EQ(after.items_size(), before.items_size());
+  for (int i = 0; i < after.items_size(); ++i) EXPECT_EQ(after.items(i).item_id(), before.items(i).item_id());
+  // IVF with its nprobe, then another factory without one: the old nprobe is not carried.
+  for (const char* factory : {"IVF16,Flat", "IVF4,Flat"}) {
+    v1::RebuildIndexRequest rebuild;
+    rebuild.mutable_params()->set_factory(factory);
+    if (std::string(factory) == "IVF16,Flat") rebuild.mutable_params()->set_nprobe(16);
+    v1::RebuildIndexResponse rebuilt;
+    const grpc::Status status = server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt);
+    EXPECT_TRUE(status.ok()) << factory << ": " << status.error_message();
+  }
+  // k results when k items exist, from an IVF index of 4 lists probed once.
+  v1::RetrieveResponse ivf;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 150), &ivf).ok());
+  EXPECT_EQ(ivf.items_size(), 150);
 }
 
 TEST_F(E2eServerTest, GetStatusTellsHowTheLastReloadEnded) {
