@@ -117,20 +117,21 @@ RetrievalService::RetrievalService(const SnapshotHolder* snapshots, ServerMetric
 grpc::ServerUnaryReactor* RetrievalService::Retrieve(grpc::CallbackServerContext* context,
                                                      const grpc::ByteBuffer* request,
                                                      grpc::ByteBuffer* response) {
-  auto call = std::make_unique<Call>(metrics_, &in_flight_, &response_bytes_, context, response,
-                                     /*batch=*/false);
-  grpc::ServerUnaryReactor* const reactor = call.get();
-  Start(std::move(call), *request);
-  return reactor;
+  return Accept(context, *request, response, /*batch=*/false);
 }
 
 grpc::ServerUnaryReactor* RetrievalService::BatchRetrieve(grpc::CallbackServerContext* context,
                                                           const grpc::ByteBuffer* request,
                                                           grpc::ByteBuffer* response) {
-  auto call = std::make_unique<Call>(metrics_, &in_flight_, &response_bytes_, context, response,
-                                     /*batch=*/true);
+  return Accept(context, *request, response, /*batch=*/true);
+}
+
+grpc::ServerUnaryReactor* RetrievalService::Accept(grpc::CallbackServerContext* context,
+                                                   const grpc::ByteBuffer& request,
+                                                   grpc::ByteBuffer* response, bool batch) {
+  auto call = std::make_unique<Call>(metrics_, &in_flight_, &response_bytes_, context, response, batch);
   grpc::ServerUnaryReactor* const reactor = call.get();
-  Start(std::move(call), *request);
+  Start(std::move(call), request);
   return reactor;
 }
 

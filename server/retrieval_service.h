@@ -93,6 +93,10 @@ class RetrievalService final
  private:
   class Call;  // one RPC, from its arrival until gRPC is done with it
 
+  // A new call of Retrieve or BatchRetrieve (`batch`), started; returns its reactor.
+  grpc::ServerUnaryReactor* Accept(grpc::CallbackServerContext* context,
+                                   const grpc::ByteBuffer& request, grpc::ByteBuffer* response,
+                                   bool batch);
   // Parses, validates, runs the user tower and submits the call's search, whose callback
   // answers it; answers it here on an error.
   void Start(std::unique_ptr<Call> call, const grpc::ByteBuffer& request);
