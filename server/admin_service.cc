@@ -112,7 +112,7 @@ grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
   // A reload changes the model, not how it is indexed: keep the operator's index choice.
   const IndexOptions options = current != nullptr ? current->catalogue->index_options() : IndexOptions{};
   LogEvent("info", "reloading model", {{"bundle", path}, {"current", VersionOf(current)}});
-  absl::StatusOr<std::shared_ptr<const Snapshot>> next = LoadSnapshot(*allowed, options, options_.state_dir);
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next = LoadSnapshot(*allowed, options, options_.state_dir, options_.item_log_dir);
   if (!next.ok()) {
     LogEvent("warn", "reload failed, keeping the current model",
              {{"bundle", path},
@@ -209,24 +209,101 @@ grpc::Status AdminService::RebuildIndex(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+void AdminService::SetItemLogError(const std::string& error) {
+  bool changed = false;
+  {
+    absl::MutexLock lock(&item_log_error_mu_);
+    changed = error != item_log_error_;
+    item_log_error_ = error;
+  }
+  if (!changed) return;
+  if (error.empty()) {
+    LogEvent("info", "item log applied again", {});
+  } else {
+    LogEvent("error", "item log cannot be applied: this replica is not ready until it can", {{"error", error}});
+  }
+  if (options_.item_log_healthy) options_.item_log_healthy(error.empty());
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> AdminService::CatchUpLocked() {
+  std::shared_ptr<const Snapshot> current = snapshots_->Get();
+  if (current == nullptr || current->item_log == nullptr) return current;
+  for (;;) {
+    absl::StatusOr<std::shared_ptr<const Snapshot>> next = CatchUpItemLog(current);
+    if (!next.ok()) {
+      SetItemLogError(std::string(next.status().message()));
+      return next.status();
+    }
+    if (*next == current) break;
+    LogEvent("info", "item log applied",
+             {{"records", absl::StrCat(current->item_log_applied + 1, "..", (*next)->item_log_applied)},
+              {"items", absl::StrCat((*next)->catalogue->size())}});
+    current = *std::move(next);
+    snapshots_->Swap(current);
+  }
+  SetItemLogError("");
+  return current;
+}
+
+void AdminService::FollowItemLog() {
+  absl::MutexLock lock(&mutation_mu_);
+  // Errors are reported through GetStatus and health (SetItemLogError).
+  CatchUpLocked().IgnoreError();
+}
+
+template <typename Request, typename Apply>
+absl::StatusOr<std::shared_ptr<const Snapshot>> AdminService::Mutate(const Request& change, Apply apply) {
+  // Another replica may take the sequence number first: then its record is applied and
+  // the change tried again on top of it. Bounded, so a busy log cannot hold a call forever.
+  constexpr int kMaxAttempts = 64;
+  for (int attempt = 1;; ++attempt) {
+    absl::StatusOr<std::shared_ptr<const Snapshot>> current = CatchUpLocked();
+    if (!current.ok()) return current.status();
+    if (*current == nullptr) return absl::UnavailableError("no model loaded yet");
+    absl::StatusOr<std::shared_ptr<const Snapshot>> next = apply(**current);
+    if (!next.ok()) return next.status();
+    const std::shared_ptr<const ItemLog>& log = (*current)->item_log;
+    if (log == nullptr) {
+      // Durable before visible: a change the caller saw succeed survives a restart.
+      if (absl::Status s = Journal(**current, change); !s.ok()) return s;
+      snapshots_->Swap(*next);
+      return next;
+    }
+    const int64_t seq = (*current)->item_log_applied + 1;
+    absl::Status written = log->Write(seq, ItemLog::Change(change));
+    if (absl::IsAlreadyExists(written)) {
+      if (attempt < kMaxAttempts) continue;
+      return absl::AbortedError(absl::StrCat("item log ", log->dir(), ": ", kMaxAttempts,
+                                             " attempts lost to other replicas' writes; retry"));
+    }
+    if (!written.ok()) {
+      LogEvent("warn", "item change refused: not logged",
+               {{"code", absl::StatusCodeToString(written.code())}, {"error", std::string(written.message())}});
+      return written;
+    }
+    auto logged = std::make_shared<Snapshot>(**next);
+    logged->item_log_applied = seq;
+    std::shared_ptr<const Snapshot> swapped = std::move(logged);
+    snapshots_->Swap(swapped);
+    return swapped;
+  }
+}
+
 grpc::Status AdminService::UpsertItems(grpc::ServerContext* context,
                                        const v1::UpsertItemsRequest* request,
                                        v1::UpsertItemsResponse* response) {
   if (absl::Status s = Authorize(*context); !s.ok()) return ToGrpcStatus(s);
   const ServerMetrics::InFlightCall in_flight(metrics_);
   absl::MutexLock lock(&mutation_mu_);
-  const std::shared_ptr<const Snapshot> current = snapshots_->Get();
-  if (current == nullptr) return ToGrpcStatus(absl::UnavailableError("no model loaded yet"));
-  absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyUpsert(*current, *request);
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next =
+      Mutate(*request, [request](const Snapshot& current) { return ApplyUpsert(current, *request); });
   if (!next.ok()) return ToGrpcStatus(next.status());
-  // Durable before visible: a change the caller saw succeed survives a restart.
-  if (absl::Status s = Journal(*current, *request); !s.ok()) return ToGrpcStatus(s);
-  snapshots_->Swap(*next);
   LogEvent("info", "items upserted",
            {{"count", absl::StrCat(request->items_size())},
             {"items", absl::StrCat((*next)->catalogue->size())}});
   response->set_upserted(request->items_size());
   response->set_item_count((*next)->catalogue->size());
+  response->set_model_version((*next)->model_version);
   return grpc::Status::OK;
 }
 
@@ -236,17 +313,18 @@ grpc::Status AdminService::RemoveItems(grpc::ServerContext* context,
   if (absl::Status s = Authorize(*context); !s.ok()) return ToGrpcStatus(s);
   const ServerMetrics::InFlightCall in_flight(metrics_);
   absl::MutexLock lock(&mutation_mu_);
-  const std::shared_ptr<const Snapshot> current = snapshots_->Get();
-  if (current == nullptr) return ToGrpcStatus(absl::UnavailableError("no model loaded yet"));
   int64_t removed = 0;
-  absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyRemove(*current, *request, &removed);
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next =
+      Mutate(*request, [request, &removed](const Snapshot& current) {
+        removed = 0;
+        return ApplyRemove(current, *request, &removed);
+      });
   if (!next.ok()) return ToGrpcStatus(next.status());
-  if (absl::Status s = Journal(*current, *request); !s.ok()) return ToGrpcStatus(s);
-  snapshots_->Swap(*next);
   LogEvent("info", "items removed",
            {{"count", absl::StrCat(removed)}, {"items", absl::StrCat((*next)->catalogue->size())}});
   response->set_removed(removed);
   response->set_item_count((*next)->catalogue->size());
+  response->set_model_version((*next)->model_version);
   return grpc::Status::OK;
 }
 
@@ -280,6 +358,13 @@ grpc::Status AdminService::GetStatus(grpc::ServerContext* context,
     response->set_abandoned_searches(searches.abandoned);
   }
   if (options_.serving_status) options_.serving_status(response);
+  if (const std::shared_ptr<const Snapshot> snapshot = snapshots_->Get(); snapshot != nullptr) {
+    response->set_item_log_applied(snapshot->item_log_applied);
+  }
+  {
+    absl::MutexLock lock(&item_log_error_mu_);
+    response->set_item_log_error(item_log_error_);
+  }
   {
     absl::MutexLock lock(&last_reload_mu_);
     *response->mutable_last_reload() = last_reload_;

@@ -24,6 +24,12 @@ class AdminService final : public v1::Admin::Service {
   struct Options {
     // Holds the item journals (see ItemJournal); empty = none.
     std::string state_dir;
+    // Holds the item log shared by the replicas (see ItemLog); empty = none. Not together
+    // with state_dir.
+    std::string item_log_dir;
+    // Called with false when the item log has a record this replica cannot read or apply
+    // (it would serve other items than its peers), with true when it can again; may be empty.
+    std::function<void(bool)> item_log_healthy;
     // When set, every call must carry the metadata "authorization: Bearer <token>":
     // none is UNAUTHENTICATED, another token PERMISSION_DENIED (compared in constant time).
     std::string token;
@@ -60,6 +66,9 @@ class AdminService final : public v1::Admin::Service {
   // journaled (fsynced) before they become visible; the next Retrieve sees them.
   // INVALID_ARGUMENT for an empty / repeated id or a bad feature; the journal's error
   // when it cannot take the change (see ItemJournal::Append); nothing changes then.
+  // With an item log: this replica first applies the records other replicas wrote, then
+  // writes the change as the next record (fsynced) and applies it; the other replicas
+  // apply it when they next poll (FollowItemLog). The log's error when it cannot.
   grpc::Status UpsertItems(grpc::ServerContext* context, const v1::UpsertItemsRequest* request,
                            v1::UpsertItemsResponse* response) override;
   // Removes items online (unknown ids are ignored and not counted), journaled likewise.
@@ -68,13 +77,26 @@ class AdminService final : public v1::Admin::Service {
   grpc::Status GetStatus(grpc::ServerContext* context, const v1::GetStatusRequest* request,
                          v1::GetStatusResponse* response) override;
 
+  // Applies the item log records other replicas wrote since the last call (no-op without
+  // an item log). The server calls it every --item_log_poll_ms.
+  void FollowItemLog();
+
  private:
   SnapshotHolder* const snapshots_;
   ServerMetrics* const metrics_;
   absl::Status Authorize(const grpc::ServerContext& context) const;
   // The canonical form of `path` if it may be loaded (see Options::bundle_root).
   absl::StatusOr<std::string> AllowedBundlePath(const std::string& path) const;
+  // Applies the item log up to its end and swaps the result in; the current snapshot.
+  absl::StatusOr<std::shared_ptr<const Snapshot>> CatchUpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutation_mu_);
+  // Applies `change` with `apply`, logs it durably, swaps it in (see UpsertItems).
+  template <typename Request, typename Apply>
+  absl::StatusOr<std::shared_ptr<const Snapshot>> Mutate(const Request& change, Apply apply);
   const Options options_;
+  // Why the item log cannot be applied (empty: it can); GetStatus reports it.
+  absl::Mutex item_log_error_mu_;
+  std::string item_log_error_ ABSL_GUARDED_BY(item_log_error_mu_);
+  void SetItemLogError(const std::string& error);
   // Held for a whole reload / rebuild: two concurrent mutations would both build from the
   // same current snapshot and the later swap would silently undo the earlier one.
   absl::Mutex mutation_mu_;

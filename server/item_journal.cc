@@ -95,66 +95,6 @@ class Fd {
   int fd_;
 };
 
-// The records folded into the final state (see ItemJournal::State), in one pass.
-class Fold {
- public:
-  // Takes the entities out of `upsert`. An empty or repeated id is an error, as the
-  // in-order replay (ApplyUpsert) would make it.
-  absl::Status Upsert(v1::UpsertItemsRequest& upsert) {
-    absl::flat_hash_set<absl::string_view> fresh;
-    for (int i = 0; i < upsert.items_size(); ++i) {
-      const std::string& id = upsert.items(i).id();
-      if (id.empty()) return absl::DataLossError(absl::StrCat("items[", i, "]: id is empty"));
-      if (!fresh.insert(id).second) return absl::DataLossError(absl::StrCat("item \"", id, "\" given twice"));
-    }
-    for (int i = 0; i < upsert.items_size(); ++i) {
-      v1::Entity& entity = *upsert.mutable_items(i);
-      const int64_t slot = static_cast<int64_t>(upserts_.size());
-      auto [it, inserted] = last_.try_emplace(entity.id(), slot);
-      if (inserted) {
-        seen_.push_back(entity.id());
-      } else if (it->second >= 0) {
-        upserts_[it->second].Clear();  // replaced: no longer live
-        live_[it->second] = false;
-      }
-      it->second = slot;
-      upserts_.push_back(std::move(entity));
-      live_.push_back(true);
-    }
-    return absl::OkStatus();
-  }
-
-  void Remove(const v1::RemoveItemsRequest& remove) {
-    for (const std::string& id : remove.item_ids()) {
-      auto [it, inserted] = last_.try_emplace(id, -1);
-      if (inserted) {
-        seen_.push_back(id);
-      } else if (it->second >= 0) {
-        upserts_[it->second].Clear();
-        live_[it->second] = false;
-      }
-      it->second = -1;
-    }
-  }
-
-  ItemJournal::State Finish(const std::function<bool(const std::string&)>& is_base_item) && {
-    ItemJournal::State state;
-    for (size_t s = 0; s < upserts_.size(); ++s) {
-      if (live_[s]) state.upserted.push_back(std::move(upserts_[s]));
-    }
-    for (std::string& id : seen_) {
-      if (last_.at(id) < 0 && (!is_base_item || is_base_item(id))) state.removed.push_back(std::move(id));
-    }
-    return state;
-  }
-
- private:
-  std::vector<v1::Entity> upserts_;  // every upsert in order; replaced ones cleared
-  std::vector<bool> live_;
-  absl::flat_hash_map<std::string, int64_t> last_;  // id -> slot of its last upsert; -1 removed
-  std::vector<std::string> seen_;                   // ids in order of first appearance
-};
-
 }  // namespace
 
 // The file read and verified.
@@ -167,6 +107,69 @@ struct ItemJournal::Contents {
   // Where a torn tail starts; data.size() when there is none.
   size_t valid_end = 0;
 };
+
+absl::Status ItemChangeFold::Upsert(v1::UpsertItemsRequest& upsert) {
+  absl::flat_hash_set<absl::string_view> fresh;
+  for (int i = 0; i < upsert.items_size(); ++i) {
+    const std::string& id = upsert.items(i).id();
+    if (id.empty()) return absl::DataLossError(absl::StrCat("items[", i, "]: id is empty"));
+    if (!fresh.insert(id).second) return absl::DataLossError(absl::StrCat("item \"", id, "\" given twice"));
+  }
+  for (int i = 0; i < upsert.items_size(); ++i) {
+    v1::Entity& entity = *upsert.mutable_items(i);
+    const int64_t slot = static_cast<int64_t>(upserts_.size());
+    auto [it, inserted] = last_.try_emplace(entity.id(), slot);
+    if (inserted) {
+      seen_.push_back(entity.id());
+    } else if (it->second >= 0) {
+      upserts_[it->second].Clear();  // replaced: no longer live
+      live_[it->second] = false;
+    }
+    it->second = slot;
+    upserts_.push_back(std::move(entity));
+    live_.push_back(true);
+  }
+  return absl::OkStatus();
+}
+
+void ItemChangeFold::Remove(const v1::RemoveItemsRequest& remove) {
+  for (const std::string& id : remove.item_ids()) {
+    auto [it, inserted] = last_.try_emplace(id, -1);
+    if (inserted) {
+      seen_.push_back(id);
+    } else if (it->second >= 0) {
+      upserts_[it->second].Clear();
+      live_[it->second] = false;
+    }
+    it->second = -1;
+  }
+}
+
+ItemJournal::State ItemChangeFold::Finish(const std::function<bool(const std::string&)>& is_base_item) && {
+  ItemJournal::State state;
+  for (size_t s = 0; s < upserts_.size(); ++s) {
+    if (live_[s]) state.upserted.push_back(std::move(upserts_[s]));
+  }
+  for (std::string& id : seen_) {
+    if (last_.at(id) < 0 && (!is_base_item || is_base_item(id))) state.removed.push_back(std::move(id));
+  }
+  return state;
+}
+
+absl::Status ItemJournal::DecodeSingleRecordFile(const std::string& data, char* kind, std::string* payload) {
+  if (data.size() < kHeaderBytes || data.compare(0, sizeof(kMagic), kMagic, sizeof(kMagic)) != 0 ||
+      DecodeU32(data, sizeof(kMagic)) != kFormatVersion) {
+    return absl::DataLossError("not an item record file (bad header)");
+  }
+  if (!ValidRecordAt(data, kHeaderBytes)) return absl::DataLossError("the record does not check out");
+  const uint32_t length = DecodeU32(data, kHeaderBytes + 4);
+  if (kHeaderBytes + kRecordHeaderBytes + length != data.size()) {
+    return absl::DataLossError("bytes after the record");
+  }
+  *kind = data[kHeaderBytes + 8];
+  payload->assign(data, kHeaderBytes + kRecordHeaderBytes, length);
+  return absl::OkStatus();
+}
 
 std::string ItemJournal::FileHeader() {
   std::string header(kMagic, sizeof(kMagic));
@@ -256,7 +259,7 @@ absl::StatusOr<ItemJournal::Contents> ItemJournal::Read() const {
     return absl::DataLossError(absl::StrCat("item journal ", path_, ": corrupt record at byte ", pos, ": ", what,
                                             " (the file is left as it is)"));
   };
-  Fold fold;
+  ItemChangeFold fold;
   const auto apply = [&](char kind, size_t pos, size_t payload_at, size_t length) -> absl::Status {
     const absl::string_view payload(data.data() + payload_at, length);
     absl::Status folded;

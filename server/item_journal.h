@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -130,6 +131,9 @@ class ItemJournal {
   static std::string EncodeRecord(char kind, absl::string_view payload);
   // The file header.
   static std::string FileHeader();
+  // Decodes a file that holds the header and exactly one record (ItemLog's record
+  // files): DATA_LOSS when it is anything else.
+  static absl::Status DecodeSingleRecordFile(const std::string& data, char* kind, std::string* payload);
 
  private:
   struct Contents;
@@ -160,6 +164,24 @@ class ItemJournal {
   bool rewrite_pending_ ABSL_GUARDED_BY(mu_) = false;
   // A rename into the directory whose fsync failed: retried before the next append.
   bool dir_sync_pending_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Item changes folded into ItemJournal::State in one pass: what replaying them in order
+// leaves (used by ItemJournal::Load and by ItemLog readers).
+class ItemChangeFold {
+ public:
+  // Takes the entities out of `upsert`. DATA_LOSS for an empty or repeated id (the
+  // in-order replay, ApplyUpsert, would refuse it too).
+  absl::Status Upsert(v1::UpsertItemsRequest& upsert);
+  void Remove(const v1::RemoveItemsRequest& remove);
+  // The folded state; removals of ids `is_base_item` refuses are dropped (null: kept).
+  ItemJournal::State Finish(const std::function<bool(const std::string&)>& is_base_item) &&;
+
+ private:
+  std::vector<v1::Entity> upserts_;  // every upsert in order; replaced ones cleared
+  std::vector<bool> live_;
+  absl::flat_hash_map<std::string, int64_t> last_;  // id -> slot of its last upsert; -1 removed
+  std::vector<std::string> seen_;                   // ids in order of first appearance
 };
 
 }  // namespace twotower

@@ -10,14 +10,17 @@
 //
 //   serving model <version> on <host:port> (admin <host:port>)
 //
-// SIGTERM / SIGINT: health turns NOT_SERVING, in-flight calls get up to
-// --shutdown_grace_ms to finish, exit 0. Logs are logfmt lines on stderr.
+// SIGTERM / SIGINT: health turns NOT_SERVING while the server keeps serving for
+// --drain_delay_ms (load balancers and health-checking clients move away), then it stops
+// accepting calls, in-flight calls get up to --shutdown_grace_ms to finish, exit 0. A
+// second signal skips what is left of the drain delay. Logs are logfmt lines on stderr.
 #include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 #include <malloc.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -45,6 +48,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/admin_service.h"
@@ -107,6 +111,13 @@ ABSL_FLAG(std::string, state_dir, "",
           "Directory (must exist) for the item journals: UpsertItems / RemoveItems are logged "
           "there and replayed when the same model is loaded again (empty = changes live until "
           "exit)");
+ABSL_FLAG(std::string, item_log_dir, "",
+          "Directory (must exist) shared by every replica of a deployment, e.g. on a "
+          "ReadWriteMany volume: UpsertItems / RemoveItems acknowledged by any replica are "
+          "logged there and applied by all of them, including replicas started later "
+          "(empty = none; not together with --state_dir)");
+ABSL_FLAG(int, item_log_poll_ms, 1000,
+          "With --item_log_dir: how often a replica applies the changes other replicas logged");
 ABSL_FLAG(std::string, admin_token_file, "",
           "File holding the token admin calls must send as \"authorization: Bearer <token>\" "
           "(or set TWOTOWER_ADMIN_TOKEN); empty = no token (then keep --admin_address on loopback)");
@@ -117,6 +128,14 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve Retrieval ove
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA: Retrieval clients must present a certificate it signed (mutual TLS)");
+ABSL_FLAG(int, drain_delay_ms, 2000,
+          "On SIGTERM/SIGINT, how long the server keeps serving with health NOT_SERVING "
+          "before it stops accepting calls, so load balancers and clients stop sending first");
+ABSL_FLAG(int64_t, max_connection_age_ms, 300000,
+          "Retrieval connections are closed (GOAWAY) after about this age, so clients "
+          "re-resolve DNS and find new replicas (0 = never)");
+ABSL_FLAG(int64_t, max_connection_age_grace_ms, 10000,
+          "After a connection's GOAWAY for age, how long its calls get to finish");
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
           "On SIGTERM/SIGINT, how long in-flight calls get to finish before they are "
           "cancelled");
@@ -157,10 +176,15 @@ struct Listener {
 
 // Starts a server with `service` on `address`; null server when it cannot listen.
 // `quota` (may be null) bounds the memory of its transports.
+// `max_age` (0: none) closes connections after that age, with `max_age_grace` for their calls.
 Listener Start(const std::string& address, grpc::Service* service,
                std::shared_ptr<grpc::ServerCredentials> credentials,
-               grpc::ResourceQuota* quota) {
+               grpc::ResourceQuota* quota, int64_t max_age_ms = 0, int64_t max_age_grace_ms = 0) {
   grpc::ServerBuilder builder;
+  if (max_age_ms > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, static_cast<int>(max_age_ms));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, static_cast<int>(max_age_grace_ms));
+  }
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_request_bytes));
   // One listening socket per address. With SO_REUSEPORT gRPC opens one per poller, and
   // for port 0 each of them bound its own free port: an unprinted extra port.
@@ -185,6 +209,50 @@ Listener Start(const std::string& address, grpc::Service* service,
   listener.address = WithPort(address, port);
   return listener;
 }
+
+// gRPC health of the Retrieval listener. "" (liveness) is SERVING while the listener
+// accepts connections; the Retrieval service (readiness) also needs the shared item log
+// applied. After Stop both stay NOT_SERVING.
+class ServingHealth {
+ public:
+  void Attach(grpc::HealthCheckServiceInterface* health) {
+    absl::MutexLock lock(&mu_);
+    health_ = health;
+    UpdateLocked();
+  }
+  void SetAccepting(bool accepting) {
+    absl::MutexLock lock(&mu_);
+    accepting_ = accepting;
+    UpdateLocked();
+  }
+  void SetItemLogApplied(bool applied) {
+    absl::MutexLock lock(&mu_);
+    item_log_applied_ = applied;
+    UpdateLocked();
+  }
+  void Stop() {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    UpdateLocked();
+  }
+  bool accepting() const {
+    absl::MutexLock lock(&mu_);
+    return accepting_;
+  }
+
+ private:
+  void UpdateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (health_ == nullptr) return;
+    const bool alive = accepting_ && !stopping_;
+    health_->SetServingStatus("", alive);
+    health_->SetServingStatus(twotower::v1::Retrieval::service_full_name(), alive && item_log_applied_);
+  }
+  mutable absl::Mutex mu_;
+  grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  bool item_log_applied_ ABSL_GUARDED_BY(mu_) = true;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
 
 // Raises the soft limit on open descriptors to the hard limit: each client connection
 // holds one, and gRPC 1.51 stops accepting for good after an accept fails with EMFILE.
@@ -244,7 +312,12 @@ int main(int argc, char** argv) {
       {"nprobe", absl::GetFlag(FLAGS_nprobe), 0, 1 << 20},
       {"max_in_flight", absl::GetFlag(FLAGS_max_in_flight), 0, 1000000},
       {"shutdown_grace_ms", absl::GetFlag(FLAGS_shutdown_grace_ms), 0, 3600000},
+      {"drain_delay_ms", absl::GetFlag(FLAGS_drain_delay_ms), 0, 3600000},
+      // gRPC takes these as int milliseconds.
+      {"max_connection_age_ms", absl::GetFlag(FLAGS_max_connection_age_ms), 0, 2147483647},
+      {"max_connection_age_grace_ms", absl::GetFlag(FLAGS_max_connection_age_grace_ms), 0, 2147483647},
       {"listener_probe_ms", absl::GetFlag(FLAGS_listener_probe_ms), 0, 3600000},
+      {"item_log_poll_ms", absl::GetFlag(FLAGS_item_log_poll_ms), 1, 3600000},
   };
   for (const auto& flag : bounded) {
     if (flag.value < flag.min || flag.value > flag.max) {
@@ -256,6 +329,11 @@ int main(int argc, char** argv) {
   }
   if (!(absl::GetFlag(FLAGS_search_hand_off_ms) >= 0)) {  // NaN fails this too
     std::fprintf(stderr, "error: --search_hand_off_ms must be >= 0 (inf allowed)\n");
+    return 2;
+  }
+  if (!absl::GetFlag(FLAGS_state_dir).empty() && !absl::GetFlag(FLAGS_item_log_dir).empty()) {
+    // Two records of the same changes could disagree; one place holds them.
+    std::fprintf(stderr, "error: --state_dir and --item_log_dir cannot be used together\n");
     return 2;
   }
   if (!absl::GetFlag(FLAGS_tls_client_ca).empty() && absl::GetFlag(FLAGS_tls_cert).empty()) {
@@ -294,7 +372,8 @@ int main(int argc, char** argv) {
   LogEvent("info", "loading model",
            {{"bundle", bundle_path}, {"index", index_options.factory}});
   absl::StatusOr<std::shared_ptr<const twotower::Snapshot>> snapshot =
-      twotower::LoadSnapshot(bundle_path, index_options, absl::GetFlag(FLAGS_state_dir));
+      twotower::LoadSnapshot(bundle_path, index_options, absl::GetFlag(FLAGS_state_dir),
+                            absl::GetFlag(FLAGS_item_log_dir));
   if (!snapshot.ok()) {
     std::fprintf(stderr, "error: cannot load bundle %s: %s\n", bundle_path.c_str(),
                  snapshot.status().ToString().c_str());
@@ -327,13 +406,14 @@ int main(int argc, char** argv) {
   twotower::RetrievalService retrieval_service(&snapshots, &metrics, retrieval_options);
   twotower::AdminService::Options admin_options;
   admin_options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  admin_options.item_log_dir = absl::GetFlag(FLAGS_item_log_dir);
   admin_options.bundle_root = absl::GetFlag(FLAGS_bundle_root);
   admin_options.search_stats = [&retrieval_service] { return retrieval_service.search_stats(); };
-  // Set once the listener is up; read by GetStatus (true until a probe says otherwise).
-  std::atomic<bool> listener_accepting{true};
+  ServingHealth serving_health;
+  admin_options.item_log_healthy = [&serving_health](bool ok) { serving_health.SetItemLogApplied(ok); };
   admin_options.serving_status = [&retrieval_service,
-                                  &listener_accepting](twotower::v1::GetStatusResponse* status) {
-    status->set_retrieval_listener_accepting(listener_accepting.load());
+                                  &serving_health](twotower::v1::GetStatusResponse* status) {
+    status->set_retrieval_listener_accepting(serving_health.accepting());
     status->set_calls_in_flight(retrieval_service.calls_in_flight());
     status->set_response_bytes_in_flight(retrieval_service.response_bytes_in_flight());
   };
@@ -382,7 +462,8 @@ int main(int argc, char** argv) {
   grpc::ResourceQuota quota("twotower-retrieval");
   quota.Resize(static_cast<size_t>(absl::GetFlag(FLAGS_grpc_memory_bytes)));
   Listener retrieval =
-      Start(absl::GetFlag(FLAGS_address), &retrieval_service, retrieval_credentials, &quota);
+      Start(absl::GetFlag(FLAGS_address), &retrieval_service, retrieval_credentials, &quota,
+            absl::GetFlag(FLAGS_max_connection_age_ms), absl::GetFlag(FLAGS_max_connection_age_grace_ms));
   if (retrieval.server == nullptr) {
     std::fprintf(stderr, "error: cannot listen on %s\n", absl::GetFlag(FLAGS_address).c_str());
     return 1;
@@ -395,9 +476,7 @@ int main(int argc, char** argv) {
     retrieval.server->Shutdown();
     return 1;
   }
-  grpc::HealthCheckServiceInterface* health = retrieval.server->GetHealthCheckService();
-  health->SetServingStatus("", true);
-  health->SetServingStatus(twotower::v1::Retrieval::service_full_name(), true);
+  serving_health.Attach(retrieval.server->GetHealthCheckService());
 
   std::unique_ptr<twotower::ListenerProbe> probe;
   if (const int probe_ms = absl::GetFlag(FLAGS_listener_probe_ms); probe_ms > 0) {
@@ -405,11 +484,17 @@ int main(int argc, char** argv) {
     probe_options.interval = absl::Milliseconds(probe_ms);
     probe_options.timeout = std::max(absl::Milliseconds(probe_ms), absl::Seconds(1));
     probe = std::make_unique<twotower::ListenerProbe>(
-        retrieval.address, probe_options, [health, &listener_accepting](bool accepting) {
-          listener_accepting.store(accepting);
-          health->SetServingStatus("", accepting);
-          health->SetServingStatus(twotower::v1::Retrieval::service_full_name(), accepting);
-        });
+        retrieval.address, probe_options,
+        [&serving_health](bool accepting) { serving_health.SetAccepting(accepting); });
+  }
+  // Replicas sharing an item log apply each other's changes.
+  absl::Notification stop_following;
+  std::thread follower;
+  if (!absl::GetFlag(FLAGS_item_log_dir).empty()) {
+    const absl::Duration poll = absl::Milliseconds(absl::GetFlag(FLAGS_item_log_poll_ms));
+    follower = std::thread([&admin_service, &stop_following, poll] {
+      while (!stop_following.WaitForNotificationWithTimeout(poll)) admin_service.FollowItemLog();
+    });
   }
 
   LogEvent("info", "serving",
@@ -423,9 +508,25 @@ int main(int argc, char** argv) {
     while (::read(stop_pipe[0], &signal, 1) < 0 && errno == EINTR) {
     }
     LogEvent("info", "shutting down", {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
-    probe.reset();  // it must not turn health back to SERVING
-    // Load balancers polling health stop sending new calls while the old ones drain.
-    health->SetServingStatus(false);
+    probe.reset();
+    // Load balancers and health-checking clients stop sending new calls during the drain
+    // delay, while the server still answers the calls that reach it meanwhile (a proxy
+    // or client that has not yet seen NOT_SERVING would otherwise get a refused call).
+    serving_health.Stop();
+    const absl::Duration drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
+    if (drain_delay > absl::ZeroDuration()) {
+      LogEvent("info", "draining", {{"delay_ms", absl::StrCat(absl::GetFlag(FLAGS_drain_delay_ms))}});
+      pollfd second_signal = {stop_pipe[0], POLLIN, 0};
+      const absl::Time drain_end = absl::Now() + drain_delay;
+      for (absl::Time now = absl::Now(); now < drain_end; now = absl::Now()) {
+        const int wait_ms = static_cast<int>(
+            std::min<int64_t>(absl::ToInt64Milliseconds(drain_end - now) + 1, 1000));
+        if (::poll(&second_signal, 1, wait_ms) > 0) {
+          LogEvent("info", "second stop signal: drain delay cut short", {});
+          break;
+        }
+      }
+    }
     // grpc::Server::Shutdown drains in-flight calls but also waits for every client to
     // acknowledge its GOAWAY, and an idle client (one not inside a call) may not do so
     // before the deadline. So wait for our own in-flight calls first, then give gRPC a
@@ -443,6 +544,8 @@ int main(int argc, char** argv) {
   retrieval.server->Wait();
   admin.server->Wait();
   stopper.join();
+  stop_following.Notify();
+  if (follower.joinable()) follower.join();
   LogEvent("info", "stopped",
            {{"requests", absl::StrCat(metrics.requests_total())},
             {"failed", absl::StrCat(metrics.requests_failed())}});

@@ -2,8 +2,9 @@
 
 #include <cmath>
 #include <filesystem>
-
+#include <limits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -12,9 +13,37 @@
 
 namespace twotower {
 
+namespace {
+
+// `snapshot` with a folded state applied: the surviving upserts in the order the in-order
+// replay leaves them, then the removed items (disjoint from the upserts), one call each.
+absl::StatusOr<std::shared_ptr<const Snapshot>> ApplyFolded(std::shared_ptr<const Snapshot> snapshot,
+                                                            ItemJournal::State state) {
+  if (!state.upserted.empty()) {
+    v1::UpsertItemsRequest upsert;
+    upsert.mutable_items()->Reserve(static_cast<int>(state.upserted.size()));
+    for (v1::Entity& entity : state.upserted) *upsert.add_items() = std::move(entity);
+    absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyUpsert(*snapshot, upsert);
+    if (!next.ok()) return next.status();
+    snapshot = *std::move(next);
+  }
+  if (!state.removed.empty()) {
+    v1::RemoveItemsRequest remove;
+    for (std::string& id : state.removed) remove.add_item_ids(std::move(id));
+    int64_t removed = 0;
+    absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyRemove(*snapshot, remove, &removed);
+    if (!next.ok()) return next.status();
+    snapshot = *std::move(next);
+  }
+  return snapshot;
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& bundle_path,
                                                              const IndexOptions& options,
-                                                             const std::string& state_dir) {
+                                                             const std::string& state_dir,
+                                                             const std::string& item_log_dir) {
   const absl::Time start = absl::Now();
   // Resolve a symlink such as bundles/latest once: the trainer may move it while we read,
   // and the status call should name the directory actually served.
@@ -47,33 +76,58 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& 
   if (*journal != nullptr) {
     absl::StatusOr<ItemJournal::State> state = (*journal)->Load();
     if (!state.ok()) return state.status();
-    // Folded: the surviving upserts in the order the in-order replay leaves them, then
-    // the removed bundle items (disjoint from the upserts), one call each.
-    const auto replay_error = [&](const absl::Status& status) {
-      return absl::Status(status.code(), absl::StrCat("replaying ", (*journal)->path(), ": ", status.message()));
-    };
-    if (!state->upserted.empty()) {
-      v1::UpsertItemsRequest upsert;
-      upsert.mutable_items()->Reserve(static_cast<int>(state->upserted.size()));
-      for (v1::Entity& entity : state->upserted) *upsert.add_items() = std::move(entity);
-      absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyUpsert(*loaded, upsert);
-      if (!next.ok()) return replay_error(next.status());
-      loaded = *std::move(next);
+    absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyFolded(loaded, *std::move(state));
+    if (!next.ok()) {
+      return absl::Status(next.status().code(),
+                          absl::StrCat("replaying ", (*journal)->path(), ": ", next.status().message()));
     }
-    if (!state->removed.empty()) {
-      v1::RemoveItemsRequest remove;
-      for (std::string& id : state->removed) remove.add_item_ids(std::move(id));
-      int64_t removed = 0;
-      absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyRemove(*loaded, remove, &removed);
-      if (!next.ok()) return replay_error(next.status());
-      loaded = *std::move(next);
-    }
+    loaded = *std::move(next);
+  }
+  std::shared_ptr<const ItemLog> item_log;
+  if (!item_log_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<ItemLog>> opened = ItemLog::Open(item_log_dir, loaded->model_version);
+    if (!opened.ok()) return opened.status();
+    auto with_log = std::make_shared<Snapshot>(*loaded);
+    with_log->item_log = *std::move(opened);
+    absl::StatusOr<std::shared_ptr<const Snapshot>> next =
+        CatchUpItemLog(std::move(with_log), std::numeric_limits<int64_t>::max());
+    if (!next.ok()) return next.status();
+    loaded = *std::move(next);
   }
   auto timed = std::make_shared<Snapshot>(*loaded);
   timed->loaded_at = absl::Now();
   timed->load_duration = timed->loaded_at - start;
   timed->journal = *std::move(journal);
   return std::shared_ptr<const Snapshot>(std::move(timed));
+}
+
+absl::StatusOr<std::shared_ptr<const Snapshot>> CatchUpItemLog(std::shared_ptr<const Snapshot> snapshot,
+                                                               int64_t max_records) {
+  if (snapshot->item_log == nullptr) return snapshot;
+  absl::StatusOr<std::vector<ItemLog::Change>> changes =
+      snapshot->item_log->ReadFrom(snapshot->item_log_applied + 1, max_records);
+  if (!changes.ok()) return changes.status();
+  if (changes->empty()) return snapshot;
+  ItemChangeFold fold;
+  for (ItemLog::Change& change : *changes) {
+    if (auto* upsert = std::get_if<v1::UpsertItemsRequest>(&change)) {
+      if (absl::Status s = fold.Upsert(*upsert); !s.ok()) return s;
+    } else {
+      fold.Remove(std::get<v1::RemoveItemsRequest>(change));
+    }
+  }
+  const int64_t first = snapshot->item_log_applied + 1;
+  const int64_t count = static_cast<int64_t>(changes->size());
+  absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyFolded(snapshot, std::move(fold).Finish(nullptr));
+  if (!next.ok()) {
+    // Every record was checked by the replica that wrote it against this same model, so
+    // this replica cannot serve what the others serve: it must not go on silently.
+    return absl::DataLossError(absl::StrCat("item log ", snapshot->item_log->dir(), " records ", first, "..",
+                                            first + count - 1, " cannot be applied: ", next.status().message()));
+  }
+  auto caught_up = std::make_shared<Snapshot>(**next);
+  caught_up->item_log_applied = snapshot->item_log_applied + count;
+  return std::shared_ptr<const Snapshot>(std::move(caught_up));
 }
 
 std::shared_ptr<const Snapshot> WithCatalogue(const Snapshot& old,

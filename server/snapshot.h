@@ -20,6 +20,7 @@
 #include "index/catalogue.h"
 #include "index/item_index.h"
 #include "server/item_journal.h"
+#include "server/item_log.h"
 #include "twotower/v1/admin.pb.h"
 #include "twotower/v1/retrieval.pb.h"
 
@@ -37,6 +38,10 @@ struct Snapshot {
   // The item journal of this model version (null without a state_dir): online changes
   // are appended to it. Shared by the snapshots derived from this one; internally locked.
   std::shared_ptr<ItemJournal> journal;
+  // The item log shared by the replicas (null without an item_log_dir), and how many of
+  // its records this snapshot includes (records 1..item_log_applied).
+  std::shared_ptr<const ItemLog> item_log;
+  int64_t item_log_applied = 0;
   absl::Time loaded_at;
   // Wall time of ReadBundle + index build (just the index build after a rebuild).
   absl::Duration load_duration;
@@ -48,10 +53,18 @@ struct Snapshot {
 // The journal is folded first and applied as one upsert and one removal, so replay is
 // linear in its records. Errors: ReadBundle's, the journal's (DATA_LOSS for a corrupt
 // one, FAILED_PRECONDITION for a state_dir that is not a directory, INVALID_ARGUMENT for
-// a model_version that cannot name a file).
+// a model_version that cannot name a file). With `item_log_dir` set instead, the shared
+// item log of the model version (see ItemLog) is replayed the same way (folded).
 absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& bundle_path,
                                                              const IndexOptions& options,
-                                                             const std::string& state_dir = "");
+                                                             const std::string& state_dir = "",
+                                                             const std::string& item_log_dir = "");
+
+// `snapshot` with the item log's records past snapshot.item_log_applied applied (at most
+// `max_records` of them; folded, as at load); `snapshot` itself when there are none or
+// it has no log. The log's read errors; DATA_LOSS for a record that cannot be applied.
+absl::StatusOr<std::shared_ptr<const Snapshot>> CatchUpItemLog(std::shared_ptr<const Snapshot> snapshot,
+                                                               int64_t max_records = 10000);
 
 // A snapshot of the same bundle as `old` (shared, not copied) with another catalogue
 // (re-indexed, or with items changed).

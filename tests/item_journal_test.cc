@@ -1,4 +1,5 @@
 #include "server/item_journal.h"
+#include "server/item_log.h"
 
 #include <signal.h>
 #include <sys/resource.h>
@@ -16,13 +17,16 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <type_traits>
+#include <variant>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "bundle/bundle.h"
 #include "gtest/gtest.h"
 #include "server/admin_service.h"
+#include "server/item_log.h"
 #include "server/server_metrics.h"
 #include "server/snapshot.h"
 #include "tests/test_util.h"
@@ -804,6 +808,126 @@ TEST_F(ItemJournalReplayTest, ReplayTimeOfManySingleItemRecords) {
     }
     std::printf("\n");
   }
+}
+
+}  // namespace
+}  // namespace twotower
+
+// --- ItemLog: the log replicas share -------------------------------------------------------
+
+namespace twotower {
+namespace {
+
+using testing::WriteText;
+
+std::vector<std::string> IdsOf(const ItemLog::Change& change) {
+  std::vector<std::string> ids;
+  if (const auto* upsert = std::get_if<v1::UpsertItemsRequest>(&change)) {
+    for (const v1::Entity& entity : upsert->items()) ids.push_back("+" + entity.id());
+  } else {
+    for (const std::string& id : std::get<v1::RemoveItemsRequest>(change).item_ids()) ids.push_back("-" + id);
+  }
+  return ids;
+}
+
+TEST(ItemLogTest, RecordsAreReadBackInOrderUpToTheFirstMissingOne) {
+  ScopedTempDir dir;
+  absl::StatusOr<std::unique_ptr<ItemLog>> log = ItemLog::Open(dir.path(), kVersion);
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ((*log)->dir(), dir.Join(kVersion));
+  ASSERT_TRUE((*log)->Write(1, Upsert({"a", "b"})).ok());
+  ASSERT_TRUE((*log)->Write(2, Remove({"a"})).ok());
+  ASSERT_TRUE((*log)->Write(4, Upsert({"d"})).ok());  // 3 is missing: 4 is not read yet
+  absl::StatusOr<std::vector<ItemLog::Change>> changes = (*log)->ReadFrom(1);
+  ASSERT_TRUE(changes.ok()) << changes.status();
+  ASSERT_EQ(changes->size(), 2u);
+  EXPECT_EQ(IdsOf((*changes)[0]), (std::vector<std::string>{"+a", "+b"}));
+  EXPECT_EQ(IdsOf((*changes)[1]), (std::vector<std::string>{"-a"}));
+  ASSERT_TRUE((*log)->Write(3, Upsert({"c"})).ok());
+  changes = (*log)->ReadFrom(2, /*limit=*/2);
+  ASSERT_TRUE(changes.ok()) << changes.status();
+  ASSERT_EQ(changes->size(), 2u);
+  EXPECT_EQ(IdsOf((*changes)[1]), (std::vector<std::string>{"+c"}));
+  changes = (*log)->ReadFrom(5);
+  ASSERT_TRUE(changes.ok());
+  EXPECT_TRUE(changes->empty());
+  // A second Open (another replica) sees the same records; no temp files are left.
+  absl::StatusOr<std::unique_ptr<ItemLog>> other = ItemLog::Open(dir.path(), kVersion);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ((*other)->ReadFrom(1)->size(), 4u);
+  for (const auto& entry : std::filesystem::directory_iterator(dir.Join(kVersion))) {
+    EXPECT_EQ(entry.path().extension(), ".rec") << entry.path();
+  }
+}
+
+TEST(ItemLogTest, EachSequenceNumberIsTakenByExactlyOneWriter) {
+  ScopedTempDir dir;
+  absl::StatusOr<std::unique_ptr<ItemLog>> log = ItemLog::Open(dir.path(), kVersion);
+  ASSERT_TRUE(log.ok());
+  ASSERT_TRUE((*log)->Write(1, Upsert({"first"})).ok());
+  const absl::Status second = (*log)->Write(1, Upsert({"second"}));
+  EXPECT_EQ(second.code(), absl::StatusCode::kAlreadyExists) << second;
+  EXPECT_EQ(IdsOf((*log)->ReadFrom(1)->at(0)), (std::vector<std::string>{"+first"}));
+  EXPECT_EQ((*log)->Write(0, Upsert({"x"})).code(), absl::StatusCode::kInvalidArgument);
+
+  // Writers racing like replicas do (catch up, take the next number, retry when taken):
+  // every change lands exactly once, in one order all of them read.
+  constexpr int kWriters = 4, kChanges = 25;
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      absl::StatusOr<std::unique_ptr<ItemLog>> mine = ItemLog::Open(dir.path(), kVersion);
+      ASSERT_TRUE(mine.ok());
+      int64_t next = 2;
+      for (int c = 0; c < kChanges; ++c) {
+        for (;;) {
+          next += static_cast<int64_t>((*mine)->ReadFrom(next)->size());
+          const absl::Status s = (*mine)->Write(next, Upsert({absl::StrCat("w", w, "-", c)}));
+          if (s.ok()) break;
+          ASSERT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+        }
+      }
+    });
+  }
+  for (std::thread& writer : writers) writer.join();
+  absl::StatusOr<std::vector<ItemLog::Change>> all = (*log)->ReadFrom(2);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), static_cast<size_t>(kWriters * kChanges));
+  std::set<std::string> ids;
+  for (const ItemLog::Change& change : *all) ids.insert(IdsOf(change).at(0));
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kWriters * kChanges));
+}
+
+TEST(ItemLogTest, ARecordThatDoesNotCheckOutIsDataLossNamingTheFile) {
+  ScopedTempDir dir;
+  absl::StatusOr<std::unique_ptr<ItemLog>> log = ItemLog::Open(dir.path(), kVersion);
+  ASSERT_TRUE(log.ok());
+  ASSERT_TRUE((*log)->Write(1, Upsert({"a"})).ok());
+  const std::string path = dir.Join(std::string(kVersion) + "/" + ItemLog::RecordName(1));
+  std::string bytes = ReadBytes(path);
+  bytes[bytes.size() - 3] ^= 0x01;  // inside the payload
+  WriteText(path, bytes);
+  absl::StatusOr<std::vector<ItemLog::Change>> changes = (*log)->ReadFrom(1);
+  EXPECT_EQ(changes.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(changes.status().message().find(path), std::string::npos) << changes.status();
+  // A record with bytes after it, or none at all, is not a record either.
+  WriteText(path, ItemJournal::FileHeader() + ItemJournal::EncodeRecord(ItemJournal::kRemove, "") + "x");
+  EXPECT_EQ((*log)->ReadFrom(1).status().code(), absl::StatusCode::kDataLoss);
+  WriteText(path, "");
+  EXPECT_EQ((*log)->ReadFrom(1).status().code(), absl::StatusCode::kDataLoss);
+  // A directory (or FIFO) planted under a record's name is refused, not read.
+  ASSERT_EQ(::mkdir(dir.Join(std::string(kVersion) + "/" + ItemLog::RecordName(2)).c_str(), 0755), 0);
+  EXPECT_FALSE((*log)->ReadFrom(2).ok());
+}
+
+TEST(ItemLogTest, OpenChecksTheDirectoryAndTheModelVersion) {
+  ScopedTempDir dir;
+  EXPECT_EQ(ItemLog::Open(dir.Join("missing"), kVersion).status().code(), absl::StatusCode::kFailedPrecondition);
+  WriteText(dir.Join("file"), "x");
+  EXPECT_EQ(ItemLog::Open(dir.Join("file"), kVersion).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ItemLog::Open(dir.path(), "../escape").status().code(), absl::StatusCode::kInvalidArgument);
+  WriteText(dir.Join("taken"), "x");  // a file where the version's directory would go
+  EXPECT_EQ(ItemLog::Open(dir.path(), "taken").status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace
