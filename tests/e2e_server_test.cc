@@ -55,6 +55,9 @@ namespace {
 using ::twotower::testing::ScopedTempDir;
 using ::twotower::testing::ServerProcess;
 using ::twotower::testing::Spawn;
+using ::twotower::testing::RunCommand;
+using ::twotower::testing::RunResult;
+using ::twotower::testing::Context;
 using ::twotower::testing::BinaryDir;
 using ::twotower::testing::SourceDir;
 
@@ -68,41 +71,12 @@ std::string Python() {
   return python != nullptr ? python : "/usr/bin/python3";
 }
 
-struct RunResult {
-  int exit_code = -1;  // -1: did not start or did not exit normally
-  std::string out;     // stdout
-};
-
-// Runs a command to completion, capturing its stdout (stderr goes to the test log).
-RunResult RunCommand(const std::vector<std::string>& args) {
-  RunResult result;
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return result;
-  const pid_t pid = Spawn(args, fds[1]);
-  ::close(fds[1]);
-  if (pid > 0) {
-    char buffer[4096];
-    ssize_t n;
-    while ((n = ::read(fds[0], buffer, sizeof buffer)) > 0) result.out.append(buffer, n);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
-  }
-  ::close(fds[0]);
-  return result;
-}
-
 std::string ReadLink(const std::string& link) {
   std::error_code error;
   const std::filesystem::path target = std::filesystem::read_symlink(link, error);
   return error ? std::string() : target.string();
 }
 
-std::unique_ptr<grpc::ClientContext> Context() {
-  auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  return context;
-}
 
 // --- The offline model: what the server must answer, computed from the bundle ----------
 

@@ -55,6 +55,37 @@ inline pid_t Spawn(const std::vector<std::string>& args, int stdout_fd) {
   return error == 0 ? pid : -1;
 }
 
+struct RunResult {
+  int exit_code = -1;  // -1: did not start or did not exit normally
+  std::string out;     // stdout
+};
+
+// Runs a command to completion, capturing its stdout (stderr goes to the test log).
+inline RunResult RunCommand(const std::vector<std::string>& args) {
+  RunResult result;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return result;
+  const pid_t pid = Spawn(args, fds[1]);
+  ::close(fds[1]);
+  if (pid > 0) {
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::read(fds[0], buffer, sizeof buffer)) > 0) result.out.append(buffer, n);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  }
+  ::close(fds[0]);
+  return result;
+}
+
+// A context with a 10 s deadline.
+inline std::unique_ptr<grpc::ClientContext> Context() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return context;
+}
+
 // A twotower_server child process on free loopback ports.
 class ServerProcess {
  public:
