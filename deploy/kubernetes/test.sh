@@ -14,8 +14,9 @@
 #     host and from the copy the image ships; admin calls need the token from the Secret;
 #  4. stops the pods (SIGTERM: each server drains and exits 0) and removes everything.
 # What podman 4.3 does not do and the cluster does: it ignores gRPC probes, preStop and
-# subPath (the item log gets a volume of its own here), and it mounts a Secret from a
-# podman secret that holds the Secret's YAML.
+# subPath (the item log gets a volume of its own here, without the init container that
+# makes its directory), and it mounts a Secret from a podman secret that holds the
+# Secret's YAML.
 #
 # Usage: deploy/kubernetes/test.sh [IMAGE]   (default localhost/twotower:test, the image
 # docker/test.sh builds; docker/test.sh calls this). Needs root, kubectl, podman (the
@@ -50,7 +51,8 @@ cleanup() {
   for f in "$WORK"/replica-*.yaml; do
     [ -f "$f" ] && podman kube down "$f" > /dev/null 2>&1 || true
   done
-  podman volume rm -f "$BUNDLES" "$ITEM_LOG" > /dev/null 2>&1 || true
+  # kube play keeps the Secret's files in a volume named after it.
+  podman volume rm -f "$BUNDLES" "$ITEM_LOG" "$SECRET" > /dev/null 2>&1 || true
   podman secret rm "$SECRET" > /dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -61,7 +63,7 @@ podman volume create "$BUNDLES" > /dev/null
 podman volume create "$ITEM_LOG" > /dev/null
 # As root in a throwaway container: the volume's root belongs to the image's user, as the
 # guide asks of the cluster's volume (the trainer and the init container write there).
-version=$(podman run --rm --user 0 --entrypoint /bin/sh -v "$BUNDLES:/bundles" -v "$ITEM_LOG:/item-log" "$IMAGE" -c \
+version=$(podman run --rm --no-healthcheck --user 0 --entrypoint /bin/sh -v "$BUNDLES:/bundles" -v "$ITEM_LOG:/item-log" "$IMAGE" -c \
   'v=$(basename "$(readlink /opt/twotower/bundles/latest)") && cp -a "/opt/twotower/bundles/$v" /bundles/ &&
    chown -R 10001:10001 /bundles /item-log && echo "$v"')
 [ -n "$version" ] || fail "no bundle in the image"
@@ -97,15 +99,18 @@ for i, (port, admin_port) in enumerate(zip(ports, admin_ports)):
     d["spec"]["replicas"] = 1
     pod = d["spec"]["template"]["spec"]
     pod["hostNetwork"] = True
-    for c in pod.get("initContainers", []) + pod["containers"]:
-        c["image"] = image
+    # The init container makes the item log's directory for the subPath mount, which
+    # podman ignores (below); and podman 4.3 fails to remove a finished init container
+    # ("cannot remove container ... as it is running").
+    assert pod.pop("initContainers")
+    pod["containers"][0]["image"] = image
     c = pod["containers"][0]
     for e in c["env"]:
         if e["name"] == "TWOTOWER_ADDRESS":
             e["value"] = "127.0.0.1:" + port
         if e["name"] == "TWOTOWER_ADMIN_ADDRESS":
             e["value"] = "127.0.0.1:" + admin_port
-    c["ports"] = [{"name": "grpc", "containerPort": int(port)}, {"name": "admin", "containerPort": int(admin_port)}]
+    c.pop("ports")  # host network: podman refuses port mappings there
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         c[probe]["grpc"]["port"] = int(port)
     # podman 4.3 ignores subPath: the item log gets a volume of its own.
