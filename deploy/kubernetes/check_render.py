@@ -169,6 +169,12 @@ def check(docs, text):
     expect(item_log is not None and any(m["mountPath"] == item_log and m["name"] in claim_volumes
                                         and not m.get("readOnly") for m in mounts),
            "--item_log_dir %r is not a writable mount of the bundle claim" % item_log)
+    for m in mounts:
+        if m.get("subPath") and m["name"] in claim_volumes:
+            made = any(m["subPath"] in " ".join(c.get("command", []) + c.get("args", []))
+                       and any(im["name"] == m["name"] for im in c.get("volumeMounts", []))
+                       for c in pod.get("initContainers", []))
+            expect(made, "no init container makes the subPath %r on the claim" % m["subPath"])
     token = flag_value(args, "admin_token_file")
     secret_volumes = {n for n, v in volumes.items() if "secret" in v}
     expect(token is not None and any(token.startswith(m["mountPath"].rstrip("/") + "/")
@@ -242,6 +248,7 @@ def broken_copies(docs):
         lambda k, c: k["Deployment"]["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=5))
     yield "a committed Secret", mutate(lambda k, c: c.append({"kind": "Secret", "metadata": {"name": "t"}}))
     yield "one replica", mutate(lambda k, c: k["Deployment"]["spec"].update(replicas=1))
+    yield "no init container", mutate(lambda k, c: k["Deployment"]["spec"]["template"]["spec"].pop("initContainers"))
     yield "an RWO claim", mutate(lambda k, c: k["PersistentVolumeClaim"]["spec"].update(accessModes=["ReadWriteOnce"]))
 
 
