@@ -17,7 +17,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 TOOLS=${TWOTOWER_CONTAINER_TOOLS:-$REPO/../shared/tools/container}
 CLIENT=$REPO/build/twotower_client
 PYTHON_GEN=$REPO/build/python
-IMAGE=localhost/twotower:test
+IMAGE=${TWOTOWER_TEST_IMAGE:-localhost/twotower:test}  # the tag it builds and tests
 MAX_IMAGE_MB=200
 
 fail() { echo "docker/test.sh: FAIL: $*" >&2; exit 1; }
