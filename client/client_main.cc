@@ -44,6 +44,10 @@ ABSL_FLAG(std::string, admin_address, "127.0.0.1:50052",
           "Admin API address (status, reload, rebuild-index)");
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM CA that signed the server's certificate: connect with TLS (the server's --tls_cert)");
+ABSL_FLAG(std::string, service_config, "",
+          "retrieve: gRPC service config JSON file for the Retrieval channel, e.g. "
+          "client/service_config.json (round_robin over every address the target resolves "
+          "to, health checking, retry on UNAVAILABLE); target dns:///HOST:PORT");
 ABSL_FLAG(std::string, admin_token_file, "",
           "Admin calls: file with the server's admin token (or set TWOTOWER_ADMIN_TOKEN)");
 ABSL_FLAG(int, timeout_ms, 0,
@@ -75,7 +79,7 @@ constexpr char kUsage[] =
     "Client of twotower_server.\n"
     "\n"
     "  twotower_client retrieve --user ID [--k N] [--feature NAME=VALUE ...] "
-    "[--exclude ID,ID...]\n"
+    "[--exclude ID,ID...] [--service_config FILE]\n"
     "  twotower_client status\n"
     "  twotower_client reload --bundle DIR\n"
     "  twotower_client rebuild-index [--index FACTORY] [--ef_search N] [--nprobe N] [--half_first_pass on|off]\n"
@@ -115,9 +119,27 @@ void SetDeadline(grpc::ClientContext* context, int default_ms = 5000) {
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
 }
 
-// A channel to `address`: TLS trusting --tls_ca when it is set. Null (after printing the
-// error) when --tls_ca cannot be read: an empty CA would silently trust the system roots.
-std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
+// A channel to `address`: TLS trusting --tls_ca when it is set; with
+// `with_service_config`, configured by the --service_config file. Null (after printing
+// the error) when --tls_ca or --service_config cannot be read or is refused: an empty CA
+// would silently trust the system roots, and a refused service config would fail every
+// call with a message that does not name the file.
+std::shared_ptr<grpc::Channel> Connect(const std::string& address, bool with_service_config = false) {
+  grpc::ChannelArguments arguments;
+  const std::string config_file = absl::GetFlag(FLAGS_service_config);
+  if (with_service_config && !config_file.empty()) {
+    twotower::ReadFileOptions options;
+    options.max_bytes = 1 << 20;
+    options.regular_only = true;
+    absl::StatusOr<std::string> json = twotower::ReadFile(config_file, options);
+    if (!json.ok() || absl::StripAsciiWhitespace(*json).empty()) {
+      std::fprintf(stderr, "error: --service_config %s: %s\n", config_file.c_str(),
+                   json.ok() ? "empty file" : std::string(json.status().message()).c_str());
+      return nullptr;
+    }
+    arguments.SetServiceConfigJSON(*json);
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (const std::string ca_file = absl::GetFlag(FLAGS_tls_ca); !ca_file.empty()) {
     absl::StatusOr<std::string> ca = twotower::ReadFile(ca_file);
     if (!ca.ok() || ca->empty()) {
@@ -127,9 +149,21 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
     }
     grpc::SslCredentialsOptions tls;
     tls.pem_root_certs = *std::move(ca);
-    return grpc::CreateChannel(address, grpc::SslCredentials(tls));
+    credentials = grpc::SslCredentials(tls);
   }
-  return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(address, credentials, arguments);
+  // gRPC parses the service config when it makes the channel; one it refuses (not JSON,
+  // an unknown policy, a bad retry policy) gives a "lame" channel whose calls all fail,
+  // and which reports a failure at once, where a new channel is IDLE until it connects.
+  // gRPC has logged why just above.
+  const grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/false);
+  if (with_service_config && !config_file.empty() &&
+      (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN)) {
+    std::fprintf(stderr, "error: --service_config %s: refused by gRPC (not a valid service config)\n",
+                 config_file.c_str());
+    return nullptr;
+  }
+  return channel;
 }
 
 // Removes every --feature / -feature (with "=VALUE" or the next argument) from argv and
@@ -221,7 +255,7 @@ int Retrieve(const std::vector<std::string>& features) {
     if (!id.empty()) request.add_exclude_item_ids(id);
   }
 
-  const std::shared_ptr<grpc::Channel> channel = Connect(absl::GetFlag(FLAGS_address));
+  const std::shared_ptr<grpc::Channel> channel = Connect(absl::GetFlag(FLAGS_address), /*with_service_config=*/true);
   if (channel == nullptr) return 2;
   auto stub = twotower::v1::Retrieval::NewStub(channel);
   grpc::ClientContext context;
@@ -412,6 +446,9 @@ int main(int argc, char** argv) {
   const absl::string_view command = positional[1];
   if (command != "retrieve" && !features->empty()) {
     return UsageError("--feature only applies to retrieve");
+  }
+  if (command != "retrieve" && !absl::GetFlag(FLAGS_service_config).empty()) {
+    return UsageError("--service_config only applies to retrieve");
   }
   if (command == "retrieve") return Retrieve(*features);
   if (command == "status") return Status();

@@ -7,7 +7,9 @@
 #     the running server while a client keeps calling Retrieve: no failed request, and the
 #     model version changes;
 #  4. stops the server container with SIGTERM: exit code 0 within a few seconds;
-#  5. prints the image size and the build times.
+#  5. plays the rendered Kubernetes Deployment with `podman kube play` as 3 replicas
+#     (deploy/kubernetes/test.sh);
+#  6. prints the image size and the build times.
 # Needs the host build (build/twotower_client, build/python) and the container tools of
 # ../shared/tools/container (or $TWOTOWER_CONTAINER_TOOLS). Installs podman if missing.
 set -euo pipefail
@@ -15,7 +17,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 TOOLS=${TWOTOWER_CONTAINER_TOOLS:-$REPO/../shared/tools/container}
 CLIENT=$REPO/build/twotower_client
 PYTHON_GEN=$REPO/build/python
-IMAGE=localhost/twotower:test
+IMAGE=${TWOTOWER_TEST_IMAGE:-localhost/twotower:test}  # the tag it builds and tests
 MAX_IMAGE_MB=200
 
 fail() { echo "docker/test.sh: FAIL: $*" >&2; exit 1; }
@@ -114,6 +116,9 @@ echo "server container exited with $code after ${took} s"
 [ "$code" = 0 ] || { podman logs "$SERVER" | tail -20; fail "exit code $code"; }
 awk -v t="$took" 'BEGIN{exit !(t < 5)}' || fail "took ${took} s to stop"
 
-echo "== 5. summary"
+echo "== 5. the Kubernetes Deployment as 3 replicas (podman kube play)"
+"$REPO/deploy/kubernetes/test.sh" "$IMAGE"
+
+echo "== 6. summary"
 echo "image size ${size_mb} MB (limit ${MAX_IMAGE_MB} MB); cold build ${cold} s; cached build ${cached} s"
 echo "docker/test.sh: PASS"

@@ -60,6 +60,7 @@ using ::twotower::testing::RunResult;
 using ::twotower::testing::Context;
 using ::twotower::testing::BinaryDir;
 using ::twotower::testing::SourceDir;
+using ::twotower::testing::WriteText;
 
 constexpr int kMaxK = 1000;  // the server's default --max_k
 constexpr float kScoreTolerance = 1e-4f;
@@ -1203,6 +1204,83 @@ TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
   const RunResult bad = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address",
                              server_.address(), "--user", user, "--k", "0"});
   EXPECT_EQ(bad.exit_code, 1);
+}
+
+// client/service_config.json (round_robin, health checking of twotower.v1.Retrieval, retry
+// on UNAVAILABLE) is accepted by gRPC and serves through a dns:/// target from a C++
+// channel and both clients; a file that is not a service config is a usage error (exit 2)
+// before any call.
+TEST_F(E2eServerTest, ShippedServiceConfigServesAndBadOnesAreRefused) {
+  const std::string config = SourceDir() + "/client/service_config.json";
+  const absl::StatusOr<std::string> json = twotower::ReadFile(config);
+  ASSERT_TRUE(json.ok()) << json.status();
+  const std::string target = "dns:///" + server_.address();
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  v1::RetrieveResponse expected;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 5), &expected).ok());
+  ASSERT_GT(expected.items_size(), 0);
+
+  {
+    grpc::ChannelArguments arguments;
+    arguments.SetServiceConfigJSON(*json);
+    const std::shared_ptr<grpc::Channel> channel =
+        grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments);
+    ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_IDLE) << "gRPC refused " << config;
+    v1::RetrieveResponse response;
+    const grpc::Status status =
+        v1::Retrieval::NewStub(channel)->Retrieve(Context().get(), KnownUserRequest(user, 5), &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.items(0).item_id(), expected.items(0).item_id());
+  }
+
+  const std::string client = BinaryDir() + "/twotower_client";
+  const RunResult cli = RunCommand({client, "retrieve", "--address=" + target,
+                                    "--service_config=" + config, "--user=" + user, "--k=5"});
+  ASSERT_EQ(cli.exit_code, 0) << cli.out;
+  EXPECT_EQ(TopItemOfListing(cli.out), expected.items(0).item_id()) << cli.out;
+  const std::string script = SourceDir() + "/client/python/twotower_client.py";
+  const std::string gen_dir = BinaryDir() + "/python";
+  const RunResult python = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address", target,
+                                       "--service_config", config, "--user", user, "--k", "5"});
+  ASSERT_EQ(python.exit_code, 0) << python.out;
+  EXPECT_EQ(TopItemOfListing(python.out), expected.items(0).item_id()) << python.out;
+
+  // The health checking is in force: checking a service the server does not serve leaves
+  // no usable replica, so the call fails (after its retries) instead of being served.
+  const std::string unknown_service = dir_->Join("unknown-service.json");
+  WriteText(unknown_service, absl::StrReplaceAll(*json, {{"twotower.v1.Retrieval\"}", "no.such.Service\"}"}}));
+  ASSERT_NE(ReadFile(unknown_service).value(), *json);
+  EXPECT_EQ(RunCommand({client, "retrieve", "--address=" + target, "--timeout_ms=2000",
+                        "--service_config=" + unknown_service, "--user=" + user}).exit_code, 1);
+
+  // Not JSON, JSON that is not a service config, no file, an empty file: exit 2.
+  const std::string not_json = dir_->Join("not-json.json");
+  WriteText(not_json, "{\"loadBalancingConfig\": [");
+  const std::string unknown_policy = dir_->Join("unknown-policy.json");
+  WriteText(unknown_policy, "{\"loadBalancingConfig\": [{\"no_such_policy\": {}}]}");
+  const std::string bad_retry = dir_->Join("bad-retry.json");
+  WriteText(bad_retry, "{\"methodConfig\": [{\"name\": [{\"service\": \"twotower.v1.Retrieval\"}], "
+                       "\"retryPolicy\": {\"maxAttempts\": 1}}]}");
+  const std::string empty = dir_->Join("empty.json");
+  WriteText(empty, "\n");
+  // stderr too: the error must name the file.
+  const auto with_stderr = [](std::vector<std::string> args) {
+    args.insert(args.begin(), {"/bin/sh", "-c", "exec \"$@\" 2>&1", "sh"});
+    return RunCommand(args);
+  };
+  for (const std::string& bad : {not_json, unknown_policy, bad_retry, empty, dir_->Join("no-such.json")}) {
+    const RunResult cli_bad = with_stderr({client, "retrieve", "--address=" + target,
+                                           "--service_config=" + bad, "--user=" + user});
+    EXPECT_EQ(cli_bad.exit_code, 2) << bad << ": " << cli_bad.out;
+    EXPECT_NE(cli_bad.out.find("--service_config " + bad), std::string::npos) << cli_bad.out;
+    const RunResult python_bad = with_stderr({Python(), script, "--gen_dir", gen_dir, "--address", target,
+                                              "--service_config", bad, "--user", user});
+    EXPECT_EQ(python_bad.exit_code, 2) << bad << ": " << python_bad.out;
+    EXPECT_NE(python_bad.out.find("--service_config " + bad), std::string::npos) << python_bad.out;
+  }
+  // It configures the Retrieval channel only.
+  EXPECT_EQ(RunCommand({client, "status", "--admin_address=" + server_.admin_address(),
+                        "--service_config=" + config}).exit_code, 2);
 }
 
 // --- Hostile clients and operator mistakes ------------------------------------------------

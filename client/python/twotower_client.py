@@ -11,6 +11,11 @@ from the method names, which is all a generated *_pb2_grpc.py would contain.
     python3 client/python/twotower_client.py --gen_dir build/python --user new-user \\
         --feature segment=s1 --feature age=num:31 --feature 'interests=multi:g0|g3'
 
+With --service_config client/service_config.json and a dns:/// target (e.g. a Kubernetes
+headless Service, docs/DEPLOY.md) the channel spreads calls over every address the name
+resolves to (round_robin), skips replicas whose health is not SERVING and retries calls
+that fail UNAVAILABLE.
+
 --feature values are typed as in twotower_client: TOKEN (categorical), cat:TOKEN, int:42,
 num:3.5, multi:a|b|c. The generated modules are found through --gen_dir, else the
 TWOTOWER_PYTHON_GEN_DIR environment variable, else ../../build/python from this file.
@@ -19,6 +24,7 @@ Exit status: 0 ok, 1 the call failed, 2 usage error.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -34,15 +40,57 @@ def _import_generated(gen_dir):
     return features_pb2, retrieval_pb2
 
 
+def load_service_config(path):
+    """The text of a gRPC service config file; ValueError (naming the file) when it cannot be
+    read or is not a JSON object. gRPC checks the rest (policy names, retry bounds) itself."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(1 << 20)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError("--service_config %s: %s" % (path, e))
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise ValueError("--service_config %s: not JSON: %s" % (path, e))
+    if not isinstance(config, dict):
+        raise ValueError("--service_config %s: not a JSON object" % path)
+    return text
+
+
+def _refused_at_creation(grpc, channel):
+    """True when gRPC made a "lame" channel, whose calls all fail, because it refused the
+    service config: a new channel is IDLE until it first connects, a lame one reports a
+    failure at once."""
+    import threading
+
+    states = []
+    seen = threading.Event()
+
+    def on_state(state):
+        states.append(state)
+        seen.set()
+
+    channel.subscribe(on_state, try_to_connect=False)
+    seen.wait(5.0)
+    channel.unsubscribe(on_state)
+    return bool(states) and states[0] in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                                          grpc.ChannelConnectivity.SHUTDOWN)
+
+
 class RetrievalClient:
     """Typed calls of twotower.v1.Retrieval over one channel."""
 
-    def __init__(self, address, retrieval_pb2, timeout_s=5.0):
+    def __init__(self, address, retrieval_pb2, timeout_s=5.0, service_config=None):
+        """service_config: the text of a gRPC service config (load_service_config), or None."""
         import grpc  # python3-grpcio
 
         self._pb = retrieval_pb2
         self._timeout = timeout_s
-        self._channel = grpc.insecure_channel(address)
+        options = [("grpc.service_config", service_config)] if service_config else []
+        self._channel = grpc.insecure_channel(address, options=options)
+        if service_config and _refused_at_creation(grpc, self._channel):
+            self._channel.close()
+            raise ValueError("refused by gRPC (not a valid service config; gRPC logged why)")
         self._retrieve = self._channel.unary_unary(
             "/twotower.v1.Retrieval/Retrieve",
             request_serializer=retrieval_pb2.RetrieveRequest.SerializeToString,
@@ -95,6 +143,8 @@ def main(argv=None):
                         help="NAME=VALUE user feature, repeatable (see the module doc)")
     parser.add_argument("--exclude", default="", help="comma-separated item ids to skip")
     parser.add_argument("--timeout_ms", type=int, default=5000, help="call deadline")
+    parser.add_argument("--service_config", default=None,
+                        help="gRPC service config JSON file (client/service_config.json)")
     parser.add_argument("--gen_dir", default=None,
                         help="folder with the protoc-generated twotower/v1/*_pb2.py")
     args = parser.parse_args(argv)
@@ -119,8 +169,17 @@ def main(argv=None):
         print("error: needs --user, --feature or both", file=sys.stderr)
         return 2
     request.exclude_item_ids.extend(i for i in args.exclude.split(",") if i)
+    try:
+        service_config = load_service_config(args.service_config) if args.service_config else None
+    except ValueError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
 
-    client = RetrievalClient(args.address, retrieval_pb2, args.timeout_ms / 1000.0)
+    try:
+        client = RetrievalClient(args.address, retrieval_pb2, args.timeout_ms / 1000.0, service_config)
+    except ValueError as e:
+        print("error: --service_config %s: %s" % (args.service_config, e), file=sys.stderr)
+        return 2
     try:
         response = client.retrieve(request)
     except grpc.RpcError as e:
