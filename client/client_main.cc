@@ -331,6 +331,10 @@ int Status() {
   std::printf("in flight:       %lld calls, %lld answer bytes\n",
               static_cast<long long>(response.calls_in_flight()),
               static_cast<long long>(response.response_bytes_in_flight()));
+  if (response.item_log_applied() > 0 || !response.item_log_error().empty()) {
+    std::printf("item log:        %lld records applied%s%s\n", static_cast<long long>(response.item_log_applied()),
+                response.item_log_error().empty() ? "" : "; NOT ready: ", response.item_log_error().c_str());
+  }
   if (response.has_last_reload()) {
     const twotower::v1::ReloadOutcome& last = response.last_reload();
     std::printf("last reload:     %s %s%s%s\n", last.bundle_path().c_str(),

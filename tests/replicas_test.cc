@@ -505,6 +505,8 @@ TEST_F(ReplicasTest, AReplicaThatCannotApplyTheLogIsNotReadyAndRefusesChanges) {
   EXPECT_NE(Status(server).item_log_error().find(ItemLog::RecordName(1)), std::string::npos);
   EXPECT_EQ(Health(server.address(), kRetrievalService), "NOT_SERVING");  // not ready
   EXPECT_EQ(Health(server.address(), ""), "SERVING");                     // but alive
+  const RunResult status = RunCommand({BinaryDir() + "/twotower_client", "status", "--admin_address=" + server.admin_address()});
+  EXPECT_NE(status.out.find("item log:        0 records applied; NOT ready: "), std::string::npos) << status.out;
   v1::UpsertItemsRequest upsert;
   upsert.add_items()->set_id("x");
   v1::UpsertItemsResponse ignored;
