@@ -11,7 +11,7 @@ PACKAGES=(
   libabsl-dev libssl-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf python3-yaml gnuplot-nox openssl
   clang libclang-rt-14-dev
-  nginx-light
+  nginx-light prometheus-cpp-dev
 )
 
 missing=()

@@ -90,6 +90,7 @@ class RetrievalService::Call final : public grpc::ServerUnaryReactor {
   grpc::ByteBuffer* const response_buffer;  // gRPC's; the serialized answer goes here
   const bool batch;                         // BatchRetrieve
   const absl::Time start = absl::Now();
+  absl::Time prepared;  // when the user vectors were ready (for the metrics)
   // The parsed request and the response messages (freed once the answer is serialized).
   v1::RetrieveRequest single_request;
   v1::BatchRetrieveRequest batch_request;
@@ -205,6 +206,7 @@ void RetrievalService::Start(std::unique_ptr<Call> call, const grpc::ByteBuffer&
     Finish(std::move(call), status);
     return;
   }
+  call->prepared = absl::Now();
   // One search for the whole call (see Catalogue::Search): unrestricted queries go to
   // the index together at the largest k; exclusions and filters are applied inside it.
   // Concurrent calls on the same catalogue share that search (SearchBatcher). The call
@@ -240,8 +242,18 @@ void RetrievalService::Finish(std::unique_ptr<Call> call, absl::Status status) c
       status = absl::InternalError("cannot serialize the response");
     }
   }
-  metrics_->RecordRequest(status.ok());
-  if (!call->batch && status.ok()) metrics_->RecordRetrieveLatency(absl::Now() - call->start);
+  const absl::Time now = absl::Now();
+  ServerMetrics::Call record;
+  record.batch = call->batch;
+  record.code = status.code();
+  record.queries = static_cast<int64_t>(call->requests.size());
+  record.total = now - call->start;
+  if (call->prepared != absl::Time()) {
+    record.tower = call->prepared - call->start;
+    record.search = now - call->prepared;
+  }
+  metrics_->RecordRequest(record);
+  if (!call->batch && status.ok()) metrics_->RecordRetrieveLatency(record.total);
   // From here until OnDone the call holds the serialized answer only.
   call->Reserve(status.ok() ? static_cast<int64_t>(call->response_buffer->Length()) : 0);
   // Swapped out, not cleared: Clear keeps the memory of repeated fields for reuse.

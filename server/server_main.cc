@@ -19,6 +19,9 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
+#include <prometheus/exposer.h>
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
@@ -32,6 +35,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -118,6 +122,9 @@ ABSL_FLAG(std::string, item_log_dir, "",
           "(empty = none; not together with --state_dir)");
 ABSL_FLAG(int, item_log_poll_ms, 1000,
           "With --item_log_dir: how often a replica applies the changes other replicas logged");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port for Prometheus metrics over HTTP (GET /metrics); empty = none. Unauthenticated: "
+          "keep it on loopback or a network only the scraper reaches");
 ABSL_FLAG(std::string, admin_token_file, "",
           "File holding the token admin calls must send as \"authorization: Bearer <token>\" "
           "(or set TWOTOWER_ADMIN_TOKEN); empty = no token (then keep --admin_address on loopback)");
@@ -253,6 +260,36 @@ class ServingHealth {
   bool item_log_applied_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
+
+// Gauges of the serving state, read when Prometheus scrapes (nothing to keep in sync).
+class ScrapeTimeGauges : public prometheus::Collectable {
+ public:
+  explicit ScrapeTimeGauges(std::function<std::vector<prometheus::MetricFamily>()> collect)
+      : collect_(std::move(collect)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override { return collect_(); }
+
+  static prometheus::MetricFamily Gauge(std::string name, std::string help, double value,
+                                        std::vector<prometheus::ClientMetric::Label> labels = {}) {
+    prometheus::MetricFamily family{std::move(name), std::move(help), prometheus::MetricType::Gauge, {}};
+    prometheus::ClientMetric metric;
+    metric.label = std::move(labels);
+    metric.gauge.value = value;
+    family.metric.push_back(std::move(metric));
+    return family;
+  }
+
+ private:
+  const std::function<std::vector<prometheus::MetricFamily>()> collect_;
+};
+
+// The process's resident memory in bytes (VmRSS), 0 if unreadable.
+double ResidentBytes() {
+  absl::StatusOr<std::string> status = twotower::ReadFile("/proc/self/status", {.max_bytes = 1 << 16});
+  if (!status.ok()) return 0;
+  const size_t at = status->find("VmRSS:");
+  if (at == std::string::npos) return 0;
+  return std::strtod(status->c_str() + at + 6, nullptr) * 1024;
+}
 
 // Raises the soft limit on open descriptors to the hard limit: each client connection
 // holds one, and gRPC 1.51 stops accepting for good after an accept fails with EMFILE.
@@ -477,6 +514,56 @@ int main(int argc, char** argv) {
     return 1;
   }
   serving_health.Attach(retrieval.server->GetHealthCheckService());
+
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::shared_ptr<ScrapeTimeGauges> gauges;
+  if (const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address); !metrics_address.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(metrics_address, /*num_threads=*/1);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: cannot serve metrics on --metrics_address %s: %s\n", metrics_address.c_str(),
+                   e.what());
+      retrieval.server->Shutdown();
+      admin.server->Shutdown();
+      return 1;
+    }
+    gauges = std::make_shared<ScrapeTimeGauges>([&snapshots, &retrieval_service, &serving_health] {
+      using G = ScrapeTimeGauges;
+      std::vector<prometheus::MetricFamily> families;
+      if (const std::shared_ptr<const twotower::Snapshot> snapshot = snapshots.Get(); snapshot != nullptr) {
+        families.push_back(G::Gauge("twotower_model_info", "The model served (value 1)", 1,
+                                    {{"index", snapshot->catalogue->index_options().factory},
+                                     {"model_version", snapshot->model_version}}));
+        families.push_back(G::Gauge("twotower_items", "Items served (the bundle's plus upserted, less removed)",
+                                    static_cast<double>(snapshot->catalogue->size())));
+        families.push_back(G::Gauge("twotower_items_upserted", "Items upserted online since the model was loaded",
+                                    static_cast<double>(snapshot->catalogue->upserted())));
+        families.push_back(G::Gauge("twotower_item_log_applied", "Records of the shared item log applied",
+                                    static_cast<double>(snapshot->item_log_applied)));
+        families.push_back(G::Gauge("twotower_model_loaded_timestamp_seconds", "When the model was loaded",
+                                    absl::ToDoubleSeconds(snapshot->loaded_at - absl::UnixEpoch())));
+      }
+      families.push_back(G::Gauge("twotower_calls_in_flight", "Retrieval calls gRPC is not done with",
+                                  static_cast<double>(retrieval_service.calls_in_flight())));
+      families.push_back(G::Gauge("twotower_response_bytes_in_flight",
+                                  "Bytes of --max_response_bytes the answers in flight hold",
+                                  static_cast<double>(retrieval_service.response_bytes_in_flight())));
+      const twotower::SearchBatcher::Stats searches = retrieval_service.search_stats();
+      families.push_back(G::Gauge("twotower_index_searches", "Index searches run (a round serves many calls)",
+                                  static_cast<double>(searches.searches)));
+      families.push_back(G::Gauge("twotower_abandoned_searches",
+                                  "Searches dropped because their caller had gone (load shedding)",
+                                  static_cast<double>(searches.abandoned)));
+      families.push_back(G::Gauge("twotower_listener_accepting", "1 while the Retrieval listener accepts connections",
+                                  serving_health.accepting() ? 1 : 0));
+      families.push_back(G::Gauge("twotower_resident_memory_bytes", "Resident memory of the server process",
+                                  ResidentBytes()));
+      return families;
+    });
+    exposer->RegisterCollectable(metrics.registry());
+    exposer->RegisterCollectable(gauges);
+    LogEvent("info", "metrics", {{"address", metrics_address}});
+  }
 
   std::unique_ptr<twotower::ListenerProbe> probe;
   if (const int probe_ms = absl::GetFlag(FLAGS_listener_probe_ms); probe_ms > 0) {

@@ -13,17 +13,72 @@
 
 namespace twotower {
 
-ServerMetrics::ServerMetrics(int latency_window)
-    : started_(absl::Now()), window_(static_cast<size_t>(std::max(1, latency_window))) {}
+namespace {
 
-void ServerMetrics::RecordRequest(bool ok) {
+// Seconds, 0.25 ms to 10 s.
+const prometheus::Histogram::BucketBoundaries& SecondsBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10};
+  return *buckets;
+}
+
+const prometheus::Histogram::BucketBoundaries& QueryBuckets() {
+  static const auto* buckets =
+      new prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384};
+  return *buckets;
+}
+
+}  // namespace
+
+ServerMetrics::ServerMetrics(int latency_window)
+    : started_(absl::Now()),
+      registry_(std::make_shared<prometheus::Registry>()),
+      calls_(prometheus::BuildCounter()
+                 .Name("twotower_retrieval_calls_total")
+                 .Help("Retrieval calls answered, by method and gRPC status code")
+                 .Register(*registry_)),
+      call_seconds_(prometheus::BuildHistogram()
+                        .Name("twotower_retrieval_call_seconds")
+                        .Help("Retrieval calls answered OK: arrival to answer, by method")
+                        .Register(*registry_)),
+      tower_seconds_(prometheus::BuildHistogram()
+                         .Name("twotower_user_tower_seconds")
+                         .Help("Per call answered OK: parsing, encoding the users and the user tower")
+                         .Register(*registry_)
+                         .Add({}, SecondsBuckets())),
+      search_seconds_(prometheus::BuildHistogram()
+                          .Name("twotower_search_seconds")
+                          .Help("Per call answered OK: the index search (with the wait for its round) "
+                                "and the response")
+                          .Register(*registry_)
+                          .Add({}, SecondsBuckets())),
+      call_queries_(prometheus::BuildHistogram()
+                        .Name("twotower_retrieval_call_users")
+                        .Help("Users per Retrieval call, by method (1 for Retrieve)")
+                        .Register(*registry_)),
+      reloads_(prometheus::BuildCounter()
+                   .Name("twotower_reloads_total")
+                   .Help("ReloadModel calls, by outcome (ok, failed)")
+                   .Register(*registry_)),
+      window_(static_cast<size_t>(std::max(1, latency_window))) {}
+
+void ServerMetrics::RecordRequest(const Call& call) {
+  const bool ok = call.code == absl::StatusCode::kOk;
   requests_total_.fetch_add(1, std::memory_order_relaxed);
   if (!ok) requests_failed_.fetch_add(1, std::memory_order_relaxed);
+  const std::string method = call.batch ? "BatchRetrieve" : "Retrieve";
+  calls_.Add({{"method", method}, {"code", absl::StatusCodeToString(call.code)}}).Increment();
+  if (!ok) return;
+  call_seconds_.Add({{"method", method}}, SecondsBuckets()).Observe(absl::ToDoubleSeconds(call.total));
+  call_queries_.Add({{"method", method}}, QueryBuckets()).Observe(static_cast<double>(call.queries));
+  tower_seconds_.Observe(absl::ToDoubleSeconds(call.tower));
+  search_seconds_.Observe(absl::ToDoubleSeconds(call.search));
 }
 
 void ServerMetrics::RecordReload(bool ok) {
   reloads_total_.fetch_add(1, std::memory_order_relaxed);
   if (!ok) reloads_failed_.fetch_add(1, std::memory_order_relaxed);
+  reloads_.Add({{"outcome", ok ? "ok" : "failed"}}).Increment();
 }
 
 void ServerMetrics::RecordRetrieveLatency(absl::Duration latency) {

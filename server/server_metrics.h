@@ -1,20 +1,28 @@
 // What the server tells operators about itself: request / reload counters and recent
-// Retrieve latencies (reported by Admin.GetStatus), plus the structured log lines it
-// writes to stderr. Everything here is safe to call from any thread.
+// Retrieve latencies (reported by Admin.GetStatus), the same as Prometheus metrics
+// (registry(), served over HTTP by --metrics_address; names in docs/DEPLOY.md), plus the
+// structured log lines it writes to stderr. Everything here is safe to call from any
+// thread.
 #ifndef TWOTOWER_SERVER_SERVER_METRICS_H_
 #define TWOTOWER_SERVER_SERVER_METRICS_H_
 
 #include <atomic>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
 
 namespace twotower {
 
@@ -50,8 +58,16 @@ class ServerMetrics {
   };
   int64_t in_flight() const { return in_flight_.load(std::memory_order_acquire); }
 
-  // One Retrieval RPC (Retrieve or BatchRetrieve) finished; failed = non-OK status.
-  void RecordRequest(bool ok);
+  // One Retrieval RPC (Retrieve or BatchRetrieve) finished.
+  struct Call {
+    bool batch = false;
+    absl::StatusCode code = absl::StatusCode::kOk;
+    int64_t queries = 0;             // users in the call
+    absl::Duration total;            // arrival to answer
+    absl::Duration tower;            // parse, encode and user tower (zero if not reached)
+    absl::Duration search;           // index search and response (zero if not reached)
+  };
+  void RecordRequest(const Call& call);
   // Latency of one successful Retrieve (single user; batches would skew the percentiles).
   void RecordRetrieveLatency(absl::Duration latency) ABSL_LOCKS_EXCLUDED(mu_);
   // One ReloadModel call finished.
@@ -64,6 +80,9 @@ class ServerMetrics {
   // Zeros when nothing was recorded yet.
   LatencySummary RetrieveLatency() const ABSL_LOCKS_EXCLUDED(mu_);
   absl::Duration uptime() const { return absl::Now() - started_; }
+  // The Prometheus metrics recorded here (counters and histograms; gauges of the serving
+  // state are collected at scrape time by the server).
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
  private:
   const absl::Time started_;
@@ -72,6 +91,14 @@ class ServerMetrics {
   std::atomic<int64_t> requests_failed_{0};
   std::atomic<int64_t> reloads_total_{0};
   std::atomic<int64_t> reloads_failed_{0};
+
+  const std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& calls_;
+  prometheus::Family<prometheus::Histogram>& call_seconds_;
+  prometheus::Histogram& tower_seconds_;
+  prometheus::Histogram& search_seconds_;
+  prometheus::Family<prometheus::Histogram>& call_queries_;
+  prometheus::Family<prometheus::Counter>& reloads_;
 
   mutable absl::Mutex mu_;
   std::vector<double> latencies_ms_ ABSL_GUARDED_BY(mu_);  // ring buffer

@@ -1097,6 +1097,71 @@ TEST_F(E2eServerTest, HealthCheckReportsServing) {
   EXPECT_EQ(unknown.exit_code, 1) << unknown.out;
 }
 
+// GET `path` from 127.0.0.1:`port` over plain HTTP/1.0; the whole answer ("" on failure).
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  std::string answer;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+      char buffer[4096];
+      ssize_t n;
+      while ((n = ::read(fd, buffer, sizeof buffer)) > 0) answer.append(buffer, n);
+    }
+  }
+  ::close(fd);
+  return answer;
+}
+
+TEST_F(E2eServerTest, MetricsAreServedInPrometheusTextFormat) {
+  const int port = ::twotower::testing::FreePort();
+  ServerProcess server;
+  ASSERT_EQ(server.Start(latest_path_, {absl::StrCat("--metrics_address=127.0.0.1:", port)}), absl::OkStatus());
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  for (int i = 0; i < 3; ++i) {
+    v1::RetrieveResponse response;
+    ASSERT_TRUE(server.retrieval().Retrieve(Context().get(), KnownUserRequest(user, 5), &response).ok());
+  }
+  v1::RetrieveResponse refused;
+  EXPECT_EQ(server.retrieval().Retrieve(Context().get(), KnownUserRequest(user, 0), &refused).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::BatchRetrieveRequest batch;
+  *batch.add_requests() = KnownUserRequest(user, 5);
+  *batch.add_requests() = KnownUserRequest(user, 7);
+  v1::BatchRetrieveResponse batched;
+  ASSERT_TRUE(server.retrieval().BatchRetrieve(Context().get(), batch, &batched).ok());
+
+  const std::string metrics = HttpGet(port, "/metrics");
+  ASSERT_NE(metrics.find("200 OK"), std::string::npos) << metrics;
+  for (const std::string& line : {
+           std::string("twotower_retrieval_calls_total{code=\"OK\",method=\"Retrieve\"} 3\n"),
+           std::string("twotower_retrieval_calls_total{code=\"INVALID_ARGUMENT\",method=\"Retrieve\"} 1\n"),
+           std::string("twotower_retrieval_calls_total{code=\"OK\",method=\"BatchRetrieve\"} 1\n"),
+           std::string("twotower_retrieval_call_seconds_count{method=\"Retrieve\"} 3\n"),
+           std::string("twotower_retrieval_call_users_sum{method=\"BatchRetrieve\"} 2\n"),
+           std::string("twotower_user_tower_seconds_count 4\n"),
+           std::string("twotower_search_seconds_count 4\n"),
+           absl::StrCat("twotower_model_info{index=\"Flat\",model_version=\"", latest_->model_version(), "\"} 1\n"),
+           absl::StrCat("twotower_items ", latest_->items.ids.size(), "\n"),
+           std::string("twotower_listener_accepting 1\n"),
+       }) {
+    EXPECT_NE(metrics.find(line), std::string::npos) << "missing: " << line << "in:\n" << metrics;
+  }
+  EXPECT_NE(metrics.find("# TYPE twotower_retrieval_call_seconds histogram"), std::string::npos);
+  EXPECT_NE(metrics.find("\ntwotower_resident_memory_bytes "), std::string::npos);
+  EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(10)) >> 8, 0);
+
+  // A metrics address that cannot be bound (the port is taken) stops the start.
+  const RunResult taken = RunCommand({BinaryDir() + "/twotower_server", "--bundle=" + latest_path_,
+                                      "--address=127.0.0.1:0", "--admin_address=127.0.0.1:0",
+                                      "--metrics_address=" + server_.address()});
+  EXPECT_EQ(taken.exit_code, 1);
+}
+
 TEST_F(E2eServerTest, SigtermDrainsAndExitsZeroWithinFiveSeconds) {
   v1::RetrieveResponse response;
   ASSERT_TRUE(Retrieve(KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5), &response).ok());

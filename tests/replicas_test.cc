@@ -47,6 +47,7 @@ namespace twotower {
 namespace {
 
 using ::twotower::testing::BinaryDir;
+using ::twotower::testing::FreePort;
 using ::twotower::testing::Context;
 using ::twotower::testing::RunCommand;
 using ::twotower::testing::RunResult;
@@ -56,23 +57,6 @@ using ::twotower::testing::SourceDir;
 using ::twotower::testing::Spawn;
 
 constexpr char kRetrievalService[] = "twotower.v1.Retrieval";
-
-// A loopback port nothing listens on now (the kernel's pick), for a replica that must
-// come back on the same address after a restart.
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address = {};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
 
 // Polls `condition` every 20 ms until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {

@@ -3,7 +3,10 @@
 #ifndef TWOTOWER_TESTS_SERVER_PROCESS_H_
 #define TWOTOWER_TESTS_SERVER_PROCESS_H_
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -77,6 +80,23 @@ inline RunResult RunCommand(const std::vector<std::string>& args) {
   }
   ::close(fds[0]);
   return result;
+}
+
+// A loopback port nothing listens on now (the kernel's pick), for a replica that must
+// come back on the same address after a restart.
+inline int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  ::close(fd);
+  return port;
 }
 
 // A context with a 10 s deadline.

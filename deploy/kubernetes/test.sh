@@ -75,25 +75,26 @@ echo "pinned model version $version"
 
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ports=(); admin_ports=()
-while [ ${#ports[@]} -lt $((2 * REPLICAS)) ]; do
+while [ ${#ports[@]} -lt $((3 * REPLICAS)) ]; do
   p=$(free_port)
   case " ${ports[*]} " in *" $p "*) ;; *) ports+=("$p") ;; esac
 done
-admin_ports=("${ports[@]:REPLICAS}"); ports=("${ports[@]:0:REPLICAS}")
+metrics_ports=("${ports[@]:$((2 * REPLICAS))}")
+admin_ports=("${ports[@]:REPLICAS:REPLICAS}"); ports=("${ports[@]:0:REPLICAS}")
 
 echo "== kube 2. play the rendered Deployment as $REPLICAS replicas"
 "$PYTHON" - "$WORK" "$PREFIX" "$IMAGE" "$version" "$BUNDLES" "$ITEM_LOG" "$SECRET" \
-  "${ports[*]}" "${admin_ports[*]}" <<'EOF' || fail "could not derive the replicas from the render"
+  "${ports[*]}" "${admin_ports[*]}" "${metrics_ports[*]}" <<'EOF' || fail "could not derive the replicas from the render"
 import copy, sys, yaml
-work, prefix, image, version, bundles, item_log, secret, ports, admin_ports = sys.argv[1:]
-ports, admin_ports = ports.split(), admin_ports.split()
+work, prefix, image, version, bundles, item_log, secret, ports, admin_ports, metrics_ports = sys.argv[1:]
+ports, admin_ports, metrics_ports = ports.split(), admin_ports.split(), metrics_ports.split()
 docs = [d for d in yaml.safe_load_all(open(work + "/rendered.yaml")) if d]
 deployment = [d for d in docs if d["kind"] == "Deployment"][0]
 claim = [d for d in docs if d["kind"] == "PersistentVolumeClaim"][0]["metadata"]["name"]
 server = deployment["spec"]["template"]["spec"]["containers"][0]
 env = {e["name"]: e.get("value") for e in server["env"]}
 assert env["TWOTOWER_BUNDLE"] == "/bundles/" + version, env["TWOTOWER_BUNDLE"]
-for i, (port, admin_port) in enumerate(zip(ports, admin_ports)):
+for i, (port, admin_port, metrics_port) in enumerate(zip(ports, admin_ports, metrics_ports)):
     d = copy.deepcopy(deployment)
     d["metadata"]["name"] = "%s-%d" % (prefix, i)
     d["spec"]["replicas"] = 1
@@ -110,6 +111,8 @@ for i, (port, admin_port) in enumerate(zip(ports, admin_ports)):
             e["value"] = "127.0.0.1:" + port
         if e["name"] == "TWOTOWER_ADMIN_ADDRESS":
             e["value"] = "127.0.0.1:" + admin_port
+    c["args"] = ["--metrics_address=127.0.0.1:" + metrics_port if a.startswith("--metrics_address=") else a
+                 for a in c["args"]]
     c.pop("ports")  # host network: podman refuses port mappings there
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         c[probe]["grpc"]["port"] = int(port)
@@ -160,6 +163,12 @@ podman exec "$(container 0)" twotower client retrieve --address "$all" \
   --service_config /opt/twotower/service_config.json --user u00003 --k 3 \
   | grep -q "^model $version" || fail "the image's /opt/twotower/service_config.json"
 echo "round_robin over the $REPLICAS replicas (host and image service config): model $version"
+for i in $(seq 0 $((REPLICAS - 1))); do
+  "$PYTHON" -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+    "http://127.0.0.1:${metrics_ports[$i]}/metrics" | grep -q "^twotower_model_info{.*model_version=\"$version\"} 1" \
+    || fail "replica $i: /metrics on its --metrics_address"
+done
+echo "Prometheus metrics: every replica's /metrics names model $version"
 # The Secret's token, as the container sees it (podman 4.3 mounts the Secret's data as it
 # is written; the cluster decodes it): the admin API wants it.
 podman exec "$(container 0)" cat /etc/twotower/admin/token > "$WORK/token"
