@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <deque>
 #include <optional>
 #include <string>
 #include <utility>
@@ -103,6 +104,8 @@ class RetrievalService::Call final : public grpc::ServerUnaryReactor {
   std::shared_ptr<const Snapshot> snapshot;
   std::vector<bool> user_known;
   std::vector<Catalogue::Query> queries;
+  // Per query (deque: stable addresses): exclude_item_ids plus the user's history.
+  std::deque<google::protobuf::RepeatedPtrField<std::string>> excluded;
   std::vector<float> vectors;  // the user vectors, one after another
 };
 
@@ -148,8 +151,9 @@ absl::Status RetrievalService::Admit(Call& call) {
   for (const v1::RetrieveRequest* request : call.requests) {
     results += std::min<int64_t>(std::clamp(request->k(), 0, options_.max_k), items);
   }
-  // The parsed request lives as long as the call: it counts too.
-  const int64_t wanted = results * kReservedBytesPerResult + 2 * call.request_bytes;
+  // The parsed request and its exclusions merged with the history live as long as the
+  // call: they count too.
+  const int64_t wanted = results * kReservedBytesPerResult + 3 * call.request_bytes;
   const int64_t total = call.Reserve(wanted);
   if (total > options_.max_response_bytes && total > wanted) {  // others hold some of it
     call.Reserve(0);
@@ -258,6 +262,7 @@ void RetrievalService::Finish(std::unique_ptr<Call> call, absl::Status status) c
   call->Reserve(status.ok() ? static_cast<int64_t>(call->response_buffer->Length()) : 0);
   // Swapped out, not cleared: Clear keeps the memory of repeated fields for reuse.
   std::vector<Catalogue::Query>().swap(call->queries);
+  std::deque<google::protobuf::RepeatedPtrField<std::string>>().swap(call->excluded);
   std::vector<float>().swap(call->vectors);
   call->requests.clear();
   call->responses.clear();
@@ -318,7 +323,13 @@ absl::Status RetrievalService::Prepare(Call& call) const {
     user_known[i] = known;
     // Unknown exclude ids cannot be returned anyway, so they are ignored rather than an
     // error: callers pass "already seen" lists that may hold items since removed.
-    queries[i] = {request.k(), &request.exclude_item_ids(), &request.filters()};
+    const google::protobuf::RepeatedPtrField<std::string>* exclude = &request.exclude_item_ids();
+    if (!request.include_history_items()) {
+      google::protobuf::RepeatedPtrField<std::string>& merged = call.excluded.emplace_back(request.exclude_item_ids());
+      AppendHistoryItems(*snapshot, request, users, users.size() - 1, &merged);
+      exclude = &merged;
+    }
+    queries[i] = {request.k(), exclude, &request.filters()};
   }
 
   const TowerModel& user_model = snapshot->bundle->user;

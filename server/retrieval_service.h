@@ -44,7 +44,7 @@ struct RetrievalOptions {
   // answer a client does not read still counts.
   int max_in_flight = 256;
   // Budget for calls in progress and answers not yet fully sent, in bytes: a call
-  // reserves kReservedBytesPerResult per result it may return plus twice its request's
+  // reserves kReservedBytesPerResult per result it may return plus three times its request's
   // size when it starts, and holds the size of its serialized answer once built, until
   // gRPC is done with it. A call that would
   // go past the budget fails at once with RESOURCE_EXHAUSTED, unless no other call holds

@@ -98,7 +98,7 @@ ABSL_FLAG(int, max_filter_values, 4096,
           "Most any_of values over all the filters of one call");
 ABSL_FLAG(int64_t, max_response_bytes, int64_t{256} << 20,
           "Memory budget for Retrieval calls and answers not yet fully sent: a call counts "
-          "256 bytes per result it may return plus twice its request size, then its answer's "
+          "256 bytes per result it may return plus three times its request size, then its answer's "
           "size until gRPC is done with it; calls beyond it fail at once with "
           "RESOURCE_EXHAUSTED (one call is always admitted)");
 ABSL_FLAG(int, max_concurrent_streams, 64,

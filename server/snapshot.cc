@@ -214,4 +214,25 @@ absl::Status EncodeRequestUser(const Snapshot& snapshot, const v1::RetrieveReque
   return absl::OkStatus();
 }
 
+void AppendHistoryItems(const Snapshot& snapshot, const v1::RetrieveRequest& request, const EncodedTable& rows,
+                        int row, google::protobuf::RepeatedPtrField<std::string>* out) {
+  const FeatureEncoder& encoder = snapshot.bundle->user.encoder;
+  const int field = encoder.HistoryField();
+  if (field < 0) return;
+  if (!request.user_features().empty()) {
+    // The request's raw ids: items the history vocabulary never saw are excluded too.
+    const auto it = request.user_features().find(encoder.FieldSpec(field).name());
+    if (it == request.user_features().end()) return;
+    for (const std::string& id : it->second.multi_hot().values()) out->Add()->assign(id);
+    return;
+  }
+  const auto& tokens = encoder.FieldVocabulary(field).tokens();
+  for (const int32_t token : rows.Field(row, field)) {
+    if (token >= 1 && static_cast<size_t>(token) <= tokens.size()) {
+      const auto& id = tokens[token - 1];
+      out->Add()->assign(id.data(), id.size());
+    }
+  }
+}
+
 }  // namespace twotower

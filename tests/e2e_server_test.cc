@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <iterator>
 #include <memory>
 #include <set>
 #include <string>
@@ -1095,6 +1096,71 @@ TEST_F(E2eServerTest, HealthCheckReportsServing) {
   const RunResult unknown =
       RunCommand({client, "health", "--address=" + server_.address(), "--service=no.such.Service"});
   EXPECT_EQ(unknown.exit_code, 1) << unknown.out;
+}
+
+// A user's history is never handed back unless asked for: the stored history of a known
+// user, and the history a request passes; k items still come back.
+TEST_F(E2eServerTest, HistoryItemsAreNotReturnedUnlessAsked) {
+  const std::string bundles = dir_->Join("history-bundles");
+  const RunResult train = RunCommand(
+      {BinaryDir() + "/twotower_train", "--config=" + SourceDir() + "/configs/synthetic.textproto",
+       "--data_dir=" + dir_->Join("data"), "--export_dir=" + bundles, "--epochs=1",
+       "--override=data { users { features { name: \"history\" kind: HISTORY embedding_dim: 8 "
+       "history_length: 5 } } }"});
+  ASSERT_EQ(train.exit_code, 0) << train.out;
+  absl::StatusOr<Bundle> bundle = ReadBundle(bundles + "/latest");
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  ServerProcess server;
+  ASSERT_EQ(server.Start(bundles + "/latest"), absl::OkStatus());
+  const int catalogue = static_cast<int>(bundle->items.ids.size());
+  const auto ids_of = [&](v1::RetrieveRequest request, bool include) {
+    request.set_include_history_items(include);
+    v1::RetrieveResponse response;
+    const grpc::Status status = server.retrieval().Retrieve(Context().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    std::set<std::string> ids;
+    for (const v1::ScoredItem& item : response.items()) ids.insert(item.item_id());
+    EXPECT_EQ(ids.size(), static_cast<size_t>(response.items_size()));
+    return ids;
+  };
+
+  // A known user: what the default leaves out is exactly their stored history.
+  const std::string user = KnownUsers(*bundle, 1).at(0);
+  const int field = bundle->user.encoder.HistoryField();
+  ASSERT_GE(field, 0);
+  const auto row = std::find(bundle->users.ids.begin(), bundle->users.ids.end(), user) - bundle->users.ids.begin();
+  std::set<std::string> stored;
+  for (const int32_t token : bundle->users.rows.Field(static_cast<int>(row), field)) {
+    if (token > 0) stored.insert(std::string(bundle->user.encoder.FieldVocabulary(field).tokens()[token - 1]));
+  }
+  ASSERT_FALSE(stored.empty());
+  const std::set<std::string> everything = ids_of(KnownUserRequest(user, catalogue), true);
+  EXPECT_EQ(everything.size(), static_cast<size_t>(catalogue));
+  const std::set<std::string> unseen = ids_of(KnownUserRequest(user, catalogue), false);
+  std::set<std::string> left_out;
+  std::set_difference(everything.begin(), everything.end(), unseen.begin(), unseen.end(),
+                      std::inserter(left_out, left_out.begin()));
+  EXPECT_EQ(left_out, stored);
+  // k is still promised.
+  const std::set<std::string> top = ids_of(KnownUserRequest(user, 10), false);
+  EXPECT_EQ(top.size(), 10u);
+  for (const std::string& id : stored) EXPECT_FALSE(top.contains(id)) << id;
+
+  // A history passed in the request (a new user's clicks), with one id the model never saw.
+  v1::RetrieveRequest fresh = KnownUserRequest("someone-new", catalogue);
+  v1::FeatureValue& history = (*fresh.mutable_user_features())["history"];
+  const std::vector<std::string> clicked = {bundle->items.ids[3], bundle->items.ids[7], "not-an-item"};
+  for (const std::string& id : clicked) history.mutable_multi_hot()->add_values(id);
+  const std::set<std::string> without = ids_of(fresh, false);
+  EXPECT_EQ(without.size(), static_cast<size_t>(catalogue - 2));
+  EXPECT_FALSE(without.contains(clicked[0]));
+  EXPECT_FALSE(without.contains(clicked[1]));
+  const std::set<std::string> with = ids_of(fresh, true);
+  EXPECT_TRUE(with.contains(clicked[0]) && with.contains(clicked[1]));
+  // Explicit exclusions still apply beside the history.
+  fresh.add_exclude_item_ids(bundle->items.ids[9]);
+  EXPECT_EQ(ids_of(fresh, false).size(), static_cast<size_t>(catalogue - 3));
+  EXPECT_EQ(server.Stop(SIGTERM, std::chrono::seconds(10)) >> 8, 0);
 }
 
 // GET `path` from 127.0.0.1:`port` over plain HTTP/1.0; the whole answer ("" on failure).
