@@ -63,6 +63,8 @@ ABSL_FLAG(std::vector<std::string>, feature, {},
           "--feature takes one feature, so values may contain commas");
 ABSL_FLAG(std::vector<std::string>, exclude, {},
           "retrieve: item ids never to return, comma-separated");
+ABSL_FLAG(bool, include_history_items, false,
+          "retrieve: also return the items of the user's history (left out by default)");
 ABSL_FLAG(std::string, bundle, "", "reload: bundle directory, as seen by the server");
 ABSL_FLAG(std::string, index, "",
           "rebuild-index: FAISS factory string (empty = keep the current one)");
@@ -79,7 +81,7 @@ constexpr char kUsage[] =
     "Client of twotower_server.\n"
     "\n"
     "  twotower_client retrieve --user ID [--k N] [--feature NAME=VALUE ...] "
-    "[--exclude ID,ID...] [--service_config FILE]\n"
+    "[--exclude ID,ID...] [--include_history_items] [--service_config FILE]\n"
     "  twotower_client status\n"
     "  twotower_client reload --bundle DIR\n"
     "  twotower_client rebuild-index [--index FACTORY] [--ef_search N] [--nprobe N] [--half_first_pass on|off]\n"
@@ -254,6 +256,7 @@ int Retrieve(const std::vector<std::string>& features) {
   for (const std::string& id : absl::GetFlag(FLAGS_exclude)) {
     if (!id.empty()) request.add_exclude_item_ids(id);
   }
+  request.set_include_history_items(absl::GetFlag(FLAGS_include_history_items));
 
   const std::shared_ptr<grpc::Channel> channel = Connect(absl::GetFlag(FLAGS_address), /*with_service_config=*/true);
   if (channel == nullptr) return 2;

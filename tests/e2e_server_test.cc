@@ -1157,6 +1157,16 @@ TEST_F(E2eServerTest, HistoryItemsAreNotReturnedUnlessAsked) {
   EXPECT_FALSE(without.contains(clicked[1]));
   const std::set<std::string> with = ids_of(fresh, true);
   EXPECT_TRUE(with.contains(clicked[0]) && with.contains(clicked[1]));
+  // The clients pass the option too.
+  for (const bool include : {false, true}) {
+    std::vector<std::string> args = {BinaryDir() + "/twotower_client", "retrieve", "--address=" + server.address(),
+                                     "--user=someone-new", absl::StrCat("--k=", catalogue),
+                                     "--feature=history=multi:" + clicked[0] + "|" + clicked[1]};
+    if (include) args.push_back("--include_history_items");
+    const RunResult cli = RunCommand(args);
+    EXPECT_EQ(cli.exit_code, 0) << cli.out;
+    EXPECT_EQ(cli.out.find(clicked[0] + " ") != std::string::npos, include) << cli.out;
+  }
   // Explicit exclusions still apply beside the history.
   fresh.add_exclude_item_ids(bundle->items.ids[9]);
   EXPECT_EQ(ids_of(fresh, false).size(), static_cast<size_t>(catalogue - 3));

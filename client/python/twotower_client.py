@@ -142,6 +142,8 @@ def main(argv=None):
     parser.add_argument("--feature", action="append", default=[],
                         help="NAME=VALUE user feature, repeatable (see the module doc)")
     parser.add_argument("--exclude", default="", help="comma-separated item ids to skip")
+    parser.add_argument("--include_history_items", action="store_true",
+                        help="also return the items of the user's history (left out by default)")
     parser.add_argument("--timeout_ms", type=int, default=5000, help="call deadline")
     parser.add_argument("--service_config", default=None,
                         help="gRPC service config JSON file (client/service_config.json)")
@@ -169,6 +171,7 @@ def main(argv=None):
         print("error: needs --user, --feature or both", file=sys.stderr)
         return 2
     request.exclude_item_ids.extend(i for i in args.exclude.split(",") if i)
+    request.include_history_items = args.include_history_items
     try:
         service_config = load_service_config(args.service_config) if args.service_config else None
     except ValueError as e:
