@@ -6,7 +6,10 @@
 //   twotower_index_bench --synthetic_items 1000000 --dim 64      # clustered random vectors
 //
 // For each index (--indexes, ';'-separated FAISS factory strings, inner product) and each
-// search setting (--ef_search for HNSW, --nprobe for IVF) it prints the build time,
+// search setting (--ef_search for HNSW, --nprobe for IVF) it prints the build time, the
+// bytes per item the index holds (ItemIndex::MemoryBytes: "Flat" 6 x dim with its fp16
+// copy, SQ8 1 x dim, PQ<m> m, IVF adding FAISS's 8-byte id per item; the server adds the
+// item's id and attribute postings, ~25 bytes at 7-character ids, and the model),
 // Recall@k against exact search, single-query latency p50 / p99, and how often the index
 // fell back (ItemIndex::Counters): "short" = queries its first search left with fewer
 // than min(k, eligible) rows, searched again wider; "exact" = of those (HNSW), answered
@@ -162,8 +165,8 @@ int Run() {
   absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> truth = (*exact)->Search(queries.data(), queries_n, k, filters);
   if (!truth.ok()) return 1;
 
-  std::printf("%-22s %-12s %9s %10s %10s %10s %8s %8s %8s\n", "index", "param", "build_s", "recall@k", "p50_ms",
-              "p99_ms", "short", "exact", "full");
+  std::printf("%-22s %-12s %9s %8s %10s %10s %10s %8s %8s %8s\n", "index", "param", "build_s", "B/item", "recall@k",
+              "p50_ms", "p99_ms", "short", "exact", "full");
   for (absl::string_view factory_view : absl::StrSplit(absl::GetFlag(FLAGS_indexes), ';', absl::SkipEmpty())) {
     const std::string factory(factory_view);
     const bool hnsw = factory.find("HNSW") != std::string::npos;
@@ -204,9 +207,9 @@ int Run() {
       std::sort(latencies.begin(), latencies.end());
       const auto pct = [&](double p) { return latencies[std::min(latencies.size() - 1, static_cast<size_t>(p * latencies.size()))]; };
       const ItemIndex::Counters after = (*index)->counters();
-      std::printf("%-22s %-12s %9.2f %10.4f %10.3f %10.3f %8lld %8lld %4d/%d\n", factory.c_str(),
+      std::printf("%-22s %-12s %9.2f %8.1f %10.4f %10.3f %10.3f %8lld %8lld %4d/%d\n", factory.c_str(),
                   hnsw ? ("ef=" + std::to_string(setting)).c_str() : ivf ? ("nprobe=" + std::to_string(setting)).c_str() : "-",
-                  build_s, recall / queries_n, pct(0.5), pct(0.99),
+                  build_s, static_cast<double>((*index)->MemoryBytes()) / n, recall / queries_n, pct(0.5), pct(0.99),
                   static_cast<long long>(after.widened - before.widened),
                   static_cast<long long>(after.exact - before.exact), full, queries_n);
       if (!hnsw && !ivf) break;  // one row for exact indexes; ANN: one build per setting

@@ -2,6 +2,7 @@
 //
 //   twotower_serve_bench [--items 100000,1000000] [--k 100] [--clients 8] [--seconds 5]
 //   twotower_serve_bench --items 100000 --soak_seconds 120 --reload_every 3    # soak
+//   twotower_serve_bench --items 1000000 --memory      # resident memory only (load, reload, rebuild)
 //
 // For each catalogue size it writes a bundle (random towers: serving cost does not depend
 // on what the weights learned), starts build/twotower_server on it and prints, measured in
@@ -40,6 +41,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bundle/bundle.h"
+#include "index/catalogue.h"
 #include "index/huge_page_array.h"
 #include "index/item_index.h"
 #include "tests/server_process.h"
@@ -58,6 +60,10 @@ ABSL_FLAG(double, soak_seconds, 0,
           "Soak mode instead: --clients clients for this long while the server reloads "
           "(two bundles, alternating) every --reload_every seconds");
 ABSL_FLAG(double, reload_every, 3, "Soak mode: seconds between reloads");
+ABSL_FLAG(bool, memory, false,
+          "Memory mode instead: start the server on each catalogue, print its resident memory "
+          "(and peak) after the load, after a reload of the same bundle and after a "
+          "RebuildIndex, with no load driven");
 
 namespace twotower {
 namespace {
@@ -292,6 +298,120 @@ int Soak(int items) {
   return load.failures == 0 && reload_failures == 0 ? 0 : 1;
 }
 
+// Bytes of a tower's weights, and of its encoder's vocabularies.
+size_t WeightBytes(const Tower& tower) {
+  size_t bytes = 0;
+  for (const EmbeddingTable& e : tower.embeddings()) bytes += e.weights.capacity() * sizeof(float);
+  for (const DenseLayer& l : tower.layers()) bytes += (l.weights.capacity() + l.bias.capacity()) * sizeof(float);
+  return bytes;
+}
+size_t VocabularyBytes(const FeatureEncoder& encoder) {
+  size_t bytes = encoder.ids().tokens().MemoryBytes();
+  for (int f = 1; f < encoder.num_fields(); ++f) bytes += encoder.FieldVocabulary(f).tokens().MemoryBytes();
+  return bytes;
+}
+
+// Where the server's bytes go: the bundle at `path` loaded in this process as the server
+// loads it (ReadBundle, Catalogue::Create), each structure's arrays counted; the rest of
+// `server_rss_mb` is the process itself (libraries, gRPC, heap) and what is not counted.
+void PrintBreakdown(const std::string& path, int items, double server_rss_mb) {
+  absl::StatusOr<Bundle> bundle = ReadBundle(path);
+  if (!bundle.ok()) return;
+  const size_t users = bundle->users.ids.size();
+  size_t user_ids = 0;
+  for (const std::string& id : bundle->users.ids) user_ids += sizeof(std::string) + (id.size() > 15 ? id.size() + 1 : 0);
+  const size_t user_rows = (bundle->users.rows.offsets().capacity() + bundle->users.rows.indices().capacity() +
+                            bundle->users.rows.numeric().capacity()) * 4;
+  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue = Catalogue::Create(*std::move(bundle), IndexOptions{}, path);
+  if (!catalogue.ok()) return;
+  const Catalogue::Memory memory = (*catalogue)->memory();
+  const Bundle& model = *(*catalogue)->bundle();
+  // The snapshot's id -> row map of the known users: an absl::flat_hash_map<std::string,
+  // int32_t>, 40-byte slots at most 7/8 full (estimated, not counted).
+  const size_t user_map = static_cast<size_t>(41 * users * 8 / 7);
+  const struct {
+    const char* what;
+    size_t bytes;
+  } parts[] = {
+      {"item index (fp32 + fp16 copy)", memory.index},
+      {"item tower weights", WeightBytes(model.item.tower)},
+      {"item id vocabulary", VocabularyBytes(model.item.encoder)},
+      {"catalogue ids (id <-> row)", memory.ids},
+      {"attribute postings", memory.attributes},
+      {"user side (tower, vocab, rows, ids, id map)",
+       WeightBytes(model.user.tower) + VocabularyBytes(model.user.encoder) + user_rows + user_ids + user_map},
+  };
+  double counted = 0;
+  std::printf("where the bytes go (counted in this process, as the server holds them):\n");
+  for (const auto& part : parts) {
+    const double mb = static_cast<double>(part.bytes) / (1 << 20);
+    counted += mb;
+    std::printf("  %-46s %8.1f MB %8.1f B per item\n", part.what, mb, static_cast<double>(part.bytes) / items);
+  }
+  std::printf("  %-46s %8.1f MB %8.1f B per item\n", "rest: the process (libraries, gRPC, heap)", server_rss_mb - counted,
+              (server_rss_mb - counted) * (1 << 20) / items);
+}
+
+// Memory mode: the server's RSS after loading `items` items, after a reload and after a
+// rebuild (each must leave one model, not two), and its peak.
+int Memory(int items) {
+  absl::StatusOr<Bundle> bundle = MakeBundle(items);
+  if (!bundle.ok()) return 1;
+  const double vector_mb = static_cast<double>(bundle->item_vectors.size()) * 6 / (1 << 20);  // fp32 + fp16
+  testing::ScopedTempDir dir;
+  const std::string path = dir.Join("bundle");
+  if (absl::Status s = WriteBundle(*bundle, path); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  bundle = Bundle();  // the bench's copy is not measured, but it takes memory from the server's
+  testing::ServerProcess server;
+  std::vector<std::string> extra;
+  for (absl::string_view f : absl::StrSplit(absl::GetFlag(FLAGS_server_flags), ' ', absl::SkipEmpty())) extra.emplace_back(f);
+  const auto started = Clock::now();
+  if (absl::Status s = server.Start(path, extra); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  const double start_s = Ms(started) / 1000;
+  const auto line = [&](const char* when) {
+    const double rss = server.ResidentMb();
+    std::printf("%-22s RSS %8.1f MB (%6.1f B per item; %.2fx the fp32 + fp16 vectors, %.1f MB), peak %8.1f MB, "
+                "anon %8.1f MB, file %6.1f MB\n",
+                when, rss, rss * (1 << 20) / items, rss / vector_mb, vector_mb, server.ProcStatusMb("VmHWM"),
+                server.ProcStatusMb("RssAnon"), server.ProcStatusMb("RssFile"));
+  };
+  std::printf("== %d items, dim 64 (MB = 2^20 bytes, as /proc counts)\n", items);
+  std::printf("start-up (spawn to ready) %.1f s\n", start_s);
+  line("after load");
+  int failures = 0;
+  Sequential(server.retrieval(), 20, [&](int i) { return Request(i, absl::GetFlag(FLAGS_k)); }, true, &failures);
+  line("after 20 Retrieves");
+  {
+    grpc::ClientContext context;
+    v1::ReloadModelRequest request;
+    request.set_bundle_path(path);
+    v1::ReloadModelResponse response;
+    if (!server.admin().ReloadModel(&context, request, &response).ok()) ++failures;
+  }
+  line("after a reload");
+  {
+    grpc::ClientContext context;
+    v1::RebuildIndexRequest request;
+    v1::RebuildIndexResponse response;
+    if (!server.admin().RebuildIndex(&context, request, &response).ok()) ++failures;
+  }
+  line("after RebuildIndex");
+  Sequential(server.retrieval(), 20, [&](int i) { return Request(i, absl::GetFlag(FLAGS_k)); }, true, &failures);
+  std::printf("failed calls       %d\n", failures);
+  const double rss = server.ResidentMb();
+  server.Stop(SIGTERM, std::chrono::seconds(10));
+  // The breakdown loads the bundle as the server does with the default index ("Flat").
+  if (absl::GetFlag(FLAGS_server_flags).empty()) PrintBreakdown(path, items, rss);
+  std::fflush(stdout);
+  return failures == 0 ? 0 : 1;
+}
+
 int Run() {
   const int k = absl::GetFlag(FLAGS_k), clients = absl::GetFlag(FLAGS_clients), n = absl::GetFlag(FLAGS_requests);
   for (absl::string_view size_text : absl::StrSplit(absl::GetFlag(FLAGS_items), ',', absl::SkipEmpty())) {
@@ -299,6 +419,10 @@ int Run() {
     if (!absl::SimpleAtoi(size_text, &items) || items < k) {
       std::fprintf(stderr, "error: bad --items entry %s\n", std::string(size_text).c_str());
       return 2;
+    }
+    if (absl::GetFlag(FLAGS_memory)) {
+      if (const int rc = Memory(items); rc != 0) return rc;
+      continue;
     }
     if (absl::GetFlag(FLAGS_soak_seconds) > 0) {
       if (const int rc = Soak(items); rc != 0) return rc;

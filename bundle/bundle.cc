@@ -212,6 +212,19 @@ absl::StatusOr<std::string> Serialize(const google::protobuf::Message& message,
   return out;
 }
 
+// The bytes of file `name`, taken out of `contents` (freed when the caller is done).
+std::string Take(absl::flat_hash_map<std::string, std::string>* contents, const char* name) {
+  std::string bytes = std::move((*contents)[name]);
+  contents->erase(name);
+  return bytes;
+}
+
+// Frees a parsed message (Clear would keep its strings' and repeated fields' memory).
+template <typename Message>
+void Free(Message* message) {
+  Message().Swap(message);
+}
+
 absl::Status ParseBinary(const std::string& bytes, absl::string_view name,
                          google::protobuf::Message* message) {
   if (!message->ParseFromString(bytes)) {
@@ -434,11 +447,14 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   v1::TowerState user_state, item_state;
   v1::EncodedTable users_proto, items_proto;
   v1::ItemEmbeddings embeddings;
-  if (absl::Status s = ParseBinary(contents[kUserTower], kUserTower, &user_state); !s.ok()) return s;
-  if (absl::Status s = ParseBinary(contents[kItemTower], kItemTower, &item_state); !s.ok()) return s;
-  if (absl::Status s = ParseBinary(contents[kUsers], kUsers, &users_proto); !s.ok()) return s;
-  if (absl::Status s = ParseBinary(contents[kItems], kItems, &items_proto); !s.ok()) return s;
-  if (absl::Status s = ParseBinary(contents[kItemEmbeddings], kItemEmbeddings, &embeddings);
+  // Parse-then-free: each file's bytes go as soon as they are parsed (Take), each parsed
+  // message as soon as it is converted (Free), so the load never holds a model three
+  // times over (bytes, messages, Bundle).
+  if (absl::Status s = ParseBinary(Take(&contents, kUserTower), kUserTower, &user_state); !s.ok()) return s;
+  if (absl::Status s = ParseBinary(Take(&contents, kItemTower), kItemTower, &item_state); !s.ok()) return s;
+  if (absl::Status s = ParseBinary(Take(&contents, kUsers), kUsers, &users_proto); !s.ok()) return s;
+  if (absl::Status s = ParseBinary(Take(&contents, kItems), kItems, &items_proto); !s.ok()) return s;
+  if (absl::Status s = ParseBinary(Take(&contents, kItemEmbeddings), kItemEmbeddings, &embeddings);
       !s.ok()) {
     return s;
   }
@@ -451,6 +467,8 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   if (!item.ok()) return item.status();
   bundle.user = *std::move(user);
   bundle.item = *std::move(item);
+  Free(&user_state);
+  Free(&item_state);
   if (bundle.user.tower.output_dim() != bundle.item.tower.output_dim()) {
     return absl::DataLossError("user and item towers have different output widths");
   }
@@ -460,6 +478,8 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   if (!items.ok()) return items.status();
   bundle.users = *std::move(users);
   bundle.items = *std::move(items);
+  Free(&users_proto);
+  Free(&items_proto);
 
   const int d = bundle.embedding_dim();
   if (embeddings.dim() != d || manifest.embedding_dim() != d) {
@@ -479,6 +499,7 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
       embeddings.vectors(), static_cast<size_t>(embeddings.item_ids_size()) * d, kItemEmbeddings);
   if (!vectors.ok()) return vectors.status();
   bundle.item_vectors = *std::move(vectors);
+  Free(&embeddings);
 
   // Every stored vector is finite and unit-length: the index serves all of them, and one
   // NaN or 1e30 would top (or scramble) every answer.
@@ -493,6 +514,35 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
         "sanity forward pass: stored item vectors differ from the item tower by ", deviation));
   }
   return bundle;
+}
+
+absl::StatusOr<std::vector<float>> ReadItemVectors(const std::string& dir, const v1::BundleManifest& manifest) {
+  if (dir.empty()) return absl::FailedPreconditionError("no bundle directory to re-read the item vectors from");
+  const auto listed = std::find_if(manifest.files().begin(), manifest.files().end(),
+                                   [](const v1::BundleFile& file) { return file.name() == kItemEmbeddings; });
+  if (listed == manifest.files().end() || listed->bytes() < 0 || listed->bytes() > kMaxBundleFileBytes) {
+    return absl::FailedPreconditionError(absl::StrCat("the MANIFEST loaded does not list ", kItemEmbeddings));
+  }
+  absl::StatusOr<ScopedFd> dir_fd = OpenDirectory(dir);
+  if (!dir_fd.ok()) return dir_fd.status();
+  ReadFileOptions options;
+  options.regular_only = true;
+  options.no_follow = true;
+  options.max_bytes = static_cast<uint64_t>(listed->bytes());
+  absl::StatusOr<std::string> data = ReadFileAt(*dir_fd, dir, kItemEmbeddings, options);
+  if (!data.ok() && data.status().code() != absl::StatusCode::kOutOfRange) return data.status();
+  if (!data.ok() || static_cast<int64_t>(data->size()) != listed->bytes() || Sha256Hex(*data) != listed->sha256()) {
+    return absl::DataLossError(absl::StrCat(dir, "/", kItemEmbeddings, ": not the file that was loaded (checksum)"));
+  }
+  v1::ItemEmbeddings embeddings;
+  if (absl::Status s = ParseBinary(*data, kItemEmbeddings, &embeddings); !s.ok()) return s;
+  std::string().swap(*data);
+  if (embeddings.dim() < 1 || embeddings.dim() != manifest.embedding_dim() ||
+      embeddings.item_ids_size() != manifest.item_count()) {
+    return absl::DataLossError(absl::StrCat(kItemEmbeddings, ": dim or item count differ from the MANIFEST"));
+  }
+  return FloatsFromBytes(embeddings.vectors(), static_cast<size_t>(embeddings.item_ids_size()) * embeddings.dim(),
+                         kItemEmbeddings);
 }
 
 absl::Status UpdateSymlink(const std::string& target, const std::string& link) {

@@ -83,6 +83,15 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& dir);
 // stored vectors. `dir` itself may be reached through a symlink.
 absl::StatusOr<Bundle> ReadBundle(const std::string& dir);
 
+// The item vectors of the bundle in `dir` again, for an index rebuilt from a bundle
+// whose vectors the server no longer holds (Catalogue::WithIndex over lossy codes).
+// `manifest` is the MANIFEST ReadBundle returned for it: item_embeddings.pb is read as
+// ReadBundle reads it (a regular file, not followed through a symlink, at most the size
+// listed) and must have the size and SHA-256 listed there, so the vectors are the ones
+// that were loaded. FAILED_PRECONDITION for an empty `dir`; NOT_FOUND, DATA_LOSS as
+// ReadBundle otherwise.
+absl::StatusOr<std::vector<float>> ReadItemVectors(const std::string& dir, const v1::BundleManifest& manifest);
+
 // Points `link` (a symlink, e.g. bundles/latest) at `target` atomically.
 absl::Status UpdateSymlink(const std::string& target, const std::string& link);
 

@@ -36,6 +36,18 @@ v1::FeatureSpec::Transform TransformOf(const v1::FeatureSpec& spec) {
   return spec.kind() == v1::FeatureSpec::POPULARITY ? v1::FeatureSpec::LOG1P_STANDARDIZE
                                                     : spec.transform();
 }
+
+// A vocabulary holds its tokens in one StringTable, which takes at most 4 GiB of
+// characters (more than a bundle file can hold anyway): FAILED_PRECONDITION past that.
+absl::Status CheckVocabularyFits(absl::string_view what, const absl::flat_hash_map<std::string, int64_t>& counts) {
+  size_t chars = 0;
+  for (const auto& [token, count] : counts) chars += token.size();
+  if (chars > StringTable::kMaxChars || counts.size() > StringTable::kMaxStrings) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": ", counts.size(), " distinct values of ", chars,
+                                                      " characters in all, more than a vocabulary holds"));
+  }
+  return absl::OkStatus();
+}
 }  // namespace
 
 absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
@@ -43,6 +55,7 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
     const absl::flat_hash_map<std::string, int64_t>& id_counts, int64_t id_min_count) {
   FeatureEncoder encoder;
   encoder.schema_ = schema;
+  if (absl::Status s = CheckVocabularyFits("ids", id_counts); !s.ok()) return s;
   encoder.ids_ = Vocabulary::Fit(id_counts, std::max<int64_t>(1, id_min_count));
   for (size_t f = 0; f < schema.size(); ++f) {
     const v1::FeatureSpec& spec = schema[f];
@@ -100,6 +113,9 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
         for (const std::string& token : row[f].tokens) ++counts[DeriveValue(spec, token)];
       }
     }
+    if (absl::Status s = CheckVocabularyFits(absl::StrCat("feature \"", spec.name(), "\""), counts); !s.ok()) {
+      return s;
+    }
     encoder.vocabularies_.push_back(
         Vocabulary::Fit(counts, std::max(1, spec.min_count()), spec.max_vocabulary_size()));
     encoder.boundaries_.emplace_back();
@@ -115,8 +131,7 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::FromState(
   }
   FeatureEncoder encoder;
   encoder.schema_ = schema;
-  encoder.ids_ = Vocabulary::FromTokens({state.id().vocabulary().begin(),
-                                         state.id().vocabulary().end()});
+  encoder.ids_ = Vocabulary::FromTokens(state.id().vocabulary());
   for (size_t f = 0; f < schema.size(); ++f) {
     const v1::FeatureState& fs = state.features(static_cast<int>(f));
     if (fs.name() != schema[f].name()) {
@@ -143,7 +158,7 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::FromState(
     } else {
       encoder.embedded_.push_back(static_cast<int>(f));
       encoder.vocabularies_.push_back(
-          Vocabulary::FromTokens({fs.vocabulary().begin(), fs.vocabulary().end()}));
+          Vocabulary::FromTokens(fs.vocabulary()));
       std::vector<double> boundaries(fs.boundaries().begin(), fs.boundaries().end());
       if (!std::is_sorted(boundaries.begin(), boundaries.end())) {
         return absl::InvalidArgumentError(
@@ -157,13 +172,15 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::FromState(
 
 void FeatureEncoder::ToState(v1::TowerState* state) const {
   state->mutable_id()->set_name("id");
-  for (const std::string& token : ids_.tokens()) state->mutable_id()->add_vocabulary(token);
+  for (const absl::string_view token : ids_.tokens()) {
+    state->mutable_id()->add_vocabulary(token.data(), token.size());
+  }
   size_t e = 0, n = 0;
   for (size_t f = 0; f < schema_.size(); ++f) {
     v1::FeatureState* fs = state->add_features();
     fs->set_name(schema_[f].name());
     if (e < embedded_.size() && embedded_[e] == static_cast<int>(f)) {
-      for (const std::string& token : vocabularies_[e].tokens()) fs->add_vocabulary(token);
+      for (const absl::string_view token : vocabularies_[e].tokens()) fs->add_vocabulary(token.data(), token.size());
       for (const double b : boundaries_[e]) fs->add_boundaries(b);
       ++e;
     } else {

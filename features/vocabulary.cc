@@ -16,22 +16,12 @@ Vocabulary Vocabulary::Fit(const absl::flat_hash_map<std::string, int64_t>& coun
   std::vector<std::string> tokens;
   tokens.reserve(kept.size());
   for (auto& [negative_count, token] : kept) tokens.push_back(std::move(token));
-  return FromTokens(std::move(tokens));
-}
-
-Vocabulary Vocabulary::FromTokens(std::vector<std::string> tokens) {
-  Vocabulary vocab;
-  vocab.tokens_ = std::move(tokens);
-  vocab.index_.reserve(vocab.tokens_.size());
-  for (size_t i = 0; i < vocab.tokens_.size(); ++i) {
-    vocab.index_.emplace(vocab.tokens_[i], static_cast<int32_t>(i + 1));
-  }
-  return vocab;
+  return FromTokens(tokens);
 }
 
 int32_t Vocabulary::Lookup(absl::string_view token) const {
-  const auto it = index_.find(token);
-  return it == index_.end() ? kOov : it->second;
+  const int32_t i = tokens_.Find(token);
+  return i < 0 ? kOov : i + 1;
 }
 
 }  // namespace twotower

@@ -10,11 +10,25 @@ AttributeFilter::AttributeFilter(const FeatureEncoder& encoder, const EncodedTab
     : encoder_(&encoder), rows_(rows.size()) {
   postings_.resize(encoder_->num_fields());
   for (int f = 1; f < encoder_->num_fields(); ++f) {
-    postings_[f].resize(encoder_->FieldRows(f));
+    // Counted, then filled: exactly one array of rows per field.
+    Postings& p = postings_[f];
+    p.starts.assign(static_cast<size_t>(encoder_->FieldRows(f)) + 1, 0);
     for (int r = 0; r < rows_; ++r) {
-      for (int32_t token : rows.Field(r, f)) postings_[f][token].push_back(r);
+      for (int32_t token : rows.Field(r, f)) ++p.starts[token + 1];
+    }
+    for (size_t t = 1; t < p.starts.size(); ++t) p.starts[t] += p.starts[t - 1];
+    p.rows.resize(static_cast<size_t>(p.starts.back()));
+    std::vector<int64_t> next(p.starts.begin(), p.starts.end() - 1);
+    for (int r = 0; r < rows_; ++r) {
+      for (int32_t token : rows.Field(r, f)) p.rows[next[token]++] = r;
     }
   }
+}
+
+size_t AttributeFilter::MemoryBytes() const {
+  size_t bytes = postings_.capacity() * sizeof(Postings);
+  for (const Postings& p : postings_) bytes += p.starts.capacity() * sizeof(int64_t) + p.rows.capacity() * sizeof(int32_t);
+  return bytes;
 }
 
 absl::StatusOr<int> AttributeFilter::FieldOf(const v1::ItemFilter& filter) const {
@@ -60,7 +74,9 @@ absl::StatusOr<std::vector<uint8_t>> AttributeFilter::Allowed(
     for (const std::string& value : filter.any_of()) {
       const int32_t token = encoder_->TokenRow(*field, value);
       if (token == Vocabulary::kOov) continue;  // rows with OOV are "unknown", not a match
-      for (int32_t r : postings_[*field][token]) {
+      const Postings& p = postings_[*field];
+      for (int64_t i = p.starts[token]; i < p.starts[token + 1]; ++i) {
+        const int32_t r = p.rows[i];
         if (passed[r] == f) passed[r] = f + 1;
       }
     }

@@ -21,7 +21,8 @@ class AttributeFilter {
   // Most filters Allowed takes at once.
   static constexpr int kMaxFilters = 255;
 
-  // Posting lists of `rows` (encoded by `encoder`, which must outlive this object).
+  // Posting lists of `rows` (encoded by `encoder`, which must outlive this object; `rows`
+  // need not: the postings are all the filter keeps).
   AttributeFilter(const FeatureEncoder& encoder, const EncodedTable& rows);
 
   // Bitmap over catalogue rows (1 = allowed) of the rows that pass every filter: a
@@ -31,6 +32,8 @@ class AttributeFilter {
   // rows plus the posting lists of the values named.
   absl::StatusOr<std::vector<uint8_t>> Allowed(
       const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const;
+  // Bytes held by the posting lists.
+  size_t MemoryBytes() const;
   // The errors Allowed would return, without computing anything.
   absl::Status Check(const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const;
 
@@ -39,8 +42,14 @@ class AttributeFilter {
   // Embedding field of a filterable feature, or an error.
   absl::StatusOr<int> FieldOf(const v1::ItemFilter& filter) const;
   int rows_ = 0;
-  // postings_[field][token row] = catalogue rows holding that token (field >= 1).
-  std::vector<std::vector<std::vector<int32_t>>> postings_;
+  // Field f's posting lists, one array for all its tokens (a vector per token would add
+  // 24 bytes per token and up to 2x growth slack): the catalogue rows holding token t
+  // are rows[starts[t], starts[t + 1]), ascending (field >= 1).
+  struct Postings {
+    std::vector<int64_t> starts;
+    std::vector<int32_t> rows;
+  };
+  std::vector<Postings> postings_;
 };
 
 }  // namespace twotower

@@ -1,6 +1,10 @@
 #include "index/catalogue.h"
 
+#include <malloc.h>
+
 #include <algorithm>
+#include <optional>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 
@@ -8,38 +12,78 @@ namespace twotower {
 
 namespace {
 
-std::shared_ptr<const absl::flat_hash_map<std::string, int32_t>> RowsById(
-    const std::vector<std::string>& ids) {
-  auto rows = std::make_shared<absl::flat_hash_map<std::string, int32_t>>();
-  rows->reserve(ids.size());
-  for (size_t r = 0; r < ids.size(); ++r) rows->emplace(ids[r], static_cast<int32_t>(r));
-  return rows;
-}
+// Gives the pages of freed small blocks back to the OS. Loading a bundle (ReadBundle's
+// parsed protobuf strings: ~100 bytes per item) and building an index free far more small
+// blocks than they keep, between blocks that stay; glibc returns only the top of a heap
+// by itself (and large blocks, mmapped: see mallopt in server_main.cc), so without this
+// RSS kept ~50 bytes per item after a load and ~100 after a rebuild.
+void ReleaseFreedMemory() { malloc_trim(0); }
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Create(
-    std::shared_ptr<const Bundle> bundle, const IndexOptions& options) {
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index =
-      ItemIndex::Build(bundle->items.ids, bundle->item_vectors, bundle->embedding_dim(), options);
-  if (!index.ok()) return index.status();
+absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Create(Bundle bundle, const IndexOptions& options,
+                                                                   std::string bundle_dir) {
+  const int d = bundle.embedding_dim();
+  if (bundle.item_vectors.size() != bundle.items.ids.size() * static_cast<size_t>(d) ||
+      bundle.items.rows.size() != static_cast<int>(bundle.items.ids.size())) {
+    return absl::InvalidArgumentError("catalogue: item ids, rows and vectors do not match");
+  }
+  // The items leave the bundle (which keeps an empty table of the same layout); what
+  // remains of it is shared from here on, and does not move again (the attribute filter
+  // points at its item encoder).
+  EncodedEntities items = std::move(bundle.items);
+  bundle.items = EncodedEntities{{}, bundle.item.encoder.NewTable()};
+  std::vector<float> vectors = std::move(bundle.item_vectors);
+  bundle.item_vectors = std::vector<float>();
   std::shared_ptr<Catalogue> catalogue(new Catalogue());  // private constructor
+  // The last holder of a model (every catalogue and snapshot of it shares this bundle,
+  // which outlives their other parts) gives the pages it freed back: after a reload, the
+  // old model's.
+  catalogue->bundle_ = std::shared_ptr<const Bundle>(new Bundle(std::move(bundle)), [](const Bundle* model) {
+    delete model;
+    ReleaseFreedMemory();
+  });
+  // ReadBundle's temporaries are gone: their pages go back before the index copies the
+  // vectors (the peak of a load), and the bundle's floats go once the index has its copy.
+  ReleaseFreedMemory();
+  absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(std::move(vectors), d, options);
+  if (!index.ok()) return index.status();
   catalogue->base_ = *std::move(index);
-  catalogue->base_attributes_ =
-      std::make_shared<const AttributeFilter>(bundle->item.encoder, bundle->items.rows);
-  catalogue->base_row_of_ = RowsById(bundle->items.ids);
+  catalogue->base_attributes_ = std::make_shared<const AttributeFilter>(catalogue->bundle_->item.encoder, items.rows);
+  items.rows = EncodedTable();  // upserts encode their own rows: these end with the postings
+  catalogue->base_ids_ = std::make_shared<const StringTable>(StringTable::Of(items.ids));
+  std::vector<std::string>().swap(items.ids);
   catalogue->removed_ = std::make_shared<const absl::flat_hash_set<int32_t>>();
-  catalogue->bundle_ = std::move(bundle);
+  catalogue->bundle_dir_ = std::move(bundle_dir);
+  ReleaseFreedMemory();
   return std::shared_ptr<const Catalogue>(std::move(catalogue));
 }
 
 absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::WithIndex(
     const IndexOptions& options) const {
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(
-      bundle_->items.ids, bundle_->item_vectors, bundle_->embedding_dim(), options);
+  // Validated first: a refused factory costs no copy, and no read of the bundle.
+  if (absl::Status s = ValidateIndexOptions(options); !s.ok()) return s;
+  std::vector<float> scratch;
+  std::optional<std::span<const float>> floats = base_->Floats(&scratch);
+  if (!floats.has_value()) {
+    absl::StatusOr<std::vector<float>> reread = ReadItemVectors(bundle_dir_, bundle_->manifest);
+    if (!reread.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the ", base_->options().factory, " index keeps no float vectors to rebuild from, and the bundle's "
+          "could not be re-read (reload the bundle instead): ", reread.status().message()));
+    }
+    if (reread->size() != static_cast<size_t>(base_ids_->size()) * dim()) {
+      return absl::FailedPreconditionError("the bundle re-read for its item vectors holds another item count");
+    }
+    scratch = *std::move(reread);
+    floats = std::span<const float>(scratch);
+  }
+  absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(*floats, dim(), options);
+  std::vector<float>().swap(scratch);
   if (!index.ok()) return index.status();
   std::shared_ptr<Catalogue> catalogue(new Catalogue(*this));
   catalogue->base_ = *std::move(index);
+  ReleaseFreedMemory();
   return std::shared_ptr<const Catalogue>(std::move(catalogue));
 }
 
@@ -99,9 +143,7 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Upsert(
     merged.ids.push_back(items.ids[r]);
     merged.rows.AppendRowFrom(items.rows, static_cast<int>(r));
     merged_vectors.insert(merged_vectors.end(), vectors.begin() + r * d, vectors.begin() + (r + 1) * d);
-    if (const auto it = base_row_of_->find(items.ids[r]); it != base_row_of_->end()) {
-      removed->insert(it->second);
-    }
+    if (const int32_t row = base_ids_->Find(items.ids[r]); row >= 0) removed->insert(row);
   }
   return WithDelta(std::move(merged), std::move(merged_vectors), std::move(removed));
 }
@@ -112,10 +154,10 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Remove(std::span<con
   const absl::flat_hash_set<std::string> gone(ids.begin(), ids.end());
   auto removed = std::make_shared<absl::flat_hash_set<int32_t>>(*removed_);
   for (const std::string& id : gone) {
-    if (const auto it = base_row_of_->find(id); it != base_row_of_->end()) {
+    if (const int32_t row = base_ids_->Find(id); row >= 0) {
       // An upserted replacement hides the base row already; count the item once.
       const bool in_delta = delta_ != nullptr && delta_->row_of.contains(id);
-      if (removed->insert(it->second).second || in_delta) ++*removed_count;
+      if (removed->insert(row).second || in_delta) ++*removed_count;
     } else if (delta_ != nullptr && delta_->row_of.contains(id)) {
       ++*removed_count;
     }
@@ -135,15 +177,18 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Remove(std::span<con
   return WithDelta(std::move(kept), std::move(kept_vectors), std::move(removed));
 }
 
-bool Catalogue::Contains(const std::string& id) const {
+bool Catalogue::Contains(absl::string_view id) const {
   if (delta_ != nullptr && delta_->row_of.contains(id)) return true;
-  const auto it = base_row_of_->find(id);
-  return it != base_row_of_->end() && !removed_->contains(it->second);
+  const int32_t row = base_ids_->Find(id);
+  return row >= 0 && !removed_->contains(row);
 }
 
 int64_t Catalogue::size() const {
-  return static_cast<int64_t>(bundle_->items.ids.size()) - static_cast<int64_t>(removed_->size()) +
-         upserted();
+  return static_cast<int64_t>(base_ids_->size()) - static_cast<int64_t>(removed_->size()) + upserted();
+}
+
+Catalogue::Memory Catalogue::memory() const {
+  return {base_->MemoryBytes(), base_ids_->MemoryBytes(), base_attributes_->MemoryBytes()};
 }
 
 absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> Catalogue::Search(
@@ -159,7 +204,7 @@ absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> Catalogue::Search(
     max_k = std::max(max_k, q.k);
     if (q.exclude != nullptr) {
       for (const std::string& id : *q.exclude) {
-        if (const auto it = base_row_of_->find(id); it != base_row_of_->end()) base_excluded[i].insert(it->second);
+        if (const int32_t row = base_ids_->Find(id); row >= 0) base_excluded[i].insert(row);
         if (delta_ != nullptr) {
           if (const auto it = delta_->row_of.find(id); it != delta_->row_of.end()) delta_excluded[i].insert(it->second);
         }
@@ -204,10 +249,10 @@ absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> Catalogue::Search(
     while (out.size() < k && (x < a.size() || y < b.size())) {
       const bool take_base = y >= b.size() || (x < a.size() && a[x].score >= b[y].score);
       if (take_base) {
-        out.push_back({&bundle_->items.ids[a[x].row], a[x].score});
+        out.push_back({(*base_ids_)[a[x].row], a[x].score});
         ++x;
       } else {
-        out.push_back({&delta_->items.ids[b[y].row], b[y].score});
+        out.push_back({delta_->items.ids[b[y].row], b[y].score});
         ++y;
       }
     }

@@ -9,6 +9,12 @@
 // every unchanged part, so an online change costs what changed (the delta), not the
 // catalogue: it is visible to the next request once the caller swaps it in. Exclusions
 // and attribute filters apply to both parts; results are merged by score.
+//
+// Memory: the base holds each item once. Create takes the items out of the bundle: the
+// ids go into one StringTable (row -> id and id -> row, ~17 bytes per 7-character id),
+// the vectors into the index (which keeps its own copy: "Flat" the floats and their fp16
+// copy, FAISS its storage or codes), the encoded feature rows into the attribute posting
+// lists (4 bytes per item and value); nothing else of them stays, in the bundle or here.
 #ifndef TWOTOWER_INDEX_CATALOGUE_H_
 #define TWOTOWER_INDEX_CATALOGUE_H_
 
@@ -21,11 +27,13 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "bundle/bundle.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "index/attribute_filter.h"
 #include "index/item_index.h"
 #include "twotower/v1/retrieval.pb.h"
+#include "util/string_table.h"
 
 namespace twotower {
 
@@ -38,17 +46,28 @@ class Catalogue {
     const google::protobuf::RepeatedPtrField<v1::ItemFilter>* filters = nullptr;
   };
   struct Result {
-    const std::string* id;  // valid while the Catalogue lives
+    absl::string_view id;  // valid while the Catalogue lives
     float score;
   };
 
-  // Indexes the bundle's catalogue. INVALID_ARGUMENT for options ValidateIndexOptions
-  // refuses or that do not fit the items (e.g. IVF with nlist above the item count).
-  static absl::StatusOr<std::shared_ptr<const Catalogue>> Create(
-      std::shared_ptr<const Bundle> bundle, const IndexOptions& options);
+  // Indexes the bundle's catalogue, taking it out of the bundle: bundle.items (ids and
+  // encoded rows) and bundle.item_vectors are moved into the catalogue's own structures
+  // and left empty; the rest of the bundle (towers, encoders, users) is kept, shared, as
+  // bundle(). `bundle_dir` is the directory the bundle was read from: where WithIndex
+  // re-reads the item vectors when the index holds only lossy codes ("" = nowhere).
+  // INVALID_ARGUMENT for options ValidateIndexOptions refuses or that do not fit the
+  // items (e.g. IVF with nlist above the item count).
+  static absl::StatusOr<std::shared_ptr<const Catalogue>> Create(Bundle bundle, const IndexOptions& options,
+                                                                 std::string bundle_dir = "");
   // The same items with the base re-indexed with `options` (errors as Create; this
-  // catalogue is unchanged either way).
+  // catalogue is unchanged either way). The vectors come from the current index where it
+  // keeps the floats ("Flat", HNSW, IVF,Flat: ItemIndex::Floats); from a lossy one (SQ,
+  // PQ) they are re-read from the bundle directory, checked against the MANIFEST loaded
+  // (FAILED_PRECONDITION when it is gone or changed: reload the bundle instead).
   absl::StatusOr<std::shared_ptr<const Catalogue>> WithIndex(const IndexOptions& options) const;
+
+  // The model without its items (see Create): towers, encoders, known users.
+  const std::shared_ptr<const Bundle>& bundle() const { return bundle_; }
   // Adds or replaces items: `items` encoded with the bundle's item encoder, `vectors` their
   // item-tower outputs (items.ids.size() x dim). Ids must be unique and non-empty.
   absl::StatusOr<std::shared_ptr<const Catalogue>> Upsert(const EncodedEntities& items,
@@ -68,7 +87,7 @@ class Catalogue {
   absl::Status CheckFilters(const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const {
     return base_attributes_->Check(filters);
   }
-  bool Contains(const std::string& id) const;
+  bool Contains(absl::string_view id) const;
   int64_t size() const;
   int64_t upserted() const { return delta_ == nullptr ? 0 : static_cast<int64_t>(delta_->items.ids.size()); }
   int dim() const { return base_->dim(); }
@@ -77,6 +96,14 @@ class Catalogue {
   // Then a query's answer does not depend on the k it is searched with, only cut to its
   // own: the top min(k, n) rows in (score, row) order.
   bool exact() const { return base_->options().factory == "Flat"; }
+
+  // Bytes held by the parts of the base (their arrays' capacities), for benchmarks.
+  struct Memory {
+    size_t index = 0;       // ItemIndex::MemoryBytes: "Flat" the floats and their fp16 copy
+    size_t ids = 0;         // the StringTable: characters, offsets, hash index
+    size_t attributes = 0;  // posting lists
+  };
+  Memory memory() const;
 
  private:
   // Items upserted online: exact index, attributes, id -> row.
@@ -93,10 +120,13 @@ class Catalogue {
       EncodedEntities items, std::vector<float> vectors,
       std::shared_ptr<const absl::flat_hash_set<int32_t>> removed) const;
 
+  // Without its items. Declared first, so destroyed last: the last holder of a model frees
+  // the bundle after the rest, and its deleter gives the freed pages back (Create).
   std::shared_ptr<const Bundle> bundle_;
+  std::string bundle_dir_;
+  std::shared_ptr<const StringTable> base_ids_;  // row -> id, id -> row
   std::shared_ptr<const ItemIndex> base_;
   std::shared_ptr<const AttributeFilter> base_attributes_;
-  std::shared_ptr<const absl::flat_hash_map<std::string, int32_t>> base_row_of_;
   std::shared_ptr<const absl::flat_hash_set<int32_t>> removed_;  // base rows not served
   std::shared_ptr<const Delta> delta_;                           // null: nothing upserted
 };

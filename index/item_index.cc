@@ -4,12 +4,16 @@
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexPQ.h>
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/impl/HNSW.h>
 #include <faiss/impl/IDSelector.h>
+#include <faiss/invlists/InvertedLists.h>
 #include <faiss/index_factory.h>
+
+#include <malloc.h>
 
 #include <algorithm>
 #include <exception>
@@ -243,21 +247,48 @@ absl::Status ValidateIndexOptions(const IndexOptions& options) {
   return CheckSearchParams(options, *spec);
 }
 
-ItemIndex::~ItemIndex() = default;
+ItemIndex::~ItemIndex() {
+  // An IVF index holds its lists in blocks below glibc's mmap threshold: freed, they would
+  // stay in the heap (a rebuild left ~70 bytes per item of an IVF,SQ8 index resident).
+  // A large index gives their pages back once it is gone.
+  const bool large = index_ != nullptr && MemoryBytes() >= (size_t{64} << 20);
+  index_.reset();
+  if (large) malloc_trim(0);
+}
 
-absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::string> ids,
+absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(const std::vector<std::string>& ids,
                                                             const std::vector<float>& vectors,
                                                             int dim, const IndexOptions& options) {
+  if (dim >= 1 && vectors.size() != ids.size() * static_cast<size_t>(dim)) {
+    return absl::InvalidArgumentError("index: vectors do not match ids x dim");
+  }
+  return Build(std::span<const float>(vectors), dim, options);
+}
+
+absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::span<const float> vectors, int dim,
+                                                            const IndexOptions& options) {
+  return BuildFrom(vectors, dim, options, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<float>&& vectors, int dim,
+                                                            const IndexOptions& options) {
+  std::vector<float> owned = std::move(vectors);
+  return BuildFrom(owned, dim, options, &owned);
+}
+
+absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::BuildFrom(std::span<const float> vectors, int dim,
+                                                                const IndexOptions& options,
+                                                                std::vector<float>* release) {
   if (absl::Status s = ValidateIndexOptions(options); !s.ok()) return s;
   const absl::StatusOr<FactorySpec> spec = ParseFactory(options.factory);  // ok: validated
   if (dim < 1) return absl::InvalidArgumentError("index: dim must be >= 1");
-  if (ids.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+  if (vectors.size() % static_cast<size_t>(dim) != 0) {
+    return absl::InvalidArgumentError("index: vectors are not rows of dim values");
+  }
+  if (vectors.size() / dim > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
     return absl::InvalidArgumentError("index: more than 2^31 - 1 items");
   }
-  if (vectors.size() != ids.size() * static_cast<size_t>(dim)) {
-    return absl::InvalidArgumentError("index: vectors do not match ids x dim");
-  }
-  const int64_t n = static_cast<int64_t>(ids.size());
+  const int64_t n = static_cast<int64_t>(vectors.size() / dim);
   if (n < spec->MinItems()) {
     return Invalid(options.factory, absl::StrCat("needs at least ", spec->MinItems(),
                                                  " items to train, the catalogue has ", n));
@@ -267,13 +298,16 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
                    absl::StrCat("PQ m ", spec->pq_m, " does not divide the dimension ", dim));
   }
   std::unique_ptr<ItemIndex> index(new ItemIndex());  // private constructor
-  index->ids_ = std::move(ids);
+  index->size_ = static_cast<int>(n);
   index->dim_ = dim;
   index->options_ = options;
   if (spec->coarse == FactorySpec::Coarse::kNone && spec->codes == FactorySpec::Codes::kFlat) {
     index->kind_ = Kind::kExact;
     index->exact_vectors_ = HugePageFloats(vectors);
-    if (options.half_first_pass) index->exact_halves_ = HalfRows::Of(vectors, dim);
+    // The floats are copied: the caller's go before the fp16 copy is made (load peak).
+    if (release != nullptr) std::vector<float>().swap(*release);
+    const std::span<const float> floats(index->exact_vectors_.data(), index->exact_vectors_.size());
+    if (options.half_first_pass) index->exact_halves_ = HalfRows::Of(floats, dim);
     // options() reports what the index has: no copy where it could not be made.
     index->options_.half_first_pass = index->exact_halves_.has_value();
     return index;
@@ -312,6 +346,17 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
     if (auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(index->index_.get())) ivfpq->do_polysemous_training = false;
     if (!index->index_->is_trained) index->index_->train(n, vectors.data());
     index->index_->add(n, vectors.data());
+    if (release != nullptr) std::vector<float>().swap(*release);
+    // IVF lists grow as vectors do (up to twice what they hold): an IVF,SQ8 index of 64-d
+    // items held ~105 bytes per item for its 72 (64 of codes, FAISS's 8-byte id).
+    if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(index->index_.get())) {
+      if (auto* lists = dynamic_cast<faiss::ArrayInvertedLists*>(ivf->invlists)) {
+        for (size_t l = 0; l < lists->nlist; ++l) {
+          lists->codes[l].shrink_to_fit();
+          lists->ids[l].shrink_to_fit();
+        }
+      }
+    }
     if (index->kind_ == Kind::kHnsw) {
       const auto* hnsw = static_cast<const faiss::IndexHNSW*>(index->index_.get());
       index->hnsw_rows_ = static_cast<const faiss::IndexFlat*>(hnsw->storage)->get_xb();
@@ -321,6 +366,72 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
   }
   if (absl::Status s = index->SetSearchParams(options.ef_search, options.nprobe); !s.ok()) return s;
   return index;
+}
+
+std::optional<std::span<const float>> ItemIndex::Floats(std::vector<float>* scratch) const {
+  const size_t values = static_cast<size_t>(size_) * dim_;
+  switch (kind_) {
+    case Kind::kExact:
+      return std::span<const float>(exact_vectors_.data(), values);
+    case Kind::kHnsw:
+      return std::span<const float>(hnsw_rows_, values);
+    case Kind::kIvf:
+      // IVF,Flat's lists hold the floats themselves; IVF with SQ / PQ codes does not.
+      if (dynamic_cast<const faiss::IndexIVFFlat*>(index_.get()) == nullptr) return std::nullopt;
+      try {
+        scratch->resize(values);
+        if (size_ > 0) index_->reconstruct_n(0, size_, scratch->data());
+      } catch (const std::exception&) {
+        scratch->clear();
+        return std::nullopt;
+      }
+      return std::span<const float>(*scratch);
+    case Kind::kCodes:
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// Bytes a FAISS index of the kinds we build holds (see ItemIndex::MemoryBytes).
+size_t FaissBytes(const faiss::Index* index) {
+  if (index == nullptr) return 0;
+  size_t bytes = 0;
+  if (const auto* flat = dynamic_cast<const faiss::IndexFlatCodes*>(index)) bytes += flat->codes.capacity();
+  if (const auto* pq = dynamic_cast<const faiss::IndexPQ*>(index)) bytes += pq->pq.centroids.capacity() * sizeof(float);
+  if (const auto* sq = dynamic_cast<const faiss::IndexScalarQuantizer*>(index)) bytes += sq->sq.trained.capacity() * sizeof(float);
+  if (const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(index)) {
+    bytes += FaissBytes(hnsw->storage) + hnsw->hnsw.neighbors.capacity() * sizeof(faiss::HNSW::storage_idx_t) +
+             hnsw->hnsw.levels.capacity() * sizeof(int) + hnsw->hnsw.offsets.capacity() * sizeof(size_t);
+  }
+  if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index)) {
+    bytes += FaissBytes(ivf->quantizer);
+    if (const auto* lists = dynamic_cast<const faiss::ArrayInvertedLists*>(ivf->invlists)) {
+      for (size_t l = 0; l < lists->nlist; ++l) {
+        bytes += lists->codes[l].capacity() + lists->ids[l].capacity() * sizeof(faiss::Index::idx_t);
+      }
+    }
+    if (const auto* ivfpq = dynamic_cast<const faiss::IndexIVFPQ*>(index)) {
+      bytes += ivfpq->pq.centroids.capacity() * sizeof(float) + ivfpq->precomputed_table.size() * sizeof(float);
+    }
+    if (const auto* ivfsq = dynamic_cast<const faiss::IndexIVFScalarQuantizer*>(index)) {
+      bytes += ivfsq->sq.trained.capacity() * sizeof(float);
+    }
+  }
+  return bytes;
+}
+
+}  // namespace
+
+size_t ItemIndex::MemoryBytes() const {
+  if (kind_ != Kind::kExact) return FaissBytes(index_.get());
+  size_t bytes = exact_vectors_.size() * sizeof(float);
+  if (exact_halves_.has_value()) {
+    bytes += static_cast<size_t>(exact_halves_->rows()) * exact_halves_->dim() * sizeof(uint16_t) +
+             static_cast<size_t>((exact_halves_->rows() + HalfRows::kGroupRows - 1) / HalfRows::kGroupRows) * sizeof(float);
+  }
+  return bytes;
 }
 
 absl::Status ItemIndex::SetSearchParams(int ef_search, int nprobe) {

@@ -361,7 +361,7 @@ void RetrievalService::Respond(Call& call, SearchBatcher::Results found) {
     response.mutable_items()->Reserve(static_cast<int>(items.size()));
     for (const Catalogue::Result& result : items) {
       v1::ScoredItem* item = response.add_items();
-      item->set_item_id(*result.id);
+      item->set_item_id(result.id.data(), result.id.size());
       item->set_score(result.score);
     }
     response.set_model_version(snapshot.model_version);

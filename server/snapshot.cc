@@ -55,11 +55,11 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& 
   absl::StatusOr<Bundle> bundle = ReadBundle(resolved.string());
   if (!bundle.ok()) return bundle.status();
   auto snapshot = std::make_shared<Snapshot>();
-  snapshot->bundle = std::make_shared<const Bundle>(*std::move(bundle));
   absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue =
-      Catalogue::Create(snapshot->bundle, options);
+      Catalogue::Create(*std::move(bundle), options, resolved.string());
   if (!catalogue.ok()) return catalogue.status();
   snapshot->catalogue = *std::move(catalogue);
+  snapshot->bundle = snapshot->catalogue->bundle();  // the model; its items are the catalogue's
   snapshot->bundle_path = resolved.string();
   snapshot->model_version = snapshot->bundle->model_version();
   auto user_rows = std::make_shared<absl::flat_hash_map<std::string, int32_t>>();
@@ -228,7 +228,7 @@ void AppendHistoryItems(const Snapshot& snapshot, const v1::RetrieveRequest& req
   }
   const auto& tokens = encoder.FieldVocabulary(field).tokens();
   for (const int32_t token : rows.Field(row, field)) {
-    if (token >= 1 && static_cast<size_t>(token) <= tokens.size()) {
+    if (token >= 1 && token <= tokens.size()) {
       const auto& id = tokens[token - 1];
       out->Add()->assign(id.data(), id.size());
     }

@@ -28,6 +28,8 @@ namespace twotower {
 
 struct Snapshot {
   // Shared, so rebuilding the index or changing items does not copy (or re-read) the model.
+  // Without its items: Catalogue::Create moved them into the catalogue (bundle->items and
+  // bundle->item_vectors are empty).
   std::shared_ptr<const Bundle> bundle;
   // What Retrieve searches: the bundle's items, indexed, plus online upserts / removals.
   std::shared_ptr<const Catalogue> catalogue;

@@ -12,6 +12,7 @@
 #include "bundle/bundle.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "index/catalogue.h"
 #include "tests/trained_model.h"
 #include "util/file.h"
 #include "util/sha256.h"
@@ -357,6 +358,46 @@ TEST_F(BundleTest, LatestSymlinkIsReplacedAtomically) {
   ASSERT_TRUE(UpdateSymlink("v1", link).ok());
   ASSERT_TRUE(UpdateSymlink("v2", link).ok());
   EXPECT_EQ(std::filesystem::read_symlink(link).string(), "v2");
+}
+
+// An index of lossy codes (SQ8) keeps no floats: rebuilding from it re-reads the vectors
+// from the bundle directory, and only the very file that was loaded (its SHA-256 in the
+// MANIFEST loaded): a file changed since is refused, the catalogue unchanged.
+TEST_F(BundleTest, RebuildFromLossyCodesRereadsTheVectorsThatWereLoaded) {
+  const std::string path = WriteFresh();
+  const Bundle& original = model_->report.bundle;
+  absl::StatusOr<Bundle> read = ReadBundle(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  absl::StatusOr<std::shared_ptr<const Catalogue>> codes = Catalogue::Create(*std::move(read), {"SQ8", 0, 0}, path);
+  ASSERT_TRUE(codes.ok()) << codes.status();
+  EXPECT_TRUE((*codes)->bundle()->item_vectors.empty());
+  absl::StatusOr<std::shared_ptr<const Catalogue>> exact = (*codes)->WithIndex(IndexOptions{});
+  ASSERT_TRUE(exact.ok()) << exact.status();
+  // The same answers as an exact catalogue of the original vectors.
+  absl::StatusOr<std::shared_ptr<const Catalogue>> reference = Catalogue::Create(Bundle(original), IndexOptions{});
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  std::vector<Catalogue::Query> queries(2, Catalogue::Query{25});
+  const auto a = (*exact)->Search(original.item_vectors.data(), queries);
+  const auto b = (*reference)->Search(original.item_vectors.data(), queries);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int q = 0; q < 2; ++q) {
+    ASSERT_EQ((*a)[q].size(), (*b)[q].size());
+    for (size_t r = 0; r < (*a)[q].size(); ++r) {
+      EXPECT_EQ((*a)[q][r].id, (*b)[q][r].id);
+      EXPECT_EQ((*a)[q][r].score, (*b)[q][r].score);
+    }
+  }
+  // Another file in its place (consistent with the MANIFEST on disk, not the one loaded).
+  EditItemVectors(path, [](std::vector<float>* vectors, int dim) {
+    std::swap_ranges(vectors->begin(), vectors->begin() + dim, vectors->begin() + dim);
+  });
+  EXPECT_EQ((*codes)->WithIndex(IndexOptions{}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReadItemVectors(path, (*codes)->bundle()->manifest).status().code(), absl::StatusCode::kDataLoss);
+  // Gone altogether.
+  std::filesystem::remove_all(path);
+  EXPECT_EQ((*codes)->WithIndex(IndexOptions{}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReadItemVectors("", (*codes)->bundle()->manifest).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*codes)->index_options().factory, "SQ8");
 }
 
 }  // namespace

@@ -195,7 +195,8 @@ TEST(FeatureEncoderTest, DeclaredTransforms) {
   EXPECT_EQ(enc->FieldRows(1), 5);   // age: OOV + 4 buckets
   EXPECT_EQ(enc->FieldRows(2), 11);  // zip: OOV + 10 hash buckets
   EXPECT_EQ(enc->FieldRows(3), 3);   // tag: OOV + the 2 most frequent (x: 3, y: 2)
-  EXPECT_EQ(enc->FieldVocabulary(3).tokens(), (std::vector<std::string>{"x", "y"}));
+  const StringTable& tokens = enc->FieldVocabulary(3).tokens();
+  EXPECT_EQ(std::vector<std::string>(tokens.begin(), tokens.end()), (std::vector<std::string>{"x", "y"}));
   EXPECT_EQ(enc->FieldRows(4), 3);   // score: OOV + 2 quantile buckets
   EncodedTable rows = enc->NewTable();
   const FeatureTable t = TransformTable();

@@ -97,7 +97,7 @@ TEST(ItemIndexTest, FlatMatchesBruteForceWithExclusions) {
       }
     }
   }
-  EXPECT_EQ((*index)->ids()[(*hits)[1][0].row], data.ids[(*hits)[1][0].row]);
+  EXPECT_EQ((*index)->size(), 500);
 }
 
 // The exact index answers the same with and without its fp16 first pass (the default),
@@ -544,9 +544,9 @@ TEST(CatalogueTest, ApproximateBaseKeepsThePromiseAfterRemovals) {
   bundle->item_vectors = data.vectors;
   ASSERT_EQ(bundle->embedding_dim(), dim);
 
-  EXPECT_EQ(Catalogue::Create(bundle, {"IVF0,Flat", 0, 0}).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Catalogue::Create(bundle, {"IVF301,Flat", 0, 0}).status().code(), absl::StatusCode::kInvalidArgument);
-  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue = Catalogue::Create(bundle, {"IVF16,Flat", 0, 0});
+  EXPECT_EQ(Catalogue::Create(Bundle(*bundle), {"IVF0,Flat", 0, 0}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Catalogue::Create(Bundle(*bundle), {"IVF301,Flat", 0, 0}).status().code(), absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue = Catalogue::Create(Bundle(*bundle), {"IVF16,Flat", 0, 0});
   ASSERT_TRUE(catalogue.ok()) << catalogue.status();
   for (const IndexOptions& bad : {IndexOptions{"HNSW0", 0, 0}, IndexOptions{"PQ4x64", 0, 0},
                                   IndexOptions{"HNSW32,Flat", 2147483647, 0}, IndexOptions{"PQ3", 0, 0}}) {
@@ -568,7 +568,7 @@ TEST(CatalogueTest, ApproximateBaseKeepsThePromiseAfterRemovals) {
     for (int q = 0; q < 2; ++q) {
       ASSERT_EQ((*results)[q].size(), 3u) << c->index_options().factory;
       absl::flat_hash_set<std::string> ids;
-      for (const Catalogue::Result& r : (*results)[q]) ids.insert(*r.id);
+      for (const Catalogue::Result& r : (*results)[q]) ids.emplace(r.id);
       EXPECT_EQ(ids, (absl::flat_hash_set<std::string>{data.ids[n - 3], data.ids[n - 2], data.ids[n - 1]}));
     }
   }
@@ -579,6 +579,154 @@ TEST(CatalogueTest, ApproximateBaseKeepsThePromiseAfterRemovals) {
   auto results = (*empty)->Search(data.vectors.data(), queries);
   ASSERT_TRUE(results.ok()) << results.status();
   EXPECT_TRUE((*results)[0].empty() && (*results)[1].empty());
+}
+
+// A bundle of `data`'s items (ids, one-field encoded rows, vectors) with an item tower of
+// the vectors' width: what Catalogue::Create takes.
+Bundle BundleOf(const Data& data, int dim) {
+  const int n = static_cast<int>(data.ids.size());
+  Bundle bundle;
+  TowerShape shape;
+  shape.fields.push_back({n + 1, 4});
+  shape.output_dim = dim;
+  absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
+  EXPECT_TRUE(tower.ok()) << tower.status();
+  bundle.item.tower = *std::move(tower);
+  bundle.items.ids = data.ids;
+  bundle.items.rows = bundle.item.encoder.NewTable();
+  for (int r = 0; r < n; ++r) bundle.items.rows.AppendRow(std::vector<std::vector<int32_t>>(1, std::vector<int32_t>{r + 1}), {});
+  bundle.item_vectors = data.vectors;
+  return bundle;
+}
+
+// Every item of `catalogue` for `query`, (id, score) in rank order.
+std::vector<std::pair<std::string, float>> Everything(const Catalogue& catalogue, const float* query) {
+  std::vector<Catalogue::Query> queries(1);
+  queries[0].k = static_cast<int>(catalogue.size());
+  absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> results = catalogue.Search(query, queries);
+  EXPECT_TRUE(results.ok()) << results.status();
+  std::vector<std::pair<std::string, float>> out;
+  if (results.ok()) {
+    for (const Catalogue::Result& r : (*results)[0]) out.emplace_back(std::string(r.id), r.score);
+  }
+  return out;
+}
+
+// The catalogue takes the items out of the bundle: no second copy of the vectors, ids or
+// encoded rows stays in the model it shares with the snapshot, and the catalogue serves
+// them all from its own structures.
+TEST(CatalogueTest, TheBundleKeepsNoItemsOnceTheCatalogueHasThem) {
+  const int dim = 8, n = 200;
+  const Data data = RandomData(n, dim, 61);
+  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue = Catalogue::Create(BundleOf(data, dim), IndexOptions{});
+  ASSERT_TRUE(catalogue.ok()) << catalogue.status();
+  const Bundle& model = *(*catalogue)->bundle();
+  EXPECT_TRUE(model.item_vectors.empty());
+  EXPECT_TRUE(model.items.ids.empty());
+  EXPECT_EQ(model.items.rows.size(), 0);
+  EXPECT_TRUE(model.items.rows.indices().empty());
+  EXPECT_EQ(model.embedding_dim(), dim);  // the towers stay
+  ASSERT_EQ((*catalogue)->size(), n);
+  for (const std::string& id : data.ids) EXPECT_TRUE((*catalogue)->Contains(id)) << id;
+  EXPECT_FALSE((*catalogue)->Contains("item-200"));
+  const std::vector<std::pair<std::string, float>> all = Everything(**catalogue, data.vectors.data());
+  const std::vector<int32_t> truth = BruteForce(data, data.vectors.data(), dim, n, {});
+  ASSERT_EQ(all.size(), truth.size());
+  for (int r = 0; r < n; ++r) EXPECT_EQ(all[r].first, data.ids[truth[r]]) << "rank " << r;
+}
+
+// The ids are held once, in one array of exactly their characters: every result's id
+// points into it (ids held one string each would be 32 bytes apart or more), and the id
+// table costs its characters plus ~10 bytes per id.
+TEST(CatalogueTest, IdsAreStoredOnceInOneArray) {
+  const int dim = 8, n = 500;
+  const Data data = RandomData(n, dim, 62);
+  size_t chars = 0;
+  for (const std::string& id : data.ids) chars += id.size();
+  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue = Catalogue::Create(BundleOf(data, dim), IndexOptions{});
+  ASSERT_TRUE(catalogue.ok()) << catalogue.status();
+  std::vector<Catalogue::Query> queries(1);
+  queries[0].k = n;
+  absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> results = (*catalogue)->Search(data.vectors.data(), queries);
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ((*results)[0].size(), static_cast<size_t>(n));
+  const char* lowest = nullptr;
+  const char* highest = nullptr;
+  for (const Catalogue::Result& r : (*results)[0]) {
+    if (lowest == nullptr || r.id.data() < lowest) lowest = r.id.data();
+    if (highest == nullptr || r.id.data() + r.id.size() > highest) highest = r.id.data() + r.id.size();
+  }
+  EXPECT_EQ(static_cast<size_t>(highest - lowest), chars);
+  EXPECT_LE((*catalogue)->memory().ids, chars + 11 * static_cast<size_t>(n));
+}
+
+// RebuildIndex needs no vectors from the bundle when the index keeps the floats ("Flat",
+// HNSW, IVF,Flat): the rebuilt exact index answers exactly what an exact index built from
+// the original vectors does, ids and scores. From lossy codes (SQ8) there is nothing to
+// rebuild from without the bundle directory: FAILED_PRECONDITION, the catalogue unchanged.
+TEST(CatalogueTest, RebuildIndexUsesTheIndexsOwnVectors) {
+  const int dim = 8, n = 300;
+  const Data data = RandomData(n, dim, 63);
+  absl::StatusOr<std::shared_ptr<const Catalogue>> exact = Catalogue::Create(BundleOf(data, dim), IndexOptions{});
+  ASSERT_TRUE(exact.ok()) << exact.status();
+  const Data queries = RandomData(3, dim, 64);
+  for (const char* factory : {"Flat", "HNSW16", "IVF8,Flat"}) {
+    absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue =
+        Catalogue::Create(BundleOf(data, dim), IndexOptions{factory, 0, 0}, /*bundle_dir=*/"");
+    ASSERT_TRUE(catalogue.ok()) << factory << ": " << catalogue.status();
+    for (const bool half : {true, false}) {
+      IndexOptions flat;
+      flat.half_first_pass = half;
+      absl::StatusOr<std::shared_ptr<const Catalogue>> rebuilt = (*catalogue)->WithIndex(flat);
+      ASSERT_TRUE(rebuilt.ok()) << factory << ": " << rebuilt.status();
+      EXPECT_EQ((*rebuilt)->index_options().factory, "Flat");
+      for (int q = 0; q < 3; ++q) {
+        EXPECT_EQ(Everything(**rebuilt, queries.vectors.data() + q * dim), Everything(**exact, queries.vectors.data() + q * dim))
+            << factory << " query " << q;
+      }
+    }
+  }
+  absl::StatusOr<std::shared_ptr<const Catalogue>> codes = Catalogue::Create(BundleOf(data, dim), IndexOptions{"SQ8", 0, 0});
+  ASSERT_TRUE(codes.ok()) << codes.status();
+  EXPECT_EQ((*codes)->WithIndex(IndexOptions{}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*codes)->index_options().factory, "SQ8");
+  EXPECT_EQ((*codes)->WithIndex(IndexOptions{"NoSuchIndex", 0, 0}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// What the index gives back to rebuild from: the very floats it was built from where it
+// keeps them, nothing where it keeps lossy codes.
+TEST(ItemIndexTest, FloatsAreTheVectorsItWasBuiltFrom) {
+  const int dim = 8, n = 300;
+  const Data data = RandomData(n, dim, 65);
+  for (const char* factory : {"Flat", "HNSW16", "HNSW8,Flat", "IVF8,Flat"}) {
+    absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, dim, {factory, 0, 0});
+    ASSERT_TRUE(index.ok()) << factory << ": " << index.status();
+    std::vector<float> scratch;
+    const std::optional<std::span<const float>> floats = (*index)->Floats(&scratch);
+    ASSERT_TRUE(floats.has_value()) << factory;
+    EXPECT_TRUE(std::equal(floats->begin(), floats->end(), data.vectors.begin(), data.vectors.end())) << factory;
+  }
+  for (const char* factory : {"SQ8", "SQfp16", "PQ2x4", "IVF8,SQ8", "IVF8,PQ2x4"}) {
+    absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, dim, {factory, 0, 0});
+    ASSERT_TRUE(index.ok()) << factory << ": " << index.status();
+    std::vector<float> scratch;
+    EXPECT_FALSE((*index)->Floats(&scratch).has_value()) << factory;
+  }
+  // Built from floats it takes, an index answers as one built from a copy.
+  std::vector<float> taken = data.vectors;
+  absl::StatusOr<std::unique_ptr<ItemIndex>> owner = ItemIndex::Build(std::move(taken), dim, IndexOptions{});
+  absl::StatusOr<std::unique_ptr<ItemIndex>> copy = ItemIndex::Build(std::span<const float>(data.vectors), dim, IndexOptions{});
+  ASSERT_TRUE(owner.ok() && copy.ok());
+  const auto a = (*owner)->Search(data.vectors.data(), 4, 10, nullptr);
+  const auto b = (*copy)->Search(data.vectors.data(), 4, 10, nullptr);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int q = 0; q < 4; ++q) {
+    ASSERT_EQ((*a)[q].size(), (*b)[q].size());
+    for (size_t r = 0; r < (*a)[q].size(); ++r) {
+      EXPECT_EQ((*a)[q][r].row, (*b)[q][r].row);
+      EXPECT_EQ((*a)[q][r].score, (*b)[q][r].score);
+    }
+  }
 }
 
 }  // namespace

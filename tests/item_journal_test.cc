@@ -608,7 +608,7 @@ class ItemJournalReplayTest : public ::testing::Test {
     std::vector<std::map<std::string, float>> scores(3);
     if (!results.ok()) return scores;
     for (size_t i = 0; i < 3; ++i) {
-      for (const Catalogue::Result& r : (*results)[i]) scores[i][*r.id] = r.score;
+      for (const Catalogue::Result& r : (*results)[i]) scores[i][std::string(r.id)] = r.score;
       EXPECT_EQ(scores[i].size(), (*results)[i].size()) << "an id twice";
     }
     return scores;

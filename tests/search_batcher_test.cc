@@ -32,7 +32,7 @@ struct SharedModel {
   testing::ScopedTempDir dir;
   testing::TrainedModel model = testing::TrainSynthetic(dir, 2);
   std::shared_ptr<const Bundle> bundle = std::make_shared<const Bundle>(model.report.bundle);
-  std::shared_ptr<const Catalogue> catalogue = *Catalogue::Create(bundle, IndexOptions{});
+  std::shared_ptr<const Catalogue> catalogue = *Catalogue::Create(Bundle(*bundle), IndexOptions{});  // a copy: the catalogue takes its items
 };
 
 class SearchBatcherTest : public ::testing::Test {
@@ -46,7 +46,7 @@ class SearchBatcherTest : public ::testing::Test {
   }
   static std::vector<std::string> Ids(const std::vector<Catalogue::Result>& results) {
     std::vector<std::string> ids;
-    for (const Catalogue::Result& r : results) ids.push_back(*r.id);
+    for (const Catalogue::Result& r : results) ids.emplace_back(r.id);
     return ids;
   }
   static void ExpectCombinedRound(int bad);

@@ -194,7 +194,6 @@ class ServerProcess {
   v1::Retrieval::Stub& retrieval() { return *retrieval_; }
   v1::Admin::Stub& admin() { return *admin_; }
   pid_t pid() const { return pid_; }
-  // The server's resident memory (VmRSS) in MB, or -1 if it is not running or unreadable.
   // CPU time (user + system) the process has used so far, in seconds; -1 if unknown.
   // /proc counts in clock ticks (10 ms), so measure over many calls.
   double CpuSeconds() const {
@@ -213,14 +212,20 @@ class ServerProcess {
     return (user + system) / static_cast<double>(sysconf(_SC_CLK_TCK));
   }
 
-  double ResidentMb() const {
+  // The server's resident memory (VmRSS) in MB (MiB: /proc's kB / 1024), or -1 if it is
+  // not running or unreadable.
+  double ResidentMb() const { return ProcStatusMb("VmRSS"); }
+  // A memory line of /proc/<pid>/status in MB (MiB) as above, e.g. "VmHWM" (peak
+  // resident), "RssAnon", "RssFile"; -1 if it is not running or unreadable.
+  double ProcStatusMb(const std::string& field) const {
     if (pid_ <= 0) return -1;
     std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
     std::string line;
+    const std::string prefix = field + ":";
     while (std::getline(status, line)) {
       double kb = 0;
-      if (line.rfind("VmRSS:", 0) == 0 &&
-          absl::SimpleAtod(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(6), "kB")), &kb)) {
+      if (line.rfind(prefix, 0) == 0 &&
+          absl::SimpleAtod(absl::StripAsciiWhitespace(absl::StripSuffix(line.substr(prefix.size()), "kB")), &kb)) {
         return kb / 1024;
       }
     }

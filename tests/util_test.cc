@@ -15,6 +15,7 @@
 #include "twotower/v1/config.pb.h"
 #include "util/admin_token.h"
 #include "util/file.h"
+#include "util/string_table.h"
 #include "util/utf8.h"
 
 namespace twotower {
@@ -215,6 +216,44 @@ TEST(EnsureWritableDirectoryTest, CreatesParentsOrSaysWhyNot) {
     EXPECT_EQ(EnsureWritableDirectory(dir.Join("a/b")).code(), absl::StatusCode::kFailedPrecondition);
     ::chmod(dir.Join("a/b").c_str(), 0755);
   }
+}
+
+// The compact id table: every string found at its position, misses are -1 (also among
+// many strings, where probes pass other strings' slots), a repeated string finds its
+// first position, the table survives a move, and it costs its characters plus ~10 bytes
+// per string (what the catalogue and the vocabularies rely on for their memory).
+TEST(StringTableTest, FindsEveryStringAndHoldsThemCompactly) {
+  std::vector<std::string> ids;
+  size_t chars = 0;
+  for (int i = 0; i < 20000; ++i) {
+    ids.push_back("item-" + std::to_string(i * 7919 % 100003));
+    chars += ids.back().size();
+  }
+  ids.push_back("");  // the empty string is a string like any other
+  StringTable moved = StringTable::Of(ids);
+  const StringTable table = std::move(moved);
+  ASSERT_EQ(table.size(), static_cast<int32_t>(ids.size()));
+  for (int32_t i = 0; i < table.size(); ++i) {
+    ASSERT_EQ(table[i], ids[i]);
+    ASSERT_EQ(table.Find(ids[i]), i) << ids[i];
+  }
+  EXPECT_EQ(table.Find("item-100003"), -1);
+  EXPECT_EQ(table.Find("item-"), -1);
+  EXPECT_EQ(table.Find(std::string("item-1\0", 7)), -1);
+  EXPECT_FALSE(table.contains("nope"));
+  EXPECT_EQ(std::vector<std::string>(table.begin(), table.end()), ids);
+  EXPECT_LE(table.MemoryBytes(), chars + 11 * ids.size());
+
+  const StringTable repeated = StringTable::Of(std::vector<std::string>{"a", "b", "a"});
+  EXPECT_EQ(repeated.size(), 3);
+  EXPECT_EQ(repeated[2], "a");
+  EXPECT_EQ(repeated.Find("a"), 0);
+  EXPECT_EQ(repeated.Find("b"), 1);
+
+  const StringTable empty;
+  EXPECT_EQ(empty.size(), 0);
+  EXPECT_EQ(empty.Find(""), -1);
+  EXPECT_EQ(StringTable::Of(std::vector<std::string>{}).Find("x"), -1);
 }
 
 }  // namespace

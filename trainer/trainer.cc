@@ -58,9 +58,9 @@ absl::Status CheckBundleFits(const char* side, const TowerShape& shape, const Fe
   }
   const std::vector<int> dims = shape.layer_dims();
   for (size_t l = 0; l + 1 < dims.size(); ++l) tower += 4 * (int64_t{dims[l]} + 1) * dims[l + 1];
-  for (const std::string& token : encoder.ids().tokens()) tower += static_cast<int64_t>(token.size()) + 3;
+  for (const absl::string_view token : encoder.ids().tokens()) tower += static_cast<int64_t>(token.size()) + 3;
   for (int f = 1; f < encoder.num_fields(); ++f) {
-    for (const std::string& token : encoder.FieldVocabulary(f).tokens()) {
+    for (const absl::string_view token : encoder.FieldVocabulary(f).tokens()) {
       tower += static_cast<int64_t>(token.size()) + 3;
     }
   }
