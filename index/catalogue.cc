@@ -16,15 +16,29 @@ std::shared_ptr<const absl::flat_hash_map<std::string, int32_t>> RowsById(
   return rows;
 }
 
+std::string IndexNote(const Bundle& bundle, const IndexOptions& used, IndexSource source) {
+  if (source == IndexSource::kBundle) {
+    return absl::StrCat(used.factory, " read from ", bundle.index_file->path);
+  }
+  if (bundle.index_file != nullptr) {
+    return absl::StrCat(used.factory, " built in memory; not read from the bundle, whose index.faiss is ",
+                        bundle.manifest.index().factory());
+  }
+  return absl::StrCat(used.factory, " built in memory (the bundle carries no index file)");
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Create(
     std::shared_ptr<const Bundle> bundle, const IndexOptions& options) {
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index =
-      ItemIndex::Build(bundle->items.ids, bundle->item_vectors, bundle->embedding_dim(), options);
+  IndexSource source = IndexSource::kBuilt;
+  absl::StatusOr<std::unique_ptr<ItemIndex>> index = IndexForBundle(*bundle, options, &source);
   if (!index.ok()) return index.status();
   std::shared_ptr<Catalogue> catalogue(new Catalogue());  // private constructor
   catalogue->base_ = *std::move(index);
+  catalogue->requested_ = options;
+  catalogue->source_ = source;
+  catalogue->note_ = IndexNote(*bundle, catalogue->base_->options(), source);
   catalogue->base_attributes_ =
       std::make_shared<const AttributeFilter>(bundle->item.encoder, bundle->items.rows);
   catalogue->base_row_of_ = RowsById(bundle->items.ids);
@@ -36,10 +50,13 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Create(
 absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::WithIndex(
     const IndexOptions& options) const {
   absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(
-      bundle_->items.ids, bundle_->item_vectors, bundle_->embedding_dim(), options);
+      bundle_->items.ids, bundle_->item_vectors, bundle_->embedding_dim(), ResolveIndexOptions(*bundle_, options));
   if (!index.ok()) return index.status();
   std::shared_ptr<Catalogue> catalogue(new Catalogue(*this));
   catalogue->base_ = *std::move(index);
+  catalogue->requested_ = options;
+  catalogue->source_ = IndexSource::kBuilt;
+  catalogue->note_ = IndexNote(*bundle_, catalogue->base_->options(), IndexSource::kBuilt);
   return std::shared_ptr<const Catalogue>(std::move(catalogue));
 }
 

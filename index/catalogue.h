@@ -24,6 +24,7 @@
 #include "bundle/bundle.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "index/attribute_filter.h"
+#include "index/bundle_index.h"
 #include "index/item_index.h"
 #include "twotower/v1/retrieval.pb.h"
 
@@ -42,12 +43,15 @@ class Catalogue {
     float score;
   };
 
-  // Indexes the bundle's catalogue. INVALID_ARGUMENT for options ValidateIndexOptions
-  // refuses or that do not fit the items (e.g. IVF with nlist above the item count).
+  // Indexes the bundle's catalogue: reads the bundle's index.faiss when `options` asks
+  // for it (an empty factory: the bundle's index, else "Flat"), else builds the index
+  // (IndexForBundle, index/bundle_index.h). INVALID_ARGUMENT for options
+  // ValidateIndexRequest refuses or that do not fit the items (e.g. IVF with nlist above
+  // the item count); DATA_LOSS naming the file for an index.faiss that does not check out.
   static absl::StatusOr<std::shared_ptr<const Catalogue>> Create(
       std::shared_ptr<const Bundle> bundle, const IndexOptions& options);
-  // The same items with the base re-indexed with `options` (errors as Create; this
-  // catalogue is unchanged either way).
+  // The same items with the base re-indexed with `options`, always built in memory
+  // (errors as Create; this catalogue is unchanged either way).
   absl::StatusOr<std::shared_ptr<const Catalogue>> WithIndex(const IndexOptions& options) const;
   // Adds or replaces items: `items` encoded with the bundle's item encoder, `vectors` their
   // item-tower outputs (items.ids.size() x dim). Ids must be unique and non-empty.
@@ -73,6 +77,14 @@ class Catalogue {
   int64_t upserted() const { return delta_ == nullptr ? 0 : static_cast<int64_t>(delta_->items.ids.size()); }
   int dim() const { return base_->dim(); }
   const IndexOptions& index_options() const { return base_->options(); }
+  // The options this catalogue was asked for (Create's or WithIndex's; the factory may be
+  // empty: "the bundle's"), what a reload of another bundle asks for again.
+  const IndexOptions& requested_index_options() const { return requested_; }
+  // Where the base index came from, and a line for logs saying so; index_ignores_bundle():
+  // the bundle carries an index.faiss and another index was built instead.
+  IndexSource index_source() const { return source_; }
+  const std::string& index_note() const { return note_; }
+  bool index_ignores_bundle() const { return source_ == IndexSource::kBuilt && bundle_->index_file != nullptr; }
   // Whether every search is exact (the base index is "Flat"; upserted items always are).
   // Then a query's answer does not depend on the k it is searched with, only cut to its
   // own: the top min(k, n) rows in (score, row) order.
@@ -99,6 +111,9 @@ class Catalogue {
   std::shared_ptr<const absl::flat_hash_map<std::string, int32_t>> base_row_of_;
   std::shared_ptr<const absl::flat_hash_set<int32_t>> removed_;  // base rows not served
   std::shared_ptr<const Delta> delta_;                           // null: nothing upserted
+  IndexOptions requested_;
+  IndexSource source_ = IndexSource::kBuilt;
+  std::string note_;
 };
 
 }  // namespace twotower

@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "index/exact_scan.h"
+#include "index/faiss_file.h"
 
 namespace twotower {
 
@@ -243,13 +244,33 @@ absl::Status ValidateIndexOptions(const IndexOptions& options) {
   return CheckSearchParams(options, *spec);
 }
 
+absl::StatusOr<std::string> CanonicalIndexFactory(const std::string& factory) {
+  absl::StatusOr<FactorySpec> spec = ParseFactory(factory);
+  if (!spec.ok()) return spec.status();
+  return spec->Canonical();
+}
+
+absl::Status CheckIndexFits(const std::string& factory, int64_t items, int dim) {
+  absl::StatusOr<FactorySpec> spec = ParseFactory(factory);
+  if (!spec.ok()) return spec.status();
+  if (items < spec->MinItems()) {
+    return Invalid(factory, absl::StrCat("needs at least ", spec->MinItems(),
+                                         " items to train, the catalogue has ", items));
+  }
+  if (spec->codes == FactorySpec::Codes::kPq && dim % spec->pq_m != 0) {
+    return Invalid(factory, absl::StrCat("PQ m ", spec->pq_m, " does not divide the dimension ", dim));
+  }
+  return absl::OkStatus();
+}
+
 ItemIndex::~ItemIndex() = default;
 
 absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::string> ids,
                                                             const std::vector<float>& vectors,
                                                             int dim, const IndexOptions& options) {
   if (absl::Status s = ValidateIndexOptions(options); !s.ok()) return s;
-  const absl::StatusOr<FactorySpec> spec = ParseFactory(options.factory);  // ok: validated
+  const absl::StatusOr<FactorySpec> spec = ParseFactory(options.factory);
+  if (!spec.ok()) return spec.status();
   if (dim < 1) return absl::InvalidArgumentError("index: dim must be >= 1");
   if (ids.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
     return absl::InvalidArgumentError("index: more than 2^31 - 1 items");
@@ -258,14 +279,7 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
     return absl::InvalidArgumentError("index: vectors do not match ids x dim");
   }
   const int64_t n = static_cast<int64_t>(ids.size());
-  if (n < spec->MinItems()) {
-    return Invalid(options.factory, absl::StrCat("needs at least ", spec->MinItems(),
-                                                 " items to train, the catalogue has ", n));
-  }
-  if (spec->codes == FactorySpec::Codes::kPq && dim % spec->pq_m != 0) {
-    return Invalid(options.factory,
-                   absl::StrCat("PQ m ", spec->pq_m, " does not divide the dimension ", dim));
-  }
+  if (absl::Status s = CheckIndexFits(options.factory, n, dim); !s.ok()) return s;
   std::unique_ptr<ItemIndex> index(new ItemIndex());  // private constructor
   index->ids_ = std::move(ids);
   index->dim_ = dim;
@@ -282,29 +296,6 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
   const std::string canonical = spec->Canonical();
   try {
     index->index_.reset(faiss::index_factory(dim, canonical.c_str(), faiss::METRIC_INNER_PRODUCT));
-    switch (spec->coarse) {
-      case FactorySpec::Coarse::kHnsw: {
-        index->kind_ = Kind::kHnsw;
-        const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(index->index_.get());
-        const auto* storage = hnsw != nullptr ? dynamic_cast<const faiss::IndexFlat*>(hnsw->storage) : nullptr;
-        if (storage == nullptr) return absl::InternalError(absl::StrCat("index ", canonical, ": no flat storage"));
-        index->supports_selector_ = true;
-        break;
-      }
-      case FactorySpec::Coarse::kIvf: {
-        index->kind_ = Kind::kIvf;
-        const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index->index_.get());
-        if (ivf == nullptr) return absl::InternalError(absl::StrCat("index ", canonical, ": not IVF"));
-        index->nlist_ = static_cast<int>(ivf->nlist);
-        index->supports_selector_ = true;
-        break;
-      }
-      case FactorySpec::Coarse::kNone:
-        index->kind_ = Kind::kCodes;
-        // IndexScalarQuantizer takes an IDSelector in 1.7.3; IndexPQ refuses any params.
-        index->supports_selector_ = dynamic_cast<faiss::IndexPQ*>(index->index_.get()) == nullptr;
-        break;
-    }
     // The factory turns on polysemous training for 8-bit PQ codes: a simulated annealing
     // that reorders the centroids for Hamming-distance filtering, which our searches do
     // not use (FAISS 1.7.3: ~8 s per sub-quantizer whatever the data size). Off.
@@ -312,15 +303,75 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<std::str
     if (auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(index->index_.get())) ivfpq->do_polysemous_training = false;
     if (!index->index_->is_trained) index->index_->train(n, vectors.data());
     index->index_->add(n, vectors.data());
-    if (index->kind_ == Kind::kHnsw) {
-      const auto* hnsw = static_cast<const faiss::IndexHNSW*>(index->index_.get());
-      index->hnsw_rows_ = static_cast<const faiss::IndexFlat*>(hnsw->storage)->get_xb();
-    }
   } catch (const std::exception& e) {
     return Invalid(options.factory, e.what());
   }
+  if (absl::Status s = index->AdoptFaissIndex(); !s.ok()) return s;
   if (absl::Status s = index->SetSearchParams(options.ef_search, options.nprobe); !s.ok()) return s;
   return index;
+}
+
+absl::Status ItemIndex::AdoptFaissIndex() {
+  if (const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(index_.get()); hnsw != nullptr) {
+    const auto* storage = dynamic_cast<const faiss::IndexFlat*>(hnsw->storage);
+    if (storage == nullptr) return absl::InternalError(absl::StrCat("index ", options_.factory, ": no flat storage"));
+    kind_ = Kind::kHnsw;
+    supports_selector_ = true;
+    hnsw_rows_ = storage->get_xb();  // after add: the storage does not move again
+  } else if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index_.get()); ivf != nullptr) {
+    kind_ = Kind::kIvf;
+    nlist_ = static_cast<int>(ivf->nlist);
+    supports_selector_ = true;
+  } else {
+    kind_ = Kind::kCodes;
+    // IndexScalarQuantizer takes an IDSelector in 1.7.3; IndexPQ refuses any params.
+    supports_selector_ = dynamic_cast<const faiss::IndexPQ*>(index_.get()) == nullptr;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Load(std::vector<std::string> ids,
+                                                           const std::vector<float>& vectors, int dim,
+                                                           const IndexOptions& options, int fd,
+                                                           const std::string& path) {
+  if (absl::Status s = ValidateIndexOptions(options); !s.ok()) return s;
+  const absl::StatusOr<FactorySpec> spec = ParseFactory(options.factory);
+  if (!spec.ok()) return spec.status();
+  if (spec->coarse == FactorySpec::Coarse::kNone && spec->codes == FactorySpec::Codes::kFlat) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": index \"Flat\" is not read from a file (the exact scan reads the item vectors)"));
+  }
+  if (dim < 1) return absl::InvalidArgumentError("index: dim must be >= 1");
+  if (ids.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return absl::InvalidArgumentError("index: more than 2^31 - 1 items");
+  }
+  if (vectors.size() != ids.size() * static_cast<size_t>(dim)) {
+    return absl::InvalidArgumentError("index: vectors do not match ids x dim");
+  }
+  FaissFileExpectation expected;
+  expected.canonical_factory = spec->Canonical();
+  expected.ntotal = static_cast<int64_t>(ids.size());
+  expected.dim = dim;
+  expected.vectors = vectors.data();
+  absl::StatusOr<std::unique_ptr<faiss::Index>> read = ReadFaissIndexFile(fd, path, expected);
+  if (!read.ok()) return read.status();
+  std::unique_ptr<ItemIndex> index(new ItemIndex());  // private constructor
+  index->ids_ = std::move(ids);
+  index->dim_ = dim;
+  index->options_ = options;
+  index->options_.half_first_pass = false;  // FAISS indexes: no fp16 pass
+  index->index_ = *std::move(read);
+  if (absl::Status s = index->AdoptFaissIndex(); !s.ok()) return s;
+  if (absl::Status s = index->SetSearchParams(options.ef_search, options.nprobe); !s.ok()) return s;
+  return index;
+}
+
+absl::Status ItemIndex::Save(const std::string& path) const {
+  if (index_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": index \"Flat\" has nothing to persist (the exact scan reads the item vectors)"));
+  }
+  return WriteFaissIndexFile(*index_, path);
 }
 
 absl::Status ItemIndex::SetSearchParams(int ef_search, int nprobe) {
