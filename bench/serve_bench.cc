@@ -3,6 +3,10 @@
 //   twotower_serve_bench [--items 100000,1000000] [--k 100] [--clients 8] [--seconds 5]
 //   twotower_serve_bench --items 100000 --soak_seconds 120 --reload_every 3    # soak
 //   twotower_serve_bench --items 1000000 --memory      # resident memory only (load, reload, rebuild)
+//   twotower_serve_bench --items 1000000 --startup [--bundle_dir DIR] [--drop_caches]
+//
+// --startup: start-up time and memory of one replica per index kind, with the index built
+// at load ("before") and read from the bundle's index.faiss ("after"); see Startup below.
 //
 // For each catalogue size it writes a bundle (random towers: serving cost does not depend
 // on what the weights learned), starts build/twotower_server on it and prints, measured in
@@ -24,6 +28,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -31,6 +36,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -42,11 +48,13 @@
 #include "absl/strings/str_split.h"
 #include "bundle/bundle.h"
 #include "index/catalogue.h"
+#include "index/bundle_index.h"
 #include "index/huge_page_array.h"
 #include "index/item_index.h"
 #include "tests/server_process.h"
 #include "trainer/config.h"
 #include "util/program_usage.h"
+#include "util/sha256.h"
 #include "util/text_proto.h"
 
 ABSL_FLAG(std::string, items, "100000,1000000", "Catalogue sizes to measure");
@@ -64,6 +72,23 @@ ABSL_FLAG(bool, memory, false,
           "Memory mode instead: start the server on each catalogue, print its resident memory "
           "(and peak) after the load, after a reload of the same bundle and after a "
           "RebuildIndex, with no load driven");
+ABSL_FLAG(bool, startup, false,
+          "Start-up mode instead: for each --startup_indexes entry, start a server that builds "
+          "the index at load and one that reads it from the bundle; print the time to ready and "
+          "the memory");
+ABSL_FLAG(std::string, startup_indexes, "Flat;IVF4096,Flat;HNSW32",
+          "Start-up mode: index factories, separated by ';'");
+ABSL_FLAG(std::string, bundle_dir, "",
+          "Start-up mode: write the bundles here and keep them (reused when present: the slow "
+          "index builds run once); empty: a temporary directory");
+ABSL_FLAG(bool, drop_caches, false,
+          "Start-up mode: also start each server after sync + echo 3 > /proc/sys/vm/drop_caches "
+          "(root), i.e. with the bundle's files read from the disk");
+ABSL_FLAG(int, startup_queries, 1000, "Start-up mode: Retrieve calls after start (after 100 warm-up calls)");
+ABSL_FLAG(bool, startup_built, true,
+          "Start-up mode: also start servers that build the FAISS indexes at load (minutes for "
+          "HNSW at 1M items); false: only the bundle's index is read (Flat still runs)");
+ABSL_FLAG(int, startup_repeat, 1, "Start-up mode: start each server this many times");
 
 namespace twotower {
 namespace {
@@ -412,6 +437,175 @@ int Memory(int items) {
   return failures == 0 ? 0 : 1;
 }
 
+// Fields of /proc/<pid>/status, in MB: resident (VmRSS), of it anonymous (RssAnon) and
+// file-backed (RssFile: mapped files, e.g. the memory-mapped IVF lists; shared with every
+// process that maps the same file), and the peak resident size (VmHWM).
+struct ProcMemory {
+  double rss = -1, anon = -1, file = -1, peak = -1;
+};
+ProcMemory MemoryOf(pid_t pid) {
+  ProcMemory m;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    const std::vector<std::string> parts = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    double kb = 0;
+    if (parts.size() < 2 || !absl::SimpleAtod(parts[1], &kb)) continue;
+    if (parts[0] == "VmRSS:") m.rss = kb / 1024;
+    if (parts[0] == "RssAnon:") m.anon = kb / 1024;
+    if (parts[0] == "RssFile:") m.file = kb / 1024;
+    if (parts[0] == "VmHWM:") m.peak = kb / 1024;
+  }
+  return m;
+}
+
+// A file-system name for a factory string: "IVF4096,Flat" -> "IVF4096_Flat".
+std::string DirNameFor(std::string factory) {
+  for (char& c : factory) {
+    if (c == ',' || c == '/') c = '_';
+  }
+  return factory;
+}
+
+void DropCaches() {
+  ::sync();
+  std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
+}
+
+// Start-up mode. The bundle (random towers, `items` x 64-d) is written once, and once per
+// FAISS factory with the index persisted (WriteBundleWithIndex: the build and the file
+// size are printed). Then per factory: a server on the plain bundle with --index=F builds
+// it at load ("built"); a server on the bundle with the index reads it ("bundle"). For
+// each: the wall time from spawn to the ready line (bundle read + index ready + gRPC
+// start), the memory right after, and after --startup_queries Retrieve calls (k = --k)
+// with their p50. With --drop_caches each start is repeated with the page cache dropped.
+int Startup(int items) {
+  const int k = absl::GetFlag(FLAGS_k);
+  std::unique_ptr<testing::ScopedTempDir> temp;
+  std::string dir = absl::GetFlag(FLAGS_bundle_dir);
+  if (dir.empty()) {
+    temp = std::make_unique<testing::ScopedTempDir>();
+    dir = temp->path();
+  }
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  const std::string plain = dir + "/plain-" + std::to_string(items);
+  std::vector<std::string> factories = absl::StrSplit(absl::GetFlag(FLAGS_startup_indexes), ';', absl::SkipEmpty());
+  std::printf("== start-up: %d items, dim 64, k %d; bundles in %s\n", items, k, dir.c_str());
+  if (!std::filesystem::exists(plain)) {
+    absl::StatusOr<Bundle> made = MakeBundle(items);
+    if (!made.ok()) return 1;
+    if (absl::Status s = WriteBundle(*made, plain); !s.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+  }
+  absl::StatusOr<Bundle> bundle;
+  {
+    const Clock::time_point t = Clock::now();
+    bundle = ReadBundle(plain);
+    if (!bundle.ok()) {
+      std::fprintf(stderr, "error: %s\n", bundle.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("ReadBundle of the bundle without an index, in this process: %.2f s\n", Ms(t) / 1000);
+  }
+  for (const std::string& factory : factories) {
+    if (factory == "Flat") continue;
+    const std::string path = absl::StrCat(dir, "/", DirNameFor(factory), "-", items);
+    if (std::filesystem::exists(path)) continue;
+    IndexBuildReport report;
+    if (absl::Status s = WriteBundleWithIndex(*bundle, path, factory, &report); !s.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+    std::printf("wrote %s: %s built in %.1f s, index.faiss %.1f MB\n", path.c_str(), factory.c_str(),
+                report.build_seconds, report.file_bytes / 1e6);
+  }
+  bundle = absl::InternalError("released");  // the servers get the memory
+  for (const std::string& factory : factories) {
+    const std::string path = absl::StrCat(dir, "/", DirNameFor(factory), "-", items);
+    if (factory != "Flat" && std::filesystem::exists(path)) {
+      std::printf("%s: index.faiss %.1f MB\n", factory.c_str(), std::filesystem::file_size(path + "/index.faiss") / 1e6);
+    }
+  }
+  std::printf("(at ready | after %d Retrieve calls)\n", absl::GetFlag(FLAGS_startup_queries));
+  std::printf("%-14s %-6s %-5s %8s %8s %8s %8s %8s | %8s %8s %8s %9s\n", "index", "source", "cache", "ready s",
+              "RSS MB", "anon MB", "file MB", "peak MB", "RSS MB", "anon MB", "file MB", "p50 ms");
+  std::fflush(stdout);
+  for (const std::string& factory : factories) {
+    // (bundle, --index flag, source): Flat has no file; the others both ways.
+    std::vector<std::tuple<std::string, std::string, std::string>> runs;
+    if (factory == "Flat" || absl::GetFlag(FLAGS_startup_built)) runs.emplace_back(plain, "--index=" + factory, "built");
+    if (factory != "Flat") runs.emplace_back(absl::StrCat(dir, "/", DirNameFor(factory), "-", items), "", "bundle");
+    for (const auto& [path, flag, source] : runs) {
+      // Warm, then cold (page cache dropped), --startup_repeat times.
+      for (int run = 0; run < 2 * std::max(1, absl::GetFlag(FLAGS_startup_repeat)); ++run) {
+        const bool cold = run % 2 == 1;
+        if (cold && !absl::GetFlag(FLAGS_drop_caches)) continue;
+        if (cold) DropCaches();
+        testing::ServerProcess server;
+        server.set_start_timeout(std::chrono::seconds(3600));
+        std::vector<std::string> flags;
+        if (!flag.empty()) flags.push_back(flag);
+        const Clock::time_point t = Clock::now();
+        if (absl::Status s = server.Start(path, flags); !s.ok()) {
+          std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+          return 1;
+        }
+        const double ready = Ms(t) / 1000;
+        const ProcMemory at_start = MemoryOf(server.pid());
+        {
+          grpc::ClientContext context;
+          v1::GetStatusResponse status;
+          if (!server.admin().GetStatus(&context, v1::GetStatusRequest(), &status).ok() ||
+              status.index().source() != source) {
+            std::fprintf(stderr, "error: %s: the server's index source is \"%s\", expected %s\n", factory.c_str(),
+                         status.index().source().c_str(), source.c_str());
+            return 1;
+          }
+        }
+        int failures = 0;
+        Sequential(server.retrieval(), 100, [&](int i) { return Request(i * 13 % kUsers, k); }, true, &failures);
+        const std::vector<double> latencies = Sequential(
+            server.retrieval(), absl::GetFlag(FLAGS_startup_queries), [&](int i) { return Request(i * 7 % kUsers, k); },
+            true, &failures);
+        const ProcMemory after = MemoryOf(server.pid());
+        const std::string failed = failures > 0 ? absl::StrCat(" (", failures, " failed)") : "";
+        std::printf("%-14s %-6s %-5s %8.2f %8.0f %8.0f %8.0f %8.0f | %8.0f %8.0f %8.0f %9.3f%s\n", factory.c_str(),
+                    source.c_str(), cold ? "cold" : "warm", ready, at_start.rss, at_start.anon, at_start.file,
+                    at_start.peak, after.rss, after.anon, after.file, Percentile(latencies, 0.5), failed.c_str());
+        std::fflush(stdout);
+        server.Stop(SIGTERM, std::chrono::seconds(30));
+      }
+    }
+  }
+  // Where a start from the bundle's index spends its time, in this process (page cache
+  // warm): ReadBundle (of which the index file's SHA-256), then the index read and checked.
+  for (const std::string& factory : factories) {
+    if (factory == "Flat") continue;
+    const std::string path = absl::StrCat(dir, "/", DirNameFor(factory), "-", items);
+    Clock::time_point t = Clock::now();
+    absl::StatusOr<Bundle> read = ReadBundle(path);
+    const double read_s = Ms(t) / 1000;
+    if (!read.ok() || read->index_file == nullptr) return 1;
+    t = Clock::now();
+    (void)Sha256HexOfFile(read->index_file->fd.get(), read->index_file->bytes, read->index_file->path);
+    const double hash_s = Ms(t) / 1000;
+    t = Clock::now();
+    IndexSource source;
+    absl::StatusOr<std::unique_ptr<ItemIndex>> index = IndexForBundle(*read, read->item_vectors, IndexOptions{"", 0, 0}, &source);
+    const double load_s = Ms(t) / 1000;
+    if (!index.ok()) {
+      std::fprintf(stderr, "error: %s\n", index.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("%s from the bundle, in this process: ReadBundle %.2f s (of which the index file's SHA-256 %.2f s), "
+                "index read and checked %.2f s\n", factory.c_str(), read_s, hash_s, load_s);
+  }
+  return 0;
+}
+
 int Run() {
   const int k = absl::GetFlag(FLAGS_k), clients = absl::GetFlag(FLAGS_clients), n = absl::GetFlag(FLAGS_requests);
   for (absl::string_view size_text : absl::StrSplit(absl::GetFlag(FLAGS_items), ',', absl::SkipEmpty())) {
@@ -426,6 +620,10 @@ int Run() {
     }
     if (absl::GetFlag(FLAGS_soak_seconds) > 0) {
       if (const int rc = Soak(items); rc != 0) return rc;
+      continue;
+    }
+    if (absl::GetFlag(FLAGS_startup)) {
+      if (const int rc = Startup(items); rc != 0) return rc;
       continue;
     }
     std::printf("== %d items, dim 64, k %d\n", items, k);

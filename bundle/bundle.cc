@@ -288,6 +288,42 @@ absl::Status CheckItemVectors(const Bundle& bundle) {
   return absl::OkStatus();
 }
 
+// Opens the bundle's index.faiss (listed as `file`) and checks its size and SHA-256 in a
+// streaming pass; the file stays open for the FAISS reader (index/bundle_index.h).
+absl::StatusOr<std::shared_ptr<const BundleIndexFile>> CheckIndexFile(const ScopedFd& dir_fd,
+                                                                      const std::string& dir,
+                                                                      const v1::BundleFile& file,
+                                                                      const std::string& where) {
+  if (file.bytes() < 0 || file.bytes() > kMaxBundleIndexBytes) {
+    return absl::DataLossError(absl::StrCat(where, ": bytes ", file.bytes(), " out of range (0..",
+                                            kMaxBundleIndexBytes, ")"));
+  }
+  const std::string path = absl::StrCat(dir, "/", file.name());
+  ReadFileOptions options;
+  options.regular_only = true;
+  options.no_follow = true;
+  options.max_bytes = static_cast<uint64_t>(file.bytes());
+  auto index = std::make_shared<BundleIndexFile>();
+  index->path = path;
+  absl::StatusOr<ScopedFd> fd = OpenFileAt(dir_fd, dir, file.name(), options, &index->bytes);
+  if (fd.status().code() == absl::StatusCode::kOutOfRange) {
+    return absl::DataLossError(absl::StrCat(path, ": larger than the ", file.bytes(),
+                                            " bytes the MANIFEST lists (corrupt or modified)"));
+  }
+  if (!fd.ok()) return fd.status();
+  if (index->bytes != static_cast<uint64_t>(file.bytes())) {
+    return absl::DataLossError(absl::StrCat(path, ": checksum mismatch (corrupt or modified): ", index->bytes,
+                                            " bytes, the MANIFEST lists ", file.bytes()));
+  }
+  absl::StatusOr<std::string> checksum = Sha256HexOfFile(fd->get(), index->bytes, path);
+  if (!checksum.ok()) return checksum.status();
+  if (*checksum != file.sha256()) {
+    return absl::DataLossError(absl::StrCat(path, ": checksum mismatch (corrupt or modified)"));
+  }
+  index->fd = *std::move(fd);
+  return std::shared_ptr<const BundleIndexFile>(std::move(index));
+}
+
 }  // namespace
 
 absl::Status ValidateModelVersion(absl::string_view version) {
@@ -311,7 +347,7 @@ std::string NewModelVersion() {
                       absl::StrFormat("%08x", suffix));
 }
 
-absl::Status WriteBundle(const Bundle& bundle, const std::string& dir) {
+absl::Status WriteBundle(const Bundle& bundle, const std::string& dir, const BundleIndexWriter* index) {
   if (absl::Status s = ValidateModelVersion(bundle.model_version()); !s.ok()) return s;
   struct stat st;
   if (::lstat(dir.c_str(), &st) == 0) {
@@ -333,6 +369,7 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& dir) {
   manifest.set_item_count(static_cast<int64_t>(bundle.items.ids.size()));
   manifest.set_user_vocab_size(bundle.user.encoder.ids().rows() - 1);
   manifest.clear_files();
+  manifest.clear_index();  // only what `index` writes below
 
   v1::ItemEmbeddings embeddings;
   embeddings.set_dim(bundle.embedding_dim());
@@ -358,6 +395,29 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& dir) {
     file->set_bytes(static_cast<int64_t>(contents->size()));
     file->set_sha256(Sha256Hex(*contents));
   }
+  if (index != nullptr) {
+    const std::string path = absl::StrCat(tmp, "/", kBundleIndexFile);
+    if (absl::Status s = index->write(path); !s.ok()) return fail(s);
+    absl::StatusOr<std::string> checksum;
+    uint64_t bytes = 0;
+    {
+      ReadFileOptions options;
+      options.regular_only = true;
+      options.no_follow = true;
+      options.max_bytes = static_cast<uint64_t>(kMaxBundleIndexBytes);
+      absl::StatusOr<ScopedFd> tmp_fd = OpenDirectory(tmp);
+      if (!tmp_fd.ok()) return fail(tmp_fd.status());
+      absl::StatusOr<ScopedFd> fd = OpenFileAt(*tmp_fd, tmp, kBundleIndexFile, options, &bytes);
+      if (!fd.ok()) return fail(fd.status());
+      checksum = Sha256HexOfFile(fd->get(), bytes, path);
+    }
+    if (!checksum.ok()) return fail(checksum.status());
+    v1::BundleFile* file = manifest.add_files();
+    file->set_name(kBundleIndexFile);
+    file->set_bytes(static_cast<int64_t>(bytes));
+    file->set_sha256(*checksum);
+    *manifest.mutable_index() = index->record;
+  }
   // The manifest goes last: a directory with a manifest is complete.
   if (absl::Status s = WriteFileDurably(absl::StrCat(tmp, "/", kManifest), ToTextProto(manifest));
       !s.ok()) {
@@ -366,10 +426,15 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& dir) {
   if (absl::Status s = SyncDirectory(tmp); !s.ok()) return fail(s);
   // Never publish a bundle the server would refuse (e.g. a string protobuf cannot parse
   // back, a non-finite vector): read it back as a server would first.
-  if (absl::StatusOr<Bundle> back = ReadBundle(tmp); !back.ok()) {
-    return fail(absl::Status(back.status().code(),
-                             absl::StrCat("not publishing ", dir, ": the bundle written does not "
-                                          "read back: ", back.status().message())));
+  {
+    absl::StatusOr<Bundle> back = ReadBundle(tmp);
+    absl::Status read_back = back.status();
+    if (back.ok() && index != nullptr && index->check) read_back = index->check(*back);
+    if (!read_back.ok()) {
+      return fail(absl::Status(read_back.code(),
+                               absl::StrCat("not publishing ", dir, ": the bundle written does not "
+                                            "read back: ", read_back.message())));
+    }
   }
   if (::rename(tmp.c_str(), dir.c_str()) != 0) {
     return fail(absl::InternalError(
@@ -413,11 +478,19 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   for (int i = 0; i < manifest.files_size(); ++i) {
     const v1::BundleFile& file = manifest.files(i);
     const std::string where = absl::StrCat(manifest_path, ": files[", i, "] ", Quoted(file.name()));
+    if (file.name() == kBundleIndexFile) {
+      if (bundle.index_file != nullptr) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
+      absl::StatusOr<std::shared_ptr<const BundleIndexFile>> index = CheckIndexFile(*dir_fd, dir, file, where);
+      if (!index.ok()) return index.status();
+      bundle.index_file = *std::move(index);
+      continue;
+    }
     if (std::find_if(std::begin(kDataFiles), std::end(kDataFiles), [&](const char* name) {
           return file.name() == name;
         }) == std::end(kDataFiles)) {
       return absl::DataLossError(absl::StrCat(where, ": not a file of this format (",
-                                              absl::StrJoin(kDataFiles, ", "), ")"));
+                                              absl::StrJoin(kDataFiles, ", "), ", optionally ",
+                                              kBundleIndexFile, ")"));
     }
     if (contents.contains(file.name())) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
     if (file.bytes() < 0 || file.bytes() > kMaxBundleFileBytes) {
@@ -441,6 +514,15 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
     if (!contents.contains(required)) {
       return absl::DataLossError(absl::StrCat(manifest_path, ": does not list ", required));
     }
+  }
+  // An index file and its record come together.
+  if (manifest.has_index() != (bundle.index_file != nullptr)) {
+    return absl::DataLossError(absl::StrCat(
+        manifest_path, manifest.has_index() ? absl::StrCat(": has an index record but does not list ", kBundleIndexFile)
+                                            : absl::StrCat(": lists ", kBundleIndexFile, " without an index record")));
+  }
+  if (manifest.has_index() && manifest.index().factory().empty()) {
+    return absl::DataLossError(absl::StrCat(manifest_path, ": index.factory is empty"));
   }
 
   const v1::TrainerConfig& config = manifest.config();

@@ -297,8 +297,9 @@ bool PrepareAdminCall(grpc::ClientContext* context, int default_ms) {
 }
 
 void PrintIndex(const twotower::v1::IndexParams& index) {
-  std::printf("index:           %s (ef_search %d, nprobe %d%s)\n", index.factory().c_str(),
-              index.ef_search(), index.nprobe(), index.half_first_pass() ? ", fp16 first pass" : "");
+  std::printf("index:           %s (ef_search %d, nprobe %d%s%s)\n", index.factory().c_str(),
+              index.ef_search(), index.nprobe(), index.half_first_pass() ? ", fp16 first pass" : "",
+              index.source() == "bundle" ? ", read from the bundle's index.faiss" : "");
 }
 
 int Status() {

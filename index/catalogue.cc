@@ -19,6 +19,17 @@ namespace {
 // RSS kept ~50 bytes per item after a load and ~100 after a rebuild.
 void ReleaseFreedMemory() { malloc_trim(0); }
 
+std::string IndexNote(const Bundle& bundle, const IndexOptions& used, IndexSource source) {
+  if (source == IndexSource::kBundle) {
+    return absl::StrCat(used.factory, " read from ", bundle.index_file->path);
+  }
+  if (bundle.index_file != nullptr) {
+    return absl::StrCat(used.factory, " built in memory; not read from the bundle, whose index.faiss is ",
+                        bundle.manifest.index().factory());
+  }
+  return absl::StrCat(used.factory, " built in memory (the bundle carries no index file)");
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Create(Bundle bundle, const IndexOptions& options,
@@ -46,9 +57,14 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Create(Bundle bundle
   // ReadBundle's temporaries are gone: their pages go back before the index copies the
   // vectors (the peak of a load), and the bundle's floats go once the index has its copy.
   ReleaseFreedMemory();
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(std::move(vectors), d, options);
+  IndexSource source = IndexSource::kBuilt;
+  absl::StatusOr<std::unique_ptr<ItemIndex>> index =
+      IndexForBundle(*catalogue->bundle_, std::move(vectors), options, &source);
   if (!index.ok()) return index.status();
   catalogue->base_ = *std::move(index);
+  catalogue->requested_ = options;
+  catalogue->source_ = source;
+  catalogue->note_ = IndexNote(*catalogue->bundle_, catalogue->base_->options(), source);
   catalogue->base_attributes_ = std::make_shared<const AttributeFilter>(catalogue->bundle_->item.encoder, items.rows);
   items.rows = EncodedTable();  // upserts encode their own rows: these end with the postings
   catalogue->base_ids_ = std::make_shared<const StringTable>(StringTable::Of(items.ids));
@@ -62,7 +78,8 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Create(Bundle bundle
 absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::WithIndex(
     const IndexOptions& options) const {
   // Validated first: a refused factory costs no copy, and no read of the bundle.
-  if (absl::Status s = ValidateIndexOptions(options); !s.ok()) return s;
+  const IndexOptions resolved = ResolveIndexOptions(*bundle_, options);
+  if (absl::Status s = ValidateIndexOptions(resolved); !s.ok()) return s;
   std::vector<float> scratch;
   std::optional<std::span<const float>> floats = base_->Floats(&scratch);
   if (!floats.has_value()) {
@@ -78,11 +95,14 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::WithIndex(
     scratch = *std::move(reread);
     floats = std::span<const float>(scratch);
   }
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(*floats, dim(), options);
+  absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(*floats, dim(), resolved);
   std::vector<float>().swap(scratch);
   if (!index.ok()) return index.status();
   std::shared_ptr<Catalogue> catalogue(new Catalogue(*this));
   catalogue->base_ = *std::move(index);
+  catalogue->requested_ = options;
+  catalogue->source_ = IndexSource::kBuilt;
+  catalogue->note_ = IndexNote(*bundle_, catalogue->base_->options(), IndexSource::kBuilt);
   ReleaseFreedMemory();
   return std::shared_ptr<const Catalogue>(std::move(catalogue));
 }

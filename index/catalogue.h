@@ -31,6 +31,7 @@
 #include "bundle/bundle.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "index/attribute_filter.h"
+#include "index/bundle_index.h"
 #include "index/item_index.h"
 #include "twotower/v1/retrieval.pb.h"
 #include "util/string_table.h"
@@ -52,14 +53,18 @@ class Catalogue {
 
   // Indexes the bundle's catalogue, taking it out of the bundle: bundle.items (ids and
   // encoded rows) and bundle.item_vectors are moved into the catalogue's own structures
-  // and left empty; the rest of the bundle (towers, encoders, users) is kept, shared, as
-  // bundle(). `bundle_dir` is the directory the bundle was read from: where WithIndex
-  // re-reads the item vectors when the index holds only lossy codes ("" = nowhere).
-  // INVALID_ARGUMENT for options ValidateIndexOptions refuses or that do not fit the
-  // items (e.g. IVF with nlist above the item count).
+  // and left empty; the rest of the bundle (towers, encoders, users, its index file) is
+  // kept, shared, as bundle(). The index is read from the bundle's index.faiss when
+  // `options` asks for it (an empty factory: the bundle's index, else "Flat"), else built
+  // (IndexForBundle, index/bundle_index.h). `bundle_dir` is the directory the bundle was
+  // read from: where WithIndex re-reads the item vectors when the index holds only lossy
+  // codes ("" = nowhere). INVALID_ARGUMENT for options ValidateIndexRequest refuses or
+  // that do not fit the items (e.g. IVF with nlist above the item count); DATA_LOSS
+  // naming the file for an index.faiss that does not check out.
   static absl::StatusOr<std::shared_ptr<const Catalogue>> Create(Bundle bundle, const IndexOptions& options,
                                                                  std::string bundle_dir = "");
-  // The same items with the base re-indexed with `options` (errors as Create; this
+  // The same items with the base re-indexed with `options`, always built in memory (an
+  // empty factory: the bundle's index factory, else "Flat"; errors as Create; this
   // catalogue is unchanged either way). The vectors come from the current index where it
   // keeps the floats ("Flat", HNSW, IVF,Flat: ItemIndex::Floats); from a lossy one (SQ,
   // PQ) they are re-read from the bundle directory, checked against the MANIFEST loaded
@@ -92,6 +97,14 @@ class Catalogue {
   int64_t upserted() const { return delta_ == nullptr ? 0 : static_cast<int64_t>(delta_->items.ids.size()); }
   int dim() const { return base_->dim(); }
   const IndexOptions& index_options() const { return base_->options(); }
+  // The options this catalogue was asked for (Create's or WithIndex's; the factory may be
+  // empty: "the bundle's"), what a reload of another bundle asks for again.
+  const IndexOptions& requested_index_options() const { return requested_; }
+  // Where the base index came from, and a line for logs saying so; index_ignores_bundle():
+  // the bundle carries an index.faiss and another index was built instead.
+  IndexSource index_source() const { return source_; }
+  const std::string& index_note() const { return note_; }
+  bool index_ignores_bundle() const { return source_ == IndexSource::kBuilt && bundle_->index_file != nullptr; }
   // Whether every search is exact (the base index is "Flat"; upserted items always are).
   // Then a query's answer does not depend on the k it is searched with, only cut to its
   // own: the top min(k, n) rows in (score, row) order.
@@ -129,6 +142,9 @@ class Catalogue {
   std::shared_ptr<const AttributeFilter> base_attributes_;
   std::shared_ptr<const absl::flat_hash_set<int32_t>> removed_;  // base rows not served
   std::shared_ptr<const Delta> delta_;                           // null: nothing upserted
+  IndexOptions requested_;
+  IndexSource source_ = IndexSource::kBuilt;
+  std::string note_;
 };
 
 }  // namespace twotower

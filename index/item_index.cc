@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "index/exact_scan.h"
+#include "index/faiss_file.h"
 
 namespace twotower {
 
@@ -247,6 +248,25 @@ absl::Status ValidateIndexOptions(const IndexOptions& options) {
   return CheckSearchParams(options, *spec);
 }
 
+absl::StatusOr<std::string> CanonicalIndexFactory(const std::string& factory) {
+  absl::StatusOr<FactorySpec> spec = ParseFactory(factory);
+  if (!spec.ok()) return spec.status();
+  return spec->Canonical();
+}
+
+absl::Status CheckIndexFits(const std::string& factory, int64_t items, int dim) {
+  absl::StatusOr<FactorySpec> spec = ParseFactory(factory);
+  if (!spec.ok()) return spec.status();
+  if (items < spec->MinItems()) {
+    return Invalid(factory, absl::StrCat("needs at least ", spec->MinItems(),
+                                         " items to train, the catalogue has ", items));
+  }
+  if (spec->codes == FactorySpec::Codes::kPq && dim % spec->pq_m != 0) {
+    return Invalid(factory, absl::StrCat("PQ m ", spec->pq_m, " does not divide the dimension ", dim));
+  }
+  return absl::OkStatus();
+}
+
 ItemIndex::~ItemIndex() {
   // An IVF index holds its lists in blocks below glibc's mmap threshold: freed, they would
   // stay in the heap (a rebuild left ~70 bytes per item of an IVF,SQ8 index resident).
@@ -280,7 +300,8 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::BuildFrom(std::span<const 
                                                                 const IndexOptions& options,
                                                                 std::vector<float>* release) {
   if (absl::Status s = ValidateIndexOptions(options); !s.ok()) return s;
-  const absl::StatusOr<FactorySpec> spec = ParseFactory(options.factory);  // ok: validated
+  const absl::StatusOr<FactorySpec> spec = ParseFactory(options.factory);
+  if (!spec.ok()) return spec.status();
   if (dim < 1) return absl::InvalidArgumentError("index: dim must be >= 1");
   if (vectors.size() % static_cast<size_t>(dim) != 0) {
     return absl::InvalidArgumentError("index: vectors are not rows of dim values");
@@ -289,14 +310,7 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::BuildFrom(std::span<const 
     return absl::InvalidArgumentError("index: more than 2^31 - 1 items");
   }
   const int64_t n = static_cast<int64_t>(vectors.size() / dim);
-  if (n < spec->MinItems()) {
-    return Invalid(options.factory, absl::StrCat("needs at least ", spec->MinItems(),
-                                                 " items to train, the catalogue has ", n));
-  }
-  if (spec->codes == FactorySpec::Codes::kPq && dim % spec->pq_m != 0) {
-    return Invalid(options.factory,
-                   absl::StrCat("PQ m ", spec->pq_m, " does not divide the dimension ", dim));
-  }
+  if (absl::Status s = CheckIndexFits(options.factory, n, dim); !s.ok()) return s;
   std::unique_ptr<ItemIndex> index(new ItemIndex());  // private constructor
   index->size_ = static_cast<int>(n);
   index->dim_ = dim;
@@ -316,29 +330,6 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::BuildFrom(std::span<const 
   const std::string canonical = spec->Canonical();
   try {
     index->index_.reset(faiss::index_factory(dim, canonical.c_str(), faiss::METRIC_INNER_PRODUCT));
-    switch (spec->coarse) {
-      case FactorySpec::Coarse::kHnsw: {
-        index->kind_ = Kind::kHnsw;
-        const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(index->index_.get());
-        const auto* storage = hnsw != nullptr ? dynamic_cast<const faiss::IndexFlat*>(hnsw->storage) : nullptr;
-        if (storage == nullptr) return absl::InternalError(absl::StrCat("index ", canonical, ": no flat storage"));
-        index->supports_selector_ = true;
-        break;
-      }
-      case FactorySpec::Coarse::kIvf: {
-        index->kind_ = Kind::kIvf;
-        const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index->index_.get());
-        if (ivf == nullptr) return absl::InternalError(absl::StrCat("index ", canonical, ": not IVF"));
-        index->nlist_ = static_cast<int>(ivf->nlist);
-        index->supports_selector_ = true;
-        break;
-      }
-      case FactorySpec::Coarse::kNone:
-        index->kind_ = Kind::kCodes;
-        // IndexScalarQuantizer takes an IDSelector in 1.7.3; IndexPQ refuses any params.
-        index->supports_selector_ = dynamic_cast<faiss::IndexPQ*>(index->index_.get()) == nullptr;
-        break;
-    }
     // The factory turns on polysemous training for 8-bit PQ codes: a simulated annealing
     // that reorders the centroids for Hamming-distance filtering, which our searches do
     // not use (FAISS 1.7.3: ~8 s per sub-quantizer whatever the data size). Off.
@@ -357,13 +348,10 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::BuildFrom(std::span<const 
         }
       }
     }
-    if (index->kind_ == Kind::kHnsw) {
-      const auto* hnsw = static_cast<const faiss::IndexHNSW*>(index->index_.get());
-      index->hnsw_rows_ = static_cast<const faiss::IndexFlat*>(hnsw->storage)->get_xb();
-    }
   } catch (const std::exception& e) {
     return Invalid(options.factory, e.what());
   }
+  if (absl::Status s = index->AdoptFaissIndex(); !s.ok()) return s;
   if (absl::Status s = index->SetSearchParams(options.ef_search, options.nprobe); !s.ok()) return s;
   return index;
 }
@@ -432,6 +420,69 @@ size_t ItemIndex::MemoryBytes() const {
              static_cast<size_t>((exact_halves_->rows() + HalfRows::kGroupRows - 1) / HalfRows::kGroupRows) * sizeof(float);
   }
   return bytes;
+}
+
+absl::Status ItemIndex::AdoptFaissIndex() {
+  if (const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(index_.get()); hnsw != nullptr) {
+    const auto* storage = dynamic_cast<const faiss::IndexFlat*>(hnsw->storage);
+    if (storage == nullptr) return absl::InternalError(absl::StrCat("index ", options_.factory, ": no flat storage"));
+    kind_ = Kind::kHnsw;
+    supports_selector_ = true;
+    hnsw_rows_ = storage->get_xb();  // after add: the storage does not move again
+  } else if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index_.get()); ivf != nullptr) {
+    kind_ = Kind::kIvf;
+    nlist_ = static_cast<int>(ivf->nlist);
+    supports_selector_ = true;
+  } else {
+    kind_ = Kind::kCodes;
+    // IndexScalarQuantizer takes an IDSelector in 1.7.3; IndexPQ refuses any params.
+    supports_selector_ = dynamic_cast<const faiss::IndexPQ*>(index_.get()) == nullptr;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Load(std::span<const float> vectors, int dim,
+                                                           const IndexOptions& options, int fd,
+                                                           const std::string& path) {
+  if (absl::Status s = ValidateIndexOptions(options); !s.ok()) return s;
+  const absl::StatusOr<FactorySpec> spec = ParseFactory(options.factory);
+  if (!spec.ok()) return spec.status();
+  if (spec->coarse == FactorySpec::Coarse::kNone && spec->codes == FactorySpec::Codes::kFlat) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": index \"Flat\" is not read from a file (the exact scan reads the item vectors)"));
+  }
+  if (dim < 1) return absl::InvalidArgumentError("index: dim must be >= 1");
+  if (vectors.size() % static_cast<size_t>(dim) != 0) {
+    return absl::InvalidArgumentError("index: vectors are not rows of dim values");
+  }
+  const size_t n = vectors.size() / dim;
+  if (n > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return absl::InvalidArgumentError("index: more than 2^31 - 1 items");
+  }
+  FaissFileExpectation expected;
+  expected.canonical_factory = spec->Canonical();
+  expected.ntotal = static_cast<int64_t>(n);
+  expected.dim = dim;
+  expected.vectors = vectors.data();
+  absl::StatusOr<std::unique_ptr<faiss::Index>> read = ReadFaissIndexFile(fd, path, expected);
+  if (!read.ok()) return read.status();
+  std::unique_ptr<ItemIndex> index(new ItemIndex());  // private constructor
+  index->size_ = static_cast<int>(n);
+  index->dim_ = dim;
+  index->options_ = options;
+  index->options_.half_first_pass = false;  // FAISS indexes: no fp16 pass
+  index->index_ = *std::move(read);
+  if (absl::Status s = index->AdoptFaissIndex(); !s.ok()) return s;
+  if (absl::Status s = index->SetSearchParams(options.ef_search, options.nprobe); !s.ok()) return s;
+  return index;
+}
+
+absl::Status ItemIndex::Save(const std::string& path) const {
+  if (index_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": index \"Flat\" has nothing to persist (the exact scan reads the item vectors)"));
+  }
+  return WriteFaissIndexFile(*index_, path);
 }
 
 absl::Status ItemIndex::SetSearchParams(int ef_search, int nprobe) {

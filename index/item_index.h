@@ -30,7 +30,8 @@ namespace twotower {
 struct IndexOptions {
   // A FAISS index_factory string, one of the forms ValidateIndexOptions accepts (below);
   // the metric is always inner product. "Flat" (exact) is served by our own scan
-  // (index/exact_scan.h), any other string by FAISS.
+  // (index/exact_scan.h), any other string by FAISS. Catalogue::Create also takes ""
+  // (the bundle's persisted index, else "Flat": index/bundle_index.h); ItemIndex does not.
   std::string factory = "Flat";
   int ef_search = 0;  // HNSW search depth, 0..kMaxEfSearch; 0 = FAISS default (16)
   int nprobe = 0;     // IVF lists probed, 0..nlist; 0 = FAISS default (1)
@@ -67,6 +68,17 @@ extern const char kSupportedIndexFactories[];  // the forms above, one line
 // are checked against their bounds for every factory (a value for another kind of index
 // is kept and ignored). Needs no data: callable when flags are parsed. Build calls it first.
 absl::Status ValidateIndexOptions(const IndexOptions& options);
+
+// The form of a valid factory string FAISS is given (and that names the index in a
+// bundle's record): "HNSW32,Flat" -> "HNSW32", "PQ8" -> "PQ8x8"; two strings name the same
+// index if and only if their canonical forms are equal. INVALID_ARGUMENT as
+// ValidateIndexOptions for a string it refuses.
+absl::StatusOr<std::string> CanonicalIndexFactory(const std::string& factory);
+
+// What ItemIndex::Build checks against the data, without the data: `items` items of `dim`
+// are enough to train `factory` (IVF: nlist items; PQ: 2^nbits; SQ8: 1) and PQ's m
+// divides `dim`. INVALID_ARGUMENT as Build would return it; OK for "Flat".
+absl::Status CheckIndexFits(const std::string& factory, int64_t items, int dim);
 
 // Which rows one query may return: not in `excluded` (e.g. the caller's "already seen")
 // nor in `removed` (e.g. items deleted online), and (when `allowed` is set) only rows whose
@@ -110,6 +122,27 @@ class ItemIndex {
   static absl::StatusOr<std::unique_ptr<ItemIndex>> Build(const std::vector<std::string>& ids,
                                                           const std::vector<float>& vectors,
                                                           int dim, const IndexOptions& options);
+  // Reads an index persisted by Save instead of building one: the file open as `fd`
+  // (named `path` in messages), e.g. a bundle's checksummed index.faiss. IVF inverted
+  // lists are memory-mapped (FAISS's IO_FLAG_MMAP: file-backed pages, shared between
+  // processes that map the same file, read in as searches touch them); every other part,
+  // and HNSW and SQ/PQ codes, are read into memory. The file is untrusted input: it must
+  // hold an index of `options.factory` (canonical forms) over exactly the rows of `vectors`
+  // of `dim`, inner product, with a sound structure (graph links, list offsets and ids in
+  // range, each row once) and, for a sample of rows, the vectors of `vectors` (exactly,
+  // where it stores floats; as close as a fresh encoding, where it stores codes).
+  // DATA_LOSS naming `path` otherwise, FAISS's exceptions included; INVALID_ARGUMENT for
+  // options ValidateIndexOptions refuses or "Flat" (the exact scan has no file). The
+  // search parameters of `options` (0 = the file's) apply as in Build.
+  static absl::StatusOr<std::unique_ptr<ItemIndex>> Load(std::span<const float> vectors, int dim,
+                                                         const IndexOptions& options, int fd,
+                                                         const std::string& path);
+  // Writes this index with faiss::write_index to `path` (a new file), fsynced, for Load.
+  // FAILED_PRECONDITION for "Flat" (nothing to persist: the scan reads the vectors).
+  absl::Status Save(const std::string& path) const;
+  // The FAISS index (null for "Flat"), e.g. to read its build parameters.
+  const faiss::Index* faiss_index() const { return index_.get(); }
+
   ~ItemIndex();
   ItemIndex(const ItemIndex&) = delete;
   ItemIndex& operator=(const ItemIndex&) = delete;
@@ -170,6 +203,8 @@ class ItemIndex {
  private:
   enum class Kind { kExact, kHnsw, kIvf, kCodes };
   ItemIndex() = default;
+  // kind_, nlist_, supports_selector_ and hnsw_rows_ from index_ (built and filled, or read).
+  absl::Status AdoptFaissIndex();
   // One FAISS search of `n` queries for `fetch` results each; `depth` is the IVF nprobe /
   // HNSW efSearch (ignored by other kinds); `filter` (or null) is passed as an IDSelector
   // where the index takes one.

@@ -109,8 +109,9 @@ grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
   }
   absl::MutexLock lock(&mutation_mu_);
   const std::shared_ptr<const Snapshot> current = snapshots_->Get();
-  // A reload changes the model, not how it is indexed: keep the operator's index choice.
-  const IndexOptions options = current != nullptr ? current->catalogue->index_options() : IndexOptions{};
+  // A reload changes the model, not how it is indexed: keep the operator's index choice
+  // (an empty factory: whatever index the new bundle carries).
+  const IndexOptions options = current != nullptr ? current->catalogue->requested_index_options() : IndexOptions{};
   LogEvent("info", "reloading model", {{"bundle", path}, {"current", VersionOf(current)}});
   absl::StatusOr<std::shared_ptr<const Snapshot>> next = LoadSnapshot(*allowed, options, options_.state_dir, options_.item_log_dir);
   if (!next.ok()) {
@@ -140,11 +141,12 @@ grpc::Status AdminService::ReloadModel(grpc::ServerContext* context,
   }
   const std::shared_ptr<const Snapshot> previous = snapshots_->Swap(loaded);
   RecordReload(path, absl::OkStatus(), loaded->model_version);
-  LogEvent("info", "model reloaded",
+  LogEvent(loaded->catalogue->index_ignores_bundle() ? "warn" : "info", "model reloaded",
            {{"version", loaded->model_version},
             {"previous", VersionOf(previous)},
             {"bundle", path},
             {"items", absl::StrCat(loaded->catalogue->size())},
+            {"index", loaded->catalogue->index_note()},
             {"seconds", absl::StrCat(absl::ToDoubleSeconds(loaded->load_duration))}});
   response->set_model_version(loaded->model_version);
   response->set_previous_model_version(previous != nullptr ? previous->model_version : "");
@@ -338,6 +340,7 @@ grpc::Status AdminService::GetStatus(grpc::ServerContext* context,
     response->set_item_count(snapshot->catalogue->size());
     response->set_embedding_dim(snapshot->catalogue->dim());
     ToProto(snapshot->catalogue->index_options(), response->mutable_index());
+    response->mutable_index()->set_source(snapshot->catalogue->index_source() == IndexSource::kBundle ? "bundle" : "built");
   }
   response->set_uptime_seconds(absl::ToDoubleSeconds(metrics_->uptime()));
   response->set_requests_total(metrics_->requests_total());

@@ -67,9 +67,11 @@ ABSL_FLAG(std::string, admin_address, "127.0.0.1:50052",
           "Admin API listen address; keep it on loopback unless operators must reach it "
           "from elsewhere (it can replace the model)");
 ABSL_FLAG(std::string, bundle, "", "Model bundle directory to serve (required)");
-ABSL_FLAG(std::string, index, "Flat",
+ABSL_FLAG(std::string, index, "",
           "FAISS index_factory string for the item index (inner product), e.g. Flat, "
-          "HNSW32,Flat, IVF256,Flat");
+          "HNSW32,Flat, IVF256,Flat. Empty: the bundle's index (read from its index.faiss) "
+          "if it carries one, else Flat. The bundle's factory is read from its file; any "
+          "other is built in memory at every load (logged as a warning)");
 ABSL_FLAG(int, ef_search, 0, "HNSW search depth (0 = FAISS default)");
 ABSL_FLAG(bool, half_first_pass, true,
           "Flat index: scan an fp16 copy of the item vectors first, then the floats of the few "
@@ -401,13 +403,14 @@ int main(int argc, char** argv) {
   index_options.ef_search = absl::GetFlag(FLAGS_ef_search);
   index_options.nprobe = absl::GetFlag(FLAGS_nprobe);
   index_options.half_first_pass = absl::GetFlag(FLAGS_half_first_pass);
-  if (absl::Status s = twotower::ValidateIndexOptions(index_options); !s.ok()) {
+  if (absl::Status s = twotower::ValidateIndexRequest(index_options); !s.ok()) {
     std::fprintf(stderr, "error: --index / --ef_search / --nprobe: %s\n",
                  std::string(s.message()).c_str());
     return 2;
   }
   LogEvent("info", "loading model",
-           {{"bundle", bundle_path}, {"index", index_options.factory}});
+           {{"bundle", bundle_path},
+            {"index", index_options.factory.empty() ? "the bundle's (else Flat)" : index_options.factory}});
   absl::StatusOr<std::shared_ptr<const twotower::Snapshot>> snapshot =
       twotower::LoadSnapshot(bundle_path, index_options, absl::GetFlag(FLAGS_state_dir),
                             absl::GetFlag(FLAGS_item_log_dir));
@@ -419,9 +422,10 @@ int main(int argc, char** argv) {
   twotower::SnapshotHolder snapshots;
   snapshots.Swap(*snapshot);
   const std::string version = (*snapshot)->model_version;
-  LogEvent("info", "model loaded",
+  LogEvent((*snapshot)->catalogue->index_ignores_bundle() ? "warn" : "info", "model loaded",
            {{"version", version},
             {"items", absl::StrCat((*snapshot)->catalogue->size())},
+            {"index", (*snapshot)->catalogue->index_note()},
             {"seconds", absl::StrCat(absl::ToDoubleSeconds((*snapshot)->load_duration))}});
   snapshot->reset();  // the holder owns it now; a reload must be able to free it
 

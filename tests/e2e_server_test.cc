@@ -48,6 +48,7 @@
 #include "twotower/v1/admin.grpc.pb.h"
 #include "twotower/v1/retrieval.grpc.pb.h"
 #include "util/file.h"
+#include "util/text_proto.h"
 
 
 namespace twotower {
@@ -698,6 +699,97 @@ TEST_F(E2eServerTest, RebuildIndexWithHnsw) {
   rebuild.mutable_params()->set_factory("NoSuchIndex");
   EXPECT_FALSE(server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt).ok());
   EXPECT_EQ(Status().index().factory(), "HNSW32,Flat");
+}
+
+// The index persisted in the bundle (twotower_index_bundle writes a new bundle with it):
+// a server started on it reads it (status source "bundle") and answers exactly as a
+// server that built the same index from the item vectors; --index left empty follows
+// each reloaded bundle's index; an index.faiss that does not match its record fails the
+// reload and the old model keeps serving; RebuildIndex still builds in memory.
+TEST_F(E2eServerTest, AnIndexPersistedInTheBundleIsReadAndAnswersAsBuildingIt) {
+  const std::string indexed = dir_->Join("indexed-" + std::to_string(::getpid()));
+  const RunResult tool = RunCommand({BinaryDir() + "/twotower_index_bundle", "--bundle=" + latest_path_,
+                                     "--index=IVF8,Flat", "--out=" + indexed});
+  ASSERT_EQ(tool.exit_code, 0) << tool.out;
+  EXPECT_NE(tool.out.find("index IVF8,Flat built in"), std::string::npos) << tool.out;
+  // A second run does not overwrite it; a bad factory is refused before any work.
+  EXPECT_NE(RunCommand({BinaryDir() + "/twotower_index_bundle", "--bundle=" + latest_path_, "--index=IVF8,Flat",
+                        "--out=" + indexed}).exit_code, 0);
+  EXPECT_EQ(RunCommand({BinaryDir() + "/twotower_index_bundle", "--bundle=" + latest_path_, "--index=IVF0,Flat",
+                        "--out=" + indexed + "-bad"}).exit_code, 2);
+
+  ServerProcess reads, builds;
+  ASSERT_EQ(reads.Start(indexed), absl::OkStatus());
+  ASSERT_EQ(builds.Start(latest_path_, {"--index=IVF8,Flat"}), absl::OkStatus());
+  EXPECT_EQ(reads.version(), latest_->model_version());  // the same model
+  const auto status_of = [](ServerProcess& server) {
+    v1::GetStatusResponse status;
+    EXPECT_TRUE(server.admin().GetStatus(Context().get(), {}, &status).ok());
+    return status;
+  };
+  EXPECT_EQ(status_of(reads).index().factory(), "IVF8,Flat");
+  EXPECT_EQ(status_of(reads).index().source(), "bundle");
+  EXPECT_EQ(status_of(builds).index().source(), "built");
+  for (const std::string& user : KnownUsers(*latest_, 40)) {
+    v1::RetrieveResponse a, b;
+    ASSERT_TRUE(reads.retrieval().Retrieve(Context().get(), KnownUserRequest(user, 10), &a).ok());
+    ASSERT_TRUE(builds.retrieval().Retrieve(Context().get(), KnownUserRequest(user, 10), &b).ok());
+    ASSERT_EQ(a.items_size(), 10);
+    ASSERT_EQ(a.items_size(), b.items_size());
+    for (int i = 0; i < a.items_size(); ++i) {
+      EXPECT_EQ(a.items(i).item_id(), b.items(i).item_id()) << user << " rank " << i;
+      EXPECT_EQ(a.items(i).score(), b.items(i).score()) << user << " rank " << i;
+    }
+  }
+  // RebuildIndex builds in memory, whatever the bundle carries.
+  v1::RebuildIndexRequest rebuild;
+  rebuild.mutable_params()->set_nprobe(8);
+  v1::RebuildIndexResponse rebuilt;
+  ASSERT_TRUE(reads.admin().RebuildIndex(Context().get(), rebuild, &rebuilt).ok());
+  EXPECT_EQ(status_of(reads).index().source(), "built");
+  EXPECT_EQ(status_of(reads).index().nprobe(), 8);
+
+  // The fixture's server (--index left empty, on the bundle without an index: Flat)
+  // follows the bundle it reloads.
+  v1::ReloadModelRequest reload;
+  v1::ReloadModelResponse reloaded;
+  reload.set_bundle_path(indexed);
+  ASSERT_TRUE(server_.admin().ReloadModel(Context().get(), reload, &reloaded).ok());
+  EXPECT_EQ(Status().index().factory(), "IVF8,Flat");
+  EXPECT_EQ(Status().index().source(), "bundle");
+  reload.set_bundle_path(first_path_);
+  ASSERT_TRUE(server_.admin().ReloadModel(Context().get(), reload, &reloaded).ok());
+  EXPECT_EQ(Status().index().factory(), "Flat");
+
+  // An index file its record does not describe: the reload fails naming the file, and
+  // the old model serves on.
+  const std::string wrong = dir_->Join("wrong-index-" + std::to_string(::getpid()));
+  std::filesystem::copy(indexed, wrong, std::filesystem::copy_options::recursive);
+  {
+    v1::BundleManifest manifest;
+    ASSERT_TRUE(ReadTextProtoFile(wrong + "/MANIFEST", &manifest).ok());
+    manifest.mutable_index()->set_factory("IVF4,Flat");
+    ASSERT_TRUE(WriteFileDurably(wrong + "/MANIFEST", ToTextProto(manifest)).ok());
+  }
+  reload.set_bundle_path(wrong);
+  const grpc::Status refused = server_.admin().ReloadModel(Context().get(), reload, &reloaded);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_NE(refused.error_message().find("index.faiss: an IVF index of 8 lists, the record says IVF4,Flat"),
+            std::string::npos) << refused.error_message();
+  EXPECT_EQ(Status().model_version(), first_->model_version());
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(KnownUsers(*first_, 1).at(0), 5), &response).ok());
+  EXPECT_EQ(response.model_version(), first_->model_version());
+  // A server asked for the wrong-record bundle at start refuses to start.
+  ServerProcess refuses;
+  EXPECT_FALSE(refuses.Start(wrong).ok());
+
+  // An explicit --index other than the bundle's is built (and the server says so).
+  ServerProcess other;
+  ASSERT_EQ(other.Start(indexed, {"--index=HNSW16"}), absl::OkStatus());
+  EXPECT_EQ(status_of(other).index().factory(), "HNSW16");
+  EXPECT_EQ(status_of(other).index().source(), "built");
+  for (ServerProcess* server : {&reads, &builds, &other}) server->Stop(SIGTERM, std::chrono::seconds(5));
 }
 
 // The exact index's fp16 first pass: on by default where it can be made, reported by

@@ -120,7 +120,10 @@ class ServerProcess {
     if (stdout_ >= 0) ::close(stdout_);
   }
 
-  // Starts the server and waits (up to 60 s) for its ready line. `command_prefix` runs
+  // How long Start waits for the ready line (a server building a large index needs more).
+  void set_start_timeout(std::chrono::seconds timeout) { start_timeout_ = timeout; }
+
+  // Starts the server and waits (up to 60 s, or set_start_timeout) for its ready line. `command_prefix` runs
   // it through another program (e.g. {"/bin/sh", "-c", "ulimit -n 256; exec \"$0\" \"$@\""}).
   absl::Status Start(const std::string& bundle, const std::vector<std::string>& extra_flags = {},
                      const std::vector<std::string>& command_prefix = {}) {
@@ -139,11 +142,14 @@ class ServerProcess {
     if (pid_ <= 0) return absl::InternalError("cannot start " + args[0]);
 
     std::string line;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    const auto deadline = std::chrono::steady_clock::now() + start_timeout_;
     while (line.find('\n') == std::string::npos) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return absl::DeadlineExceededError("no ready line from the server within 60 s");
+      if (left.count() <= 0) {
+        return absl::DeadlineExceededError(
+            "no ready line from the server within " + std::to_string(start_timeout_.count()) + " s");
+      }
       pollfd poll_fd = {stdout_, POLLIN, 0};
       if (::poll(&poll_fd, 1, static_cast<int>(left.count())) <= 0) continue;
       char buffer[512];
@@ -235,6 +241,7 @@ class ServerProcess {
  private:
   pid_t pid_ = -1;
   int stdout_ = -1;
+  std::chrono::seconds start_timeout_{60};
   std::string version_, address_, admin_address_;
   std::unique_ptr<v1::Retrieval::Stub> retrieval_;
   std::unique_ptr<v1::Admin::Stub> admin_;

@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "index/item_index.h"
 #include "util/text_proto.h"
 #include "util/utf8.h"
 
@@ -377,6 +378,13 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     if (!InRange(k, 1, kMaxEvalK)) return Invalid("training.eval_k", absl::StrCat("cut-offs ", Range(1, kMaxEvalK)));
   }
   if (t.eval_every_epochs() < 0) return Invalid("training.eval_every_epochs", "must be >= 0");
+  // The index persisted in the bundle: a form the server takes (what needs the items, e.g.
+  // IVF's nlist against the item count, is checked once the item table is read).
+  if (const std::string& factory = config.export_().index_factory(); !factory.empty()) {
+    if (absl::Status s = ValidateIndexOptions(IndexOptions{factory, 0, 0}); !s.ok()) {
+      return Invalid("export.index_factory", s.message());
+    }
+  }
   return absl::OkStatus();
 }
 

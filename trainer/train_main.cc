@@ -19,6 +19,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "bundle/bundle.h"
+#include "index/bundle_index.h"
+#include "index/item_index.h"
 #include "model/tower.h"
 #include "trainer/config.h"
 #include "trainer/evaluator.h"
@@ -165,6 +167,14 @@ int Run(int argc, char** argv) {
   std::printf("data: %zu users, %zu items, %zu training interactions\n", data->users.ids.size(),
               data->items.ids.size(), data->train_users.size());
   std::fflush(stdout);
+  // The index the bundle will carry fits these items (checked now, not after training).
+  const std::string index_factory = config->export_().index_factory();
+  if (absl::Status s = twotower::CheckIndexFits(index_factory.empty() ? "Flat" : index_factory,
+                                                static_cast<int64_t>(data->items.ids.size()),
+                                                config->item_tower().output_dim());
+      !s.ok()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("config: export.index_factory: ", s.message())));
+  }
 
   absl::StatusOr<std::vector<twotower::EvalResult>> popularity = twotower::EvaluatePopularity(
       *data, {config->training().eval_k().begin(), config->training().eval_k().end()});
@@ -201,7 +211,16 @@ int Run(int argc, char** argv) {
 
   const std::string version = report->bundle.model_version();
   const std::string bundle_dir = absl::StrCat(export_dir, "/", version);
-  if (absl::Status s = twotower::WriteBundle(report->bundle, bundle_dir); !s.ok()) return Fail(s);
+  twotower::IndexBuildReport index_report;
+  if (absl::Status s = twotower::WriteBundleWithIndex(report->bundle, bundle_dir, index_factory, &index_report);
+      !s.ok()) {
+    return Fail(s);
+  }
+  if (index_report.file_bytes > 0) {
+    std::printf("index: %s built in %.1f s, %s/%s (%llu bytes)\n", index_factory.c_str(),
+                index_report.build_seconds, bundle_dir.c_str(), twotower::kBundleIndexFile,
+                static_cast<unsigned long long>(index_report.file_bytes));
+  }
   if (absl::Status s = twotower::UpdateSymlink(version, absl::StrCat(export_dir, "/latest"));
       !s.ok()) {
     return Fail(s);

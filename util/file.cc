@@ -128,17 +128,44 @@ absl::StatusOr<ScopedFd> OpenDirectory(const std::string& path) {
   return ScopedFd(fd);
 }
 
-absl::StatusOr<std::string> ReadFileAt(const ScopedFd& dir, const std::string& dir_path,
-                                       const std::string& name, const ReadFileOptions& options) {
-  const std::string display = absl::StrCat(dir_path, "/", name);
+namespace {
+
+absl::Status CheckPlainName(const std::string& display, const std::string& name) {
   if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
       name.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat(display, ": \"", name, "\" is not a plain file name"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadFileAt(const ScopedFd& dir, const std::string& dir_path,
+                                       const std::string& name, const ReadFileOptions& options) {
+  const std::string display = absl::StrCat(dir_path, "/", name);
+  if (absl::Status s = CheckPlainName(display, name); !s.ok()) return s;
   absl::StatusOr<ScopedFd> fd = Open(dir.get(), name, display, options);
   if (!fd.ok()) return fd.status();
   return ReadOpened(*fd, display, options);
+}
+
+absl::StatusOr<ScopedFd> OpenFileAt(const ScopedFd& dir, const std::string& dir_path,
+                                    const std::string& name, const ReadFileOptions& options,
+                                    uint64_t* size) {
+  const std::string display = absl::StrCat(dir_path, "/", name);
+  if (absl::Status s = CheckPlainName(display, name); !s.ok()) return s;
+  absl::StatusOr<ScopedFd> fd = Open(dir.get(), name, display, options);
+  if (!fd.ok()) return fd.status();
+  struct stat st;
+  if (::fstat(fd->get(), &st) != 0) return ErrnoError("cannot stat", display);
+  if (options.regular_only && !S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(display, ": ", FileType(st.st_mode), " (refused: must be a regular file)"));
+  }
+  *size = static_cast<uint64_t>(st.st_size);
+  if (S_ISREG(st.st_mode) && *size > options.max_bytes) return TooLarge(display, options.max_bytes);
+  return fd;
 }
 
 absl::Status WriteFileDurably(const std::string& path, absl::string_view contents) {

@@ -59,6 +59,14 @@ absl::StatusOr<ScopedFd> OpenDirectory(const std::string& path);
 absl::StatusOr<std::string> ReadFileAt(const ScopedFd& dir, const std::string& dir_path,
                                        const std::string& name, const ReadFileOptions& options);
 
+// Opens the entry `name` of `dir` for reading, with ReadFileAt's checks (one path
+// component; `options.no_follow`, `options.regular_only`) but without reading it, for a
+// file too large to hold in memory (e.g. read with pread or memory-mapped). A regular file
+// larger than `options.max_bytes` is OUT_OF_RANGE. *size: its size (fstat).
+absl::StatusOr<ScopedFd> OpenFileAt(const ScopedFd& dir, const std::string& dir_path,
+                                    const std::string& name, const ReadFileOptions& options,
+                                    uint64_t* size);
+
 // Writes `contents` to `path` and fsyncs it, so a rename that follows publishes data that
 // survives a crash.
 absl::Status WriteFileDurably(const std::string& path, absl::string_view contents);
