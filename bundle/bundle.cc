@@ -380,7 +380,12 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& dir, const Bun
   const std::pair<const char*, std::function<absl::StatusOr<std::string>()>> files[] = {
       {kUserTower, [&] { return Serialize(TowerToState(bundle.user), kUserTower); }},
       {kItemTower, [&] { return Serialize(TowerToState(bundle.item), kItemTower); }},
-      {kUsers, [&] { return Serialize(EntitiesToProto(bundle.users), kUsers); }},
+      {kUsers,
+       [&] {
+         v1::EncodedTable users = EntitiesToProto(bundle.users);
+         bundle.seen_items.ToProto(users.mutable_seen());
+         return Serialize(users, kUsers);
+       }},
       {kItems, [&] { return Serialize(EntitiesToProto(bundle.items), kItems); }},
       {kItemEmbeddings, [&] { return Serialize(embeddings, kItemEmbeddings); }},
   };
@@ -558,8 +563,15 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   if (!users.ok()) return users.status();
   absl::StatusOr<EncodedEntities> items = EntitiesFromProto(items_proto, bundle.item.encoder, kItems);
   if (!items.ok()) return items.status();
+  if (items_proto.has_seen()) {
+    return absl::DataLossError(absl::StrCat(kItems, ": has seen sets, which belong to ", kUsers));
+  }
+  absl::StatusOr<SeenItems> seen = SeenItems::FromProto(
+      users_proto.mutable_seen(), static_cast<int64_t>(users->ids.size()), static_cast<int64_t>(items->ids.size()), kUsers);
+  if (!seen.ok()) return seen.status();
   bundle.users = *std::move(users);
   bundle.items = *std::move(items);
+  bundle.seen_items = *std::move(seen);
   Free(&users_proto);
   Free(&items_proto);
 

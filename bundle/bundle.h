@@ -28,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "bundle/seen_items.h"
 #include "features/encoded_table.h"
 #include "features/feature_encoder.h"
 #include "model/tower.h"
@@ -77,6 +78,9 @@ struct Bundle {
   TowerModel item;
   EncodedEntities users;
   EncodedEntities items;       // the catalogue
+  // Per user row of `users`, the rows of `items` the user interacted with in training
+  // (empty: a bundle written without them).
+  SeenItems seen_items;
   std::vector<float> item_vectors;  // items.ids.size() x embedding_dim
   // The persisted item index (manifest.index() says how it was built), or null: set by
   // ReadBundle; WriteBundle writes one only when given a BundleIndexWriter.

@@ -230,6 +230,15 @@ absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> Catalogue::Search(
         }
       }
     }
+    for (const int32_t row : q.exclude_rows) {
+      if (row < 0 || row >= base_ids_->size()) continue;
+      base_excluded[i].insert(row);
+      if (delta_ != nullptr) {
+        if (const auto it = delta_->row_of.find((*base_ids_)[row]); it != delta_->row_of.end()) {
+          delta_excluded[i].insert(it->second);
+        }
+      }
+    }
     if (q.filters != nullptr && !q.filters->empty()) {
       absl::StatusOr<std::vector<uint8_t>> allowed = base_attributes_->Allowed(*q.filters);
       if (!allowed.ok()) return allowed.status();

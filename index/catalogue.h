@@ -45,6 +45,9 @@ class Catalogue {
     int k = 0;
     const google::protobuf::RepeatedPtrField<std::string>* exclude = nullptr;  // item ids
     const google::protobuf::RepeatedPtrField<v1::ItemFilter>* filters = nullptr;
+    // Rows of the bundle's catalogue never returned either (e.g. the user's seen items);
+    // an item upserted since under the same id is left out too.
+    std::span<const int32_t> exclude_rows = {};
   };
   struct Result {
     absl::string_view id;  // valid while the Catalogue lives

@@ -106,6 +106,8 @@ class RetrievalService::Call final : public grpc::ServerUnaryReactor {
   std::vector<Catalogue::Query> queries;
   // Per query (deque: stable addresses): exclude_item_ids plus the user's history.
   std::deque<google::protobuf::RepeatedPtrField<std::string>> excluded;
+  // Per query: the catalogue rows of a known user's training items (the bundle's seen sets).
+  std::deque<std::vector<int32_t>> seen;
   std::vector<float> vectors;  // the user vectors, one after another
 };
 
@@ -324,12 +326,16 @@ absl::Status RetrievalService::Prepare(Call& call) const {
     // Unknown exclude ids cannot be returned anyway, so they are ignored rather than an
     // error: callers pass "already seen" lists that may hold items since removed.
     const google::protobuf::RepeatedPtrField<std::string>* exclude = &request.exclude_item_ids();
+    std::span<const int32_t> seen;
     if (!request.include_history_items()) {
       google::protobuf::RepeatedPtrField<std::string>& merged = call.excluded.emplace_back(request.exclude_item_ids());
       AppendHistoryItems(*snapshot, request, users, users.size() - 1, &merged);
       exclude = &merged;
+      std::vector<int32_t>& rows = call.seen.emplace_back();
+      AppendSeenRows(*snapshot, request, &rows);
+      seen = rows;
     }
-    queries[i] = {request.k(), exclude, &request.filters()};
+    queries[i] = {request.k(), exclude, &request.filters(), seen};
   }
 
   const TowerModel& user_model = snapshot->bundle->user;

@@ -426,6 +426,7 @@ int main(int argc, char** argv) {
            {{"version", version},
             {"items", absl::StrCat((*snapshot)->catalogue->size())},
             {"index", (*snapshot)->catalogue->index_note()},
+            {"seen_item_bytes", absl::StrCat((*snapshot)->bundle->seen_items.MemoryBytes())},
             {"seconds", absl::StrCat(absl::ToDoubleSeconds((*snapshot)->load_duration))}});
   snapshot->reset();  // the holder owns it now; a reload must be able to free it
 

@@ -235,4 +235,12 @@ void AppendHistoryItems(const Snapshot& snapshot, const v1::RetrieveRequest& req
   }
 }
 
+void AppendSeenRows(const Snapshot& snapshot, const v1::RetrieveRequest& request, std::vector<int32_t>* out) {
+  const SeenItems& seen = snapshot.bundle->seen_items;
+  if (seen.empty() || request.user_id().empty()) return;
+  if (const auto it = snapshot.user_rows->find(request.user_id()); it != snapshot.user_rows->end()) {
+    seen.AppendRowsOf(it->second, out);
+  }
+}
+
 }  // namespace twotower

@@ -124,6 +124,12 @@ absl::Status EncodeRequestUser(const Snapshot& snapshot, const v1::RetrieveReque
 void AppendHistoryItems(const Snapshot& snapshot, const v1::RetrieveRequest& request, const EncodedTable& rows,
                         int row, google::protobuf::RepeatedPtrField<std::string>* out);
 
+// Appends to `out` the rows of the bundle's catalogue that the request's user interacted
+// with in the training data (the bundle's seen sets; RetrieveRequest
+// include_history_items): for a user id of the bundle's users table, whatever features
+// the request carries. Nothing for other users or a bundle without seen sets.
+void AppendSeenRows(const Snapshot& snapshot, const v1::RetrieveRequest& request, std::vector<int32_t>* out);
+
 }  // namespace twotower
 
 #endif  // TWOTOWER_SERVER_SNAPSHOT_H_

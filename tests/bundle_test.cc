@@ -1,6 +1,7 @@
 // Bundle round trip, atomic write, and rejection of every kind of damaged bundle.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -109,6 +110,18 @@ TEST_F(BundleTest, RoundTripKeepsEverything) {
     EXPECT_EQ(read->item.tower.layers()[l].weights, original.item.tower.layers()[l].weights);
   }
   EXPECT_EQ(read->user.encoder.ids().tokens(), original.user.encoder.ids().tokens());
+  // Each user's training items, as the trainer counted them.
+  ASSERT_EQ(read->seen_items.users(), static_cast<int64_t>(original.users.ids.size()));
+  int64_t interactions = 0;
+  for (size_t u = 0; u < original.users.ids.size(); ++u) {
+    const absl::flat_hash_set<int32_t>& trained = model_->data.train_items_of_user[u];
+    std::vector<int32_t> want(trained.begin(), trained.end()), got;
+    std::sort(want.begin(), want.end());
+    read->seen_items.AppendRowsOf(static_cast<int64_t>(u), &got);
+    EXPECT_EQ(got, want) << "user row " << u;
+    interactions += static_cast<int64_t>(got.size());
+  }
+  EXPECT_GT(interactions, 0);
   // The read model computes the same user vectors.
   const std::vector<float> a = original.user.tower.EmbedAll(original.users.rows);
   const std::vector<float> b = read->user.tower.EmbedAll(read->users.rows);
@@ -401,4 +414,63 @@ TEST_F(BundleTest, RebuildFromLossyCodesRereadsTheVectorsThatWereLoaded) {
 }
 
 }  // namespace
+// SeenItems as untrusted input (users.pb is checksummed, but a bundle may be written by
+// anything): every malformed encoding is DATA_LOSS naming the file and the field.
+TEST(SeenItemsTest, RoundTripsAndRefusesMalformedEncodings) {
+  const std::vector<std::vector<int32_t>> sets = {{5, 1, 3, 1}, {}, {0, 200, 2}, {7}};
+  const SeenItems seen = SeenItems::Of(sets);
+  v1::SeenItems proto;
+  seen.ToProto(&proto);
+  EXPECT_EQ(proto.ends_size(), 4);
+  v1::SeenItems copy = proto;
+  absl::StatusOr<SeenItems> read = SeenItems::FromProto(&copy, 4, 201, "users.pb");
+  ASSERT_TRUE(read.ok()) << read.status();
+  const std::vector<std::vector<int32_t>> want = {{1, 3, 5}, {}, {0, 2, 200}, {7}};
+  for (int u = 0; u < 4; ++u) {
+    std::vector<int32_t> got;
+    read->AppendRowsOf(u, &got);
+    EXPECT_EQ(got, want[u]) << "user " << u;
+  }
+  std::vector<int32_t> none;
+  read->AppendRowsOf(4, &none);
+  read->AppendRowsOf(-1, &none);
+  EXPECT_TRUE(none.empty());
+  // Absent: no seen sets, not an error.
+  v1::SeenItems empty;
+  absl::StatusOr<SeenItems> absent = SeenItems::FromProto(&empty, 4, 201, "users.pb");
+  ASSERT_TRUE(absent.ok());
+  EXPECT_TRUE(absent->empty());
+
+  const auto refused = [](v1::SeenItems proto, int64_t users, int64_t items, const std::string& what) {
+    const absl::Status s = SeenItems::FromProto(&proto, users, items, "users.pb").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << what << ": " << s;
+    EXPECT_NE(s.message().find("users.pb: seen."), std::string::npos) << s;
+  };
+  refused(proto, 3, 201, "an end per user");
+  refused(proto, 4, 200, "a row past the catalogue");
+  v1::SeenItems bad = proto;
+  bad.set_ends(1, bad.ends(1) + 100);
+  refused(bad, 4, 201, "an end past the rows");
+  bad = proto;
+  bad.set_ends(1, 0);
+  refused(bad, 4, 201, "ends going back");
+  bad = proto;
+  bad.mutable_rows()->push_back('\x01');
+  refused(bad, 4, 201, "bytes after the last end");
+  // Rows 0, 0: a zero delta is an item twice.
+  bad.Clear();
+  bad.add_ends(2);
+  bad.set_rows(std::string("\x00\x00", 2));
+  refused(bad, 1, 10, "an item twice");
+  // A varint cut by its user's end, and one longer than a row can be.
+  bad.Clear();
+  bad.add_ends(1);
+  bad.set_rows(std::string("\x81", 1));
+  refused(bad, 1, 10, "a cut varint");
+  bad.Clear();
+  bad.add_ends(6);
+  bad.set_rows(std::string("\x81\x81\x81\x81\x81\x01", 6));
+  refused(bad, 1, 10, "a varint of six bytes");
+}
+
 }  // namespace twotower

@@ -145,11 +145,23 @@ bool PassesFilters(const Bundle& bundle, const std::string& id, const v1::Retrie
   return true;
 }
 
+// The items a known user interacted with in training (the bundle's seen sets): what
+// Retrieve leaves out of that user's answers unless include_history_items.
+std::set<std::string> SeenItemsOf(const Bundle& bundle, const std::string& user) {
+  std::set<std::string> ids;
+  const auto it = std::find(bundle.users.ids.begin(), bundle.users.ids.end(), user);
+  if (it == bundle.users.ids.end()) return ids;
+  std::vector<int32_t> rows;
+  bundle.seen_items.AppendRowsOf(it - bundle.users.ids.begin(), &rows);
+  for (const int32_t row : rows) ids.insert(bundle.items.ids[row]);
+  return ids;
+}
+
 void ExpectOfflineTopK(const Bundle& bundle, const v1::RetrieveRequest& request,
                        const v1::RetrieveResponse& response) {
   const std::map<std::string, float> scores = OfflineScores(bundle, OfflineUserRow(bundle, request));
-  const std::set<std::string> excluded(request.exclude_item_ids().begin(),
-                                       request.exclude_item_ids().end());
+  std::set<std::string> excluded(request.exclude_item_ids().begin(), request.exclude_item_ids().end());
+  if (!request.include_history_items()) excluded.merge(SeenItemsOf(bundle, request.user_id()));
   std::vector<float> expected;
   for (const auto& [id, score] : scores) {
     if (!excluded.contains(id) && PassesFilters(bundle, id, request)) expected.push_back(score);
@@ -312,8 +324,16 @@ TEST_F(E2eServerTest, KnownUsersGetTheOfflineModelsTopK) {
 }
 
 TEST_F(E2eServerTest, KLargerThanTheCatalogueReturnsEveryItemOnce) {
-  const v1::RetrieveRequest request = KnownUserRequest(KnownUsers(*latest_, 1).at(0), kMaxK);
+  // Every item but those the user interacted with in training; with them, every item.
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  const size_t seen = SeenItemsOf(*latest_, user).size();
+  ASSERT_GT(seen, 0u);
+  v1::RetrieveRequest request = KnownUserRequest(user, kMaxK);
   v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(request, &response).ok());
+  EXPECT_EQ(response.items_size(), static_cast<int>(latest_->items.ids.size() - seen));
+  ExpectOfflineTopK(*latest_, request, response);
+  request.set_include_history_items(true);
   ASSERT_TRUE(Retrieve(request, &response).ok());
   EXPECT_EQ(response.items_size(), static_cast<int>(latest_->items.ids.size()));
   ExpectOfflineTopK(*latest_, request, response);
@@ -674,7 +694,8 @@ TEST_F(E2eServerTest, RebuildIndexWithHnsw) {
   // Approximate now, but on 200 items with ef_search 64 it should find nearly all of the
   // exact top 10; and whatever it returns must be scored right and ordered.
   for (const std::string& user : KnownUsers(*latest_, 3)) {
-    const v1::RetrieveRequest request = KnownUserRequest(user, 10);
+    v1::RetrieveRequest request = KnownUserRequest(user, 10);
+    request.set_include_history_items(true);  // compared with the exact top 10 of all items
     v1::RetrieveResponse response;
     ASSERT_TRUE(Retrieve(request, &response).ok());
     ASSERT_EQ(response.items_size(), 10);
@@ -855,7 +876,14 @@ TEST_F(E2eServerTest, OnlineItemChangesAreVisibleAndSurviveARestart) {
   ASSERT_EQ(server.Start(latest_path_, {"--state_dir=" + state.path()}), absl::OkStatus());
   const std::string user = KnownUsers(*latest_, 1).at(0);
   const int catalogue = static_cast<int>(latest_->items.ids.size());
-  const v1::RetrieveRequest everything = KnownUserRequest(user, catalogue + 1);
+  v1::RetrieveRequest everything = KnownUserRequest(user, catalogue + 1);
+  everything.set_include_history_items(true);  // the user's training items too
+  // One of the user's training items gets new features: it stays left out by default.
+  const std::set<std::string> seen = SeenItemsOf(*latest_, user);
+  ASSERT_FALSE(seen.empty());
+  const std::string seen_item = *seen.rbegin();
+  ASSERT_NE(seen_item, latest_->items.ids[0]);
+  ASSERT_NE(seen_item, latest_->items.ids[1]);
 
   v1::UpsertItemsRequest upsert;
   v1::Entity* fresh = upsert.add_items();
@@ -866,9 +894,12 @@ TEST_F(E2eServerTest, OnlineItemChangesAreVisibleAndSurviveARestart) {
   v1::Entity* replaced = upsert.add_items();
   replaced->set_id(latest_->items.ids[0]);  // an existing item gets new features
   (*replaced->mutable_features())["genres"].mutable_multi_hot()->add_values("g5");
+  v1::Entity* seen_replaced = upsert.add_items();
+  seen_replaced->set_id(seen_item);
+  (*seen_replaced->mutable_features())["genres"].mutable_multi_hot()->add_values("g5");
   v1::UpsertItemsResponse upserted;
   ASSERT_TRUE(server.admin().UpsertItems(Context().get(), upsert, &upserted).ok());
-  EXPECT_EQ(upserted.upserted(), 2);
+  EXPECT_EQ(upserted.upserted(), 3);
   EXPECT_EQ(upserted.item_count(), catalogue + 1);
 
   v1::RemoveItemsRequest remove;
@@ -896,6 +927,15 @@ TEST_F(E2eServerTest, OnlineItemChangesAreVisibleAndSurviveARestart) {
     for (int i = 1; i < response.items_size(); ++i) {
       EXPECT_GE(response.items(i - 1).score(), response.items(i).score());
     }
+    ASSERT_TRUE(scores.contains(seen_item)) << "pass " << pass;
+    v1::RetrieveRequest unseen = everything;
+    unseen.set_include_history_items(false);
+    v1::RetrieveResponse unseen_response;
+    grpc::ClientContext unseen_context;
+    ASSERT_TRUE(server.retrieval().Retrieve(&unseen_context, unseen, &unseen_response).ok());
+    const std::map<std::string, float> unseen_scores = AllScores(unseen_response);
+    EXPECT_TRUE(unseen_scores.contains("brand-new-item"));
+    for (const std::string& id : seen) EXPECT_FALSE(unseen_scores.contains(id)) << id << ", pass " << pass;
     // Filters see upserted items too.
     v1::RetrieveRequest filtered = KnownUserRequest(user, catalogue);
     v1::ItemFilter* brand = filtered.add_filters();
@@ -1216,7 +1256,7 @@ TEST_F(E2eServerTest, HistoryItemsAreNotReturnedUnlessAsked) {
     return ids;
   };
 
-  // A known user: what the default leaves out is exactly their stored history.
+  // A known user: what the default leaves out is their stored history...
   const std::string user = KnownUsers(*bundle, 1).at(0);
   const int field = bundle->user.encoder.HistoryField();
   ASSERT_GE(field, 0);
@@ -1232,7 +1272,13 @@ TEST_F(E2eServerTest, HistoryItemsAreNotReturnedUnlessAsked) {
   std::set<std::string> left_out;
   std::set_difference(everything.begin(), everything.end(), unseen.begin(), unseen.end(),
                       std::inserter(left_out, left_out.begin()));
-  EXPECT_EQ(left_out, stored);
+  // ... and every item they interacted with in training (the bundle's seen sets), of which
+  // the stored history is the end.
+  const std::set<std::string> seen = SeenItemsOf(*bundle, user);
+  EXPECT_TRUE(std::includes(seen.begin(), seen.end(), stored.begin(), stored.end()));
+  std::set<std::string> expected = stored;
+  expected.insert(seen.begin(), seen.end());
+  EXPECT_EQ(left_out, expected);
   // k is still promised.
   const std::set<std::string> top = ids_of(KnownUserRequest(user, 10), false);
   EXPECT_EQ(top.size(), 10u);

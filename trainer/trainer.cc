@@ -624,6 +624,8 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
   bundle.item = {data.item_encoder, std::move(model.item)};
   bundle.users = data.users;
   bundle.items = data.items;
+  // What each user already has: the server leaves it out of their answers.
+  bundle.seen_items = SeenItems::Of(data.train_items_of_user);
   bundle.item_vectors = bundle.item.tower.EmbedAll(bundle.items.rows);
   return report;
 }
