@@ -388,4 +388,50 @@ TEST(TrainerFeaturesTest, MetricsFileAndPlot) {
 }
 
 }  // namespace
+// Interactions alone are enough for derived features: a users block with only a HISTORY
+// feature needs no table (every user of the interactions gets their history).
+TEST(TrainerFeaturesTest, AHistoryNeedsNoUsersTable) {
+  ScopedTempDir dir;
+  testing::WriteText(dir.Join("events.csv"),
+                     "user,item,ts\nu1,a,30\nu1,b,10\nu1,c,20\nu1,d,40\nu2,a,5\nu2,c,6\n");
+  v1::TrainerConfig config;
+  ASSERT_TRUE(ParseTextProto(R"pb(
+    data {
+      train { table { path: "events.csv" header: true } user_column { name: "user" }
+              item_column { name: "item" } timestamp_column { name: "ts" } }
+      users { features { name: "history" kind: HISTORY embedding_dim: 4 history_length: 2 } }
+    }
+    user_tower { id_embedding_dim: 4 output_dim: 4 }
+    item_tower { id_embedding_dim: 4 output_dim: 4 }
+    training { objective: SAMPLED_SOFTMAX num_negatives: 2 epochs: 1 batch_size: 4 }
+  )pb", "config", &config).ok());
+  ApplyDefaults(&config);
+  ASSERT_TRUE(ValidateTrainerConfig(config).ok()) << ValidateTrainerConfig(config);
+  absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
+  ASSERT_TRUE(data.ok()) << data.status();
+  const int h = data->user_encoder.HistoryField();
+  ASSERT_GT(h, 0);
+  const auto history_of = [&](const std::string& user) {
+    std::vector<int32_t> out;
+    for (const int32_t token : data->users.rows.Field(data->user_row.at(user), h)) out.push_back(token);
+    return out;
+  };
+  EXPECT_EQ(history_of("u1"), (std::vector<int32_t>{data->user_encoder.TokenRow(h, "a"),
+                                                    data->user_encoder.TokenRow(h, "d")}));
+  EXPECT_EQ(history_of("u2"), (std::vector<int32_t>{data->user_encoder.TokenRow(h, "a"),
+                                                    data->user_encoder.TokenRow(h, "c")}));
+  // An id column without a table, or a feature read from a column, still needs the table.
+  v1::TrainerConfig with_id = config;
+  with_id.mutable_data()->mutable_users()->mutable_id_column()->set_name("user");
+  EXPECT_NE(ValidateTrainerConfig(with_id).ToString().find("data.users.id_column: needs a table"), std::string::npos)
+      << ValidateTrainerConfig(with_id);
+  v1::TrainerConfig with_column = config;
+  v1::FeatureSpec* age = with_column.mutable_data()->mutable_users()->add_features();
+  age->set_name("age");
+  age->set_kind(v1::FeatureSpec::NUMERIC);
+  age->mutable_column()->set_name("age");
+  EXPECT_NE(ValidateTrainerConfig(with_column).ToString().find("data.users.table.path: must be set"), std::string::npos)
+      << ValidateTrainerConfig(with_column);
+}
+
 }  // namespace twotower

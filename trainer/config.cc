@@ -52,8 +52,18 @@ absl::Status ValidateInteractions(absl::string_view field, const v1::Interaction
 
 absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpec& spec) {
   if (spec.features_size() == 0 && !spec.has_table()) return absl::OkStatus();  // no features
-  if (absl::Status s = ValidateTable(field, spec.table()); !s.ok()) return s;
-  if (absl::Status s = ValidateColumn(absl::StrCat(field, ".id_column"), spec.id_column()); !s.ok()) return s;
+  // Derived features (POPULARITY, HISTORY) come from the interactions: without a feature
+  // read from a column, the table is optional (every entity of the interactions has them).
+  bool reads_columns = false;
+  for (const v1::FeatureSpec& f : spec.features()) {
+    reads_columns |= f.kind() != v1::FeatureSpec::POPULARITY && f.kind() != v1::FeatureSpec::HISTORY;
+  }
+  if (reads_columns || spec.has_table()) {
+    if (absl::Status s = ValidateTable(field, spec.table()); !s.ok()) return s;
+    if (absl::Status s = ValidateColumn(absl::StrCat(field, ".id_column"), spec.id_column()); !s.ok()) return s;
+  } else if (spec.has_id_column()) {
+    return Invalid(absl::StrCat(field, ".id_column"), "needs a table (derived features need neither)");
+  }
   absl::flat_hash_set<std::string> names;
   int histories = 0;
   for (int i = 0; i < spec.features_size(); ++i) {
