@@ -46,6 +46,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 AGE_EDGES = (18, 25, 35, 45, 50, 56)
 GENRE_FLAGS = 19
 ITEM_FIELDS = 5 + GENRE_FLAGS          # id|title|release|video release|url|flags
+NUMBER = re.compile(r"[0-9]+")
 RELEASE_DATE = re.compile(r"\d{1,2}-[A-Za-z]{3}-(\d{4})")
 SPLIT_FILES = ("train.tsv", "test_warm.tsv", "test_cold.tsv")
 FEATURE_FILES = ("users.tsv", "items.tsv")
@@ -90,10 +91,10 @@ def numbered_lines(path: str) -> Iterator[tuple[int, str]]:
 
 
 def to_int(text: str, path: str, line: int, field: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise InputError(path, line, f"{field} is not an integer: {text!r}") from None
+    """A non-negative decimal integer, digits only."""
+    if not NUMBER.fullmatch(text):
+        raise InputError(path, line, f"{field} is not an integer: {text!r}")
+    return int(text)
 
 
 def read_ratings(path: str, user_ids: set[int], item_ids: set[int]) -> list[Rating]:
@@ -120,6 +121,8 @@ def read_ratings(path: str, user_ids: set[int], item_ids: set[int]) -> list[Rati
                              f"on line {first_line[user, item]}")
         first_line[user, item] = number
         ratings.append(Rating(user, item, rating, timestamp))
+    if not ratings:
+        raise InputError(path, None, "no ratings")
     return ratings
 
 

@@ -221,6 +221,10 @@ class InputErrorTest(unittest.TestCase):
         self.assert_refused(os.path.join(self.raw, "u.data") + ":3: expected 4")
 
     def test_garbled_ratings_line(self) -> None:
+        self.replace_line("u.data", 11, "2\t+1\t3\t400")
+        self.assert_refused(os.path.join(self.raw, "u.data") +
+                            ":11: item is not an integer: '+1'")
+        self.replace_line("u.data", 11, "2\t1\t3\t400")
         self.replace_line("u.data", 12, "2\tx2\t3\t300")
         self.assert_refused(os.path.join(self.raw, "u.data") +
                             ":12: item is not an integer: 'x2'")
@@ -243,6 +247,10 @@ class InputErrorTest(unittest.TestCase):
         self.replace_line("u.user", 4, "4|25|M|other|02139")
         self.replace_line("u.item", 5, "5|Movie 5|01-Jan-1989||http://x/5|0|1")
         self.assert_refused(os.path.join(self.raw, "u.item") + ":5: expected 24")
+
+    def test_empty_ratings(self) -> None:
+        open(os.path.join(self.raw, "u.data"), "w").close()
+        self.assert_refused(os.path.join(self.raw, "u.data") + ": no ratings")
 
     def test_missing_file(self) -> None:
         os.remove(os.path.join(self.raw, "u.item"))
