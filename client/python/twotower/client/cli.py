@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         service_config = load_service_config(args.service_config) if args.service_config else AUTO
+    except ValueError as e:
+        print(f"error: --service_config {e}", file=sys.stderr)
+        return 2
+    try:
         client = RetrievalClient(args.address, timeout_s=args.timeout_ms / 1000.0,
                                  service_config=service_config)
     except ValueError as e:
