@@ -94,6 +94,10 @@ class ServerProcess:
         self.version, self.address, self.admin_address = words[2], words[4], words[6].rstrip(")")
         return self
 
+    def send_signal(self, sig: int) -> None:
+        assert self._process is not None
+        self._process.send_signal(sig)
+
     def stop(self) -> int | None:
         """SIGTERM, then the exit code (killed after 10 s: None)."""
         if self._process is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 import unittest
 
 import grpc
@@ -111,6 +113,22 @@ class RetrieveTest(unittest.TestCase):
         with self.assertRaises(TwoTowerError) as raised:
             client.health("no.such.Service")
         self.assertEqual(raised.exception.code, grpc.StatusCode.NOT_FOUND)
+
+
+class DrainingHealthTest(unittest.TestCase):
+    def test_a_draining_server_reports_not_serving(self) -> None:
+        draining = ServerProcess(bundle.path, ("--drain_delay_ms=20000",)).start()
+        try:
+            with RetrievalClient(draining.address) as probe:
+                self.assertEqual(probe.health("twotower.v1.Retrieval"), "SERVING")
+                draining.send_signal(signal.SIGTERM)  # the drain delay starts
+                deadline = time.monotonic() + 10
+                status = "SERVING"
+                while status == "SERVING" and time.monotonic() < deadline:
+                    status = probe.health("twotower.v1.Retrieval")
+                self.assertEqual(status, "NOT_SERVING")
+        finally:
+            self.assertEqual(draining.stop(), 0)  # a second SIGTERM cuts the drain short
 
 
 class ServiceConfigTest(unittest.TestCase):
