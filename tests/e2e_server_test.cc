@@ -74,6 +74,16 @@ std::string Python() {
   return python != nullptr ? python : "/usr/bin/python3";
 }
 
+// The command line of the Python package (client/python) used in place: its sources and
+// the generated twotower.v1 modules (target python_client) on PYTHONPATH, then `args`.
+std::vector<std::string> PythonClient(const std::vector<std::string>& args) {
+  std::vector<std::string> command = {"/usr/bin/env",
+                                      "PYTHONPATH=" + SourceDir() + "/client/python:" + BinaryDir() + "/python",
+                                      Python(), "-m", "twotower.client"};
+  command.insert(command.end(), args.begin(), args.end());
+  return command;
+}
+
 std::string ReadLink(const std::string& link) {
   std::error_code error;
   const std::filesystem::path target = std::filesystem::read_symlink(link, error);
@@ -1423,10 +1433,7 @@ TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
   ASSERT_TRUE(Retrieve(KnownUserRequest(user, 5), &response).ok());
   ASSERT_GT(response.items_size(), 0);
 
-  const std::string script = SourceDir() + "/client/python/twotower_client.py";
-  const std::string gen_dir = BinaryDir() + "/python";
-  const RunResult python = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address",
-                                server_.address(), "--user", user, "--k", "5"});
+  const RunResult python = RunCommand(PythonClient({"--address", server_.address(), "--user", user, "--k", "5"}));
   ASSERT_EQ(python.exit_code, 0) << python.out;
   EXPECT_NE(python.out.find(latest_->model_version()), std::string::npos) << python.out;
   EXPECT_EQ(TopItemOfListing(python.out), response.items(0).item_id()) << python.out;
@@ -1434,14 +1441,13 @@ TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
   v1::RetrieveResponse cold;
   ASSERT_TRUE(Retrieve(ColdUserRequest("py-cold", 5), &cold).ok());
   const RunResult python_cold =
-      RunCommand({Python(), script, "--gen_dir", gen_dir, "--address", server_.address(), "--user",
-           "py-cold", "--k", "5", "--feature", "segment=s1", "--feature", "age=num:31",
-           "--feature", "region=r2", "--feature", "interests=multi:g0|g3"});
+      RunCommand(PythonClient({"--address", server_.address(), "--user", "py-cold", "--k", "5", "--feature",
+                               "segment=s1", "--feature", "age=num:31", "--feature", "region=r2",
+                               "--feature", "interests=multi:g0|g3"}));
   ASSERT_EQ(python_cold.exit_code, 0) << python_cold.out;
   EXPECT_EQ(TopItemOfListing(python_cold.out), cold.items(0).item_id()) << python_cold.out;
 
-  const RunResult bad = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address",
-                             server_.address(), "--user", user, "--k", "0"});
+  const RunResult bad = RunCommand(PythonClient({"--address", server_.address(), "--user", user, "--k", "0"}));
   EXPECT_EQ(bad.exit_code, 1);
 }
 
@@ -1477,10 +1483,8 @@ TEST_F(E2eServerTest, ShippedServiceConfigServesAndBadOnesAreRefused) {
                                     "--service_config=" + config, "--user=" + user, "--k=5"});
   ASSERT_EQ(cli.exit_code, 0) << cli.out;
   EXPECT_EQ(TopItemOfListing(cli.out), expected.items(0).item_id()) << cli.out;
-  const std::string script = SourceDir() + "/client/python/twotower_client.py";
-  const std::string gen_dir = BinaryDir() + "/python";
-  const RunResult python = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address", target,
-                                       "--service_config", config, "--user", user, "--k", "5"});
+  const RunResult python =
+      RunCommand(PythonClient({"--address", target, "--service_config", config, "--user", user, "--k", "5"}));
   ASSERT_EQ(python.exit_code, 0) << python.out;
   EXPECT_EQ(TopItemOfListing(python.out), expected.items(0).item_id()) << python.out;
 
@@ -1512,8 +1516,8 @@ TEST_F(E2eServerTest, ShippedServiceConfigServesAndBadOnesAreRefused) {
                                            "--service_config=" + bad, "--user=" + user});
     EXPECT_EQ(cli_bad.exit_code, 2) << bad << ": " << cli_bad.out;
     EXPECT_NE(cli_bad.out.find("--service_config " + bad), std::string::npos) << cli_bad.out;
-    const RunResult python_bad = with_stderr({Python(), script, "--gen_dir", gen_dir, "--address", target,
-                                              "--service_config", bad, "--user", user});
+    const RunResult python_bad =
+        with_stderr(PythonClient({"--address", target, "--service_config", bad, "--user", user}));
     EXPECT_EQ(python_bad.exit_code, 2) << bad << ": " << python_bad.out;
     EXPECT_NE(python_bad.out.find("--service_config " + bad), std::string::npos) << python_bad.out;
   }
