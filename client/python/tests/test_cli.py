@@ -89,6 +89,8 @@ class CliTest(unittest.TestCase):
             for args, message in [
                     (["--user", "u", "--feature", "segment"], "NAME=VALUE"),
                     (["--user", "u", "--feature", "age=num:old"], "age=num:old"),
+                    (["--user", "u", "--feature", "age=num:nan"], "age=num:nan"),
+                    (["--user", "u", "--feature", "age=num:inf"], "age=num:inf"),
                     (["--user", "u", "--feature", "a=x", "--feature", "a=y"], "given twice"),
                     (["--user", "u", "--filter", "brand="], "--filter"),
                     (["--user", "u", "--history", "a", "--feature", "history=multi:b"], "history"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from twotower.client._client import (AUTO, FeatureInput, Query, RetrievalClient, RetrieveResult,
@@ -31,7 +32,10 @@ def parse_feature(text: str) -> tuple[str, FeatureInput]:
         if value.startswith("int:"):
             return name, int(value[len("int:"):])
         if value.startswith("num:"):
-            return name, float(value[len("num:"):])
+            number = float(value[len("num:"):])
+            if not math.isfinite(number):
+                raise ValueError("not a finite number")
+            return name, number
     except ValueError as e:
         raise ValueError(f'--feature "{text}": {e}') from e
     if value.startswith("multi:"):
