@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <google/protobuf/util/json_util.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <arpa/inet.h>
@@ -1259,16 +1260,21 @@ TEST_F(E2eServerTest, HistoryItemsAreNotReturnedUnlessAsked) {
   EXPECT_FALSE(without.contains(clicked[1]));
   const std::set<std::string> with = ids_of(fresh, true);
   EXPECT_TRUE(with.contains(clicked[0]) && with.contains(clicked[1]));
-  // The clients pass the option too.
-  for (const bool include : {false, true}) {
-    std::vector<std::string> args = {BinaryDir() + "/twotower_client", "retrieve", "--address=" + server.address(),
-                                     "--user=someone-new", absl::StrCat("--k=", catalogue),
-                                     "--feature=history=multi:" + clicked[0] + "|" + clicked[1]};
-    if (include) args.push_back("--include_history_items");
-    const RunResult cli = RunCommand(args);
-    EXPECT_EQ(cli.exit_code, 0) << cli.out;
-    EXPECT_EQ(cli.out.find(clicked[0] + " ") != std::string::npos, include) << cli.out;
+  // The clients pass the option too, the history as a feature or with --history.
+  for (const std::string& history : {"--feature=history=multi:" + clicked[0] + "|" + clicked[1],
+                                     "--history=" + clicked[0] + "," + clicked[1]}) {
+    for (const bool include : {false, true}) {
+      std::vector<std::string> args = {BinaryDir() + "/twotower_client", "retrieve", "--address=" + server.address(),
+                                       "--user=someone-new", absl::StrCat("--k=", catalogue), history};
+      if (include) args.push_back("--include_history_items");
+      const RunResult cli = RunCommand(args);
+      EXPECT_EQ(cli.exit_code, 0) << history << ": " << cli.out;
+      EXPECT_EQ(cli.out.find(clicked[0] + " ") != std::string::npos, include) << history << ": " << cli.out;
+      EXPECT_EQ(cli.out.find(clicked[1] + " ") != std::string::npos, include) << history << ": " << cli.out;
+    }
   }
+  EXPECT_EQ(RunCommand({BinaryDir() + "/twotower_client", "retrieve", "--address=" + server.address(),
+                        "--history=" + clicked[0], "--feature=history=multi:" + clicked[1]}).exit_code, 2);
   // Explicit exclusions still apply beside the history.
   fresh.add_exclude_item_ids(bundle->items.ids[9]);
   EXPECT_EQ(ids_of(fresh, false).size(), static_cast<size_t>(catalogue - 3));
@@ -1418,6 +1424,50 @@ TEST_F(E2eServerTest, CommandLineClientAgreesWithTheStub) {
   const RunResult bad_ca = RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=" + user,
                                        "--tls_ca=" + dir_->Join("no-such-ca.pem")});
   EXPECT_EQ(bad_ca.exit_code, 2);  // 1 would be a failed call: it must not get that far
+}
+
+// --filter (repeatable, FEATURE=V1|V2) reaches the request; --json prints the
+// RetrieveResponse as proto3 JSON with the proto's field names.
+TEST_F(E2eServerTest, CommandLineClientFiltersAndPrintsJson) {
+  const std::string client = BinaryDir() + "/twotower_client";
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  const int catalogue = static_cast<int>(latest_->items.ids.size());
+  v1::RetrieveRequest request = KnownUserRequest(user, catalogue);
+  v1::ItemFilter* brand = request.add_filters();
+  brand->set_feature("brand");
+  brand->add_any_of("b1");
+  brand->add_any_of("b2");
+  v1::ItemFilter* genres = request.add_filters();
+  genres->set_feature("genres");
+  genres->add_any_of("g1");
+  v1::RetrieveResponse expected;
+  ASSERT_TRUE(Retrieve(request, &expected).ok());
+  ASSERT_GT(expected.items_size(), 0);
+  ASSERT_LT(expected.items_size(), catalogue / 4);  // the filters do filter
+
+  const RunResult cli = RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=" + user,
+                                    absl::StrCat("--k=", catalogue), "--filter=brand=b1|b2", "--filter",
+                                    "genres=g1", "--json"});
+  ASSERT_EQ(cli.exit_code, 0) << cli.out;
+  EXPECT_NE(cli.out.find("\"user_known\":true"), std::string::npos) << cli.out;
+  v1::RetrieveResponse printed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(cli.out, &printed).ok()) << cli.out;
+  EXPECT_EQ(printed.model_version(), expected.model_version());
+  ASSERT_EQ(printed.items_size(), expected.items_size()) << cli.out;
+  for (int i = 0; i < printed.items_size(); ++i) {
+    EXPECT_EQ(printed.items(i).item_id(), expected.items(i).item_id()) << "rank " << i + 1;
+    EXPECT_NEAR(printed.items(i).score(), expected.items(i).score(), 1e-6) << "rank " << i + 1;
+  }
+
+  const std::vector<std::vector<std::string>> usage_errors = {
+      {"--filter=brand="}, {"--filter==b1"}, {"--filter=brand"}, {"--filter=brand=b1", "--filter=brand=b2"},
+      {"--filter"}};
+  for (const std::vector<std::string>& flags : usage_errors) {
+    std::vector<std::string> args = {client, "retrieve", "--address=" + server_.address(), "--user=" + user};
+    args.insert(args.end(), flags.begin(), flags.end());
+    EXPECT_EQ(RunCommand(args).exit_code, 2) << flags.front();
+  }
+  EXPECT_EQ(RunCommand({client, "status", "--admin_address=" + server_.admin_address(), "--json"}).exit_code, 2);
 }
 
 TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
