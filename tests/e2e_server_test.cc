@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "bundle/bundle.h"
@@ -1511,6 +1512,23 @@ TEST_F(E2eServerTest, CommandLineClientFiltersAndPrintsJson) {
     EXPECT_EQ(RunCommand(args).exit_code, 2) << flags.front();
   }
   EXPECT_EQ(RunCommand({client, "status", "--admin_address=" + server_.admin_address(), "--json"}).exit_code, 2);
+}
+
+// examples/retrieve.cc, the README's C++ example, answers what the stub answers.
+TEST_F(E2eServerTest, TheCppExampleRetrievesWhatTheStubDoes) {
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 5), &response).ok());
+  std::string expected = absl::StrCat("model ", response.model_version(), "\n");
+  for (const v1::ScoredItem& item : response.items()) {
+    absl::StrAppend(&expected, item.item_id(), " ", absl::StrFormat("%.4f", item.score()), "\n");
+  }
+  const RunResult run = RunCommand({BinaryDir() + "/twotower_example_retrieve", server_.address(), user, "5"});
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_EQ(run.out, expected);
+  const RunResult refused = RunCommand({BinaryDir() + "/twotower_example_retrieve", server_.address(), user, "0"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;  // k = 0: INVALID_ARGUMENT, on stderr
+  EXPECT_EQ(refused.out, "");
 }
 
 TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
