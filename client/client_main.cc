@@ -3,11 +3,14 @@
 //   twotower_client retrieve --user u00012 --k 10
 //   twotower_client retrieve --user new-user --feature segment=student --feature age=num:23
 //                            --feature 'interests=multi:music|travel' --exclude item-0003
+//   twotower_client retrieve --user new-user --history item-0003,item-0007
+//                            --filter 'brand=b1|b2' --json
 //   twotower_client status | reload --bundle DIR | rebuild-index --index HNSW32,Flat | health
 //
 // Exit status: 0 success, 1 the call failed (or health is not SERVING), 2 usage error.
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
 #include <chrono>
@@ -63,6 +66,10 @@ ABSL_FLAG(std::vector<std::string>, feature, {},
           "--feature takes one feature, so values may contain commas");
 ABSL_FLAG(std::vector<std::string>, exclude, {},
           "retrieve: item ids never to return, comma-separated");
+ABSL_FLAG(std::string, history, "",
+          "retrieve: comma-separated item ids the user recently interacted with, sent as the "
+          "model's `history` feature (a new user's clicks)");
+ABSL_FLAG(bool, json, false, "retrieve: print the response as one JSON object");
 ABSL_FLAG(bool, include_history_items, false,
           "retrieve: also return the items of the user's history (left out by default)");
 ABSL_FLAG(std::string, bundle, "", "reload: bundle directory, as seen by the server");
@@ -81,7 +88,8 @@ constexpr char kUsage[] =
     "Client of twotower_server.\n"
     "\n"
     "  twotower_client retrieve --user ID [--k N] [--feature NAME=VALUE ...] "
-    "[--exclude ID,ID...] [--include_history_items] [--service_config FILE]\n"
+    "[--filter FEATURE=V1|V2 ...] [--history ID,ID...] [--exclude ID,ID...] "
+    "[--include_history_items] [--json] [--service_config FILE]\n"
     "  twotower_client status\n"
     "  twotower_client reload --bundle DIR\n"
     "  twotower_client rebuild-index [--index FACTORY] [--ef_search N] [--nprobe N] [--half_first_pass on|off]\n"
@@ -90,6 +98,8 @@ constexpr char kUsage[] =
     "retrieve and health call --address; status, reload and rebuild-index call "
     "--admin_address.\n"
     "--feature values: TOKEN (categorical), cat:TOKEN, int:42, num:3.5, multi:a|b|c.\n"
+    "--filter: only items whose categorical / multi-hot FEATURE has one of the values; "
+    "repeatable, every filter must hold.\n"
     "Exit status: 0 ok, 1 the call failed or health is not SERVING, 2 usage error.";
 
 int UsageError(absl::string_view message) {
@@ -168,11 +178,11 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& address, bool with_ser
   return channel;
 }
 
-// Removes every --feature / -feature (with "=VALUE" or the next argument) from argv and
-// returns the values. absl's std::vector flags keep only the last occurrence and split
-// on commas; features are repeatable and their values may hold commas.
-std::optional<std::vector<std::string>> ExtractFeatures(int* argc, char** argv) {
-  std::vector<std::string> features;
+// Removes every --NAME / -NAME (with "=VALUE" or the next argument) from argv and returns
+// the values. absl's std::vector flags keep only the last occurrence and split on commas;
+// --feature and --filter are repeatable and their values may hold commas.
+std::optional<std::vector<std::string>> ExtractRepeated(int* argc, char** argv, absl::string_view name) {
+  std::vector<std::string> values;
   int out = 0;
   for (int i = 0; i < *argc; ++i) {
     absl::string_view arg = argv[i];
@@ -182,22 +192,42 @@ std::optional<std::vector<std::string>> ExtractFeatures(int* argc, char** argv) 
     }
     absl::string_view rest = arg;
     if (!absl::ConsumePrefix(&rest, "--")) absl::ConsumePrefix(&rest, "-");
-    if (rest.size() == arg.size() || !absl::ConsumePrefix(&rest, "feature")) {
+    if (rest.size() == arg.size() || !absl::ConsumePrefix(&rest, name)) {
       argv[out++] = argv[i];
       continue;
     }
     if (absl::ConsumePrefix(&rest, "=")) {
-      features.emplace_back(rest);
+      values.emplace_back(rest);
     } else if (rest.empty() && i + 1 < *argc) {
-      features.emplace_back(argv[++i]);
+      values.emplace_back(argv[++i]);
     } else if (rest.empty()) {
-      return std::nullopt;  // --feature without a value
+      return std::nullopt;  // --NAME without a value
     } else {
-      argv[out++] = argv[i];  // another flag that starts with "feature"
+      argv[out++] = argv[i];  // another flag that starts with NAME
     }
   }
   *argc = out;
-  return features;
+  return values;
+}
+
+// "FEATURE=V1|V2..." -> a filter of `request`; false + *error on a malformed one.
+bool AddFilter(absl::string_view text, twotower::v1::RetrieveRequest* request, std::string* error) {
+  const size_t eq = text.find('=');
+  if (eq == absl::string_view::npos || eq == 0 || eq + 1 == text.size()) {
+    *error = absl::StrCat("--filter \"", text, "\": expected FEATURE=VALUE|VALUE...");
+    return false;
+  }
+  const absl::string_view feature = text.substr(0, eq);
+  for (const twotower::v1::ItemFilter& filter : request->filters()) {
+    if (filter.feature() == feature) {
+      *error = absl::StrCat("--filter ", feature, " given twice");
+      return false;
+    }
+  }
+  twotower::v1::ItemFilter* filter = request->add_filters();
+  filter->set_feature(std::string(feature));
+  for (absl::string_view value : absl::StrSplit(text.substr(eq + 1), '|')) filter->add_any_of(std::string(value));
+  return true;
 }
 
 // "NAME=[TYPE:]VALUE" -> an entry of RetrieveRequest.user_features; false + *error on a
@@ -242,7 +272,7 @@ bool AddFeature(absl::string_view text, twotower::v1::RetrieveRequest* request,
   return true;
 }
 
-int Retrieve(const std::vector<std::string>& features) {
+int Retrieve(const std::vector<std::string>& features, const std::vector<std::string>& filters) {
   twotower::v1::RetrieveRequest request;
   request.set_user_id(absl::GetFlag(FLAGS_user));
   request.set_k(absl::GetFlag(FLAGS_k));
@@ -250,8 +280,21 @@ int Retrieve(const std::vector<std::string>& features) {
     std::string error;
     if (!AddFeature(text, &request, &error)) return UsageError(error);
   }
+  for (const std::string& text : filters) {
+    std::string error;
+    if (!AddFilter(text, &request, &error)) return UsageError(error);
+  }
+  if (const std::string history = absl::GetFlag(FLAGS_history); !history.empty()) {
+    twotower::v1::FeatureValue value;
+    for (absl::string_view id : absl::StrSplit(history, ',', absl::SkipEmpty())) {
+      value.mutable_multi_hot()->add_values(std::string(id));
+    }
+    if (!request.mutable_user_features()->insert({"history", value}).second) {
+      return UsageError("--history and --feature history=... both given");
+    }
+  }
   if (request.user_id().empty() && request.user_features().empty()) {
-    return UsageError("retrieve needs --user, --feature or both");
+    return UsageError("retrieve needs --user, --feature, --history or several");
   }
   for (const std::string& id : absl::GetFlag(FLAGS_exclude)) {
     if (!id.empty()) request.add_exclude_item_ids(id);
@@ -267,6 +310,18 @@ int Retrieve(const std::vector<std::string>& features) {
   const grpc::Status status = stub->Retrieve(&context, request, &response);
   if (!status.ok()) return RpcError(status);
 
+  if (absl::GetFlag(FLAGS_json)) {
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;    // item_id, model_version, user_known
+    options.always_print_primitive_fields = true;  // user_known: false too
+    std::string json;
+    if (!google::protobuf::util::MessageToJsonString(response, &json, options).ok()) {
+      std::fprintf(stderr, "error: cannot print the response as JSON\n");
+      return 1;
+    }
+    std::printf("%s\n", json.c_str());
+    return 0;
+  }
   std::printf("model %s, user %s (%s), %d items\n", response.model_version().c_str(),
               request.user_id().empty() ? "-" : request.user_id().c_str(),
               response.user_known() ? "known" : "unknown: served from features / OOV",
@@ -444,21 +499,24 @@ int Health() {
 
 int main(int argc, char** argv) {
   twotower::SetProgramUsage(kUsage);
-  std::optional<std::vector<std::string>> features = ExtractFeatures(&argc, argv);
+  std::optional<std::vector<std::string>> features = ExtractRepeated(&argc, argv, "feature");
   if (!features.has_value()) return UsageError("--feature needs a value");
+  std::optional<std::vector<std::string>> filters = ExtractRepeated(&argc, argv, "filter");
+  if (!filters.has_value()) return UsageError("--filter needs a value");
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() != 2) {
     return UsageError(positional.size() < 2 ? "no command given" : "one command at a time");
   }
   if (absl::GetFlag(FLAGS_timeout_ms) < 0) return UsageError("--timeout_ms must be >= 0");
   const absl::string_view command = positional[1];
-  if (command != "retrieve" && !features->empty()) {
-    return UsageError("--feature only applies to retrieve");
+  if (command != "retrieve" && (!features->empty() || !filters->empty() ||
+                                !absl::GetFlag(FLAGS_history).empty() || absl::GetFlag(FLAGS_json))) {
+    return UsageError("--feature, --filter, --history and --json only apply to retrieve");
   }
   if (command != "retrieve" && !absl::GetFlag(FLAGS_service_config).empty()) {
     return UsageError("--service_config only applies to retrieve");
   }
-  if (command == "retrieve") return Retrieve(*features);
+  if (command == "retrieve") return Retrieve(*features, *filters);
   if (command == "status") return Status();
   if (command == "reload") return Reload();
   if (command == "rebuild-index") return RebuildIndex();

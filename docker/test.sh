@@ -78,7 +78,7 @@ podman healthcheck run "$SERVER" > /dev/null || fail "the image's HEALTHCHECK fa
 "$CLIENT" retrieve --address "$ADDR" --user u00001 --k 5 | tee "$WORK/retrieve.txt"
 first_version=$(awk '/^model /{print $2; exit}' "$WORK/retrieve.txt" | tr -d ,)
 [ -n "$first_version" ] || fail "no model version in the answer"
-/usr/bin/python3 "$REPO/client/python/twotower_client.py" --gen_dir "$PYTHON_GEN" \
+PYTHONPATH="$REPO/client/python:$PYTHON_GEN" /usr/bin/python3 -m twotower.client \
   --address "$ADDR" --user u00001 --k 5 | tee "$WORK/retrieve-python.txt"
 grep -q "$first_version" "$WORK/retrieve-python.txt" || fail "python client: no answer from $first_version"
 

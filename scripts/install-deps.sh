@@ -9,7 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libfaiss-dev libopenblas-dev liblapack-dev
   libabsl-dev libssl-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-grpcio python3-protobuf python3-yaml gnuplot-nox openssl
+  python3 python3-grpcio python3-protobuf python3-pip python3-yaml gnuplot-nox openssl
   clang libclang-rt-14-dev
   nginx-light prometheus-cpp-dev
 )

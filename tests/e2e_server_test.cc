@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <google/protobuf/util/json_util.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <arpa/inet.h>
@@ -35,6 +36,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "bundle/bundle.h"
@@ -72,6 +74,16 @@ constexpr float kScoreTolerance = 1e-4f;
 std::string Python() {
   const char* python = std::getenv("TWOTOWER_PYTHON");
   return python != nullptr ? python : "/usr/bin/python3";
+}
+
+// The command line of the Python package (client/python) used in place: its sources and
+// the generated twotower.v1 modules (target python_client) on PYTHONPATH, then `args`.
+std::vector<std::string> PythonClient(const std::vector<std::string>& args) {
+  std::vector<std::string> command = {"/usr/bin/env",
+                                      "PYTHONPATH=" + SourceDir() + "/client/python:" + BinaryDir() + "/python",
+                                      Python(), "-m", "twotower.client"};
+  command.insert(command.end(), args.begin(), args.end());
+  return command;
 }
 
 std::string ReadLink(const std::string& link) {
@@ -1295,16 +1307,21 @@ TEST_F(E2eServerTest, HistoryItemsAreNotReturnedUnlessAsked) {
   EXPECT_FALSE(without.contains(clicked[1]));
   const std::set<std::string> with = ids_of(fresh, true);
   EXPECT_TRUE(with.contains(clicked[0]) && with.contains(clicked[1]));
-  // The clients pass the option too.
-  for (const bool include : {false, true}) {
-    std::vector<std::string> args = {BinaryDir() + "/twotower_client", "retrieve", "--address=" + server.address(),
-                                     "--user=someone-new", absl::StrCat("--k=", catalogue),
-                                     "--feature=history=multi:" + clicked[0] + "|" + clicked[1]};
-    if (include) args.push_back("--include_history_items");
-    const RunResult cli = RunCommand(args);
-    EXPECT_EQ(cli.exit_code, 0) << cli.out;
-    EXPECT_EQ(cli.out.find(clicked[0] + " ") != std::string::npos, include) << cli.out;
+  // The clients pass the option too, the history as a feature or with --history.
+  for (const std::string& history : {"--feature=history=multi:" + clicked[0] + "|" + clicked[1],
+                                     "--history=" + clicked[0] + "," + clicked[1]}) {
+    for (const bool include : {false, true}) {
+      std::vector<std::string> args = {BinaryDir() + "/twotower_client", "retrieve", "--address=" + server.address(),
+                                       "--user=someone-new", absl::StrCat("--k=", catalogue), history};
+      if (include) args.push_back("--include_history_items");
+      const RunResult cli = RunCommand(args);
+      EXPECT_EQ(cli.exit_code, 0) << history << ": " << cli.out;
+      EXPECT_EQ(cli.out.find(clicked[0] + " ") != std::string::npos, include) << history << ": " << cli.out;
+      EXPECT_EQ(cli.out.find(clicked[1] + " ") != std::string::npos, include) << history << ": " << cli.out;
+    }
   }
+  EXPECT_EQ(RunCommand({BinaryDir() + "/twotower_client", "retrieve", "--address=" + server.address(),
+                        "--history=" + clicked[0], "--feature=history=multi:" + clicked[1]}).exit_code, 2);
   // Explicit exclusions still apply beside the history.
   fresh.add_exclude_item_ids(bundle->items.ids[9]);
   EXPECT_EQ(ids_of(fresh, false).size(), static_cast<size_t>(catalogue - 3));
@@ -1453,6 +1470,67 @@ TEST_F(E2eServerTest, CommandLineClientAgreesWithTheStub) {
   EXPECT_EQ(bad_ca.exit_code, 2);  // 1 would be a failed call: it must not get that far
 }
 
+// --filter (repeatable, FEATURE=V1|V2) reaches the request; --json prints the
+// RetrieveResponse as proto3 JSON with the proto's field names.
+TEST_F(E2eServerTest, CommandLineClientFiltersAndPrintsJson) {
+  const std::string client = BinaryDir() + "/twotower_client";
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  const int catalogue = static_cast<int>(latest_->items.ids.size());
+  v1::RetrieveRequest request = KnownUserRequest(user, catalogue);
+  v1::ItemFilter* brand = request.add_filters();
+  brand->set_feature("brand");
+  brand->add_any_of("b1");
+  brand->add_any_of("b2");
+  v1::ItemFilter* genres = request.add_filters();
+  genres->set_feature("genres");
+  genres->add_any_of("g1");
+  v1::RetrieveResponse expected;
+  ASSERT_TRUE(Retrieve(request, &expected).ok());
+  ASSERT_GT(expected.items_size(), 0);
+  ASSERT_LT(expected.items_size(), catalogue / 4);  // the filters do filter
+
+  const RunResult cli = RunCommand({client, "retrieve", "--address=" + server_.address(), "--user=" + user,
+                                    absl::StrCat("--k=", catalogue), "--filter=brand=b1|b2", "--filter",
+                                    "genres=g1", "--json"});
+  ASSERT_EQ(cli.exit_code, 0) << cli.out;
+  EXPECT_NE(cli.out.find("\"user_known\":true"), std::string::npos) << cli.out;
+  v1::RetrieveResponse printed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(cli.out, &printed).ok()) << cli.out;
+  EXPECT_EQ(printed.model_version(), expected.model_version());
+  ASSERT_EQ(printed.items_size(), expected.items_size()) << cli.out;
+  for (int i = 0; i < printed.items_size(); ++i) {
+    EXPECT_EQ(printed.items(i).item_id(), expected.items(i).item_id()) << "rank " << i + 1;
+    EXPECT_NEAR(printed.items(i).score(), expected.items(i).score(), 1e-6) << "rank " << i + 1;
+  }
+
+  const std::vector<std::vector<std::string>> usage_errors = {
+      {"--filter=brand="}, {"--filter==b1"}, {"--filter=brand"}, {"--filter=brand=b1", "--filter=brand=b2"},
+      {"--filter"}};
+  for (const std::vector<std::string>& flags : usage_errors) {
+    std::vector<std::string> args = {client, "retrieve", "--address=" + server_.address(), "--user=" + user};
+    args.insert(args.end(), flags.begin(), flags.end());
+    EXPECT_EQ(RunCommand(args).exit_code, 2) << flags.front();
+  }
+  EXPECT_EQ(RunCommand({client, "status", "--admin_address=" + server_.admin_address(), "--json"}).exit_code, 2);
+}
+
+// examples/retrieve.cc, the README's C++ example, answers what the stub answers.
+TEST_F(E2eServerTest, TheCppExampleRetrievesWhatTheStubDoes) {
+  const std::string user = KnownUsers(*latest_, 1).at(0);
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 5), &response).ok());
+  std::string expected = absl::StrCat("model ", response.model_version(), "\n");
+  for (const v1::ScoredItem& item : response.items()) {
+    absl::StrAppend(&expected, item.item_id(), " ", absl::StrFormat("%.4f", item.score()), "\n");
+  }
+  const RunResult run = RunCommand({BinaryDir() + "/twotower_example_retrieve", server_.address(), user, "5"});
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+  EXPECT_EQ(run.out, expected);
+  const RunResult refused = RunCommand({BinaryDir() + "/twotower_example_retrieve", server_.address(), user, "0"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;  // k = 0: INVALID_ARGUMENT, on stderr
+  EXPECT_EQ(refused.out, "");
+}
+
 TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
   // python3-grpcio and python3-protobuf are declared dependencies (scripts/install-deps.sh):
   // their absence is a failure, not a skip.
@@ -1466,10 +1544,7 @@ TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
   ASSERT_TRUE(Retrieve(KnownUserRequest(user, 5), &response).ok());
   ASSERT_GT(response.items_size(), 0);
 
-  const std::string script = SourceDir() + "/client/python/twotower_client.py";
-  const std::string gen_dir = BinaryDir() + "/python";
-  const RunResult python = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address",
-                                server_.address(), "--user", user, "--k", "5"});
+  const RunResult python = RunCommand(PythonClient({"--address", server_.address(), "--user", user, "--k", "5"}));
   ASSERT_EQ(python.exit_code, 0) << python.out;
   EXPECT_NE(python.out.find(latest_->model_version()), std::string::npos) << python.out;
   EXPECT_EQ(TopItemOfListing(python.out), response.items(0).item_id()) << python.out;
@@ -1477,14 +1552,13 @@ TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
   v1::RetrieveResponse cold;
   ASSERT_TRUE(Retrieve(ColdUserRequest("py-cold", 5), &cold).ok());
   const RunResult python_cold =
-      RunCommand({Python(), script, "--gen_dir", gen_dir, "--address", server_.address(), "--user",
-           "py-cold", "--k", "5", "--feature", "segment=s1", "--feature", "age=num:31",
-           "--feature", "region=r2", "--feature", "interests=multi:g0|g3"});
+      RunCommand(PythonClient({"--address", server_.address(), "--user", "py-cold", "--k", "5", "--feature",
+                               "segment=s1", "--feature", "age=num:31", "--feature", "region=r2",
+                               "--feature", "interests=multi:g0|g3"}));
   ASSERT_EQ(python_cold.exit_code, 0) << python_cold.out;
   EXPECT_EQ(TopItemOfListing(python_cold.out), cold.items(0).item_id()) << python_cold.out;
 
-  const RunResult bad = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address",
-                             server_.address(), "--user", user, "--k", "0"});
+  const RunResult bad = RunCommand(PythonClient({"--address", server_.address(), "--user", user, "--k", "0"}));
   EXPECT_EQ(bad.exit_code, 1);
 }
 
@@ -1520,10 +1594,8 @@ TEST_F(E2eServerTest, ShippedServiceConfigServesAndBadOnesAreRefused) {
                                     "--service_config=" + config, "--user=" + user, "--k=5"});
   ASSERT_EQ(cli.exit_code, 0) << cli.out;
   EXPECT_EQ(TopItemOfListing(cli.out), expected.items(0).item_id()) << cli.out;
-  const std::string script = SourceDir() + "/client/python/twotower_client.py";
-  const std::string gen_dir = BinaryDir() + "/python";
-  const RunResult python = RunCommand({Python(), script, "--gen_dir", gen_dir, "--address", target,
-                                       "--service_config", config, "--user", user, "--k", "5"});
+  const RunResult python =
+      RunCommand(PythonClient({"--address", target, "--service_config", config, "--user", user, "--k", "5"}));
   ASSERT_EQ(python.exit_code, 0) << python.out;
   EXPECT_EQ(TopItemOfListing(python.out), expected.items(0).item_id()) << python.out;
 
@@ -1555,8 +1627,8 @@ TEST_F(E2eServerTest, ShippedServiceConfigServesAndBadOnesAreRefused) {
                                            "--service_config=" + bad, "--user=" + user});
     EXPECT_EQ(cli_bad.exit_code, 2) << bad << ": " << cli_bad.out;
     EXPECT_NE(cli_bad.out.find("--service_config " + bad), std::string::npos) << cli_bad.out;
-    const RunResult python_bad = with_stderr({Python(), script, "--gen_dir", gen_dir, "--address", target,
-                                              "--service_config", bad, "--user", user});
+    const RunResult python_bad =
+        with_stderr(PythonClient({"--address", target, "--service_config", bad, "--user", user}));
     EXPECT_EQ(python_bad.exit_code, 2) << bad << ": " << python_bad.out;
     EXPECT_NE(python_bad.out.find("--service_config " + bad), std::string::npos) << python_bad.out;
   }
