@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-20}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTWOTOWER_BUILD_TESTS=OFF \
+cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTWOTOWER_BUILD_TESTS=OFF -DTWOTOWER_WERROR=ON \
   -DTWOTOWER_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   "-DCMAKE_CXX_FLAGS=$SAN -fsanitize=fuzzer-no-link" "-DCMAKE_EXE_LINKER_FLAGS=$SAN"
 cmake --build build-fuzz -j2 --target table_fuzzer config_fuzzer encoder_fuzzer bundle_fuzzer

@@ -7,13 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DTWOTOWER_WERROR=ON
 cmake --build build -j2
 ctest --test-dir build --output-on-failure -j2 --timeout 600
 
 # The same tests on an AddressSanitizer + UndefinedBehaviorSanitizer build (leak checks
 # on): memory errors and undefined behaviour fail the run.
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTWOTOWER_WERROR=ON \
   "-DCMAKE_CXX_FLAGS=-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
   "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined"
 cmake --build build-asan -j2
