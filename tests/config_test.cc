@@ -357,7 +357,7 @@ TEST(ConfigTest, HistoryDropoutShortHistoriesAndEvalHistoriesAreChecked) {
        }},
       {"training.short_history_max_length", "must be in 1..", [](v1::TrainerConfig* c) { c->mutable_training()->set_short_history_max_length(-2); }},
       {"training.short_history_max_length", "must be in 1..", [](v1::TrainerConfig* c) {
-         c->mutable_training()->set_short_history_max_length(kMaxHistoryLength + 1);
+         c->mutable_training()->set_short_history_max_length(kMaxShortHistoryLength + 1);
        }},
       {"training.short_history_scope", "ID_DROPPED or ALL", [](v1::TrainerConfig* c) {
          c->mutable_training()->set_short_history_scope(static_cast<v1::TrainingSpec::ShortHistoryScope>(9));

@@ -365,8 +365,8 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   if (t.short_history_rate() > 0 && !user_history) {
     return Invalid("training.short_history_rate", "needs a HISTORY feature in data.users");
   }
-  if (!InRange(t.short_history_max_length(), 1, kMaxHistoryLength)) {
-    return Invalid("training.short_history_max_length", Range(1, kMaxHistoryLength));
+  if (!InRange(t.short_history_max_length(), 1, kMaxShortHistoryLength)) {
+    return Invalid("training.short_history_max_length", Range(1, kMaxShortHistoryLength));
   }
   if (!v1::TrainingSpec::ShortHistoryScope_IsValid(t.short_history_scope())) {
     return Invalid("training.short_history_scope", "must be ID_DROPPED or ALL");

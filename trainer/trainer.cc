@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -414,6 +415,11 @@ UserDrop DrawUserDrop(const v1::TrainingSpec& t, std::mt19937_64& rng) {
 void AppendTrainingUser(const EncodedTable& all, int32_t row, int history_field,
                         std::span<const int32_t> history, int32_t token, const UserDrop& drop,
                         EncodedTable* out, std::vector<int32_t>* buffer) {
+  if (!drop.history && drop.keep == 0) {  // the whole history: no copy
+    out->AppendRowFromReplacing(all, row, history_field, history, token);
+    if (drop.id) out->SetId(out->size() - 1, Vocabulary::kOov);
+    return;
+  }
   buffer->clear();
   if (!drop.history) {
     for (const int32_t r : history) {
@@ -436,16 +442,15 @@ void AppendTrainingUser(const EncodedTable& all, int32_t row, int history_field,
             z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
             return z ^ (z >> 31);
           };
-          std::vector<uint8_t> chosen(n, 0);
+          absl::InlinedVector<size_t, 16> chosen;  // keep is short: a linear search
           for (size_t j = n - drop.keep; j < n; ++j) {
             const size_t r = static_cast<size_t>(next() % (j + 1));
-            chosen[chosen[r] ? j : r] = 1;
+            const bool taken = std::find(chosen.begin(), chosen.end(), r) != chosen.end();
+            chosen.push_back(taken ? j : r);
           }
-          size_t kept = 0;
-          for (size_t i = 0; i < n; ++i) {
-            if (chosen[i]) (*buffer)[kept++] = (*buffer)[i];
-          }
-          buffer->resize(kept);
+          std::sort(chosen.begin(), chosen.end());
+          for (size_t i = 0; i < chosen.size(); ++i) (*buffer)[i] = (*buffer)[chosen[i]];
+          buffer->resize(chosen.size());
           break;
         }
         default:  // LAST
