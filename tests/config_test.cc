@@ -368,6 +368,13 @@ TEST(ConfigTest, HistoryDropoutShortHistoriesAndEvalHistoriesAreChecked) {
       {"training.short_history_from", "history_context PRECEDING", [](v1::TrainerConfig* c) {
          c->mutable_training()->set_short_history_from(v1::TrainingSpec::ANY);  // LEAVE_ONE_OUT history
        }},
+      {"training.history_gap_max", "must be in 0..", [](v1::TrainerConfig* c) { c->mutable_training()->set_history_gap_max(-1); }},
+      {"training.history_gap_max", "must be in 0..", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_history_gap_max(kMaxHistoryLength + 1);
+       }},
+      {"training.history_gap_max", "history_context PRECEDING", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_history_gap_max(5);  // LEAVE_ONE_OUT history
+       }},
       {"data.eval[0].history.item_column", "must be set", [](v1::TrainerConfig* c) {
          v1::EvalSetSpec* eval = c->mutable_data()->add_eval();
          eval->set_name("cold5");
@@ -413,6 +420,7 @@ TEST(ConfigTest, HistoryDropoutShortHistoriesAndEvalHistoriesAreChecked) {
   config.mutable_data()->mutable_train()->mutable_timestamp_column()->set_name("t");
   config.mutable_data()->mutable_users()->mutable_features(0)->set_history_context(v1::FeatureSpec::PRECEDING);
   config.mutable_training()->set_short_history_from(v1::TrainingSpec::FIRST);
+  config.mutable_training()->set_history_gap_max(10);
   EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
   config.mutable_training()->set_short_history_scope(v1::TrainingSpec::ALL);
   config.mutable_training()->set_user_id_dropout(0);

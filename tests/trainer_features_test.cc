@@ -223,6 +223,14 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   EXPECT_EQ(as_vector(data->user_preceding.Timeline(4)), tokens({"b", "c", "a", "d"}));
   EXPECT_EQ(as_vector(data->user_preceding.Timeline(1)), tokens({}));
   EXPECT_EQ(as_vector(data->user_preceding.Timeline(6)), tokens({"a"}));
+  // ... and as they were `gap` items earlier (history_gap_max): u1,d at 40 saw c a; one
+  // item earlier b c; two earlier b; more: nothing.
+  EXPECT_EQ(as_vector(data->user_preceding.Of(3, 0)), tokens({"c", "a"}));
+  EXPECT_EQ(as_vector(data->user_preceding.Of(3, 1)), tokens({"b", "c"}));
+  EXPECT_EQ(as_vector(data->user_preceding.Of(3, 2)), tokens({"b"}));
+  EXPECT_EQ(as_vector(data->user_preceding.Of(3, 7)), tokens({}));
+  EXPECT_EQ(as_vector(data->user_preceding.Timeline(4, 1)), tokens({"b", "c", "a"}));
+  EXPECT_EQ(as_vector(data->user_preceding.Timeline(4, 9)), tokens({}));
   // A history in a request is cut like a stored one: distinct ids, the last 2.
   {
     EncodedTable request = data->user_encoder.NewTable();
@@ -411,6 +419,22 @@ TEST(TrainerFeaturesTest, UserDropsFollowTheRatesAndTheSeed) {
   }
   EXPECT_NEAR(kept_cut / double(kept), 0.5, 0.02);
   EXPECT_NEAR(known_cut / double(kept_cut), 0.7, 0.02);
+  // history_gap_max: a gap uniform in 0..max for every example, after the other draws.
+  {
+    v1::TrainingSpec gaps;
+    gaps.set_user_id_dropout(0.3f);
+    gaps.set_history_gap_max(3);
+    std::mt19937_64 rng(11), reference(11);
+    std::map<int64_t, int> counts;
+    for (int i = 0; i < 40000; ++i) {
+      const UserDrop d = DrawUserDrop(gaps, rng);
+      EXPECT_EQ(d.id, (reference() >> 11) * 0x1.0p-53 < 0.3);
+      EXPECT_EQ(d.gap, static_cast<int64_t>(reference() % 4));
+      ++counts[d.gap];
+    }
+    ASSERT_EQ(counts.size(), 4u);
+    for (const auto& [gap, count] : counts) EXPECT_NEAR(count / 40000.0, 0.25, 0.01) << gap;
+  }
   // short_history_from marks the cuts; RANDOM draws a seed for each.
   t.set_short_history_from(v1::TrainingSpec::FIRST);
   for (const UserDrop& d : draw(10, 1000)) {

@@ -1,6 +1,7 @@
 #include "absl/strings/string_view.h"
 #include "trainer/config.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/container/flat_hash_set.h"
@@ -27,7 +28,8 @@ int64_t InputWidth(const v1::FeatureSpec& f) {
     case v1::FeatureSpec::POPULARITY:
       return 1;
     default:
-      return f.embedding_dim();
+      return int64_t{f.embedding_dim()} *
+             (f.pooling() == v1::FeatureSpec::ATTENTION ? std::max(1, f.pooling_heads()) : 1);
   }
 }
 
@@ -68,6 +70,16 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
     if (kind != v1::FeatureSpec::HISTORY &&
         (f.history_length() != 0 || f.history_context() != v1::FeatureSpec::LEAVE_ONE_OUT)) {
       return Invalid(where, "history_length and history_context apply to HISTORY features only");
+    }
+    if (!v1::FeatureSpec::Pooling_IsValid(f.pooling())) return Invalid(where, "pooling must be MEAN, SUM or ATTENTION");
+    if (f.pooling() == v1::FeatureSpec::ATTENTION && kind != v1::FeatureSpec::HISTORY) {
+      return Invalid(where, "pooling ATTENTION applies to HISTORY features only");
+    }
+    if (f.pooling_heads() != 0 && f.pooling() != v1::FeatureSpec::ATTENTION) {
+      return Invalid(where, "pooling_heads applies to pooling ATTENTION only");
+    }
+    if (!InRange(f.pooling_heads(), 0, kMaxPoolingHeads)) {
+      return Invalid(where, absl::StrCat("pooling_heads ", Range(0, kMaxPoolingHeads)));
     }
     if (!tokens && (f.hash_buckets() != 0 || f.max_vocabulary_size() != 0)) {
       return Invalid(where, "hash_buckets and max_vocabulary_size apply to CATEGORICAL and MULTI_HOT features only");
@@ -392,6 +404,18 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
       !t.has_user_history_dropout()) {
     return Invalid("training.short_history_rate",
                    "the rows whose id is dropped have no history unless user_history_dropout is set");
+  }
+  if (!InRange(t.history_gap_max(), 0, kMaxHistoryLength)) {
+    return Invalid("training.history_gap_max", Range(0, kMaxHistoryLength));
+  }
+  if (t.history_gap_max() > 0) {
+    bool preceding = false;
+    for (const v1::FeatureSpec& f : data.users().features()) {
+      preceding |= f.kind() == v1::FeatureSpec::HISTORY && f.history_context() == v1::FeatureSpec::PRECEDING;
+    }
+    if (!preceding) {
+      return Invalid("training.history_gap_max", "needs the user HISTORY feature's history_context PRECEDING");
+    }
   }
   if (!(t.cold_user_balance() >= 0 && t.cold_user_balance() <= 4)) {
     return Invalid("training.cold_user_balance", "must be in [0, 4]");

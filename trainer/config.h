@@ -23,6 +23,7 @@ inline constexpr int kMaxHashBuckets = 1 << 26;
 inline constexpr int kMaxBuckets = 4096;           // boundaries, quantile_buckets
 inline constexpr int kMaxHistoryLength = 1 << 20;
 inline constexpr int kMaxShortHistoryLength = 64;  // short_history_max_length
+inline constexpr int kMaxPoolingHeads = 16;        // HISTORY pooling ATTENTION
 inline constexpr int kMaxBatchSize = 16384;
 inline constexpr int64_t kMaxItemRowsPerStep = int64_t{1} << 22;  // batch x negatives
 inline constexpr int kMaxEpochs = 100000;

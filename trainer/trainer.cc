@@ -217,10 +217,10 @@ class TrainingLoop {
         const TrainingData::PrecedingHistory& preceding = data_.user_preceding;
         const std::span<const int32_t> history =
             preceding.empty()                         ? data_.users.rows.Field(u, user_history_)
-            : drop.keep == 0                          ? preceding.Of(order[i])
+            : drop.keep == 0                          ? preceding.Of(order[i], drop.gap)
             : drop.from == v1::TrainingSpec::ANY      ? preceding.All(order[i])
-            : drop.from != v1::TrainingSpec::LAST     ? preceding.Timeline(order[i])
-                                                      : preceding.Of(order[i]);
+            : drop.from != v1::TrainingSpec::LAST     ? preceding.Timeline(order[i], drop.gap)
+                                                      : preceding.Of(order[i], drop.gap);
         w.example_user.push_back(
             w.user.AddUser(data_.users.rows, u, user_history_, history, data_.history_token_of_item[v], drop));
       } else {
@@ -409,6 +409,7 @@ UserDrop DrawUserDrop(const v1::TrainingSpec& t, std::mt19937_64& rng) {
     drop.from = t.short_history_from();
     if (drop.from == v1::TrainingSpec::RANDOM || drop.from == v1::TrainingSpec::ANY) drop.seed = rng();
   }
+  if (t.history_gap_max() > 0) drop.gap = static_cast<int64_t>(rng() % (static_cast<uint64_t>(t.history_gap_max()) + 1));
   return drop;
 }
 

@@ -55,13 +55,17 @@ struct UserDrop {
   // `seed` (RANDOM, ANY).
   v1::TrainingSpec::ShortHistoryFrom from = v1::TrainingSpec::LAST;
   uint64_t seed = 0;
+  // The history is the one the user had `gap` interactions before the example
+  // (TrainingSpec.history_gap_max); 0 = just before it.
+  int64_t gap = 0;
 };
 
 // Draws one example's UserDrop. The draws, in order: the id (always); the history (only
 // when user_history_dropout is set; unset, it goes with the id); the short-history cut
 // (only when short_history_rate > 0 and the example is in short_history_scope), then its
-// length. A config without the history options draws exactly one number per example, as
-// before they existed, so its runs are unchanged bit for bit.
+// length (and seed, RANDOM / ANY); the gap (only when history_gap_max > 0). A config
+// without these options draws exactly one number per example, as before they existed, so
+// its runs are unchanged bit for bit.
 UserDrop DrawUserDrop(const v1::TrainingSpec& t, std::mt19937_64& rng);
 
 // Appends to `out` user row `row` of `all` as one training example sees it: the history

@@ -154,6 +154,7 @@ TrainingData::PrecedingHistory PrecedingTokens(const v1::FeatureSpec& feature, c
     start[table.ids[r]] = {begin, static_cast<int64_t>(out.tokens.size())};
   }
   const int64_t keep = feature.history_length();
+  out.length = keep;
   out.begin.resize(owners.size());
   out.end.resize(owners.size());
   out.start.resize(owners.size());

@@ -3,6 +3,7 @@
 #ifndef TWOTOWER_TRAINER_TRAINING_DATA_H_
 #define TWOTOWER_TRAINER_TRAINING_DATA_H_
 
+#include <algorithm>
 #include <span>
 #include <string>
 #include <vector>
@@ -73,6 +74,18 @@ struct TrainingData {
     std::span<const int32_t> Timeline(size_t example) const {
       return {tokens.data() + start[example], static_cast<size_t>(end[example] - start[example])};
     }
+    // Of(e) and Timeline(e) as they were `gap` partners earlier (TrainingSpec.
+    // history_gap_max): the history ends `gap` partners before the example.
+    std::span<const int32_t> Of(size_t example, int64_t gap) const {
+      const int64_t last = std::max(start[example], end[example] - gap);
+      const int64_t first = length > 0 ? std::max(start[example], last - length) : start[example];
+      return {tokens.data() + first, static_cast<size_t>(last - first)};
+    }
+    std::span<const int32_t> Timeline(size_t example, int64_t gap) const {
+      const int64_t last = std::max(start[example], end[example] - gap);
+      return {tokens.data() + start[example], static_cast<size_t>(last - start[example])};
+    }
+    int64_t length = 0;  // the feature's history_length (0 = all)
     // All the owner's partners, before and after example e.
     std::span<const int32_t> All(size_t example) const {
       return {tokens.data() + start[example], static_cast<size_t>(stop[example] - start[example])};
