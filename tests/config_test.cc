@@ -207,6 +207,16 @@ TEST(ConfigTest, SizesAreBoundedAndTheErrorNamesTheField) {
       {"history_length", [](v1::TrainerConfig* c) {
          AddUserFeature(c, v1::FeatureSpec::HISTORY)->set_history_length(2000000000);
        }},
+      {"(\"f1\"): pooling_heads must be in 0..16", [](v1::TrainerConfig* c) {
+         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::HISTORY);
+         f->set_pooling(v1::FeatureSpec::ATTENTION);
+         f->set_pooling_heads(kMaxPoolingHeads + 1);
+       }},
+      {"(\"f1\"): pooling_heads must be in 0..16", [](v1::TrainerConfig* c) {
+         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::HISTORY);
+         f->set_pooling(v1::FeatureSpec::ATTENTION);
+         f->set_pooling_heads(-1);
+       }},
       {"training.batch_size", [](v1::TrainerConfig* c) { c->mutable_training()->set_batch_size(2000000000); }},
       {"training.epochs", [](v1::TrainerConfig* c) { c->mutable_training()->set_epochs(2000000000); }},
       {"training.eval_k", [](v1::TrainerConfig* c) { c->mutable_training()->add_eval_k(2000000000); }},
@@ -230,6 +240,9 @@ TEST(ConfigTest, SizesAreBoundedAndTheErrorNamesTheField) {
   config.mutable_user_tower()->add_hidden_dims(kMaxLayerWidth);
   config.mutable_training()->set_batch_size(kMaxBatchSize);
   config.mutable_training()->set_epochs(kMaxEpochs);
+  v1::FeatureSpec* history = AddUserFeature(&config, v1::FeatureSpec::HISTORY);
+  history->set_pooling(v1::FeatureSpec::ATTENTION);
+  history->set_pooling_heads(kMaxPoolingHeads);
   EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
 }
 
@@ -284,6 +297,8 @@ TEST(ConfigTest, OptionsOfAnotherKindAreRefused) {
       {v1::FeatureSpec::CATEGORICAL, "clip_max: 3", "clip_max"},
       {v1::FeatureSpec::CATEGORICAL, "prefix_length: 2", "prefix_length"},
       {v1::FeatureSpec::POPULARITY, "derive: YEAR", "derive"},
+      {v1::FeatureSpec::MULTI_HOT, "pooling: ATTENTION", "pooling ATTENTION applies to HISTORY features only"},
+      {v1::FeatureSpec::HISTORY, "pooling_heads: 2", "pooling_heads applies to pooling ATTENTION only"},
   };
   for (const Case& c : cases) {
     v1::TrainerConfig config = Minimal();
