@@ -3,7 +3,7 @@
 # scored by ../shared/eval/eval.py. Hyper-parameters and epoch counts were chosen on
 # ../shared/eval/data/val only (bench/ml100k_val.sh, 3 seeds, 5 for cold_user_balance 0 / 1;
 # criterion: warm + cold Recall@50).
-# All share configs/ml100k.textproto: user history feature, 24 epochs, linear learning-rate decay.
+# All share configs/ml100k.textproto: attention-pooled user history, 24 epochs, linear learning-rate decay.
 #   bench/ml100k_quality.sh [SEEDS] [NAME_SUBSTRING] [CONFIG DATA_DIR]   (default 5 seeds,
 #       every run, configs/ml100k.textproto on ../shared/eval/data; needs build/twotower_train).
 #   The raw-file config: bench/ml100k_quality.sh 5 in-batch configs/ml100k_raw.textproto ../shared
@@ -19,7 +19,7 @@ trap 'rm -rf "$OUT"' EXIT
 
 # name | --override (merged over configs/ml100k.textproto, the in-batch configuration)
 RUNS=(
-  "in-batch softmax + logQ (cold rows x2, per-user weights), 32 shared negatives, T=0.2|"
+  "in-batch softmax + logQ (cold rows x2, per-user weights), 32 shared negatives, T=0.15|"
   "sampled softmax (20 negatives, logQ, cold rows x2, per-user weights)|training { objective: SAMPLED_SOFTMAX num_negatives: 20 user_id_dropout: 0.2 }"
   "pointwise 1:3, scale 10, uniform negatives|training { cold_user_balance: 0 objective: POINTWISE negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 }"
   "triplet hinge (m 0.3, 8 negatives)|training { cold_user_balance: 0 objective: TRIPLET_HINGE num_negatives: 8 negative_alpha: 0 user_id_dropout: 0.2 }"
