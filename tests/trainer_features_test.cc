@@ -675,6 +675,73 @@ TEST(TrainerFeaturesTest, IndependentHistoryDropoutServesNewUsersFromTheirFirstC
   EXPECT_GT(after, 1.5 * Recall(*popularity, "new", 10));
 }
 
+// An attention-pooled history (pooling ATTENTION, history_gap_max) trains, learns its
+// pooling parameters (they start at 0, the mean), and serves from the written bundle: a
+// request that carries a user's stored history as item ids gets the stored row's vector.
+TEST(TrainerFeaturesTest, AttentionPooledHistoryTrainsAndServesFromTheBundle) {
+  ScopedTempDir dir;
+  SyntheticOptions options;
+  options.users = 600;
+  options.items = 300;
+  ASSERT_TRUE(WriteSyntheticDataset(options, dir.path()).ok());
+  absl::StatusOr<v1::TrainerConfig> loaded = LoadTrainerConfig(testing::SourceDir() + "/configs/synthetic.textproto");
+  ASSERT_TRUE(loaded.ok());
+  v1::TrainerConfig config = *loaded;
+  v1::FeatureTableSpec* users = config.mutable_data()->mutable_users();
+  users->clear_features();
+  ASSERT_TRUE(ParseTextProto(R"pb(name: "history" kind: HISTORY embedding_dim: 16 history_length: 10
+                                  history_context: PRECEDING pooling: ATTENTION pooling_heads: 2)pb",
+                             "history", users->add_features()).ok());
+  config.mutable_training()->set_epochs(6);
+  config.mutable_training()->set_history_gap_max(2);
+  ApplyDefaults(&config);
+  ASSERT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
+  absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
+  ASSERT_TRUE(data.ok()) << data.status();
+  absl::StatusOr<TrainingReport> report = Train(config, *data, TrainOptions{});
+  ASSERT_TRUE(report.ok()) << report.status();
+  absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(*data, {10, 50});
+  ASSERT_TRUE(popularity.ok());
+  EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * Recall(*popularity, "warm", 10));
+
+  const int h = data->user_encoder.HistoryField();
+  const TowerShape::Field& field = report->bundle.user.tower.shape().fields[h];
+  ASSERT_EQ(field.heads, 2);
+  ASSERT_EQ(field.positions, 10);
+  const EmbeddingTable& table = report->bundle.user.tower.embeddings()[h];
+  double moved = 0;
+  for (int32_t r = field.vocabulary_rows(); r < field.rows; ++r) {
+    for (int k = 0; k < table.dim; ++k) moved += std::abs(table.Row(r)[k]);
+  }
+  EXPECT_GT(moved, 0.01) << "the queries and position weights never moved from 0";
+
+  ASSERT_TRUE(WriteBundle(report->bundle, dir.Join("bundle")).ok());
+  absl::StatusOr<Bundle> bundle = ReadBundle(dir.Join("bundle"));
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  const TowerModel& user = bundle->user;
+  const int dim = user.tower.output_dim();
+  std::vector<float> stored(dim), request(dim), trained(dim);
+  TowerActivations acts;
+  int with_history = 0;
+  for (int r = 0; r < bundle->users.rows.size(); ++r) {
+    std::vector<RawValue> values(user.encoder.schema().size());
+    for (const int32_t token : bundle->users.rows.Field(r, h)) {
+      if (token > 0) values[0].tokens.push_back(user.encoder.FieldVocabulary(h).tokens()[token - 1]);
+    }
+    with_history += values[0].tokens.size() > 1;
+    EncodedTable one = user.encoder.NewTable();
+    one.AppendRowFrom(bundle->users.rows, r);
+    user.tower.Forward(one, &acts, stored.data());
+    report->bundle.user.tower.Forward(one, &acts, trained.data());
+    one.Clear();
+    user.encoder.Encode(bundle->users.ids[r], &values, &one);
+    user.tower.Forward(one, &acts, request.data());
+    ASSERT_EQ(stored, trained) << bundle->users.ids[r];
+    ASSERT_EQ(stored, request) << bundle->users.ids[r];
+  }
+  EXPECT_GT(with_history, 300);
+}
+
 TEST(TrainerFeaturesTest, SelectionExportsTheBestEvaluatedEpoch) {
   ScopedTempDir dir;
   testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
