@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tuning on the validation split only (../shared/eval/data/val): trains configs/ml100k.textproto
 # with an --override for SEEDS seeds and prints, per evaluated epoch, the mean warm Recall@50,
-# warm NDCG@10 and cold Recall@50 over the seeds (the trainer's own metrics, which equal
-# eval.py's). This is how the settings in bench/ml100k_quality.sh were chosen.
+# warm NDCG@10, cold Recall@50 and (with the config's cold5 set: data/val/cold5) cold5
+# Recall@50 and NDCG@10 over the seeds (the trainer's own metrics, which equal eval.py's).
+# This is how the settings in bench/ml100k_quality.sh were chosen.
 #   bench/ml100k_val.sh SEEDS 'training { temperature: 0.15 }' [CONFIG]
 # (An override to a pointwise or pairwise objective also needs cold_user_balance: 0, which
 # the config sets for the softmax objectives only.)
@@ -23,12 +24,17 @@ done
 import json, sys
 out, seeds = sys.argv[1], int(sys.argv[2])
 sums = {}
+columns = [("warm", "recall@50", "warm R@50"), ("warm", "ndcg@10", "warm NDCG@10"),
+           ("cold", "recall@50", "cold R@50"), ("cold5", "recall@50", "cold5 R@50"),
+           ("cold5", "ndcg@10", "cold5 NDCG@10")]
 for seed in range(1, seeds + 1):
     for line in open(f"{out}/metrics{seed}.jsonl"):
         record = json.loads(line)
         if "eval" in record:
-            e, s = record["eval"], sums.setdefault(record["epoch"], [0.0, 0.0, 0.0])
-            s[0] += e["warm"]["recall@50"]; s[1] += e["warm"]["ndcg@10"]; s[2] += e["cold"]["recall@50"]
+            e, s = record["eval"], sums.setdefault(record["epoch"], {})
+            for group, metric, label in columns:
+                if group in e:
+                    s[label] = s.get(label, 0.0) + e[group][metric]
 for epoch, s in sorted(sums.items()):
-    print(f"epoch {epoch:3d}  warm R@50 {s[0]/seeds:.4f}  warm NDCG@10 {s[1]/seeds:.4f}  cold R@50 {s[2]/seeds:.4f}")
+    print(f"epoch {epoch:3d}  " + "  ".join(f"{label} {value/seeds:.4f}" for label, value in s.items()))
 PY

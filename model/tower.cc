@@ -19,9 +19,84 @@ void UseSingleThreadedBlas() {
 
 int TowerShape::input_dim() const {
   int dim = num_numeric;
-  for (const Field& f : fields) dim += f.dim;
+  for (const Field& f : fields) dim += f.input_dim();
   return dim;
 }
+
+namespace {
+
+// Attention pooling of one row's `ids` in an attention field (see TowerShape::Field):
+// writes the heads' pooled vectors to out[h * dim ..] and their weights to
+// alpha[h * ids.size() + j].
+void AttentionPool(const TowerShape::Field& field, const EmbeddingTable& table,
+                   std::span<const int32_t> ids, float* out, std::vector<float>* alpha) {
+  const int d = field.dim;
+  const int n = static_cast<int>(ids.size());
+  const int32_t vocabulary = field.vocabulary_rows();
+  const int theta_rows = (field.positions + d - 1) / d;
+  alpha->resize(static_cast<size_t>(field.heads) * n);
+  for (int h = 0; h < field.heads; ++h) {
+    const float* q = table.Row(vocabulary + h);
+    const float* theta = table.Row(vocabulary + field.heads + h * theta_rows);
+    float* a = alpha->data() + static_cast<size_t>(h) * n;
+    float top = -INFINITY;
+    for (int j = 0; j < n; ++j) {
+      const float* e = table.Row(ids[j]);
+      float score = theta[std::min(n - 1 - j, field.positions - 1)];
+      for (int k = 0; k < d; ++k) score += q[k] * e[k];
+      a[j] = score;
+      top = std::max(top, score);
+    }
+    float sum = 0;
+    for (int j = 0; j < n; ++j) sum += (a[j] = std::exp(a[j] - top));
+    float* o = out + static_cast<size_t>(h) * d;
+    std::fill(o, o + d, 0.0f);
+    for (int j = 0; j < n; ++j) {
+      a[j] /= sum;
+      const float* e = table.Row(ids[j]);
+      for (int k = 0; k < d; ++k) o[k] += a[j] * e[k];
+    }
+  }
+}
+
+// The gradient of attention pooling (AttentionPool's weights recomputed): with g_h the
+// gradient for head h's pooled vector o_h, item j gets alpha_hj g_h through its value and
+// ds_hj q_h through its key, where ds_hj = alpha_hj (g_h . e_j - g_h . o_h) is the gradient
+// of its score; theta_h[p_j] gets ds_hj and q_h gets ds_hj e_j.
+void AttentionBackward(const TowerShape::Field& field, const EmbeddingTable& table,
+                       std::span<const int32_t> ids, const float* g, SparseRowGradients* grads,
+                       std::vector<float>* alpha, std::vector<float>* pooled) {
+  const int d = field.dim;
+  const int n = static_cast<int>(ids.size());
+  pooled->resize(static_cast<size_t>(field.heads) * d);
+  AttentionPool(field, table, ids, pooled->data(), alpha);
+  const int32_t vocabulary = field.vocabulary_rows();
+  const int theta_rows = (field.positions + d - 1) / d;
+  for (int h = 0; h < field.heads; ++h) {
+    const float* gh = g + static_cast<size_t>(h) * d;
+    const float* o = pooled->data() + static_cast<size_t>(h) * d;
+    const float* a = alpha->data() + static_cast<size_t>(h) * n;
+    const int32_t query_row = vocabulary + h;
+    const float* q = table.Row(query_row);
+    float g_dot_o = 0;
+    for (int k = 0; k < d; ++k) g_dot_o += gh[k] * o[k];
+    for (int j = 0; j < n; ++j) {
+      const float* e = table.Row(ids[j]);
+      float g_dot_e = 0;
+      for (int k = 0; k < d; ++k) g_dot_e += gh[k] * e[k];
+      const float ds = a[j] * (g_dot_e - g_dot_o);
+      // (An Accumulator pointer does not outlive the next Accumulator call.)
+      float* acc = grads->Accumulator(ids[j]);
+      for (int k = 0; k < d; ++k) acc[k] += a[j] * gh[k] + ds * q[k];
+      acc = grads->Accumulator(query_row);
+      for (int k = 0; k < d; ++k) acc[k] += ds * e[k];
+      const int p = std::min(n - 1 - j, field.positions - 1);
+      grads->Accumulator(vocabulary + field.heads + h * theta_rows + p / d)[p % d] += ds;
+    }
+  }
+}
+
+}  // namespace
 
 std::vector<int> TowerShape::layer_dims() const {
   std::vector<int> dims = {input_dim()};
@@ -37,6 +112,11 @@ absl::Status TowerShape::Validate() const {
       return absl::InvalidArgumentError(
           absl::StrCat("tower field ", f, ": rows and dim must be >= 1"));
     }
+    if (fields[f].heads < 0 || (fields[f].heads > 0 && (fields[f].positions < 1 || fields[f].sum_pooling ||
+                                                        fields[f].vocabulary_rows() < 1))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tower field ", f, ": attention pooling needs positions >= 1, no sum pooling and rows for its parameters"));
+    }
   }
   for (int h : hidden_dims) {
     if (h < 1) return absl::InvalidArgumentError("hidden layer widths must be >= 1");
@@ -50,8 +130,14 @@ TowerShape ShapeFor(const v1::TowerSpec& spec, const FeatureEncoder& encoder) {
   TowerShape shape;
   shape.fields.push_back({encoder.FieldRows(0), spec.id_embedding_dim()});
   for (int f = 1; f < encoder.num_fields(); ++f) {
-    shape.fields.push_back({encoder.FieldRows(f), encoder.FieldSpec(f).embedding_dim(),
-                            encoder.FieldSpec(f).pooling() == v1::FeatureSpec::SUM});
+    const v1::FeatureSpec& spec = encoder.FieldSpec(f);
+    TowerShape::Field field{encoder.FieldRows(f), spec.embedding_dim(), spec.pooling() == v1::FeatureSpec::SUM};
+    if (spec.pooling() == v1::FeatureSpec::ATTENTION) {
+      field.heads = std::max(1, spec.pooling_heads());
+      field.positions = spec.history_length() > 0 ? spec.history_length() : kAttentionPositions;
+      field.rows += field.parameter_rows();
+    }
+    shape.fields.push_back(field);
   }
   shape.num_numeric = encoder.num_numeric();
   shape.hidden_dims.assign(spec.hidden_dims().begin(), spec.hidden_dims().end());
@@ -93,6 +179,8 @@ absl::StatusOr<Tower> Tower::Create(const TowerShape& shape, uint64_t seed) {
   for (const TowerShape::Field& f : shape.fields) {
     EmbeddingTable table{f.rows, f.dim, std::vector<float>(static_cast<size_t>(f.rows) * f.dim)};
     for (float& w : table.weights) w = static_cast<float>(0.1 * normal());
+    // Attention parameters start at 0: every head is the mean.
+    std::fill(table.weights.begin() + static_cast<ptrdiff_t>(f.vocabulary_rows()) * f.dim, table.weights.end(), 0.0f);
     embeddings.push_back(std::move(table));
   }
   std::vector<DenseLayer> layers;
@@ -183,13 +271,20 @@ void Tower::Forward(const EncodedTable& batch, TowerActivations* acts, float* ou
   const int in_dim = shape_.input_dim();
   std::vector<float>& x = acts->layer_inputs[0];
   x.assign(static_cast<size_t>(n) * in_dim, 0.0f);
+  std::vector<float> alpha;
   for (int b = 0; b < n; ++b) {
     float* row = x.data() + static_cast<size_t>(b) * in_dim;
     int offset = 0;
     for (size_t f = 0; f < embeddings_.size(); ++f) {
       const EmbeddingTable& table = embeddings_[f];
+      const TowerShape::Field& field = shape_.fields[f];
       const std::span<const int32_t> ids = batch.Field(b, static_cast<int>(f));
-      const float scale = shape_.fields[f].sum_pooling ? 1.0f : 1.0f / static_cast<float>(ids.size());
+      if (field.heads > 0) {
+        AttentionPool(field, table, ids, row + offset, &alpha);
+        offset += field.input_dim();
+        continue;
+      }
+      const float scale = field.sum_pooling ? 1.0f : 1.0f / static_cast<float>(ids.size());
       for (const int32_t id : ids) {
         const float* e = table.Row(id);
         for (int k = 0; k < table.dim; ++k) row[offset + k] += scale * e[k];
@@ -276,13 +371,20 @@ void Tower::Backward(const EncodedTable& batch, const TowerActivations& acts,
 
   // dz now holds d loss / d input: scatter into the embedding rows (mean pooling).
   const int in_dim = shape_.input_dim();
+  std::vector<float> alpha, pooled;
   for (int b = 0; b < n; ++b) {
     const float* g = dz.data() + static_cast<size_t>(b) * in_dim;
     int offset = 0;
     for (size_t f = 0; f < embeddings_.size(); ++f) {
       const int dim = embeddings_[f].dim;
+      const TowerShape::Field& field = shape_.fields[f];
       const std::span<const int32_t> ids = batch.Field(b, static_cast<int>(f));
-      const float scale = shape_.fields[f].sum_pooling ? 1.0f : 1.0f / static_cast<float>(ids.size());
+      if (field.heads > 0) {
+        AttentionBackward(field, embeddings_[f], ids, g + offset, &grads->embeddings[f], &alpha, &pooled);
+        offset += field.input_dim();
+        continue;
+      }
+      const float scale = field.sum_pooling ? 1.0f : 1.0f / static_cast<float>(ids.size());
       for (const int32_t id : ids) {
         float* acc = grads->embeddings[f].Accumulator(id);
         for (int k = 0; k < dim; ++k) acc[k] += scale * g[offset + k];

@@ -5,6 +5,7 @@
 #define TWOTOWER_MODEL_TOWER_H_
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -17,9 +18,24 @@ namespace twotower {
 
 struct TowerShape {
   struct Field {
-    int32_t rows = 0;  // vocabulary size including the OOV row
+    int32_t rows = 0;  // vocabulary size including the OOV row (+ parameter_rows())
     int dim = 0;
     bool sum_pooling = false;  // several rows: their sum (default: their mean)
+    // Attention pooling (FeatureSpec.pooling ATTENTION, a HISTORY field whose rows are in
+    // time order, most recent last): `heads` pooled vectors, concatenated (input width
+    // heads x dim). Head h gives item j (at position p from the most recent, 0 = the last,
+    // clipped to positions - 1) the score
+    //   s_hj = theta_h[p] + q_h . e_j        (the items' embeddings are keys and values)
+    // and pools sum_j softmax_j(s_hj) e_j. theta and q are learned; both start at 0, so
+    // every head starts as the mean. They are kept in the field's table after its
+    // vocabulary rows, so that they are saved, loaded and updated with it: `heads` rows of
+    // queries q_h, then per head ceil(positions / dim) rows holding theta_h. 0 = no
+    // attention (mean or sum pooling).
+    int heads = 0;
+    int positions = 0;
+    int32_t parameter_rows() const { return heads == 0 ? 0 : heads * (1 + (positions + dim - 1) / dim); }
+    int32_t vocabulary_rows() const { return rows - parameter_rows(); }
+    int input_dim() const { return dim * (heads > 0 ? heads : 1); }
   };
   std::vector<Field> fields;  // field 0 = id
   int num_numeric = 0;
@@ -31,6 +47,10 @@ struct TowerShape {
   std::vector<int> layer_dims() const;
   absl::Status Validate() const;
 };
+
+// Positions an attention-pooled HISTORY field tells apart when its history_length is 0
+// (all): items further back share the last position's weight.
+inline constexpr int kAttentionPositions = 64;
 
 // Asks OpenBLAS (when it is the BLAS in use) for one thread per call: our matrices are
 // small, and its worker threads only spin against the caller's own threads.
@@ -81,7 +101,8 @@ struct TowerGradients {
 class Tower {
  public:
   Tower() = default;
-  // Random initialisation: embeddings N(0, 0.1^2), dense layers Glorot-uniform, bias 0.
+  // Random initialisation: embeddings N(0, 0.1^2), dense layers Glorot-uniform, bias 0;
+  // attention pooling parameters 0 (each head starts as the mean).
   static absl::StatusOr<Tower> Create(const TowerShape& shape, uint64_t seed);
   // Takes ownership of trained parameters (checked against the shape).
   static absl::StatusOr<Tower> FromParameters(const TowerShape& shape,

@@ -1,6 +1,7 @@
 // Config loading: the shipped configs are valid; every kind of mistake is a clear error.
 #include <sys/stat.h>
 
+#include <cmath>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -206,6 +207,16 @@ TEST(ConfigTest, SizesAreBoundedAndTheErrorNamesTheField) {
       {"history_length", [](v1::TrainerConfig* c) {
          AddUserFeature(c, v1::FeatureSpec::HISTORY)->set_history_length(2000000000);
        }},
+      {"(\"f1\"): pooling_heads must be in 0..16", [](v1::TrainerConfig* c) {
+         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::HISTORY);
+         f->set_pooling(v1::FeatureSpec::ATTENTION);
+         f->set_pooling_heads(kMaxPoolingHeads + 1);
+       }},
+      {"(\"f1\"): pooling_heads must be in 0..16", [](v1::TrainerConfig* c) {
+         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::HISTORY);
+         f->set_pooling(v1::FeatureSpec::ATTENTION);
+         f->set_pooling_heads(-1);
+       }},
       {"training.batch_size", [](v1::TrainerConfig* c) { c->mutable_training()->set_batch_size(2000000000); }},
       {"training.epochs", [](v1::TrainerConfig* c) { c->mutable_training()->set_epochs(2000000000); }},
       {"training.eval_k", [](v1::TrainerConfig* c) { c->mutable_training()->add_eval_k(2000000000); }},
@@ -229,6 +240,9 @@ TEST(ConfigTest, SizesAreBoundedAndTheErrorNamesTheField) {
   config.mutable_user_tower()->add_hidden_dims(kMaxLayerWidth);
   config.mutable_training()->set_batch_size(kMaxBatchSize);
   config.mutable_training()->set_epochs(kMaxEpochs);
+  v1::FeatureSpec* history = AddUserFeature(&config, v1::FeatureSpec::HISTORY);
+  history->set_pooling(v1::FeatureSpec::ATTENTION);
+  history->set_pooling_heads(kMaxPoolingHeads);
   EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
 }
 
@@ -283,6 +297,8 @@ TEST(ConfigTest, OptionsOfAnotherKindAreRefused) {
       {v1::FeatureSpec::CATEGORICAL, "clip_max: 3", "clip_max"},
       {v1::FeatureSpec::CATEGORICAL, "prefix_length: 2", "prefix_length"},
       {v1::FeatureSpec::POPULARITY, "derive: YEAR", "derive"},
+      {v1::FeatureSpec::MULTI_HOT, "pooling: ATTENTION", "pooling ATTENTION applies to HISTORY features only"},
+      {v1::FeatureSpec::HISTORY, "pooling_heads: 2", "pooling_heads applies to pooling ATTENTION only"},
   };
   for (const Case& c : cases) {
     v1::TrainerConfig config = Minimal();
@@ -315,6 +331,119 @@ TEST(ConfigTest, OptionsOfAnotherKindAreRefused) {
   )pb", "data", &data).ok());
   *config.mutable_data()->mutable_users() = data.users();
   EXPECT_TRUE(ValidateTrainerConfig(config).ok()) << ValidateTrainerConfig(config).ToString();
+}
+
+// The new-user options (user_history_dropout, short_history_*) and an eval set's
+// request-time history: bad values are refused, naming the field; good ones pass.
+TEST(ConfigTest, HistoryDropoutShortHistoriesAndEvalHistoriesAreChecked) {
+  const auto with_history = [] {
+    v1::TrainerConfig c = Minimal();
+    AddUserFeature(&c, v1::FeatureSpec::HISTORY);
+    c.mutable_training()->set_user_id_dropout(0.3f);
+    return c;
+  };
+  struct Case {
+    const char* field;
+    const char* message;
+    void (*mutate)(v1::TrainerConfig*);
+  };
+  const Case cases[] = {
+      {"training.user_history_dropout", "[0, 1)", [](v1::TrainerConfig* c) { c->mutable_training()->set_user_history_dropout(-0.1f); }},
+      {"training.user_history_dropout", "[0, 1)", [](v1::TrainerConfig* c) { c->mutable_training()->set_user_history_dropout(1.0f); }},
+      {"training.user_history_dropout", "[0, 1)", [](v1::TrainerConfig* c) { c->mutable_training()->set_user_history_dropout(NAN); }},
+      {"training.user_history_dropout", "needs a HISTORY feature", [](v1::TrainerConfig* c) {
+         c->mutable_data()->clear_users();
+         c->mutable_training()->set_user_history_dropout(0.3f);
+       }},
+      {"training.short_history_rate", "[0, 1]", [](v1::TrainerConfig* c) { c->mutable_training()->set_short_history_rate(1.5f); }},
+      {"training.short_history_rate", "[0, 1]", [](v1::TrainerConfig* c) { c->mutable_training()->set_short_history_rate(-0.5f); }},
+      {"training.short_history_rate", "needs a HISTORY feature", [](v1::TrainerConfig* c) {
+         c->mutable_data()->clear_users();
+         c->mutable_training()->set_short_history_rate(0.5f);
+         c->mutable_training()->set_short_history_scope(v1::TrainingSpec::ALL);
+       }},
+      {"training.short_history_rate", "user_history_dropout is set", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_short_history_rate(0.5f);  // scope ID_DROPPED: no history there
+       }},
+      {"training.short_history_rate", "user_id_dropout", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_user_history_dropout(0.3f);
+         c->mutable_training()->set_user_id_dropout(0);
+         c->mutable_training()->set_short_history_rate(0.5f);
+       }},
+      {"training.short_history_max_length", "must be in 1..", [](v1::TrainerConfig* c) { c->mutable_training()->set_short_history_max_length(-2); }},
+      {"training.short_history_max_length", "must be in 1..", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_short_history_max_length(kMaxShortHistoryLength + 1);
+       }},
+      {"training.short_history_scope", "ID_DROPPED or ALL", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_short_history_scope(static_cast<v1::TrainingSpec::ShortHistoryScope>(9));
+       }},
+      {"training.short_history_from", "LAST, FIRST, RANDOM or ANY", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_short_history_from(static_cast<v1::TrainingSpec::ShortHistoryFrom>(5));
+       }},
+      {"training.short_history_from", "history_context PRECEDING", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_short_history_from(v1::TrainingSpec::ANY);  // LEAVE_ONE_OUT history
+       }},
+      {"training.history_gap_max", "must be in 0..", [](v1::TrainerConfig* c) { c->mutable_training()->set_history_gap_max(-1); }},
+      {"training.history_gap_max", "must be in 0..", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_history_gap_max(kMaxHistoryLength + 1);
+       }},
+      {"training.history_gap_max", "history_context PRECEDING", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_history_gap_max(5);  // LEAVE_ONE_OUT history
+       }},
+      {"data.eval[0].history.item_column", "must be set", [](v1::TrainerConfig* c) {
+         v1::EvalSetSpec* eval = c->mutable_data()->add_eval();
+         eval->set_name("cold5");
+         *eval->mutable_interactions() = c->data().train();
+         *eval->mutable_history() = c->data().train();
+         eval->mutable_history()->clear_item_column();
+       }},
+      {"data.eval[0].history.table.path", "must be set", [](v1::TrainerConfig* c) {
+         v1::EvalSetSpec* eval = c->mutable_data()->add_eval();
+         eval->set_name("cold5");
+         *eval->mutable_interactions() = c->data().train();
+         eval->mutable_history()->mutable_user_column()->set_index(0);
+       }},
+      {"data.eval[0].history.label_column", "interactions only", [](v1::TrainerConfig* c) {
+         v1::EvalSetSpec* eval = c->mutable_data()->add_eval();
+         eval->set_name("cold5");
+         *eval->mutable_interactions() = c->data().train();
+         *eval->mutable_history() = c->data().train();
+         eval->mutable_history()->mutable_label_column()->set_index(2);
+       }},
+  };
+  for (const Case& c : cases) {
+    v1::TrainerConfig config = with_history();
+    c.mutate(&config);
+    ApplyDefaults(&config);
+    const absl::Status status = ValidateTrainerConfig(config);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_NE(status.message().find(absl::StrCat("config: ", c.field, ": ")), std::string::npos)
+        << c.field << ": " << status;
+    EXPECT_NE(status.message().find(c.message), std::string::npos) << c.field << ": " << status;
+  }
+  // Defaults, and good values.
+  v1::TrainerConfig config = with_history();
+  EXPECT_FALSE(config.training().has_user_history_dropout());  // unset: goes with the id
+  EXPECT_EQ(config.training().short_history_max_length(), 5);
+  config.mutable_training()->set_user_history_dropout(0);  // set to 0: never dropped
+  config.mutable_training()->set_short_history_rate(1);
+  v1::EvalSetSpec* eval = config.mutable_data()->add_eval();
+  eval->set_name("cold5");
+  *eval->mutable_interactions() = config.data().train();
+  *eval->mutable_history() = config.data().train();
+  EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
+  config.mutable_data()->mutable_train()->mutable_timestamp_column()->set_name("t");
+  config.mutable_data()->mutable_users()->mutable_features(0)->set_history_context(v1::FeatureSpec::PRECEDING);
+  config.mutable_training()->set_short_history_from(v1::TrainingSpec::FIRST);
+  config.mutable_training()->set_history_gap_max(10);
+  EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
+  config.mutable_training()->set_short_history_scope(v1::TrainingSpec::ALL);
+  config.mutable_training()->set_user_id_dropout(0);
+  config.mutable_training()->clear_user_history_dropout();
+  EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
+  // --override sets the history dropout to 0 where a config sets it (explicit presence).
+  ASSERT_EQ(ApplyOverride("training { user_history_dropout: 0 }", &config), absl::OkStatus());
+  EXPECT_TRUE(config.training().has_user_history_dropout());
 }
 
 TEST(ConfigTest, SyntaxErrorsGiveFileLineAndColumn) {

@@ -148,6 +148,137 @@ TEST(TowerTest, MultiHotPooling) {
   }
 }
 
+// Attention pooling (TowerShape::Field heads / positions): a field of 6 vocabulary rows,
+// width 3, 2 heads telling 3 positions apart (4 parameter rows), in a tower with an id,
+// a categorical field and a numeric input; histories of 1, 3 and 5 items (5 > 3
+// positions: the oldest share the last position's weight), with a repeated item.
+TowerShape AttentionShape() {
+  TowerShape shape;
+  shape.fields = {{5, 2}, {4, 2}, {6 + 4, 3, false, /*heads=*/2, /*positions=*/3}};
+  shape.num_numeric = 1;
+  shape.hidden_dims = {5};
+  shape.output_dim = 3;
+  return shape;
+}
+
+EncodedTable AttentionBatch() {
+  EncodedTable batch(3, 1);
+  batch.AppendRow({{1}, {2}, {3}}, std::vector<float>{0.5f});
+  batch.AppendRow({{0}, {1}, {1, 4, 2}}, std::vector<float>{-1.0f});
+  batch.AppendRow({{4}, {3}, {5, 1, 2, 2, 0}}, std::vector<float>{0.3f});
+  return batch;
+}
+
+TEST(TowerTest, AttentionPoolingStartsAsTheMean) {
+  TowerShape shape = AttentionShape();
+  ASSERT_EQ(shape.fields[2].parameter_rows(), 4);
+  ASSERT_EQ(shape.fields[2].vocabulary_rows(), 6);
+  EXPECT_EQ(shape.input_dim(), 2 + 2 + 2 * 3 + 1);
+  absl::StatusOr<Tower> tower = Tower::Create(shape, 5);
+  ASSERT_TRUE(tower.ok()) << tower.status();
+  const EmbeddingTable& table = tower->embeddings()[2];
+  for (int32_t r = 6; r < 10; ++r) {
+    for (int k = 0; k < 3; ++k) EXPECT_EQ(table.Row(r)[k], 0.0f) << r;
+  }
+  // The input block of each head is the mean of the history's rows.
+  const EncodedTable batch = AttentionBatch();
+  std::vector<float> out(3 * 3);
+  TowerActivations acts;
+  tower->Forward(batch, &acts, out.data());
+  const std::vector<float>& x = acts.layer_inputs[0];
+  for (int b = 0; b < 3; ++b) {
+    const std::span<const int32_t> ids = batch.Field(b, 2);
+    for (int h = 0; h < 2; ++h) {
+      for (int k = 0; k < 3; ++k) {
+        double mean = 0;
+        for (const int32_t id : ids) mean += table.Row(id)[k] / ids.size();
+        EXPECT_NEAR(x[b * 11 + 4 + h * 3 + k], mean, 1e-6) << b << " " << h << " " << k;
+      }
+    }
+  }
+  // Invalid attention shapes are refused.
+  shape.fields[2].positions = 0;
+  EXPECT_FALSE(Tower::Create(shape, 1).ok());
+  shape = AttentionShape();
+  shape.fields[2].sum_pooling = true;
+  EXPECT_FALSE(Tower::Create(shape, 1).ok());
+  shape = AttentionShape();
+  shape.fields[2].rows = 4;  // no room for the parameters
+  EXPECT_FALSE(Tower::Create(shape, 1).ok());
+}
+
+// Attention pooling's weights follow the position weights and the query: with theta
+// favouring the most recent position by a lot, a head is (nearly) the last item.
+TEST(TowerTest, AttentionPoolingWeighsByPositionAndContent) {
+  TowerShape shape;
+  shape.fields = {{1, 1}, {3 + 2, 2, false, 1, 2}};  // 3 rows, 1 head, 2 positions
+  shape.output_dim = 3;
+  absl::StatusOr<Tower> tower = Tower::Create(shape, 2);
+  ASSERT_TRUE(tower.ok());
+  EmbeddingTable& table = tower->embeddings()[1];
+  table.Row(1)[0] = 1;
+  table.Row(1)[1] = 0;
+  table.Row(2)[0] = 0;
+  table.Row(2)[1] = 1;
+  EncodedTable batch(2, 0);
+  batch.AppendRow({{0}, {1, 2}}, {});  // 2 is the most recent
+  TowerActivations acts;
+  std::vector<float> out(3);
+  const auto pooled = [&] {
+    tower->Forward(batch, &acts, out.data());
+    return std::pair{acts.layer_inputs[0][1], acts.layer_inputs[0][2]};
+  };
+  EXPECT_NEAR(pooled().first, 0.5, 1e-6);  // the mean
+  table.Row(4)[0] = 20;  // theta[0]: the most recent position
+  EXPECT_NEAR(pooled().second, 1.0, 1e-6);
+  table.Row(4)[0] = 0;
+  table.Row(3)[0] = std::log(3.0f);  // query . e_1 = log 3: weights 3/4, 1/4
+  EXPECT_NEAR(pooled().first, 0.75, 1e-6);
+  EXPECT_NEAR(pooled().second, 0.25, 1e-6);
+}
+
+TEST(TowerTest, AttentionGradientsMatchFiniteDifferences) {
+  absl::StatusOr<Tower> created = Tower::Create(AttentionShape(), 13);
+  ASSERT_TRUE(created.ok());
+  Tower& tower = *created;
+  for (DenseLayer& layer : tower.layers()) {
+    for (float& b : layer.bias) b = 0.05f;
+  }
+  // Non-zero queries and position weights, so that every path of the gradient counts.
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> uniform(-1, 1);
+  EmbeddingTable& table = tower.embeddings()[2];
+  for (int32_t r = 6; r < 10; ++r) {
+    for (int k = 0; k < 3; ++k) table.Row(r)[k] = uniform(rng);
+  }
+  const EncodedTable batch = AttentionBatch();
+  Probe probe;
+  for (int i = 0; i < 3 * 3; ++i) probe.weights.push_back(uniform(rng));
+  std::vector<float> out(3 * 3);
+  TowerActivations acts;
+  tower.Forward(batch, &acts, out.data());
+  TowerGradients grads = tower.NewGradients();
+  tower.Backward(batch, acts, probe.weights.data(), &grads);
+  for (size_t f = 0; f < tower.embeddings().size(); ++f) {
+    EmbeddingTable& e = tower.embeddings()[f];
+    SparseRowGradients& g = grads.embeddings[f];
+    const auto analytic = [&](size_t i) -> float {
+      const auto it = g.slot.find(static_cast<int32_t>(i / e.dim));
+      return it == g.slot.end() ? 0.0f : g.values[static_cast<size_t>(it->second) * e.dim + i % e.dim];
+    };
+    CheckParameter(tower, batch, probe, e.weights, analytic, "embedding " + std::to_string(f));
+  }
+  for (size_t l = 0; l < tower.layers().size(); ++l) {
+    DenseLayer& layer = tower.layers()[l];
+    CheckParameter(tower, batch, probe, layer.weights, [&](size_t i) { return grads.weights[l][i]; },
+                   "weights " + std::to_string(l));
+  }
+  // The touched rows: the history's items (1..5 and 0, 3), both queries, and the rows of
+  // theta (one per head here); theta's third position (p = 2) is used by the oldest items
+  // of the 3- and 5-item histories only.
+  EXPECT_EQ(grads.embeddings[2].rows.size(), 6u + 4u);
+}
+
 TEST(TowerTest, RejectsParametersThatDoNotMatchTheShape) {
   TowerShape shape = TestShape();
   absl::StatusOr<Tower> tower = Tower::Create(shape, 1);

@@ -93,7 +93,7 @@ TEST(TrainerTest, EvaluatorMatchesAStraightforwardImplementation) {
   const testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
   const TrainingData& data = model.data;
   const Bundle& bundle = model.report.bundle;
-  std::string recs;
+  std::vector<std::string> recs;
   absl::StatusOr<std::vector<EvalResult>> results =
       Evaluate(data, bundle.user.tower, bundle.item_vectors, {10, 50}, 20, &recs);
   ASSERT_TRUE(results.ok());
@@ -137,10 +137,12 @@ TEST(TrainerTest, EvaluatorMatchesAStraightforwardImplementation) {
     EXPECT_NEAR(got.recall[1], recall50 / n, 1e-3) << set.name;
     EXPECT_NEAR(got.ndcg_at_10, ndcg / n, 1e-3) << set.name;
   }
-  // The recommendation file: 20 lines per evaluated user, ranks 1..20.
-  size_t evaluated = 0;
-  for (const EvalSet& set : data.eval_sets) evaluated += set.user_rows.size();
-  EXPECT_EQ(static_cast<size_t>(std::count(recs.begin(), recs.end(), '\n')), 20 * evaluated);
+  // The recommendations, one string per set: 20 lines per evaluated user, ranks 1..20.
+  ASSERT_EQ(recs.size(), data.eval_sets.size());
+  for (size_t s = 0; s < data.eval_sets.size(); ++s) {
+    EXPECT_EQ(static_cast<size_t>(std::count(recs[s].begin(), recs[s].end(), '\n')),
+              20 * data.eval_sets[s].user_rows.size());
+  }
 }
 
 // A model whose bundle could not be written (a tower file over protobuf's 2 GiB) is refused

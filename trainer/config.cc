@@ -1,6 +1,7 @@
 #include "absl/strings/string_view.h"
 #include "trainer/config.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/container/flat_hash_set.h"
@@ -28,7 +29,8 @@ int64_t InputWidth(const v1::FeatureSpec& f) {
     case v1::FeatureSpec::POPULARITY:
       return 1;
     default:
-      return f.embedding_dim();
+      return int64_t{f.embedding_dim()} *
+             (f.pooling() == v1::FeatureSpec::ATTENTION ? std::max(1, f.pooling_heads()) : 1);
   }
 }
 
@@ -79,6 +81,16 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
     if (kind != v1::FeatureSpec::HISTORY &&
         (f.history_length() != 0 || f.history_context() != v1::FeatureSpec::LEAVE_ONE_OUT)) {
       return Invalid(where, "history_length and history_context apply to HISTORY features only");
+    }
+    if (!v1::FeatureSpec::Pooling_IsValid(f.pooling())) return Invalid(where, "pooling must be MEAN, SUM or ATTENTION");
+    if (f.pooling() == v1::FeatureSpec::ATTENTION && kind != v1::FeatureSpec::HISTORY) {
+      return Invalid(where, "pooling ATTENTION applies to HISTORY features only");
+    }
+    if (f.pooling_heads() != 0 && f.pooling() != v1::FeatureSpec::ATTENTION) {
+      return Invalid(where, "pooling_heads applies to pooling ATTENTION only");
+    }
+    if (!InRange(f.pooling_heads(), 0, kMaxPoolingHeads)) {
+      return Invalid(where, absl::StrCat("pooling_heads ", Range(0, kMaxPoolingHeads)));
     }
     if (!tokens && (f.hash_buckets() != 0 || f.max_vocabulary_size() != 0)) {
       return Invalid(where, "hash_buckets and max_vocabulary_size apply to CATEGORICAL and MULTI_HOT features only");
@@ -250,6 +262,7 @@ void ApplyDefaults(v1::TrainerConfig* config) {
   if (t->pointwise_scale() == 0) t->set_pointwise_scale(10.0f);
   if (t->margin() == 0) t->set_margin(0.3f);
   if (t->pairwise_scale() == 0) t->set_pairwise_scale(10.0f);
+  if (t->short_history_max_length() == 0) t->set_short_history_max_length(5);
   if (t->threads() == 0) t->set_threads(1);
   if (t->selection_k() == 0) t->set_selection_k(50);
   if (t->eval_k_size() == 0) {
@@ -300,6 +313,12 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     if (data.eval(i).name().empty()) return Invalid(where, "name must be set");
     if (!eval_names.insert(data.eval(i).name()).second) return Invalid(where, "duplicate name");
     if (absl::Status s = ValidateInteractions(where + ".interactions", data.eval(i).interactions()); !s.ok()) return s;
+    if (data.eval(i).has_history()) {
+      if (absl::Status s = ValidateInteractions(where + ".history", data.eval(i).history()); !s.ok()) return s;
+      if (data.eval(i).history().has_label_column()) {
+        return Invalid(where + ".history.label_column", "a request's history holds interactions only");
+      }
+    }
   }
   if (absl::Status s = ValidateTower("user_tower", config.user_tower(), data.users()); !s.ok()) return s;
   if (absl::Status s = ValidateTower("item_tower", config.item_tower(), data.items()); !s.ok()) return s;
@@ -348,6 +367,66 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   for (const auto& [name, value] : {std::pair{"training.user_id_dropout", t.user_id_dropout()},
                                     std::pair{"training.item_id_dropout", t.item_id_dropout()}}) {
     if (!(value >= 0 && value < 1)) return Invalid(name, "must be in [0, 1)");
+  }
+  // The history options act on the user tower's HISTORY feature: without one they would
+  // be silently ignored.
+  const bool user_history = [&] {
+    for (const v1::FeatureSpec& f : data.users().features()) {
+      if (f.kind() == v1::FeatureSpec::HISTORY) return true;
+    }
+    return false;
+  }();
+  if (t.has_user_history_dropout()) {
+    if (!(t.user_history_dropout() >= 0 && t.user_history_dropout() < 1)) {
+      return Invalid("training.user_history_dropout", "must be in [0, 1)");
+    }
+    if (!user_history) return Invalid("training.user_history_dropout", "needs a HISTORY feature in data.users");
+  }
+  if (!(t.short_history_rate() >= 0 && t.short_history_rate() <= 1)) {
+    return Invalid("training.short_history_rate", "must be in [0, 1]");
+  }
+  if (t.short_history_rate() > 0 && !user_history) {
+    return Invalid("training.short_history_rate", "needs a HISTORY feature in data.users");
+  }
+  if (!InRange(t.short_history_max_length(), 1, kMaxShortHistoryLength)) {
+    return Invalid("training.short_history_max_length", Range(1, kMaxShortHistoryLength));
+  }
+  if (!v1::TrainingSpec::ShortHistoryScope_IsValid(t.short_history_scope())) {
+    return Invalid("training.short_history_scope", "must be ID_DROPPED or ALL");
+  }
+  if (!v1::TrainingSpec::ShortHistoryFrom_IsValid(t.short_history_from())) {
+    return Invalid("training.short_history_from", "must be LAST, FIRST, RANDOM or ANY");
+  }
+  if (t.short_history_from() != v1::TrainingSpec::LAST) {
+    bool preceding = false;
+    for (const v1::FeatureSpec& f : data.users().features()) {
+      preceding |= f.kind() == v1::FeatureSpec::HISTORY && f.history_context() == v1::FeatureSpec::PRECEDING;
+    }
+    if (!preceding) {
+      return Invalid("training.short_history_from",
+                     "all but LAST need the user HISTORY feature's history_context PRECEDING");
+    }
+  }
+  if (t.short_history_rate() > 0 && t.short_history_scope() == v1::TrainingSpec::ID_DROPPED &&
+      t.user_id_dropout() == 0) {
+    return Invalid("training.short_history_rate", "cuts the histories of the rows user_id_dropout drops; it is 0");
+  }
+  if (t.short_history_rate() > 0 && t.short_history_scope() == v1::TrainingSpec::ID_DROPPED &&
+      !t.has_user_history_dropout()) {
+    return Invalid("training.short_history_rate",
+                   "the rows whose id is dropped have no history unless user_history_dropout is set");
+  }
+  if (!InRange(t.history_gap_max(), 0, kMaxHistoryLength)) {
+    return Invalid("training.history_gap_max", Range(0, kMaxHistoryLength));
+  }
+  if (t.history_gap_max() > 0) {
+    bool preceding = false;
+    for (const v1::FeatureSpec& f : data.users().features()) {
+      preceding |= f.kind() == v1::FeatureSpec::HISTORY && f.history_context() == v1::FeatureSpec::PRECEDING;
+    }
+    if (!preceding) {
+      return Invalid("training.history_gap_max", "needs the user HISTORY feature's history_context PRECEDING");
+    }
   }
   if (!(t.cold_user_balance() >= 0 && t.cold_user_balance() <= 4)) {
     return Invalid("training.cold_user_balance", "must be in [0, 4]");

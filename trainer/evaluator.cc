@@ -18,7 +18,7 @@ absl::StatusOr<std::vector<EvalResult>> EvaluateVectors(const TrainingData& data
                                                         EmbedUsers embed_users,
                                                         const std::vector<float>& item_vectors,
                                                         int dim, const std::vector<int>& ks,
-                                                        int recs_depth, std::string* recs) {
+                                                        int recs_depth, std::vector<std::string>* recs) {
   absl::StatusOr<std::unique_ptr<ItemIndex>> index =
       ItemIndex::Build(data.items.ids, item_vectors, dim, IndexOptions{});
   if (!index.ok()) return index.status();
@@ -26,16 +26,20 @@ absl::StatusOr<std::vector<EvalResult>> EvaluateVectors(const TrainingData& data
   for (int k : ks) depth = std::max(depth, k);
 
   std::vector<EvalResult> results;
+  if (recs != nullptr) recs->assign(data.eval_sets.size(), std::string());
   for (const EvalSet& set : data.eval_sets) {
     EvalResult result;
     result.name = set.name;
     result.ks = ks;
     result.recall.assign(ks.size(), 0.0);
-    std::vector<absl::flat_hash_set<int32_t>> excluded;
-    for (int32_t u : set.user_rows) excluded.push_back(data.train_items_of_user[u]);
+    std::vector<absl::flat_hash_set<int32_t>> train_items;
+    if (!set.has_history) {
+      for (int32_t u : set.user_rows) train_items.push_back(data.train_items_of_user[u]);
+    }
     const std::vector<float> user_vectors = embed_users(set);
     absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits = (*index)->Search(
-        user_vectors.data(), static_cast<int>(set.user_rows.size()), depth, &excluded);
+        user_vectors.data(), static_cast<int>(set.user_rows.size()), depth,
+        set.has_history ? &set.excluded : &train_items);
     if (!hits.ok()) return hits.status();
 
     for (size_t i = 0; i < set.user_rows.size(); ++i) {
@@ -58,7 +62,7 @@ absl::StatusOr<std::vector<EvalResult>> EvaluateVectors(const TrainingData& data
       if (recs != nullptr) {
         const std::string& user = data.users.ids[set.user_rows[i]];
         for (int r = 0; r < recs_depth && r < static_cast<int>(ranked.size()); ++r) {
-          absl::StrAppend(recs, user, "\t", data.items.ids[ranked[r].row], "\t", r + 1, "\n");
+          absl::StrAppend(&(*recs)[results.size()], user, "\t", data.items.ids[ranked[r].row], "\t", r + 1, "\n");
         }
       }
     }
@@ -78,8 +82,9 @@ absl::StatusOr<std::vector<EvalResult>> Evaluate(const TrainingData& data,
                                                  const Tower& user_tower,
                                                  const std::vector<float>& item_vectors,
                                                  const std::vector<int>& ks, int recs_depth,
-                                                 std::string* recs) {
+                                                 std::vector<std::string>* recs) {
   const auto embed_users = [&](const EvalSet& set) {
+    if (set.has_history) return user_tower.EmbedAll(set.request_rows);
     EncodedTable users = data.user_encoder.NewTable();
     for (int32_t u : set.user_rows) users.AppendRowFrom(data.users.rows, u);
     return user_tower.EmbedAll(users);

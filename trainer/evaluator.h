@@ -21,14 +21,14 @@ struct EvalResult {
   double ndcg_at_10 = 0;
 };
 
-// Metrics of every eval set of `data`. When `recs` is not null, appends the top
-// `recs_depth` items of every evaluated user as "user<TAB>item<TAB>rank" lines (the
-// input of ../shared/eval/eval.py).
+// Metrics of every eval set of `data`. When `recs` is not null, it gets one string per
+// eval set holding the top `recs_depth` items of each of its users as
+// "user<TAB>item<TAB>rank" lines (the input of ../shared/eval/eval.py).
 absl::StatusOr<std::vector<EvalResult>> Evaluate(const TrainingData& data,
                                                  const Tower& user_tower,
                                                  const std::vector<float>& item_vectors,
                                                  const std::vector<int>& ks, int recs_depth,
-                                                 std::string* recs);
+                                                 std::vector<std::string>* recs);
 
 // The popularity baseline on the same protocol: every user gets the catalogue ranked by
 // training frequency (what a model must beat).

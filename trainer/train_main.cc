@@ -17,7 +17,11 @@
 #include "absl/flags/parse.h"
 #include "util/program_usage.h"
 #include "absl/flags/usage.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "bundle/bundle.h"
 #include "index/bundle_index.h"
 #include "index/item_index.h"
@@ -37,7 +41,9 @@ ABSL_FLAG(std::string, export_dir, "bundles",
           "at the newest");
 ABSL_FLAG(std::string, recs_out, "",
           "If set, write the top --recs_depth items of every evaluated user here "
-          "(user<TAB>item<TAB>rank, the input of ../shared/eval/eval.py)");
+          "(user<TAB>item<TAB>rank, the input of ../shared/eval/eval.py). With {set} in the "
+          "path, one file per eval set ({set} = its name); needed when two sets rank the "
+          "same user (e.g. cold, and cold5 with a request-time history)");
 ABSL_FLAG(int, recs_depth, 100, "Depth of the --recs_out lists");
 ABSL_FLAG(std::string, override, "",
           "Text-format TrainerConfig merged over the config (scalars replace, repeated "
@@ -152,7 +158,20 @@ int Run(int argc, char** argv) {
   // Every output place is checked now: a run must not end in "cannot write".
   const std::string export_dir = absl::GetFlag(FLAGS_export_dir);
   if (absl::Status s = CheckExportDir(export_dir); !s.ok()) return Fail(s);
-  for (const auto& [flag, path] : {std::pair{"recs_out", absl::GetFlag(FLAGS_recs_out)},
+  const std::string recs_out = absl::GetFlag(FLAGS_recs_out);
+  const bool recs_per_set = absl::StrContains(recs_out, "{set}");
+  std::vector<std::string> recs_paths;  // per eval set, or the one file
+  if (recs_per_set) {
+    for (const twotower::v1::EvalSetSpec& eval : config->data().eval()) {
+      recs_paths.push_back(absl::StrReplaceAll(recs_out, {{"{set}", eval.name()}}));
+    }
+  } else if (!recs_out.empty()) {
+    recs_paths.push_back(recs_out);
+  }
+  for (const std::string& path : recs_paths) {
+    if (absl::Status s = CheckOutputFile("recs_out", path); !s.ok()) return Fail(s);
+  }
+  for (const auto& [flag, path] : {
                                    std::pair{"plot_out", plot_out},
                                    std::pair{"metrics_out", absl::GetFlag(FLAGS_metrics_out)}}) {
     if (path.empty()) continue;
@@ -164,6 +183,20 @@ int Run(int argc, char** argv) {
   absl::StatusOr<twotower::TrainingData> data =
       twotower::LoadTrainingData(*config, data_dir, stderr);
   if (!data.ok()) return Fail(data.status());
+  if (!recs_out.empty() && !recs_per_set) {
+    // One file cannot rank a user twice (eval.py refuses it).
+    absl::flat_hash_map<int32_t, std::string> set_of_user;
+    for (const twotower::EvalSet& set : data->eval_sets) {
+      for (const int32_t u : set.user_rows) {
+        const auto [it, inserted] = set_of_user.emplace(u, set.name);
+        if (!inserted) {
+          return Fail(absl::InvalidArgumentError(absl::StrCat(
+              "--recs_out: eval sets \"", it->second, "\" and \"", set.name, "\" both rank user \"",
+              data->users.ids[u], "\"; put {set} in the path to write one file per set")));
+        }
+      }
+    }
+  }
   std::printf("data: %zu users, %zu items, %zu training interactions\n", data->users.ids.size(),
               data->items.ids.size(), data->train_users.size());
   std::fflush(stdout);
@@ -198,15 +231,18 @@ int Run(int argc, char** argv) {
     std::printf("wrote training curves to %s\n", plot_out.c_str());
   }
 
-  if (const std::string recs_out = absl::GetFlag(FLAGS_recs_out); !recs_out.empty()) {
-    std::string recs;
+  if (!recs_out.empty()) {
+    std::vector<std::string> recs;
     absl::StatusOr<std::vector<twotower::EvalResult>> eval = twotower::Evaluate(
         *data, report->bundle.user.tower, report->bundle.item_vectors,
         {config->training().eval_k().begin(), config->training().eval_k().end()},
         absl::GetFlag(FLAGS_recs_depth), &recs);
     if (!eval.ok()) return Fail(eval.status());
-    if (absl::Status s = twotower::WriteFileDurably(recs_out, recs); !s.ok()) return Fail(s);
-    std::printf("wrote recommendations to %s\n", recs_out.c_str());
+    if (!recs_per_set) recs = {absl::StrJoin(recs, "")};
+    for (size_t i = 0; i < recs_paths.size(); ++i) {
+      if (absl::Status s = twotower::WriteFileDurably(recs_paths[i], recs[i]); !s.ok()) return Fail(s);
+      std::printf("wrote recommendations to %s\n", recs_paths[i].c_str());
+    }
   }
 
   const std::string version = report->bundle.model_version();

@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -113,7 +114,7 @@ struct TowerScratch {
   // Appends entity `row` without `token` in its history field: one row per example, no
   // sharing (each example's history lacks its own positive). A dropped id drops the whole
   // history too: that is what an entity never seen looks like, so the path serving it
-  // (OOV id, empty history, features) gets trained.
+  // (OOV id, empty history, features) gets trained. (Items; users go through AddUser.)
   int32_t AddLeavingOut(const EncodedTable& all, int32_t row, int history_field, int32_t token,
                         float id_dropout, std::mt19937_64& rng) {
     const bool dropped = Chance(rng, id_dropout);
@@ -121,23 +122,24 @@ struct TowerScratch {
     if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
     return rows.size() - 1;
   }
-  // Appends entity `row` with `history` (PRECEDING: what came before this example) minus
-  // `token` (the positive itself, when it was interacted with before: serving never
-  // retrieves what is already in the history) in its history field; a dropped id drops
-  // the history, as above.
-  int32_t AddWithHistory(const EncodedTable& all, int32_t row, int history_field,
-                         std::span<const int32_t> history, int32_t token, float id_dropout,
-                         std::mt19937_64& rng) {
-    const bool dropped = Chance(rng, id_dropout);
-    rows.AppendRowFromReplacing(all, row, history_field, dropped ? std::span<const int32_t>() : history, token);
-    if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
-    return rows.size() - 1;
-  }
+  // Appends user `row` with its history field replaced by `history` minus `token` (the
+  // example's positive: serving never retrieves what is already in the history), cut to
+  // its last `keep` items (0 = all); nothing left: the OOV row. `drop.id` puts the OOV row
+  // in the id field, `drop.history` empties the history.
+  int32_t AddUser(const EncodedTable& all, int32_t row, int history_field,
+                  std::span<const int32_t> history, int32_t token, const UserDrop& drop);
+  std::vector<int32_t> history_buffer;
   void Clear() {
     rows.Clear();
     slot.clear();
   }
 };
+
+int32_t TowerScratch::AddUser(const EncodedTable& all, int32_t row, int history_field,
+                              std::span<const int32_t> history, int32_t token, const UserDrop& drop) {
+  AppendTrainingUser(all, row, history_field, history, token, drop, &rows, &history_buffer);
+  return rows.size() - 1;
+}
 
 // Everything one thread needs to run steps; nothing in it is shared.
 struct Worker {
@@ -210,13 +212,17 @@ class TrainingLoop {
       const int32_t v = data_.train_items[order[i]];
       // The user's history in this example: what came before it (PRECEDING), or all of
       // it but the positive (LEAVE_ONE_OUT), or none.
-      if (!data_.user_preceding.empty()) {
-        w.example_user.push_back(w.user.AddWithHistory(data_.users.rows, u, user_history_,
-                                                       data_.user_preceding.Of(order[i]),
-                                                       data_.history_token_of_item[v], t_.user_id_dropout(), w.rng));
-      } else if (user_history_ > 0) {
-        w.example_user.push_back(w.user.AddLeavingOut(data_.users.rows, u, user_history_,
-                                                      data_.history_token_of_item[v], t_.user_id_dropout(), w.rng));
+      if (user_history_ > 0) {
+        const UserDrop drop = DrawUserDrop(t_, w.rng);
+        const TrainingData::PrecedingHistory& preceding = data_.user_preceding;
+        const std::span<const int32_t> history =
+            preceding.empty()                         ? data_.users.rows.Field(u, user_history_)
+            : drop.keep == 0                          ? preceding.Of(order[i], drop.gap)
+            : drop.from == v1::TrainingSpec::ANY      ? preceding.All(order[i])
+            : drop.from != v1::TrainingSpec::LAST     ? preceding.Timeline(order[i], drop.gap)
+                                                      : preceding.Of(order[i], drop.gap);
+        w.example_user.push_back(
+            w.user.AddUser(data_.users.rows, u, user_history_, history, data_.history_token_of_item[v], drop));
       } else {
         w.example_user.push_back(w.user.Add(data_.users.rows, u, user_history_, t_.user_id_dropout(), w.rng));
       }
@@ -392,6 +398,70 @@ double SelectionScore(const std::vector<EvalResult>& eval, int k) {
 }
 
 }  // namespace
+
+UserDrop DrawUserDrop(const v1::TrainingSpec& t, std::mt19937_64& rng) {
+  UserDrop drop;
+  drop.id = Chance(rng, t.user_id_dropout());
+  drop.history = t.has_user_history_dropout() ? Chance(rng, t.user_history_dropout()) : drop.id;
+  if (!drop.history && t.short_history_rate() > 0 &&
+      (drop.id || t.short_history_scope() == v1::TrainingSpec::ALL) && Chance(rng, t.short_history_rate())) {
+    drop.keep = 1 + static_cast<size_t>(rng() % static_cast<uint64_t>(t.short_history_max_length()));
+    drop.from = t.short_history_from();
+    if (drop.from == v1::TrainingSpec::RANDOM || drop.from == v1::TrainingSpec::ANY) drop.seed = rng();
+  }
+  if (t.history_gap_max() > 0) drop.gap = static_cast<int64_t>(rng() % (static_cast<uint64_t>(t.history_gap_max()) + 1));
+  return drop;
+}
+
+void AppendTrainingUser(const EncodedTable& all, int32_t row, int history_field,
+                        std::span<const int32_t> history, int32_t token, const UserDrop& drop,
+                        EncodedTable* out, std::vector<int32_t>* buffer) {
+  if (!drop.history && drop.keep == 0) {  // the whole history: no copy
+    out->AppendRowFromReplacing(all, row, history_field, history, token);
+    if (drop.id) out->SetId(out->size() - 1, Vocabulary::kOov);
+    return;
+  }
+  buffer->clear();
+  if (!drop.history) {
+    for (const int32_t r : history) {
+      if (token == 0 || r != token) buffer->push_back(r);
+    }
+    const size_t n = buffer->size();
+    if (drop.keep > 0 && n > drop.keep) {
+      switch (drop.from) {
+        case v1::TrainingSpec::FIRST:
+          buffer->resize(drop.keep);
+          break;
+        case v1::TrainingSpec::RANDOM:
+        case v1::TrainingSpec::ANY: {
+          // Floyd's sample of keep positions out of n (splitmix64 from the drawn seed),
+          // then the kept items in their order.
+          uint64_t state = drop.seed;
+          const auto next = [&state] {
+            uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+            return z ^ (z >> 31);
+          };
+          absl::InlinedVector<size_t, 16> chosen;  // keep is short: a linear search
+          for (size_t j = n - drop.keep; j < n; ++j) {
+            const size_t r = static_cast<size_t>(next() % (j + 1));
+            const bool taken = std::find(chosen.begin(), chosen.end(), r) != chosen.end();
+            chosen.push_back(taken ? j : r);
+          }
+          std::sort(chosen.begin(), chosen.end());
+          for (size_t i = 0; i < chosen.size(); ++i) (*buffer)[i] = (*buffer)[chosen[i]];
+          buffer->resize(chosen.size());
+          break;
+        }
+        default:  // LAST
+          buffer->erase(buffer->begin(), buffer->end() - static_cast<ptrdiff_t>(drop.keep));
+      }
+    }
+  }
+  out->AppendRowFromReplacing(all, row, history_field, *buffer, 0);
+  if (drop.id) out->SetId(out->size() - 1, Vocabulary::kOov);
+}
 
 float LearningRateScale(const v1::TrainingSpec& t, int64_t step, int64_t total_steps) {
   const double progress = static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, total_steps));

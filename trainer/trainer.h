@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -43,6 +44,38 @@ float LearningRateScale(const v1::TrainingSpec& t, int64_t step, int64_t total_s
 // without positives. Empty when b is 0 (unweighted).
 std::vector<float> ColdRowWeights(double balance, std::span<const int32_t> train_users,
                                   size_t num_users);
+
+// What one training example does to its user's inputs (TrainingSpec user_id_dropout,
+// user_history_dropout, short_history_*).
+struct UserDrop {
+  bool id = false;       // the id is replaced by the OOV row
+  bool history = false;  // the history is emptied
+  size_t keep = 0;       // the history is cut to `keep` items; 0 = all of it
+  // Which `keep` (TrainingSpec.short_history_from): the last, the first, or drawn with
+  // `seed` (RANDOM, ANY).
+  v1::TrainingSpec::ShortHistoryFrom from = v1::TrainingSpec::LAST;
+  uint64_t seed = 0;
+  // The history is the one the user had `gap` interactions before the example
+  // (TrainingSpec.history_gap_max); 0 = just before it.
+  int64_t gap = 0;
+};
+
+// Draws one example's UserDrop. The draws, in order: the id (always); the history (only
+// when user_history_dropout is set; unset, it goes with the id); the short-history cut
+// (only when short_history_rate > 0 and the example is in short_history_scope), then its
+// length (and seed, RANDOM / ANY); the gap (only when history_gap_max > 0). A config
+// without these options draws exactly one number per example, as before they existed, so
+// its runs are unchanged bit for bit.
+UserDrop DrawUserDrop(const v1::TrainingSpec& t, std::mt19937_64& rng);
+
+// Appends to `out` user row `row` of `all` as one training example sees it: the history
+// field replaced by `history` minus `token` (the example's positive; 0 removes nothing),
+// emptied (drop.history) or cut to drop.keep items (the last, the first, or drawn
+// uniformly without replacement and kept in order, per drop.from); nothing left: the OOV
+// row. drop.id puts the OOV row in the id field. `buffer` is scratch.
+void AppendTrainingUser(const EncodedTable& all, int32_t row, int history_field,
+                        std::span<const int32_t> history, int32_t token, const UserDrop& drop,
+                        EncodedTable* out, std::vector<int32_t>* buffer);
 
 // Trains on `data` per `config` (validated by LoadTrainerConfig / ValidateTrainerConfig).
 absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const TrainingData& data,

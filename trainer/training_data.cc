@@ -144,20 +144,28 @@ TrainingData::PrecedingHistory PrecedingTokens(const v1::FeatureSpec& feature, c
                                                const FeatureEncoder& encoder) {
   const int field = encoder.HistoryField();
   TrainingData::PrecedingHistory out;
-  absl::flat_hash_map<std::string, int64_t> start;  // owner -> offset of its partners
+  // owner -> [offset, end) of its partners
+  absl::flat_hash_map<std::string, std::pair<int64_t, int64_t>> start;
   for (size_t r = 0; r < table.ids.size(); ++r) {
-    start[table.ids[r]] = static_cast<int64_t>(out.tokens.size());
+    const int64_t begin = static_cast<int64_t>(out.tokens.size());
     for (const std::string& partner : table.values[r][history].tokens) {
       out.tokens.push_back(encoder.TokenRow(field, partner));
     }
+    start[table.ids[r]] = {begin, static_cast<int64_t>(out.tokens.size())};
   }
   const int64_t keep = feature.history_length();
+  out.length = keep;
   out.begin.resize(owners.size());
   out.end.resize(owners.size());
+  out.start.resize(owners.size());
+  out.stop.resize(owners.size());
   for (size_t i = 0; i < owners.size(); ++i) {
-    const int64_t at = start.at(owners[i]), before = order.preceding[i];
+    const auto [at, stop] = start.at(owners[i]);
+    const int64_t before = order.preceding[i];
     out.begin[i] = at + (keep > 0 ? std::max<int64_t>(0, before - keep) : 0);
     out.end[i] = at + before;
+    out.start[i] = at;
+    out.stop[i] = stop;
   }
   return out;
 }
@@ -208,12 +216,21 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   if (!item_table.ok()) return item_table.status();
   ReportSkipped(item_table->skipped, spec.items().table().path(), log);
   std::vector<InteractionLog> eval_logs;
+  std::vector<InteractionLog> eval_histories;  // per eval set; empty without a history table
   for (const v1::EvalSetSpec& eval : spec.eval()) {
     absl::StatusOr<InteractionLog> held_out = ReadInteractions(eval.interactions(), data_dir);
     if (!held_out.ok()) return held_out.status();
     ReportSkipped(held_out->skipped, eval.interactions().table().path(), log);
     keep_positives(*held_out, nullptr);
     eval_logs.push_back(*std::move(held_out));
+    InteractionLog history;
+    if (eval.has_history()) {
+      absl::StatusOr<InteractionLog> read = ReadInteractions(eval.history(), data_dir);
+      if (!read.ok()) return read.status();
+      ReportSkipped(read->skipped, eval.history().table().path(), log);
+      history = *std::move(read);
+    }
+    eval_histories.push_back(std::move(history));
   }
 
   // HISTORY features: each entity's training interactions, as tokens (all of them, so the
@@ -325,11 +342,33 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
         static_cast<float>(std::log(std::max<double>(frequency[v], 0.5) / total));
   }
 
+  absl::flat_hash_map<std::string, size_t> table_row;  // user id -> row of user_table
+  for (size_t r = 0; r < user_table->ids.size(); ++r) table_row.emplace(user_table->ids[r], r);
   for (size_t e = 0; e < eval_logs.size(); ++e) {
     const InteractionLog& held_out = eval_logs[e];
+    // A request-time history: each user's items, most recent last (by timestamp, ties in
+    // file order; without timestamps, file order).
+    const bool has_history = spec.eval(e).has_history();
+    absl::flat_hash_map<std::string, std::vector<std::string>> history_of;
+    {
+      const InteractionLog& h = eval_histories[e];
+      std::vector<size_t> order(h.size());
+      std::iota(order.begin(), order.end(), size_t{0});
+      if (!h.timestamps.empty()) {
+        std::stable_sort(order.begin(), order.end(),
+                         [&](size_t a, size_t b) { return h.timestamps[a] < h.timestamps[b]; });
+      }
+      for (const size_t i : order) history_of[h.users[i]].push_back(h.items[i]);
+    }
+    const auto in_history = [&](const std::string& user, const std::string& item) {
+      const auto it = history_of.find(user);
+      return it != history_of.end() && std::find(it->second.begin(), it->second.end(), item) != it->second.end();
+    };
     absl::flat_hash_map<std::string, std::pair<absl::flat_hash_set<int32_t>, int>> by_user;
     int outside_catalogue = 0;
     for (size_t i = 0; i < held_out.size(); ++i) {
+      // An item of the user's request-time history is seen, not a target (as eval.py).
+      if (has_history && in_history(held_out.users[i], held_out.items[i])) continue;
       auto& [relevant, unreachable] = by_user[held_out.users[i]];
       const int32_t u = data.user_row.at(held_out.users[i]);
       const auto it = data.item_row.find(held_out.items[i]);
@@ -349,10 +388,36 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     SortIdsLikeProtocol(&ids);
     EvalSet set;
     set.name = spec.eval(e).name();
+    set.has_history = has_history;
+    if (has_history) set.request_rows = data.user_encoder.NewTable();
     for (const std::string& id : ids) {
       auto& [relevant, unreachable] = by_user[id];
       if (relevant.empty() && unreachable == 0) continue;  // nothing left to find
-      set.user_rows.push_back(data.user_row.at(id));
+      const int32_t u = data.user_row.at(id);
+      set.user_rows.push_back(u);
+      if (has_history) {
+        // As the server encodes a request with the user's features and this history.
+        const auto row = table_row.find(id);
+        std::vector<RawValue> values = row != table_row.end()
+                                           ? user_table->values[row->second]
+                                           : std::vector<RawValue>(spec.users().features_size());
+        absl::flat_hash_set<int32_t> excluded = data.train_items_of_user[u];
+        const auto history = history_of.find(id);
+        if (user_history >= 0) values[user_history].tokens.clear();
+        if (history != history_of.end()) {
+          if (user_history >= 0) values[user_history].tokens = history->second;
+          for (const std::string& item : history->second) {
+            if (const auto v = data.item_row.find(item); v != data.item_row.end()) excluded.insert(v->second);
+          }
+        }
+        for (const int32_t v : excluded) relevant.erase(v);
+        if (relevant.empty() && unreachable == 0) {  // everything left was in the history
+          set.user_rows.pop_back();
+          continue;
+        }
+        data.user_encoder.Encode(id, &values, &set.request_rows);
+        set.excluded.push_back(std::move(excluded));
+      }
       set.relevant.push_back(std::move(relevant));
       set.unreachable.push_back(unreachable);
     }

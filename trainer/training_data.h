@@ -3,6 +3,7 @@
 #ifndef TWOTOWER_TRAINER_TRAINING_DATA_H_
 #define TWOTOWER_TRAINER_TRAINING_DATA_H_
 
+#include <algorithm>
 #include <span>
 #include <string>
 #include <vector>
@@ -24,6 +25,15 @@ struct EvalSet {
   std::vector<absl::flat_hash_set<int32_t>> relevant;
   // Per evaluated user: held-out items outside the catalogue (count as misses).
   std::vector<int> unreachable;
+  // A set with a request-time history (EvalSetSpec.history): per evaluated user, the user
+  // tower's input as the server encodes a request carrying the user's feature-table row
+  // and that history (one row per user, in user_rows order), and the catalogue rows
+  // excluded from its ranking (its training items and the history's items). Both empty
+  // for a set without a history: users are ranked from their stored rows, excluding
+  // their training items.
+  bool has_history = false;
+  EncodedTable request_rows;
+  std::vector<absl::flat_hash_set<int32_t>> excluded;
 };
 
 struct TrainingData {
@@ -51,11 +61,34 @@ struct TrainingData {
   // User HISTORY with history_context PRECEDING (user tower only, see config.cc): what
   // training example e (an index into train_users / train_items) sees as its history,
   // as history tokens: user_preceding.Of(e) = tokens[begin[e], end[e]). Empty otherwise.
+  // user_preceding.Timeline(e): all the user's partners before example e, from its first;
+  // All(e): all of them (what TrainingSpec.short_history_from FIRST, RANDOM, ANY cut from).
   struct PrecedingHistory {
     std::vector<int32_t> tokens;  // each entity's partners in time order, concatenated
     std::vector<int64_t> begin, end;
+    std::vector<int64_t> start;  // per example: where its owner's partners begin in tokens
+    std::vector<int64_t> stop;   // ... and where they end
     std::span<const int32_t> Of(size_t example) const {
       return {tokens.data() + begin[example], static_cast<size_t>(end[example] - begin[example])};
+    }
+    std::span<const int32_t> Timeline(size_t example) const {
+      return {tokens.data() + start[example], static_cast<size_t>(end[example] - start[example])};
+    }
+    // Of(e) and Timeline(e) as they were `gap` partners earlier (TrainingSpec.
+    // history_gap_max): the history ends `gap` partners before the example.
+    std::span<const int32_t> Of(size_t example, int64_t gap) const {
+      const int64_t last = std::max(start[example], end[example] - gap);
+      const int64_t first = length > 0 ? std::max(start[example], last - length) : start[example];
+      return {tokens.data() + first, static_cast<size_t>(last - first)};
+    }
+    std::span<const int32_t> Timeline(size_t example, int64_t gap) const {
+      const int64_t last = std::max(start[example], end[example] - gap);
+      return {tokens.data() + start[example], static_cast<size_t>(last - start[example])};
+    }
+    int64_t length = 0;  // the feature's history_length (0 = all)
+    // All the owner's partners, before and after example e.
+    std::span<const int32_t> All(size_t example) const {
+      return {tokens.data() + start[example], static_cast<size_t>(stop[example] - start[example])};
     }
     bool empty() const { return begin.empty(); }
   };
