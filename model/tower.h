@@ -1,4 +1,4 @@
-// One tower: embedding fields (id, categorical, mean-pooled multi-hot) and numeric inputs
+// One tower: embedding fields (id, categorical, pooled multi-hot / history) and numeric inputs
 // -> concat -> MLP (ReLU hidden layers) -> L2-normalised vector. Forward and backward are
 // written once here; the trainer uses both, the server uses Forward.
 #ifndef TWOTOWER_MODEL_TOWER_H_
