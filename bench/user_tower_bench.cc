@@ -67,7 +67,7 @@ int Run(const std::string& dir, int rounds) {
       size_t schema_index = 0;
       while (user.encoder.schema()[schema_index].kind() != v1::FeatureSpec::HISTORY) ++schema_index;
       for (const int32_t token : rows.Field(r, history)) {
-        if (token > 0) values[schema_index].tokens.push_back(user.encoder.FieldVocabulary(history).tokens()[token - 1]);
+        if (token > 0) values[schema_index].tokens.emplace_back(user.encoder.FieldVocabulary(history).tokens()[token - 1]);
       }
     }
     requests.push_back(std::move(values));

@@ -726,7 +726,7 @@ TEST(TrainerFeaturesTest, AttentionPooledHistoryTrainsAndServesFromTheBundle) {
   for (int r = 0; r < bundle->users.rows.size(); ++r) {
     std::vector<RawValue> values(user.encoder.schema().size());
     for (const int32_t token : bundle->users.rows.Field(r, h)) {
-      if (token > 0) values[0].tokens.push_back(user.encoder.FieldVocabulary(h).tokens()[token - 1]);
+      if (token > 0) values[0].tokens.emplace_back(user.encoder.FieldVocabulary(h).tokens()[token - 1]);
     }
     with_history += values[0].tokens.size() > 1;
     EncodedTable one = user.encoder.NewTable();
