@@ -2,7 +2,7 @@
 """Baselines for new users known by a few interactions (PROTOCOL.md section 9, the cold5
 split), standard library only: what the history alone can give.
 
-    bench/cold5_baselines.py ../shared/eval/data/val/cold5
+    bench/cold5_baselines.py build/ml100k-split/val/cold5
 
 Prints the cold group's Recall@10/50/100 and NDCG@10 (PROTOCOL.md section 6, the items of
 history.tsv seen: excluded from the ranking and the targets) of
@@ -18,7 +18,7 @@ import math
 import sys
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
-split = args[0] if args else "../shared/eval/data/val/cold5"
+split = args[0] if args else "build/ml100k-split/val/cold5"
 shrink = 0.0
 for a in sys.argv[1:]:
     if a.startswith("--shrink="):

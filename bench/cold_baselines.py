@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Cold-user Recall@50 of popularity variants on a split of ../shared/eval (standard
+"""Cold-user Recall@50 of popularity variants on a split of scripts/ml100k_split.py (standard
 library only): how much signal there is for users known only by their features.
 
-    bench/cold_baselines.py ../shared/eval/data/val
+    bench/cold_baselines.py build/ml100k-split/val
 
 Prints, for the split's cold users, Recall@50 (PROTOCOL.md section 6) of
   * popularity (training counts; the reference row),
@@ -16,7 +16,7 @@ import collections
 import math
 import sys
 
-split = sys.argv[1] if len(sys.argv) > 1 else "../shared/eval/data/val"
+split = sys.argv[1] if len(sys.argv) > 1 else "build/ml100k-split/val"
 NUM_ITEMS = 1682
 
 

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Quality of every objective on the shared ML-100K protocol (test split), mean of 5 seeds,
-# scored by ../shared/eval/eval.py. Hyper-parameters and epoch counts were chosen on
-# ../shared/eval/data/val only (bench/ml100k_val.sh, 3 seeds, 5 for cold_user_balance 0 / 1;
-# criterion: warm + cold Recall@50).
+# Quality of every objective on the ML-100K evaluation protocol (test split; docs/BENCHMARKS.md
+# "The MovieLens 100K evaluation split"), mean of SEEDS seeds, scored by the trainer's
+# evaluation of the exported (last) epoch, which equals the protocol's eval.py to 6 digits.
+# Hyper-parameters and epoch counts were chosen on the validation split only
+# (bench/ml100k_val.sh; criterion: warm + cold Recall@50).
 # All share configs/ml100k.textproto: attention-pooled user history, 24 epochs, linear learning-rate decay.
-#   bench/ml100k_quality.sh [SEEDS] [NAME_SUBSTRING] [CONFIG DATA_DIR]   (default 5 seeds,
-#       every run, configs/ml100k.textproto on ../shared/eval/data; needs build/twotower_train).
-#   The raw-file config: bench/ml100k_quality.sh 5 in-batch configs/ml100k_raw.textproto ../shared
+#   bench/ml100k_quality.sh [SEEDS] [NAME_SUBSTRING] [CONFIG] [DATA_DIR]   (default 5 seeds,
+#       every run, configs/ml100k.textproto on the split; needs build/twotower_train).
+#   The split: $ML100K_SPLIT, made from the download at $ML100K_DIR (bench/ml100k_split.sh).
+#   The raw-file config: bench/ml100k_quality.sh 5 in-batch configs/ml100k_raw.textproto DIR,
+#       DIR holding ml-100k/ (the download) and split/ (the split).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EVAL=${EVAL_DIR:-../shared/eval}
+source bench/ml100k_split.sh
 SEEDS=${1:-5}
 ONLY=${2:-}
 CONFIG=${3:-configs/ml100k.textproto}
-DATA_DIR=${4:-$EVAL/data}
+DATA_DIR=${4:-$SPLIT}
 OUT=$(mktemp -d /tmp/twotower-quality-XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 
@@ -26,9 +29,8 @@ RUNS=(
   "triplet logistic (s 10, 8 negatives)|training { cold_user_balance: 0 objective: TRIPLET_LOGISTIC num_negatives: 8 negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 }"
 )
 
-# cold5 (PROTOCOL.md section 9): the cold users again, each with its first 5 interactions
-# passed as the request's history (the config's eval set "cold5"), scored by eval.py on
-# data/cold5; "-" when the config has no such set.
+# cold5 (docs/BENCHMARKS.md): the cold users again, each with its first 5 interactions
+# passed as the request's history (the config's eval set "cold5"); "-" without that set.
 printf '| system | warm R@10 | warm R@50 | warm R@100 | warm NDCG@10 | cold R@50 | cold NDCG@10 | cold5 R@50 | cold5 NDCG@10 | positives/s |\n|---|---|---|---|---|---|---|---|---|---|\n'
 for run in "${RUNS[@]}"; do
   name=${run%%|*}
@@ -36,21 +38,15 @@ for run in "${RUNS[@]}"; do
   [[ -z "$ONLY" || "$name" == *"$ONLY"* ]] || continue
   : > "$OUT/scores"
   for seed in $(seq 1 "$SEEDS"); do
-    rm -f "$OUT"/recs-*.tsv
     build/twotower_train --config "$CONFIG" --data_dir "$DATA_DIR" \
-      --export_dir "$OUT/bundles" --recs_out "$OUT/recs-{set}.tsv" --seed "$seed" \
-      ${override:+--override "$override"} > "$OUT/train.log"
-    speed=$(awk '/^trained:/{print $2}' "$OUT/train.log")
-    cat "$OUT/recs-warm.tsv" "$OUT/recs-cold.tsv" > "$OUT/recs.tsv"
-    scores=$(/usr/bin/python3 "$EVAL/eval.py" --split "$EVAL/data" --recs "$OUT/recs.tsv" \
-      | awk '$1=="warm"{w=$3" "$4" "$5" "$6} $1=="cold"{c=$4" "$6} END{print w, c}')
-    cold5="- -"
-    if [[ -f "$OUT/recs-cold5.tsv" ]]; then
-      cat "$OUT/recs-warm.tsv" "$OUT/recs-cold5.tsv" > "$OUT/recs5.tsv"
-      cold5=$(/usr/bin/python3 "$EVAL/eval.py" --split "$EVAL/data/cold5" --recs "$OUT/recs5.tsv" \
-        | awk '$1=="cold"{print $4, $6}')
-    fi
-    echo "$scores $cold5 $speed" >> "$OUT/scores"
+      --export_dir "$OUT/bundles" --seed "$seed" ${override:+--override "$override"} > "$OUT/train.log"
+    # The last evaluation line of each set ("  eval warm users 849 Recall@10 x Recall@50 y
+    # Recall@100 z NDCG@10 w"): the epoch exported, the last one.
+    awk '/^trained:/{speed=$2}
+         $1=="eval"{r10[$2]=$6; r50[$2]=$8; r100[$2]=$10; ndcg[$2]=$12}
+         END{c5 = ("cold5" in r50) ? r50["cold5"]" "ndcg["cold5"] : "- -";
+             print r10["warm"], r50["warm"], r100["warm"], ndcg["warm"], r50["cold"], ndcg["cold"], c5, speed}' \
+      "$OUT/train.log" >> "$OUT/scores"
   done
   awk -v name="$name" '{for(i=1;i<=NF;i++) if ($i == "-") miss[i]=1; else s[i]+=$i; n++}
     function f(i) { return miss[i] ? "-" : sprintf("%.4f", s[i] / n) }

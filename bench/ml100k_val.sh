@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Tuning on the validation split only (../shared/eval/data/val): trains configs/ml100k.textproto
+# Tuning on the validation split only (the split's val/, bench/ml100k_split.sh): trains configs/ml100k.textproto
 # with an --override for SEEDS seeds and prints, per evaluated epoch, the mean warm Recall@50,
 # warm NDCG@10, cold Recall@50 and (with the config's cold5 set: data/val/cold5) cold5
-# Recall@50 and NDCG@10 over the seeds (the trainer's own metrics, which equal eval.py's).
+# Recall@50 and NDCG@10 over the seeds (the trainer's own metrics, which equal the protocol's eval.py).
 # This is how the settings in bench/ml100k_quality.sh were chosen.
 #   bench/ml100k_val.sh SEEDS 'training { temperature: 0.15 }' [CONFIG]
 # (An override to a pointwise or pairwise objective also needs cold_user_balance: 0, which
@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 SEEDS=${1:?seeds}
 OVERRIDE=${2:-}
 CONFIG=${3:-configs/ml100k.textproto}
-VAL=${EVAL_DIR:-../shared/eval}/data/val
+source bench/ml100k_split.sh
+VAL=$SPLIT/val
 OUT=$(mktemp -d /tmp/twotower-val-XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
 for seed in $(seq 1 "$SEEDS"); do

@@ -1,6 +1,6 @@
 // twotower_train_bench: training speed and memory, printed as numbers.
 //
-//   twotower_train_bench --ml100k_dir ../shared/eval/data [--large]
+//   twotower_train_bench --ml100k_dir build/ml100k-split [--large]   (scripts/ml100k_split.py)
 //
 // 1. ML-100K, configs/ml100k.textproto with the pointwise 1:3 override: the towers of
 //    issue 3's PyTorch reference (ids 32-d, features 8-d, MLP 128 -> 64, Adam, batch 512)
@@ -31,8 +31,8 @@
 #include "util/program_usage.h"
 #include "util/text_proto.h"
 
-ABSL_FLAG(std::string, ml100k_dir, "../shared/eval/data",
-          "The shared evaluation split (train.tsv, users.tsv, items.tsv)");
+ABSL_FLAG(std::string, ml100k_dir, "build/ml100k-split",
+          "The ML-100K evaluation split (scripts/ml100k_split.py: train.tsv, users.tsv, items.tsv)");
 ABSL_FLAG(std::string, config, "configs/ml100k.textproto", "Config of the ML-100K run");
 ABSL_FLAG(std::string, override,
           "training { cold_user_balance: 0 objective: POINTWISE num_negatives: 3 negative_alpha: 0 "
