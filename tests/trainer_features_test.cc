@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/trained_model.h"
 #include "dataset/feature_table.h"
@@ -174,6 +175,23 @@ TEST(TrainerFeaturesTest, HistoryFeatureHoldsTrainingItemsAndTrains) {
   EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * Recall(*popularity, "warm", 10));
 }
 
+// A small dataset's config: events.csv (user, item, ts) and `users`, a users block with
+// a 4-d HISTORY feature; parsed, defaulted and validated into *config.
+void HistoryConfig(const std::string& users, int epochs, v1::TrainerConfig* config) {
+  ASSERT_TRUE(ParseTextProto(absl::StrCat(R"pb(
+    data {
+      train { table { path: "events.csv" header: true } user_column { name: "user" }
+              item_column { name: "item" } timestamp_column { name: "ts" } }
+      users { )pb", users, R"pb( }
+    }
+    user_tower { id_embedding_dim: 4 output_dim: 4 }
+    item_tower { id_embedding_dim: 4 output_dim: 4 }
+    training { objective: SAMPLED_SOFTMAX num_negatives: 2 batch_size: 4 epochs: )pb", epochs, " }"),
+                             "config", config).ok());
+  ApplyDefaults(config);
+  ASSERT_TRUE(ValidateTrainerConfig(*config).ok()) << ValidateTrainerConfig(*config);
+}
+
 // history_length keeps the most recent partners (by timestamp, not file order); PRECEDING
 // gives each training example only what came before it.
 TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
@@ -183,20 +201,9 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
                      "user,item,ts\nu1,a,30\nu1,b,10\nu1,c,20\nu1,d,40\nu1,b,50\nu2,a,5\nu2,c,6\n");
   testing::WriteText(dir.Join("users.csv"), "user\nu1\nu2\n");
   v1::TrainerConfig config;
-  ASSERT_TRUE(ParseTextProto(R"pb(
-    data {
-      train { table { path: "events.csv" header: true } user_column { name: "user" }
-              item_column { name: "item" } timestamp_column { name: "ts" } }
-      users { table { path: "users.csv" header: true } id_column { name: "user" }
+  ASSERT_NO_FATAL_FAILURE(HistoryConfig(R"pb(table { path: "users.csv" header: true } id_column { name: "user" }
               features { name: "history" kind: HISTORY embedding_dim: 4 history_length: 2
-                         history_context: PRECEDING } }
-    }
-    user_tower { id_embedding_dim: 4 output_dim: 4 }
-    item_tower { id_embedding_dim: 4 output_dim: 4 }
-    training { objective: SAMPLED_SOFTMAX num_negatives: 2 epochs: 2 batch_size: 4 }
-  )pb", "config", &config).ok());
-  ApplyDefaults(&config);
-  ASSERT_TRUE(ValidateTrainerConfig(config).ok()) << ValidateTrainerConfig(config);
+                         history_context: PRECEDING })pb", 2, &config));
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
   ASSERT_TRUE(data.ok()) << data.status();
   const int h = data->user_encoder.HistoryField();
@@ -812,18 +819,8 @@ TEST(TrainerFeaturesTest, AHistoryNeedsNoUsersTable) {
   testing::WriteText(dir.Join("events.csv"),
                      "user,item,ts\nu1,a,30\nu1,b,10\nu1,c,20\nu1,d,40\nu2,a,5\nu2,c,6\n");
   v1::TrainerConfig config;
-  ASSERT_TRUE(ParseTextProto(R"pb(
-    data {
-      train { table { path: "events.csv" header: true } user_column { name: "user" }
-              item_column { name: "item" } timestamp_column { name: "ts" } }
-      users { features { name: "history" kind: HISTORY embedding_dim: 4 history_length: 2 } }
-    }
-    user_tower { id_embedding_dim: 4 output_dim: 4 }
-    item_tower { id_embedding_dim: 4 output_dim: 4 }
-    training { objective: SAMPLED_SOFTMAX num_negatives: 2 epochs: 1 batch_size: 4 }
-  )pb", "config", &config).ok());
-  ApplyDefaults(&config);
-  ASSERT_TRUE(ValidateTrainerConfig(config).ok()) << ValidateTrainerConfig(config);
+  ASSERT_NO_FATAL_FAILURE(
+      HistoryConfig(R"pb(features { name: "history" kind: HISTORY embedding_dim: 4 history_length: 2 })pb", 1, &config));
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
   ASSERT_TRUE(data.ok()) << data.status();
   const int h = data->user_encoder.HistoryField();
