@@ -494,7 +494,9 @@ absl::StatusOr<std::unique_ptr<faiss::Index>> ReadFaissIndexFile(int fd, const s
   if (index == nullptr) return Loss(path, "not a readable FAISS index");
   // The mapping (IVF) outlives the stream: the file is closed when `file` goes.
   try {
-    if (typeid(*index) != typeid(**reference)) {
+    const faiss::Index& read = *index;
+    const faiss::Index& expected_class = **reference;
+    if (typeid(read) != typeid(expected_class)) {
       return Loss(path, absl::StrCat("holds a FAISS index of another class than ", e.canonical_factory, " reads into"));
     }
     if (absl::Status s = CheckHeader(*index, e.ntotal, e.dim, "the index", path); !s.ok()) return s;
