@@ -17,12 +17,13 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "util/file.h"
 #include "util/sha256.h"
+#include "util/status_macros.h"
 #include "util/text_proto.h"
 
 namespace twotower {
@@ -96,9 +97,8 @@ absl::StatusOr<TowerModel> TowerFromState(const v1::TowerSpec& spec,
                                           const v1::TowerState& state, absl::string_view name) {
   const std::vector<v1::FeatureSpec> schema(table_spec.features().begin(),
                                             table_spec.features().end());
-  absl::StatusOr<FeatureEncoder> encoder = FeatureEncoder::FromState(schema, state);
-  if (!encoder.ok()) return encoder.status();
-  const TowerShape shape = ShapeFor(spec, *encoder);
+  ASSIGN_OR_RETURN(FeatureEncoder encoder, FeatureEncoder::FromState(schema, state));
+  const TowerShape shape = ShapeFor(spec, encoder);
   // The widths come from the manifest's config: check them before any arithmetic on them.
   int64_t input_width = shape.num_numeric;
   for (const TowerShape::Field& field : shape.fields) {
@@ -130,20 +130,17 @@ absl::StatusOr<TowerModel> TowerFromState(const v1::TowerSpec& spec,
   }
   std::vector<DenseLayer> layers;
   for (size_t l = 0; l + 1 < dims.size(); ++l) {
-    absl::StatusOr<std::vector<float>> w =
-        FloatsFromBytes(state.tensors(t).data(), static_cast<size_t>(dims[l]) * dims[l + 1],
-                        absl::StrCat(name, " tensor ", state.tensors(t).name()));
-    if (!w.ok()) return w.status();
-    absl::StatusOr<std::vector<float>> b =
-        FloatsFromBytes(state.tensors(t + 1).data(), dims[l + 1],
-                        absl::StrCat(name, " tensor ", state.tensors(t + 1).name()));
-    if (!b.ok()) return b.status();
-    layers.push_back({dims[l], dims[l + 1], *std::move(w), *std::move(b)});
+    ASSIGN_OR_RETURN(std::vector<float> w,
+                     FloatsFromBytes(state.tensors(t).data(), static_cast<size_t>(dims[l]) * dims[l + 1],
+                                     absl::StrCat(name, " tensor ", state.tensors(t).name())));
+    ASSIGN_OR_RETURN(std::vector<float> b,
+                     FloatsFromBytes(state.tensors(t + 1).data(), dims[l + 1],
+                                     absl::StrCat(name, " tensor ", state.tensors(t + 1).name())));
+    layers.push_back({dims[l], dims[l + 1], std::move(w), std::move(b)});
     t += 2;
   }
-  absl::StatusOr<Tower> tower = Tower::FromParameters(shape, std::move(embeddings), std::move(layers));
-  if (!tower.ok()) return tower.status();
-  return TowerModel{*std::move(encoder), *std::move(tower)};
+  ASSIGN_OR_RETURN(Tower tower, Tower::FromParameters(shape, std::move(embeddings), std::move(layers)));
+  return TowerModel{std::move(encoder), std::move(tower)};
 }
 
 v1::EncodedTable EntitiesToProto(const EncodedEntities& entities) {
@@ -315,9 +312,8 @@ absl::StatusOr<std::shared_ptr<const BundleIndexFile>> CheckIndexFile(const Scop
     return absl::DataLossError(absl::StrCat(path, ": checksum mismatch (corrupt or modified): ", index->bytes,
                                             " bytes, the MANIFEST lists ", file.bytes()));
   }
-  absl::StatusOr<std::string> checksum = Sha256HexOfFile(fd->get(), index->bytes, path);
-  if (!checksum.ok()) return checksum.status();
-  if (*checksum != file.sha256()) {
+  ASSIGN_OR_RETURN(std::string checksum, Sha256HexOfFile(fd->get(), index->bytes, path));
+  if (checksum != file.sha256()) {
     return absl::DataLossError(absl::StrCat(path, ": checksum mismatch (corrupt or modified)"));
   }
   index->fd = *std::move(fd);
@@ -348,7 +344,7 @@ std::string NewModelVersion() {
 }
 
 absl::Status WriteBundle(const Bundle& bundle, const std::string& dir, const BundleIndexWriter* index) {
-  if (absl::Status s = ValidateModelVersion(bundle.model_version()); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateModelVersion(bundle.model_version()));
   struct stat st;
   if (::lstat(dir.c_str(), &st) == 0) {
     return absl::AlreadyExistsError(absl::StrCat(dir, " already exists; not overwriting"));
@@ -452,14 +448,13 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   Bundle bundle;
   // Every file is read through this one open directory (a symlink to it is fine), by a
   // plain name, without following a symlink, and only if it is a regular file.
-  absl::StatusOr<ScopedFd> dir_fd = OpenDirectory(dir);
-  if (!dir_fd.ok()) return dir_fd.status();
+  ASSIGN_OR_RETURN(ScopedFd dir_fd, OpenDirectory(dir));
   const std::string manifest_path = absl::StrCat(dir, "/", kManifest);
   ReadFileOptions options;
   options.regular_only = true;
   options.no_follow = true;
   options.max_bytes = kMaxManifestBytes;
-  absl::StatusOr<std::string> manifest_text = ReadFileAt(*dir_fd, dir, kManifest, options);
+  absl::StatusOr<std::string> manifest_text = ReadFileAt(dir_fd, dir, kManifest, options);
   if (manifest_text.status().code() == absl::StatusCode::kOutOfRange) {
     return absl::DataLossError(manifest_text.status().message());
   }
@@ -485,9 +480,8 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
     const std::string where = absl::StrCat(manifest_path, ": files[", i, "] ", Quoted(file.name()));
     if (file.name() == kBundleIndexFile) {
       if (bundle.index_file != nullptr) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
-      absl::StatusOr<std::shared_ptr<const BundleIndexFile>> index = CheckIndexFile(*dir_fd, dir, file, where);
-      if (!index.ok()) return index.status();
-      bundle.index_file = *std::move(index);
+      ASSIGN_OR_RETURN(std::shared_ptr<const BundleIndexFile> index, CheckIndexFile(dir_fd, dir, file, where));
+      bundle.index_file = std::move(index);
       continue;
     }
     if (std::find_if(std::begin(kDataFiles), std::end(kDataFiles), [&](const char* name) {
@@ -503,7 +497,7 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
                                               kMaxBundleFileBytes, ")"));
     }
     options.max_bytes = static_cast<uint64_t>(file.bytes());
-    absl::StatusOr<std::string> data = ReadFileAt(*dir_fd, dir, file.name(), options);
+    absl::StatusOr<std::string> data = ReadFileAt(dir_fd, dir, file.name(), options);
     if (data.status().code() == absl::StatusCode::kOutOfRange) {
       return absl::DataLossError(absl::StrCat(dir, "/", file.name(), ": larger than the ",
                                               file.bytes(), " bytes the MANIFEST lists (corrupt or modified)"));
@@ -537,41 +531,35 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   // Parse-then-free: each file's bytes go as soon as they are parsed (Take), each parsed
   // message as soon as it is converted (Free), so the load never holds a model three
   // times over (bytes, messages, Bundle).
-  if (absl::Status s = ParseBinary(Take(&contents, kUserTower), kUserTower, &user_state); !s.ok()) return s;
-  if (absl::Status s = ParseBinary(Take(&contents, kItemTower), kItemTower, &item_state); !s.ok()) return s;
-  if (absl::Status s = ParseBinary(Take(&contents, kUsers), kUsers, &users_proto); !s.ok()) return s;
-  if (absl::Status s = ParseBinary(Take(&contents, kItems), kItems, &items_proto); !s.ok()) return s;
+  RETURN_IF_ERROR(ParseBinary(Take(&contents, kUserTower), kUserTower, &user_state));
+  RETURN_IF_ERROR(ParseBinary(Take(&contents, kItemTower), kItemTower, &item_state));
+  RETURN_IF_ERROR(ParseBinary(Take(&contents, kUsers), kUsers, &users_proto));
+  RETURN_IF_ERROR(ParseBinary(Take(&contents, kItems), kItems, &items_proto));
   if (absl::Status s = ParseBinary(Take(&contents, kItemEmbeddings), kItemEmbeddings, &embeddings);
       !s.ok()) {
     return s;
   }
 
-  absl::StatusOr<TowerModel> user =
-      TowerFromState(config.user_tower(), config.data().users(), user_state, kUserTower);
-  if (!user.ok()) return user.status();
-  absl::StatusOr<TowerModel> item =
-      TowerFromState(config.item_tower(), config.data().items(), item_state, kItemTower);
-  if (!item.ok()) return item.status();
-  bundle.user = *std::move(user);
-  bundle.item = *std::move(item);
+  ASSIGN_OR_RETURN(TowerModel user, TowerFromState(config.user_tower(), config.data().users(), user_state, kUserTower));
+  ASSIGN_OR_RETURN(TowerModel item, TowerFromState(config.item_tower(), config.data().items(), item_state, kItemTower));
+  bundle.user = std::move(user);
+  bundle.item = std::move(item);
   Free(&user_state);
   Free(&item_state);
   if (bundle.user.tower.output_dim() != bundle.item.tower.output_dim()) {
     return absl::DataLossError("user and item towers have different output widths");
   }
-  absl::StatusOr<EncodedEntities> users = EntitiesFromProto(users_proto, bundle.user.encoder, kUsers);
-  if (!users.ok()) return users.status();
-  absl::StatusOr<EncodedEntities> items = EntitiesFromProto(items_proto, bundle.item.encoder, kItems);
-  if (!items.ok()) return items.status();
+  ASSIGN_OR_RETURN(EncodedEntities users, EntitiesFromProto(users_proto, bundle.user.encoder, kUsers));
+  ASSIGN_OR_RETURN(EncodedEntities items, EntitiesFromProto(items_proto, bundle.item.encoder, kItems));
   if (items_proto.has_seen()) {
     return absl::DataLossError(absl::StrCat(kItems, ": has seen sets, which belong to ", kUsers));
   }
-  absl::StatusOr<SeenItems> seen = SeenItems::FromProto(
-      users_proto.mutable_seen(), static_cast<int64_t>(users->ids.size()), static_cast<int64_t>(items->ids.size()), kUsers);
-  if (!seen.ok()) return seen.status();
-  bundle.users = *std::move(users);
-  bundle.items = *std::move(items);
-  bundle.seen_items = *std::move(seen);
+  ASSIGN_OR_RETURN(SeenItems seen,
+                   SeenItems::FromProto(users_proto.mutable_seen(), static_cast<int64_t>(users.ids.size()),
+                                        static_cast<int64_t>(items.ids.size()), kUsers));
+  bundle.users = std::move(users);
+  bundle.items = std::move(items);
+  bundle.seen_items = std::move(seen);
   Free(&users_proto);
   Free(&items_proto);
 
@@ -589,15 +577,15 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
       return absl::DataLossError(absl::StrCat(kItemEmbeddings, ": item ids differ from ", kItems));
     }
   }
-  absl::StatusOr<std::vector<float>> vectors = FloatsFromBytes(
-      embeddings.vectors(), static_cast<size_t>(embeddings.item_ids_size()) * d, kItemEmbeddings);
-  if (!vectors.ok()) return vectors.status();
-  bundle.item_vectors = *std::move(vectors);
+  ASSIGN_OR_RETURN(
+      std::vector<float> vectors,
+      FloatsFromBytes(embeddings.vectors(), static_cast<size_t>(embeddings.item_ids_size()) * d, kItemEmbeddings));
+  bundle.item_vectors = std::move(vectors);
   Free(&embeddings);
 
   // Every stored vector is finite and unit-length: the index serves all of them, and one
   // NaN or 1e30 would top (or scramble) every answer.
-  if (absl::Status s = CheckItemVectors(bundle); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckItemVectors(bundle));
   // Sanity forward pass on a sample spread over the catalogue: the stored item vectors must
   // be what this item tower computes (so an index is never paired with another model's
   // tower).
@@ -617,19 +605,18 @@ absl::StatusOr<std::vector<float>> ReadItemVectors(const std::string& dir, const
   if (listed == manifest.files().end() || listed->bytes() < 0 || listed->bytes() > kMaxBundleFileBytes) {
     return absl::FailedPreconditionError(absl::StrCat("the MANIFEST loaded does not list ", kItemEmbeddings));
   }
-  absl::StatusOr<ScopedFd> dir_fd = OpenDirectory(dir);
-  if (!dir_fd.ok()) return dir_fd.status();
+  ASSIGN_OR_RETURN(ScopedFd dir_fd, OpenDirectory(dir));
   ReadFileOptions options;
   options.regular_only = true;
   options.no_follow = true;
   options.max_bytes = static_cast<uint64_t>(listed->bytes());
-  absl::StatusOr<std::string> data = ReadFileAt(*dir_fd, dir, kItemEmbeddings, options);
+  absl::StatusOr<std::string> data = ReadFileAt(dir_fd, dir, kItemEmbeddings, options);
   if (!data.ok() && data.status().code() != absl::StatusCode::kOutOfRange) return data.status();
   if (!data.ok() || static_cast<int64_t>(data->size()) != listed->bytes() || Sha256Hex(*data) != listed->sha256()) {
     return absl::DataLossError(absl::StrCat(dir, "/", kItemEmbeddings, ": not the file that was loaded (checksum)"));
   }
   v1::ItemEmbeddings embeddings;
-  if (absl::Status s = ParseBinary(*data, kItemEmbeddings, &embeddings); !s.ok()) return s;
+  RETURN_IF_ERROR(ParseBinary(*data, kItemEmbeddings, &embeddings));
   std::string().swap(*data);
   if (embeddings.dim() < 1 || embeddings.dim() != manifest.embedding_dim() ||
       embeddings.item_ids_size() != manifest.item_count()) {

@@ -8,6 +8,7 @@
 #include "absl/strings/strip.h"
 #include "dataset/table_reader.h"
 #include "util/parse_number.h"
+#include "util/status_macros.h"
 #include "util/utf8.h"
 
 namespace twotower {
@@ -34,10 +35,8 @@ absl::StatusOr<bool> ParseFlag(absl::string_view text) {
 
 absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
                                               const std::string& base_dir) {
-  absl::StatusOr<Table> table = ReadTable(spec.table(), base_dir);
-  if (!table.ok()) return table.status();
-  absl::StatusOr<int> id_col = table->ResolveColumn(spec.id_column());
-  if (!id_col.ok()) return id_col.status();
+  ASSIGN_OR_RETURN(Table table, ReadTable(spec.table(), base_dir));
+  ASSIGN_OR_RETURN(int id_col, table.ResolveColumn(spec.id_column()));
 
   std::vector<FeatureSource> sources;
   for (const v1::FeatureSpec& feature : spec.features()) {
@@ -52,18 +51,18 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
     }
     if (feature.flag_columns_size() > 0) {
       for (const v1::ColumnRef& ref : feature.flag_columns()) {
-        absl::StatusOr<int> col = table->ResolveColumn(ref);
+        absl::StatusOr<int> col = table.ResolveColumn(ref);
         if (!col.ok()) return col.status();
         // A set flag's token is the column's header name.
-        if (!IsValidUtf8(table->ColumnName(*col))) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              table->source, ": header of column ", *col, " (a flag of feature \"", feature.name(),
-              "\"): not valid UTF-8 (", DescribeInvalidUtf8(table->ColumnName(*col)), ")"));
+        if (!IsValidUtf8(table.ColumnName(*col))) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(table.source, ": header of column ", *col, " (a flag of feature \"", feature.name(),
+                           "\"): not valid UTF-8 (", DescribeInvalidUtf8(table.ColumnName(*col)), ")"));
         }
         source.flag_columns.push_back(*col);
       }
     } else {
-      absl::StatusOr<int> col = table->ResolveColumn(feature.column());
+      absl::StatusOr<int> col = table.ResolveColumn(feature.column());
       if (!col.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat("feature \"", feature.name(), "\": ", col.status().message()));
@@ -74,32 +73,30 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
   }
 
   FeatureTable out;
-  out.ids.reserve(table->rows.size());
-  out.values.reserve(table->rows.size());
+  out.ids.reserve(table.rows.size());
+  out.values.reserve(table.rows.size());
   absl::flat_hash_set<std::string> seen;
-  out.skipped = table->skipped;
-  for (size_t r = 0; r < table->rows.size(); ++r) {
+  out.skipped = table.skipped;
+  for (size_t r = 0; r < table.rows.size(); ++r) {
     // Parse the whole row before keeping any of it, so a skipped row leaves no trace.
     const absl::Status parsed = [&]() -> absl::Status {
-      const std::vector<std::string>& row = table->rows[r];
-      std::string id(absl::StripAsciiWhitespace(row[*id_col]));
-      if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(table->Where(r), ": empty id"));
-      if (absl::Status s = table->CheckUtf8(r, *id_col, id); !s.ok()) return s;
+      const std::vector<std::string>& row = table.rows[r];
+      std::string id(absl::StripAsciiWhitespace(row[id_col]));
+      if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(table.Where(r), ": empty id"));
+      RETURN_IF_ERROR(table.CheckUtf8(r, id_col, id));
       if (seen.contains(id)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(table->Where(r), ": duplicate id \"", id, "\""));
+        return absl::InvalidArgumentError(absl::StrCat(table.Where(r), ": duplicate id \"", id, "\""));
       }
       std::vector<RawValue> values(sources.size());
       for (size_t f = 0; f < sources.size(); ++f) {
         const FeatureSource& source = sources[f];
         RawValue& value = values[f];
-        const std::string where =
-            absl::StrCat(table->Where(r), ": feature \"", spec.features(f).name(), "\": ");
+        const std::string where = absl::StrCat(table.Where(r), ": feature \"", spec.features(f).name(), "\": ");
         if (!source.flag_columns.empty()) {
           for (int col : source.flag_columns) {
             absl::StatusOr<bool> set = ParseFlag(row[col]);
             if (!set.ok()) return absl::InvalidArgumentError(where + std::string(set.status().message()));
-            if (*set) value.tokens.push_back(table->ColumnName(col));
+            if (*set) value.tokens.push_back(table.ColumnName(col));
           }
           continue;
         }
@@ -109,7 +106,7 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
         // is parsed, not kept.
         if (source.kind == v1::FeatureSpec::CATEGORICAL || source.kind == v1::FeatureSpec::MULTI_HOT ||
             source.derived) {
-          if (absl::Status s = table->CheckUtf8(r, source.column, field); !s.ok()) return s;
+          RETURN_IF_ERROR(table.CheckUtf8(r, source.column, field));
         }
         switch (source.kind) {
           case v1::FeatureSpec::CATEGORICAL:

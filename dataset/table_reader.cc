@@ -1,10 +1,11 @@
-#include "absl/strings/string_view.h"
 #include "dataset/table_reader.h"
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 #include "util/utf8.h"
 
 namespace twotower {
@@ -217,13 +218,12 @@ absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& ba
   }
   ReadFileOptions options;
   options.max_bytes = kMaxTableBytes;
-  absl::StatusOr<std::string> text = ReadFile(path, options);
-  if (!text.ok()) return text.status();
-  if (spec.encoding() == v1::TableSpec::LATIN1) *text = Latin1ToUtf8(*text);
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path, options));
+  if (spec.encoding() == v1::TableSpec::LATIN1) text = Latin1ToUtf8(text);
   if (!spec.delimiter().empty()) {
-    return ParseTable(*text, spec.delimiter()[0], spec.header(), path, spec.skip_bad_rows());
+    return ParseTable(text, spec.delimiter()[0], spec.header(), path, spec.skip_bad_rows());
   }
-  return ParseTable(*text, delimiter, spec.header(), path, spec.skip_bad_rows());
+  return ParseTable(text, delimiter, spec.header(), path, spec.skip_bad_rows());
 }
 
 std::string FormatCsvRow(const std::vector<std::string>& fields) {

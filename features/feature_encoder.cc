@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "features/feature_encoder.h"
 
 #include <algorithm>
@@ -6,7 +5,9 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "features/transforms.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -55,7 +56,7 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
     const absl::flat_hash_map<std::string, int64_t>& id_counts, int64_t id_min_count) {
   FeatureEncoder encoder;
   encoder.schema_ = schema;
-  if (absl::Status s = CheckVocabularyFits("ids", id_counts); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckVocabularyFits("ids", id_counts));
   encoder.ids_ = Vocabulary::Fit(id_counts, std::max<int64_t>(1, id_min_count));
   for (size_t f = 0; f < schema.size(); ++f) {
     const v1::FeatureSpec& spec = schema[f];

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -69,12 +70,11 @@ absl::StatusOr<std::vector<uint8_t>> AttributeFilter::Allowed(
   std::vector<uint8_t> passed(rows_, 0);
   uint8_t f = 0;
   for (const v1::ItemFilter& filter : filters) {
-    absl::StatusOr<int> field = FieldOf(filter);
-    if (!field.ok()) return field.status();
+    ASSIGN_OR_RETURN(int field, FieldOf(filter));
     for (const std::string& value : filter.any_of()) {
-      const int32_t token = encoder_->TokenRow(*field, value);
+      const int32_t token = encoder_->TokenRow(field, value);
       if (token == Vocabulary::kOov) continue;  // rows with OOV are "unknown", not a match
-      const Postings& p = postings_[*field];
+      const Postings& p = postings_[field];
       for (int64_t i = p.starts[token]; i < p.starts[token + 1]; ++i) {
         const int32_t r = p.rows[i];
         if (passed[r] == f) passed[r] = f + 1;

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -71,10 +72,9 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> IndexForBundle(const Bundle& bundle, 
   *source = IndexSource::kBuilt;
   const IndexOptions resolved = ResolveIndexOptions(bundle, options);
   if (bundle.index_file != nullptr) {
-    absl::StatusOr<std::string> recorded = RecordedCanonical(bundle);
-    if (!recorded.ok()) return recorded.status();
+    ASSIGN_OR_RETURN(std::string recorded, RecordedCanonical(bundle));
     absl::StatusOr<std::string> asked = CanonicalIndexFactory(resolved.factory);
-    if (asked.ok() && *asked == *recorded) {
+    if (asked.ok() && *asked == recorded) {
       absl::StatusOr<std::unique_ptr<ItemIndex>> read =
           ItemIndex::Load(vectors, bundle.embedding_dim(), resolved, bundle.index_file->fd.get(),
                           bundle.index_file->path);
@@ -92,17 +92,16 @@ absl::Status WriteBundleWithIndex(const Bundle& bundle, const std::string& dir, 
   *report = IndexBuildReport{};
   if (factory.empty() || factory == kFlat) return WriteBundle(bundle, dir);
   const IndexOptions options{factory, 0, 0};
-  if (absl::Status s = ValidateIndexOptions(options); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateIndexOptions(options));
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index =
-      ItemIndex::Build(std::span<const float>(bundle.item_vectors), bundle.embedding_dim(), options);
-  if (!index.ok()) return index.status();
+  ASSIGN_OR_RETURN(std::unique_ptr<ItemIndex> index,
+                   ItemIndex::Build(std::span<const float>(bundle.item_vectors), bundle.embedding_dim(), options));
   report->build_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   BundleIndexWriter writer;
-  writer.record = BuildRecord(**index, factory, report->build_seconds);
+  writer.record = BuildRecord(*index, factory, report->build_seconds);
   writer.write = [&](const std::string& path) {
-    absl::Status saved = (*index)->Save(path);
-    index->reset();  // not needed past here: the check below holds a second copy
+    absl::Status saved = (index)->Save(path);
+    index.reset();  // not needed past here: the check below holds a second copy
     return saved;
   };
   // Read back as a server would (after ReadBundle checked its checksum): what is
@@ -110,9 +109,8 @@ absl::Status WriteBundleWithIndex(const Bundle& bundle, const std::string& dir, 
   writer.check = [&](const Bundle& back) -> absl::Status {
     report->file_bytes = back.index_file != nullptr ? back.index_file->bytes : 0;
     IndexSource source = IndexSource::kBuilt;
-    absl::StatusOr<std::unique_ptr<ItemIndex>> read =
-        IndexForBundle(back, back.item_vectors, IndexOptions{"", 0, 0}, &source);
-    if (!read.ok()) return read.status();
+    ASSIGN_OR_RETURN(std::unique_ptr<ItemIndex> read,
+                     IndexForBundle(back, back.item_vectors, IndexOptions{"", 0, 0}, &source));
     if (source != IndexSource::kBundle) return absl::InternalError("the index written is not the one read back");
     return absl::OkStatus();
   };

@@ -7,6 +7,7 @@
 #include <span>
 
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -58,10 +59,9 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Create(Bundle bundle
   // vectors (the peak of a load), and the bundle's floats go once the index has its copy.
   ReleaseFreedMemory();
   IndexSource source = IndexSource::kBuilt;
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index =
-      IndexForBundle(*catalogue->bundle_, std::move(vectors), options, &source);
-  if (!index.ok()) return index.status();
-  catalogue->base_ = *std::move(index);
+  ASSIGN_OR_RETURN(std::unique_ptr<ItemIndex> index,
+                   IndexForBundle(*catalogue->bundle_, std::move(vectors), options, &source));
+  catalogue->base_ = std::move(index);
   catalogue->requested_ = options;
   catalogue->source_ = source;
   catalogue->note_ = IndexNote(*catalogue->bundle_, catalogue->base_->options(), source);
@@ -79,7 +79,7 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::WithIndex(
     const IndexOptions& options) const {
   // Validated first: a refused factory costs no copy, and no read of the bundle.
   const IndexOptions resolved = ResolveIndexOptions(*bundle_, options);
-  if (absl::Status s = ValidateIndexOptions(resolved); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateIndexOptions(resolved));
   std::vector<float> scratch;
   std::optional<std::span<const float>> floats = base_->Floats(&scratch);
   if (!floats.has_value()) {
@@ -117,10 +117,9 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::WithDelta(
     return std::shared_ptr<const Catalogue>(std::move(catalogue));
   }
   auto delta = std::make_shared<Delta>();
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index =
-      ItemIndex::Build(items.ids, vectors, dim(), IndexOptions{"Flat", 0, 0});
-  if (!index.ok()) return index.status();
-  delta->index = *std::move(index);
+  ASSIGN_OR_RETURN(std::unique_ptr<ItemIndex> index,
+                   ItemIndex::Build(items.ids, vectors, dim(), IndexOptions{"Flat", 0, 0}));
+  delta->index = std::move(index);
   delta->items = std::move(items);
   delta->vectors = std::move(vectors);
   delta->attributes = std::make_unique<AttributeFilter>(bundle_->item.encoder, delta->items.rows);
@@ -240,14 +239,12 @@ absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> Catalogue::Search(
       }
     }
     if (q.filters != nullptr && !q.filters->empty()) {
-      absl::StatusOr<std::vector<uint8_t>> allowed = base_attributes_->Allowed(*q.filters);
-      if (!allowed.ok()) return allowed.status();
-      base_allowed[i] = *std::move(allowed);
+      ASSIGN_OR_RETURN(std::vector<uint8_t> allowed, base_attributes_->Allowed(*q.filters));
+      base_allowed[i] = std::move(allowed);
       base_filters[i].allowed = &base_allowed[i];
       if (delta_ != nullptr) {
-        absl::StatusOr<std::vector<uint8_t>> delta_rows = delta_->attributes->Allowed(*q.filters);
-        if (!delta_rows.ok()) return delta_rows.status();
-        delta_allowed[i] = *std::move(delta_rows);
+        ASSIGN_OR_RETURN(std::vector<uint8_t> delta_rows, delta_->attributes->Allowed(*q.filters));
+        delta_allowed[i] = std::move(delta_rows);
         delta_filters[i].allowed = &delta_allowed[i];
       }
     }
@@ -258,19 +255,17 @@ absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> Catalogue::Search(
   }
   // Queries without any restriction go to FAISS as one batch (ItemIndex::Search sorts
   // that out); one search at the largest k, each answer cut to its own k.
-  absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> base_hits =
-      base_->Search(vectors, static_cast<int>(n), max_k, base_filters);
-  if (!base_hits.ok()) return base_hits.status();
+  ASSIGN_OR_RETURN(std::vector<std::vector<ItemIndex::Hit>> base_hits,
+                   base_->Search(vectors, static_cast<int>(n), max_k, base_filters));
   std::vector<std::vector<ItemIndex::Hit>> delta_hits(n);
   if (delta_ != nullptr) {
-    absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =
-        delta_->index->Search(vectors, static_cast<int>(n), max_k, delta_filters);
-    if (!hits.ok()) return hits.status();
-    delta_hits = *std::move(hits);
+    ASSIGN_OR_RETURN(std::vector<std::vector<ItemIndex::Hit>> hits,
+                     delta_->index->Search(vectors, static_cast<int>(n), max_k, delta_filters));
+    delta_hits = std::move(hits);
   }
   std::vector<std::vector<Result>> results(n);
   for (size_t i = 0; i < n; ++i) {
-    const std::vector<ItemIndex::Hit>& a = (*base_hits)[i];
+    const std::vector<ItemIndex::Hit>& a = (base_hits)[i];
     const std::vector<ItemIndex::Hit>& b = delta_hits[i];
     std::vector<Result>& out = results[i];
     const size_t k = static_cast<size_t>(std::max(0, queries[i].k));

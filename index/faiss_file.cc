@@ -1,9 +1,5 @@
 #include "index/faiss_file.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <faiss/Index.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexFlatCodes.h>
@@ -21,6 +17,9 @@
 #include <faiss/index_io.h>
 #include <faiss/invlists/InvertedLists.h>
 #include <faiss/invlists/OnDiskInvertedLists.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -34,6 +33,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -220,7 +220,7 @@ absl::Status CheckHnsw(const faiss::IndexHNSW& index, const faiss::IndexHNSW& re
   if (storage == nullptr || ref.storage == nullptr || typeid(*index.storage) != typeid(*ref.storage)) {
     return Loss(path, "the HNSW graph's storage is not a flat inner-product index");
   }
-  if (absl::Status s = CheckHeader(*storage, e.ntotal, e.dim, "its storage", path); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckHeader(*storage, e.ntotal, e.dim, "its storage", path));
   if (storage->codes.size() != static_cast<size_t>(e.ntotal) * e.dim * sizeof(float)) {
     return Loss(path, "the HNSW storage's size does not match its vector count");
   }
@@ -271,7 +271,7 @@ absl::Status CheckHnsw(const faiss::IndexHNSW& index, const faiss::IndexHNSW& re
     return Loss(path, absl::StrCat("HNSW search settings out of range (efSearch ", g.efSearch, ")"));
   }
   for (int64_t row : SampleRows(n)) {
-    if (absl::Status s = CheckFloatRow(storage->get_xb() + row * e.dim, e, row, path); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckFloatRow(storage->get_xb() + row * e.dim, e, row, path));
   }
   return absl::OkStatus();
 }
@@ -300,11 +300,11 @@ absl::Status CheckIvf(faiss::IndexIVF& index, const faiss::IndexIVF& ref, const 
   if (const auto* sq = dynamic_cast<const faiss::IndexIVFScalarQuantizer*>(&index)) {
     const auto& ref_sq = dynamic_cast<const faiss::IndexIVFScalarQuantizer&>(ref);
     if (sq->by_residual != ref_sq.by_residual) return Loss(path, "IVF,SQ residual encoding differs from the factory's");
-    if (absl::Status s = CheckScalarQuantizer(sq->sq, ref_sq.sq, path); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckScalarQuantizer(sq->sq, ref_sq.sq, path));
   }
   if (const auto* pq = dynamic_cast<const faiss::IndexIVFPQ*>(&index)) {
     const auto& ref_pq = dynamic_cast<const faiss::IndexIVFPQ&>(ref);
-    if (absl::Status s = CheckProductQuantizer(pq->pq, ref_pq.pq, path); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckProductQuantizer(pq->pq, ref_pq.pq, path));
     if (pq->by_residual != ref_pq.by_residual || pq->polysemous_ht != ref_pq.polysemous_ht) {
       return Loss(path, "IVF,PQ encoding settings differ from the factory's");
     }
@@ -367,10 +367,10 @@ absl::Status CheckIvf(faiss::IndexIVF& index, const faiss::IndexIVF& ref, const 
     if (flat) {
       faiss::InvertedLists::ScopedCodes codes(lists, l);
       const auto* stored = reinterpret_cast<const float*>(codes.get() + offset * index.code_size);
-      if (absl::Status s = CheckFloatRow(stored, e, row, path); !s.ok()) return s;
+      RETURN_IF_ERROR(CheckFloatRow(stored, e, row, path));
     } else {
       index.reconstruct_from_offset(static_cast<int64_t>(l), static_cast<int64_t>(offset), decoded.data());
-      if (absl::Status s = CheckCodedRow(index, decoded.data(), e, row, path); !s.ok()) return s;
+      RETURN_IF_ERROR(CheckCodedRow(index, decoded.data(), e, row, path));
     }
   }
   return absl::OkStatus();
@@ -386,7 +386,7 @@ absl::Status CheckCodes(const faiss::IndexFlatCodes& index, const faiss::IndexFl
   }
   if (const auto* pq = dynamic_cast<const faiss::IndexPQ*>(&index)) {
     const auto& ref_pq = dynamic_cast<const faiss::IndexPQ&>(ref);
-    if (absl::Status s = CheckProductQuantizer(pq->pq, ref_pq.pq, path); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckProductQuantizer(pq->pq, ref_pq.pq, path));
     if (pq->search_type != ref_pq.search_type || pq->encode_signs != ref_pq.encode_signs ||
         pq->polysemous_ht != ref_pq.polysemous_ht) {
       return Loss(path, absl::StrCat("PQ search settings differ from the factory's (search type ", pq->search_type,
@@ -400,7 +400,7 @@ absl::Status CheckCodes(const faiss::IndexFlatCodes& index, const faiss::IndexFl
   std::vector<float> decoded(e.dim);
   for (int64_t row : SampleRows(e.ntotal)) {
     index.reconstruct(row, decoded.data());
-    if (absl::Status s = CheckCodedRow(index, decoded.data(), e, row, path); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckCodedRow(index, decoded.data(), e, row, path));
   }
   return absl::OkStatus();
 }
@@ -459,8 +459,7 @@ absl::Status WriteFaissIndexFile(const faiss::Index& index, const std::string& p
 absl::StatusOr<std::unique_ptr<faiss::Index>> ReadFaissIndexFile(int fd, const std::string& path,
                                                                  const FaissFileExpectation& e) {
   std::string want_fourcc;
-  absl::StatusOr<std::unique_ptr<faiss::Index>> reference = ReferenceIndex(e, &want_fourcc);
-  if (!reference.ok()) return reference.status();
+  ASSIGN_OR_RETURN(std::unique_ptr<faiss::Index> reference, ReferenceIndex(e, &want_fourcc));
   struct stat st;
   if (::fstat(fd, &st) != 0) return absl::InternalError(absl::StrCat("cannot stat ", path, ": ", std::strerror(errno)));
   const uint64_t bytes = static_cast<uint64_t>(st.st_size);
@@ -495,22 +494,22 @@ absl::StatusOr<std::unique_ptr<faiss::Index>> ReadFaissIndexFile(int fd, const s
   // The mapping (IVF) outlives the stream: the file is closed when `file` goes.
   try {
     const faiss::Index& read = *index;
-    const faiss::Index& expected_class = **reference;
+    const faiss::Index& expected_class = *reference;
     if (typeid(read) != typeid(expected_class)) {
       return Loss(path, absl::StrCat("holds a FAISS index of another class than ", e.canonical_factory, " reads into"));
     }
-    if (absl::Status s = CheckHeader(*index, e.ntotal, e.dim, "the index", path); !s.ok()) return s;
+    RETURN_IF_ERROR(CheckHeader(*index, e.ntotal, e.dim, "the index", path));
     if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index.get())) {
-      if (absl::Status s = CheckHnsw(*hnsw, dynamic_cast<const faiss::IndexHNSW&>(**reference), e, path); !s.ok()) {
+      if (absl::Status s = CheckHnsw(*hnsw, dynamic_cast<const faiss::IndexHNSW&>(*reference), e, path); !s.ok()) {
         return s;
       }
     } else if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(index.get())) {
-      if (absl::Status s = CheckIvf(*ivf, dynamic_cast<const faiss::IndexIVF&>(**reference), e, path); !s.ok()) {
+      if (absl::Status s = CheckIvf(*ivf, dynamic_cast<const faiss::IndexIVF&>(*reference), e, path); !s.ok()) {
         return s;
       }
     } else if (auto* codes = dynamic_cast<faiss::IndexFlatCodes*>(index.get());
                codes != nullptr && dynamic_cast<const faiss::IndexFlat*>(codes) == nullptr) {
-      if (absl::Status s = CheckCodes(*codes, dynamic_cast<const faiss::IndexFlatCodes&>(**reference), e, path);
+      if (absl::Status s = CheckCodes(*codes, dynamic_cast<const faiss::IndexFlatCodes&>(*reference), e, path);
           !s.ok()) {
         return s;
       }

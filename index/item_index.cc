@@ -10,9 +10,8 @@
 #include <faiss/IndexScalarQuantizer.h>
 #include <faiss/impl/HNSW.h>
 #include <faiss/impl/IDSelector.h>
-#include <faiss/invlists/InvertedLists.h>
 #include <faiss/index_factory.h>
-
+#include <faiss/invlists/InvertedLists.h>
 #include <malloc.h>
 
 #include <algorithm>
@@ -25,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "index/exact_scan.h"
 #include "index/faiss_file.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -159,7 +159,7 @@ absl::StatusOr<FactorySpec> ParseFactory(absl::string_view factory) {
     if (Consume(&part, "IVF")) {
       return Invalid(factory, "an IVF index needs its codes: IVF<nlist>,Flat, ,SQ8, ,SQfp16 or ,PQ<m>[x<nbits>]");
     }
-    if (absl::Status s = ParseCodes(factory, parts[0], &spec); !s.ok()) return s;
+    RETURN_IF_ERROR(ParseCodes(factory, parts[0], &spec));
     return spec;
   }
   if (parts.size() != 2) return NotSupported(factory);
@@ -180,7 +180,7 @@ absl::StatusOr<FactorySpec> ParseFactory(absl::string_view factory) {
     if (absl::Status s = ParseNumber(factory, coarse, "IVF nlist", 1, kMaxNlist, &spec.coarse_number); !s.ok()) {
       return s;
     }
-    if (absl::Status s = ParseCodes(factory, parts[1], &spec); !s.ok()) return s;
+    RETURN_IF_ERROR(ParseCodes(factory, parts[1], &spec));
     return spec;
   }
   return NotSupported(factory);
@@ -243,26 +243,23 @@ constexpr int kHnswEfPerScan = 512;
 }  // namespace
 
 absl::Status ValidateIndexOptions(const IndexOptions& options) {
-  absl::StatusOr<FactorySpec> spec = ParseFactory(options.factory);
-  if (!spec.ok()) return spec.status();
-  return CheckSearchParams(options, *spec);
+  ASSIGN_OR_RETURN(FactorySpec spec, ParseFactory(options.factory));
+  return CheckSearchParams(options, spec);
 }
 
 absl::StatusOr<std::string> CanonicalIndexFactory(const std::string& factory) {
-  absl::StatusOr<FactorySpec> spec = ParseFactory(factory);
-  if (!spec.ok()) return spec.status();
-  return spec->Canonical();
+  ASSIGN_OR_RETURN(FactorySpec spec, ParseFactory(factory));
+  return spec.Canonical();
 }
 
 absl::Status CheckIndexFits(const std::string& factory, int64_t items, int dim) {
-  absl::StatusOr<FactorySpec> spec = ParseFactory(factory);
-  if (!spec.ok()) return spec.status();
-  if (items < spec->MinItems()) {
-    return Invalid(factory, absl::StrCat("needs at least ", spec->MinItems(),
-                                         " items to train, the catalogue has ", items));
+  ASSIGN_OR_RETURN(FactorySpec spec, ParseFactory(factory));
+  if (items < spec.MinItems()) {
+    return Invalid(factory,
+                   absl::StrCat("needs at least ", spec.MinItems(), " items to train, the catalogue has ", items));
   }
-  if (spec->codes == FactorySpec::Codes::kPq && dim % spec->pq_m != 0) {
-    return Invalid(factory, absl::StrCat("PQ m ", spec->pq_m, " does not divide the dimension ", dim));
+  if (spec.codes == FactorySpec::Codes::kPq && dim % spec.pq_m != 0) {
+    return Invalid(factory, absl::StrCat("PQ m ", spec.pq_m, " does not divide the dimension ", dim));
   }
   return absl::OkStatus();
 }
@@ -299,9 +296,8 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Build(std::vector<float>&&
 absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::BuildFrom(std::span<const float> vectors, int dim,
                                                                 const IndexOptions& options,
                                                                 std::vector<float>* release) {
-  if (absl::Status s = ValidateIndexOptions(options); !s.ok()) return s;
-  const absl::StatusOr<FactorySpec> spec = ParseFactory(options.factory);
-  if (!spec.ok()) return spec.status();
+  RETURN_IF_ERROR(ValidateIndexOptions(options));
+  ASSIGN_OR_RETURN(const FactorySpec spec, ParseFactory(options.factory));
   if (dim < 1) return absl::InvalidArgumentError("index: dim must be >= 1");
   if (vectors.size() % static_cast<size_t>(dim) != 0) {
     return absl::InvalidArgumentError("index: vectors are not rows of dim values");
@@ -310,12 +306,12 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::BuildFrom(std::span<const 
     return absl::InvalidArgumentError("index: more than 2^31 - 1 items");
   }
   const int64_t n = static_cast<int64_t>(vectors.size() / dim);
-  if (absl::Status s = CheckIndexFits(options.factory, n, dim); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckIndexFits(options.factory, n, dim));
   std::unique_ptr<ItemIndex> index(new ItemIndex());  // private constructor
   index->size_ = static_cast<int>(n);
   index->dim_ = dim;
   index->options_ = options;
-  if (spec->coarse == FactorySpec::Coarse::kNone && spec->codes == FactorySpec::Codes::kFlat) {
+  if (spec.coarse == FactorySpec::Coarse::kNone && spec.codes == FactorySpec::Codes::kFlat) {
     index->kind_ = Kind::kExact;
     index->exact_vectors_ = HugePageFloats(vectors);
     // The floats are copied: the caller's go before the fp16 copy is made (load peak).
@@ -327,7 +323,7 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::BuildFrom(std::span<const 
     return index;
   }
   index->options_.half_first_pass = false;  // FAISS indexes: no fp16 pass
-  const std::string canonical = spec->Canonical();
+  const std::string canonical = spec.Canonical();
   try {
     index->index_.reset(faiss::index_factory(dim, canonical.c_str(), faiss::METRIC_INNER_PRODUCT));
     // The factory turns on polysemous training for 8-bit PQ codes: a simulated annealing
@@ -351,8 +347,8 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::BuildFrom(std::span<const 
   } catch (const std::exception& e) {
     return Invalid(options.factory, e.what());
   }
-  if (absl::Status s = index->AdoptFaissIndex(); !s.ok()) return s;
-  if (absl::Status s = index->SetSearchParams(options.ef_search, options.nprobe); !s.ok()) return s;
+  RETURN_IF_ERROR(index->AdoptFaissIndex());
+  RETURN_IF_ERROR(index->SetSearchParams(options.ef_search, options.nprobe));
   return index;
 }
 
@@ -444,10 +440,9 @@ absl::Status ItemIndex::AdoptFaissIndex() {
 absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Load(std::span<const float> vectors, int dim,
                                                            const IndexOptions& options, int fd,
                                                            const std::string& path) {
-  if (absl::Status s = ValidateIndexOptions(options); !s.ok()) return s;
-  const absl::StatusOr<FactorySpec> spec = ParseFactory(options.factory);
-  if (!spec.ok()) return spec.status();
-  if (spec->coarse == FactorySpec::Coarse::kNone && spec->codes == FactorySpec::Codes::kFlat) {
+  RETURN_IF_ERROR(ValidateIndexOptions(options));
+  ASSIGN_OR_RETURN(const FactorySpec spec, ParseFactory(options.factory));
+  if (spec.coarse == FactorySpec::Coarse::kNone && spec.codes == FactorySpec::Codes::kFlat) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": index \"Flat\" is not read from a file (the exact scan reads the item vectors)"));
   }
@@ -460,20 +455,19 @@ absl::StatusOr<std::unique_ptr<ItemIndex>> ItemIndex::Load(std::span<const float
     return absl::InvalidArgumentError("index: more than 2^31 - 1 items");
   }
   FaissFileExpectation expected;
-  expected.canonical_factory = spec->Canonical();
+  expected.canonical_factory = spec.Canonical();
   expected.ntotal = static_cast<int64_t>(n);
   expected.dim = dim;
   expected.vectors = vectors.data();
-  absl::StatusOr<std::unique_ptr<faiss::Index>> read = ReadFaissIndexFile(fd, path, expected);
-  if (!read.ok()) return read.status();
+  ASSIGN_OR_RETURN(std::unique_ptr<faiss::Index> read, ReadFaissIndexFile(fd, path, expected));
   std::unique_ptr<ItemIndex> index(new ItemIndex());  // private constructor
   index->size_ = static_cast<int>(n);
   index->dim_ = dim;
   index->options_ = options;
   index->options_.half_first_pass = false;  // FAISS indexes: no fp16 pass
-  index->index_ = *std::move(read);
-  if (absl::Status s = index->AdoptFaissIndex(); !s.ok()) return s;
-  if (absl::Status s = index->SetSearchParams(options.ef_search, options.nprobe); !s.ok()) return s;
+  index->index_ = std::move(read);
+  RETURN_IF_ERROR(index->AdoptFaissIndex());
+  RETURN_IF_ERROR(index->SetSearchParams(options.ef_search, options.nprobe));
   return index;
 }
 
@@ -492,7 +486,7 @@ absl::Status ItemIndex::SetSearchParams(int ef_search, int nprobe) {
   IndexOptions next = options_;
   if (ef_search > 0) next.ef_search = ef_search;
   if (nprobe > 0) next.nprobe = nprobe;
-  if (absl::Status s = ValidateIndexOptions(next); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateIndexOptions(next));
   if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index_.get()); hnsw != nullptr && ef_search > 0) {
     hnsw->hnsw.efSearch = ef_search;
   }
@@ -685,7 +679,7 @@ absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> ItemIndex::ApproximateS
         complete = complete && fetch >= total;
       }
       const float* query = queries + static_cast<size_t>(q) * dim_;
-      if (absl::Status s = RawSearch(query, 1, fetch, depth, filter, &scores, &labels); !s.ok()) return s;
+      RETURN_IF_ERROR(RawSearch(query, 1, fetch, depth, filter, &scores, &labels));
       collect(q, 0, fetch);
       check(q, complete);
     }

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 // Weak: present with OpenBLAS, null with another BLAS.
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
@@ -167,7 +168,7 @@ void TowerGradients::Clear() {
 }
 
 absl::StatusOr<Tower> Tower::Create(const TowerShape& shape, uint64_t seed) {
-  if (absl::Status s = shape.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(shape.Validate());
   std::mt19937_64 rng(seed);
   // Box-Muller and a plain uniform, written out for identical results on every libstdc++.
   const auto uniform = [&rng] { return (rng() >> 11) * 0x1.0p-53; };
@@ -199,7 +200,7 @@ absl::StatusOr<Tower> Tower::Create(const TowerShape& shape, uint64_t seed) {
 absl::StatusOr<Tower> Tower::FromParameters(const TowerShape& shape,
                                             std::vector<EmbeddingTable> embeddings,
                                             std::vector<DenseLayer> layers) {
-  if (absl::Status s = shape.Validate(); !s.ok()) return s;
+  RETURN_IF_ERROR(shape.Validate());
   if (embeddings.size() != shape.fields.size()) {
     return absl::InvalidArgumentError(absl::StrCat("tower has ", embeddings.size(),
                                                    " embedding tables, shape needs ",

@@ -3,15 +3,14 @@
 #include <openssl/crypto.h>
 
 #include <filesystem>
-
-#include "util/sha256.h"
-
 #include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
+#include "util/sha256.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -259,19 +258,17 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> AdminService::Mutate(const Reque
   // the change tried again on top of it. Bounded, so a busy log cannot hold a call forever.
   constexpr int kMaxAttempts = 64;
   for (int attempt = 1;; ++attempt) {
-    absl::StatusOr<std::shared_ptr<const Snapshot>> current = CatchUpLocked();
-    if (!current.ok()) return current.status();
-    if (*current == nullptr) return absl::UnavailableError("no model loaded yet");
-    absl::StatusOr<std::shared_ptr<const Snapshot>> next = apply(**current);
-    if (!next.ok()) return next.status();
-    const std::shared_ptr<const ItemLog>& log = (*current)->item_log;
+    ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> current, CatchUpLocked());
+    if (current == nullptr) return absl::UnavailableError("no model loaded yet");
+    ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> next, apply(*current));
+    const std::shared_ptr<const ItemLog>& log = (current)->item_log;
     if (log == nullptr) {
       // Durable before visible: a change the caller saw succeed survives a restart.
-      if (absl::Status s = Journal(**current, change); !s.ok()) return s;
-      snapshots_->Swap(*next);
+      RETURN_IF_ERROR(Journal(*current, change));
+      snapshots_->Swap(next);
       return next;
     }
-    const int64_t seq = (*current)->item_log_applied + 1;
+    const int64_t seq = (current)->item_log_applied + 1;
     absl::Status written = log->Write(seq, ItemLog::Change(change));
     if (absl::IsAlreadyExists(written)) {
       if (attempt < kMaxAttempts) continue;
@@ -283,7 +280,7 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> AdminService::Mutate(const Reque
                {{"code", absl::StatusCodeToString(written.code())}, {"error", std::string(written.message())}});
       return written;
     }
-    auto logged = std::make_shared<Snapshot>(**next);
+    auto logged = std::make_shared<Snapshot>(*next);
     logged->item_log_applied = seq;
     std::shared_ptr<const Snapshot> swapped = std::move(logged);
     snapshots_->Swap(swapped);

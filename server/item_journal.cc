@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "server/server_metrics.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -207,7 +208,7 @@ absl::StatusOr<std::unique_ptr<ItemJournal>> ItemJournal::Open(const std::string
                                                                 const std::string& model_version,
                                                                 Options options) {
   if (state_dir.empty()) return nullptr;
-  if (absl::Status s = CheckModelVersion(model_version); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckModelVersion(model_version));
   struct stat st;
   if (::stat(state_dir.c_str(), &st) != 0) {
     return absl::FailedPreconditionError(
@@ -310,7 +311,7 @@ absl::StatusOr<ItemJournal::Contents> ItemJournal::Read() const {
       if (!IsKind(kind)) return corrupt(pos, "unknown record kind");
       if (length > kMaxRecordBytes) return corrupt(pos, absl::StrCat("length ", length, " over the limit"));
       if (length > data.size() - pos - 5) break;  // torn payload
-      if (absl::Status s = apply(kind, pos, pos + 5, length); !s.ok()) return s;
+      RETURN_IF_ERROR(apply(kind, pos, pos + 5, length));
       pos += 5 + size_t{length};
       continue;
     }
@@ -334,7 +335,7 @@ absl::StatusOr<ItemJournal::Contents> ItemJournal::Read() const {
       return corrupt(pos, "checksum mismatch");
     }
     if (!IsKind(kind)) return corrupt(pos, "unknown record kind");
-    if (absl::Status s = apply(kind, pos, pos + kRecordHeaderBytes, length); !s.ok()) return s;
+    RETURN_IF_ERROR(apply(kind, pos, pos + kRecordHeaderBytes, length));
     pos += kRecordHeaderBytes + size_t{length};
   }
   contents.valid_end = pos;
@@ -369,7 +370,7 @@ absl::StatusOr<std::string> KeepCopy(const std::string& base, absl::string_view 
       ::unlink(name.c_str());
       return ErrnoStatus(error, "fsync", name);
     }
-    if (absl::Status s = SyncDirectory(DirName(name)); !s.ok()) return s;
+    RETURN_IF_ERROR(SyncDirectory(DirName(name)));
     return name;
   }
   return absl::AlreadyExistsError(absl::StrCat("no free name for a copy of ", base));
@@ -454,7 +455,7 @@ absl::Status ItemJournal::Rewrite(const State& state, const std::string& keep_ol
   rewrite_pending_ = false;
   dir_sync_pending_ = true;
   if (const int fault = Fault("sync_dir"); fault != 0) return ErrnoStatus(fault, "fsync directory", dir_);
-  if (absl::Status s = SyncDirectory(dir_); !s.ok()) return s;
+  RETURN_IF_ERROR(SyncDirectory(dir_));
   dir_sync_pending_ = false;
   LogEvent("info", "item journal written",
            {{"journal", path_},
@@ -469,12 +470,11 @@ absl::StatusOr<ItemJournal::State> ItemJournal::Load() {
   absl::MutexLock lock(&mu_);
   // Until it loads, nothing may be appended (it could follow garbage).
   failure_ = "it has not been loaded (successfully)";
-  absl::StatusOr<Contents> contents = Read();
-  if (!contents.ok()) return contents.status();
-  if (contents->valid_end < contents->data.size()) {
+  ASSIGN_OR_RETURN(Contents contents, Read());
+  if (contents.valid_end < contents.data.size()) {
     // A torn tail: keep its bytes, then cut it so appends follow the last whole record.
-    const size_t at = contents->valid_end;
-    const absl::string_view tail = absl::string_view(contents->data).substr(at);
+    const size_t at = contents.valid_end;
+    const absl::string_view tail = absl::string_view(contents.data).substr(at);
     absl::StatusOr<std::string> kept = KeepCopy(absl::StrCat(path_, ".torn-", at), tail);
     LogEvent("warn", "item journal ends in a torn record (a crash mid-append); dropped",
              {{"journal", path_},
@@ -488,24 +488,24 @@ absl::StatusOr<ItemJournal::State> ItemJournal::Load() {
       rc = ::ftruncate(fd.get(), static_cast<off_t>(at));
     } while (rc != 0 && errno == EINTR);
     if (rc != 0 || ::fsync(fd.get()) != 0) return ErrnoStatus(errno, "cut the torn tail of", path_);
-    contents->data.resize(at);
+    contents.data.resize(at);
   }
   failure_.clear();
-  entries_ = contents->entries;
-  live_ = static_cast<int64_t>(contents->state.upserted.size() + contents->state.removed.size());
+  entries_ = contents.entries;
+  live_ = static_cast<int64_t>(contents.state.upserted.size() + contents.state.removed.size());
   compact_slack_ = options_.compact_slack;
-  if (contents->version == 1) {
+  if (contents.version == 1) {
     rewrite_pending_ = true;
-    if (absl::Status s = Rewrite(contents->state, absl::StrCat(path_, ".v1"), contents->data); !s.ok()) {
+    if (absl::Status s = Rewrite(contents.state, absl::StrCat(path_, ".v1"), contents.data); !s.ok()) {
       LogEvent("warn", "item journal: cannot rewrite the old format yet (retried before the next append)",
                {{"journal", path_}, {"error", std::string(s.message())}});
     }
   } else if (entries_ > options_.compact_factor * live_ + compact_slack_) {
-    if (absl::Status s = Rewrite(contents->state, "", ""); !s.ok()) {
+    if (absl::Status s = Rewrite(contents.state, "", ""); !s.ok()) {
       LogEvent("warn", "item journal compaction failed", {{"journal", path_}, {"error", std::string(s.message())}});
     }
   }
-  return std::move(contents->state);
+  return std::move(contents.state);
 }
 
 absl::Status ItemJournal::Compact() {
@@ -514,13 +514,12 @@ absl::Status ItemJournal::Compact() {
 }
 
 absl::Status ItemJournal::CompactLocked() {
-  absl::StatusOr<Contents> contents = Read();
-  if (!contents.ok()) return contents.status();
-  if (contents->valid_end < contents->data.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "item journal ", path_, " ends in a torn record at byte ", contents->valid_end, "; load it to drop it"));
+  ASSIGN_OR_RETURN(Contents contents, Read());
+  if (contents.valid_end < contents.data.size()) {
+    return absl::FailedPreconditionError(absl::StrCat("item journal ", path_, " ends in a torn record at byte ",
+                                                      contents.valid_end, "; load it to drop it"));
   }
-  return Rewrite(contents->state, contents->version == 1 ? absl::StrCat(path_, ".v1") : "", contents->data);
+  return Rewrite(contents.state, contents.version == 1 ? absl::StrCat(path_, ".v1") : "", contents.data);
 }
 
 absl::Status ItemJournal::Append(const v1::UpsertItemsRequest& upsert) {
@@ -549,7 +548,7 @@ absl::Status ItemJournal::AppendRecord(char kind, const std::string& payload, in
     dir_sync_pending_ = false;
   }
   if (rewrite_pending_) {
-    if (absl::Status s = CompactLocked(); !s.ok()) return s;
+    RETURN_IF_ERROR(CompactLocked());
   }
   // Opens the journal, creating it (with its header, atomically) when missing or empty.
   Fd fd(-1);
@@ -566,7 +565,7 @@ absl::Status ItemJournal::AppendRecord(char kind, const std::string& payload, in
     }
     if (attempt > 0) return absl::InternalError(absl::StrCat("cannot create item journal ", path_));
     fd.Close();
-    if (absl::Status s = Rewrite(State{}, "", ""); !s.ok()) return s;
+    RETURN_IF_ERROR(Rewrite(State{}, "", ""));
   }
   // Never append after something that is not a version-2 header.
   const std::string expected = FileHeader();
@@ -630,14 +629,13 @@ absl::Status ItemJournal::AppendRecord(char kind, const std::string& payload, in
 absl::Status ItemJournal::Replay(
     const std::function<absl::Status(const v1::UpsertItemsRequest&)>& on_upsert,
     const std::function<absl::Status(const v1::RemoveItemsRequest&)>& on_remove) const {
-  absl::StatusOr<Contents> contents = Read();
-  if (!contents.ok()) return contents.status();
-  const std::string& data = contents->data;
+  ASSIGN_OR_RETURN(Contents contents, Read());
+  const std::string& data = contents.data;
   // Read() verified every record before valid_end; walk them again in order.
-  const bool v1 = contents->version == 1;
-  size_t pos = contents->version == 2 ? kHeaderBytes : 0;
+  const bool v1 = contents.version == 1;
+  size_t pos = contents.version == 2 ? kHeaderBytes : 0;
   const size_t header = v1 ? 5 : kRecordHeaderBytes;
-  while (pos < contents->valid_end) {
+  while (pos < contents.valid_end) {
     const char kind = v1 ? data[pos] : data[pos + 8];
     const uint32_t length = DecodeU32(data, v1 ? pos + 1 : pos + 4);
     const char* payload = data.data() + pos + header;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "server/item_journal.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -27,7 +28,7 @@ std::string ItemLog::RecordName(int64_t seq) { return absl::StrFormat("%020d.rec
 
 absl::StatusOr<std::unique_ptr<ItemLog>> ItemLog::Open(const std::string& log_dir,
                                                        const std::string& model_version) {
-  if (absl::Status s = ItemJournal::CheckModelVersion(model_version); !s.ok()) return s;
+  RETURN_IF_ERROR(ItemJournal::CheckModelVersion(model_version));
   struct stat st;
   if (::stat(log_dir.c_str(), &st) != 0) {
     return absl::FailedPreconditionError(absl::StrCat("item_log_dir ", log_dir, ": ", std::strerror(errno)));

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/item_journal.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -31,9 +32,8 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> ApplyFolded(std::shared_ptr<cons
     v1::RemoveItemsRequest remove;
     for (std::string& id : state.removed) remove.add_item_ids(std::move(id));
     int64_t removed = 0;
-    absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyRemove(*snapshot, remove, &removed);
-    if (!next.ok()) return next.status();
-    snapshot = *std::move(next);
+    ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> next, ApplyRemove(*snapshot, remove, &removed));
+    snapshot = std::move(next);
   }
   return snapshot;
 }
@@ -52,13 +52,11 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& 
   if (error) {
     return absl::NotFoundError(absl::StrCat("bundle ", bundle_path, ": ", error.message()));
   }
-  absl::StatusOr<Bundle> bundle = ReadBundle(resolved.string());
-  if (!bundle.ok()) return bundle.status();
+  ASSIGN_OR_RETURN(Bundle bundle, ReadBundle(resolved.string()));
   auto snapshot = std::make_shared<Snapshot>();
-  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue =
-      Catalogue::Create(*std::move(bundle), options, resolved.string());
-  if (!catalogue.ok()) return catalogue.status();
-  snapshot->catalogue = *std::move(catalogue);
+  ASSIGN_OR_RETURN(std::shared_ptr<const Catalogue> catalogue,
+                   Catalogue::Create(std::move(bundle), options, resolved.string()));
+  snapshot->catalogue = std::move(catalogue);
   snapshot->bundle = snapshot->catalogue->bundle();  // the model; its items are the catalogue's
   snapshot->bundle_path = resolved.string();
   snapshot->model_version = snapshot->bundle->model_version();
@@ -70,54 +68,49 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> LoadSnapshot(const std::string& 
   // Removals that name no bundle item change nothing once folded: the journal drops them.
   ItemJournal::Options journal_options;
   journal_options.is_base_item = [base = loaded->catalogue](const std::string& id) { return base->Contains(id); };
-  absl::StatusOr<std::unique_ptr<ItemJournal>> journal =
-      ItemJournal::Open(state_dir, loaded->model_version, std::move(journal_options));
-  if (!journal.ok()) return journal.status();
-  if (*journal != nullptr) {
-    absl::StatusOr<ItemJournal::State> state = (*journal)->Load();
-    if (!state.ok()) return state.status();
-    absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyFolded(loaded, *std::move(state));
+  ASSIGN_OR_RETURN(std::unique_ptr<ItemJournal> journal,
+                   ItemJournal::Open(state_dir, loaded->model_version, std::move(journal_options)));
+  if (journal != nullptr) {
+    ASSIGN_OR_RETURN(ItemJournal::State state, (journal)->Load());
+    absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyFolded(loaded, std::move(state));
     if (!next.ok()) {
       return absl::Status(next.status().code(),
-                          absl::StrCat("replaying ", (*journal)->path(), ": ", next.status().message()));
+                          absl::StrCat("replaying ", (journal)->path(), ": ", next.status().message()));
     }
     loaded = *std::move(next);
   }
   std::shared_ptr<const ItemLog> item_log;
   if (!item_log_dir.empty()) {
-    absl::StatusOr<std::unique_ptr<ItemLog>> opened = ItemLog::Open(item_log_dir, loaded->model_version);
-    if (!opened.ok()) return opened.status();
+    ASSIGN_OR_RETURN(std::unique_ptr<ItemLog> opened, ItemLog::Open(item_log_dir, loaded->model_version));
     auto with_log = std::make_shared<Snapshot>(*loaded);
-    with_log->item_log = *std::move(opened);
-    absl::StatusOr<std::shared_ptr<const Snapshot>> next =
-        CatchUpItemLog(std::move(with_log), std::numeric_limits<int64_t>::max());
-    if (!next.ok()) return next.status();
-    loaded = *std::move(next);
+    with_log->item_log = std::move(opened);
+    ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> next,
+                     CatchUpItemLog(std::move(with_log), std::numeric_limits<int64_t>::max()));
+    loaded = std::move(next);
   }
   auto timed = std::make_shared<Snapshot>(*loaded);
   timed->loaded_at = absl::Now();
   timed->load_duration = timed->loaded_at - start;
-  timed->journal = *std::move(journal);
+  timed->journal = std::move(journal);
   return std::shared_ptr<const Snapshot>(std::move(timed));
 }
 
 absl::StatusOr<std::shared_ptr<const Snapshot>> CatchUpItemLog(std::shared_ptr<const Snapshot> snapshot,
                                                                int64_t max_records) {
   if (snapshot->item_log == nullptr) return snapshot;
-  absl::StatusOr<std::vector<ItemLog::Change>> changes =
-      snapshot->item_log->ReadFrom(snapshot->item_log_applied + 1, max_records);
-  if (!changes.ok()) return changes.status();
-  if (changes->empty()) return snapshot;
+  ASSIGN_OR_RETURN(std::vector<ItemLog::Change> changes,
+                   snapshot->item_log->ReadFrom(snapshot->item_log_applied + 1, max_records));
+  if (changes.empty()) return snapshot;
   ItemChangeFold fold;
-  for (ItemLog::Change& change : *changes) {
+  for (ItemLog::Change& change : changes) {
     if (auto* upsert = std::get_if<v1::UpsertItemsRequest>(&change)) {
-      if (absl::Status s = fold.Upsert(*upsert); !s.ok()) return s;
+      RETURN_IF_ERROR(fold.Upsert(*upsert));
     } else {
       fold.Remove(std::get<v1::RemoveItemsRequest>(change));
     }
   }
   const int64_t first = snapshot->item_log_applied + 1;
-  const int64_t count = static_cast<int64_t>(changes->size());
+  const int64_t count = static_cast<int64_t>(changes.size());
   absl::StatusOr<std::shared_ptr<const Snapshot>> next = ApplyFolded(snapshot, std::move(fold).Finish(nullptr));
   if (!next.ok()) {
     // Every record was checked by the replica that wrote it against this same model, so
@@ -160,20 +153,16 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> ApplyUpsert(const Snapshot& snap
       return absl::InvalidArgumentError("item features out of range: an item vector is not finite");
     }
   }
-  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue =
-      snapshot.catalogue->Upsert(items, vectors);
-  if (!catalogue.ok()) return catalogue.status();
-  return WithCatalogue(snapshot, *std::move(catalogue));
+  ASSIGN_OR_RETURN(std::shared_ptr<const Catalogue> catalogue, snapshot.catalogue->Upsert(items, vectors));
+  return WithCatalogue(snapshot, std::move(catalogue));
 }
 
 absl::StatusOr<std::shared_ptr<const Snapshot>> ApplyRemove(const Snapshot& snapshot,
                                                             const v1::RemoveItemsRequest& remove,
                                                             int64_t* removed) {
   const std::vector<std::string> ids(remove.item_ids().begin(), remove.item_ids().end());
-  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue =
-      snapshot.catalogue->Remove(ids, removed);
-  if (!catalogue.ok()) return catalogue.status();
-  return WithCatalogue(snapshot, *std::move(catalogue));
+  ASSIGN_OR_RETURN(std::shared_ptr<const Catalogue> catalogue, snapshot.catalogue->Remove(ids, removed));
+  return WithCatalogue(snapshot, std::move(catalogue));
 }
 
 std::shared_ptr<const Snapshot> SnapshotHolder::Get() const {
@@ -198,10 +187,8 @@ absl::Status EncodeRequestUser(const Snapshot& snapshot, const v1::RetrieveReque
   }
   *user_known = !id.empty() && user.encoder.ids().Lookup(id) != Vocabulary::kOov;
   if (!request.user_features().empty()) {
-    absl::StatusOr<std::vector<RawValue>> values =
-        user.encoder.FromRequest(request.user_features());
-    if (!values.ok()) return values.status();
-    user.encoder.Encode(id, &*values, rows);
+    ASSIGN_OR_RETURN(std::vector<RawValue> values, user.encoder.FromRequest(request.user_features()));
+    user.encoder.Encode(id, &values, rows);
     return absl::OkStatus();
   }
   if (const auto it = snapshot.user_rows->find(id); it != snapshot.user_rows->end()) {

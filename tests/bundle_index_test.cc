@@ -3,6 +3,8 @@
 // (another kind, size, dimension, metric, vectors or a broken structure) refused with
 // DATA_LOSS naming the file; an index read from the bundle answers exactly as the index
 // that was written.
+#include "index/bundle_index.h"
+
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
@@ -23,14 +25,16 @@
 #include "absl/strings/str_cat.h"
 #include "bundle/bundle.h"
 #include "gtest/gtest.h"
-#include "index/bundle_index.h"
 #include "index/catalogue.h"
 #include "index/item_index.h"
+#include "tests/status_matchers.h"
 #include "tests/trained_model.h"
 #include "trainer/config.h"
 #include "util/file.h"
 #include "util/sha256.h"
 #include "util/text_proto.h"
+
+using ::twotower::testing::IsOk;
 
 // FAISS 1.7.3's read_index leaks the partly read index when it throws (it holds it in a
 // raw pointer): a few KB per file it cannot read, which the tests below feed it on
@@ -80,20 +84,20 @@ class BundleIndexTest : public ::testing::Test {
   std::string Write(const std::string& factory, const std::string& name = "bundle") {
     const std::string path = out_.Join(name);
     const absl::Status s = WriteBundleWithIndex(Model(), path, factory);
-    EXPECT_TRUE(s.ok()) << s;
+    EXPECT_THAT(s, IsOk());
     return path;
   }
   static void EditManifest(const std::string& path, const std::function<void(v1::BundleManifest*)>& edit) {
     v1::BundleManifest manifest;
-    ASSERT_TRUE(ReadTextProtoFile(path + "/MANIFEST", &manifest).ok());
+    ASSERT_THAT(ReadTextProtoFile(path + "/MANIFEST", &manifest), IsOk());
     edit(&manifest);
-    ASSERT_TRUE(WriteFileDurably(path + "/MANIFEST", ToTextProto(manifest)).ok());
+    ASSERT_THAT(WriteFileDurably(path + "/MANIFEST", ToTextProto(manifest)), IsOk());
   }
   // Replaces the bundle's index.faiss with `contents`, the MANIFEST's size and checksum
   // updated: only the checks past the checksum can refuse it.
   static void ReplaceIndexFile(const std::string& path, const std::string& contents) {
     ::unlink((path + "/index.faiss").c_str());
-    ASSERT_TRUE(WriteFileDurably(path + "/index.faiss", contents).ok());
+    ASSERT_THAT(WriteFileDurably(path + "/index.faiss", contents), IsOk());
     EditManifest(path, [&](v1::BundleManifest* manifest) {
       for (v1::BundleFile& file : *manifest->mutable_files()) {
         if (file.name() != "index.faiss") continue;
@@ -139,8 +143,8 @@ TEST_F(BundleIndexTest, RoundTripWithAndWithoutAnIndex) {
   const std::string indexed = Write("IVF8,Flat", "indexed");
   absl::StatusOr<Bundle> a = ReadBundle(plain);
   absl::StatusOr<Bundle> b = ReadBundle(indexed);
-  ASSERT_TRUE(a.ok()) << a.status();
-  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
   EXPECT_EQ(a->index_file, nullptr);
   EXPECT_FALSE(a->manifest.has_index());
   EXPECT_EQ(a->manifest.files_size(), 5);
@@ -163,27 +167,27 @@ TEST_F(BundleIndexTest, RoundTripWithAndWithoutAnIndex) {
 
   // Served: read from the file when it is what is asked for, built otherwise.
   absl::StatusOr<std::shared_ptr<const Catalogue>> from_file = Serve(indexed);
-  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  ASSERT_THAT(from_file, IsOk());
   EXPECT_EQ((*from_file)->index_source(), IndexSource::kBundle);
   EXPECT_EQ((*from_file)->index_options().factory, "IVF8,Flat");
   EXPECT_FALSE((*from_file)->index_ignores_bundle());
   absl::StatusOr<std::shared_ptr<const Catalogue>> same = Serve(indexed, "IVF8,Flat");
-  ASSERT_TRUE(same.ok()) << same.status();
+  ASSERT_THAT(same, IsOk());
   EXPECT_EQ((*same)->index_source(), IndexSource::kBundle);
   absl::StatusOr<std::shared_ptr<const Catalogue>> other = Serve(indexed, "HNSW16");
-  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_THAT(other, IsOk());
   EXPECT_EQ((*other)->index_source(), IndexSource::kBuilt);
   EXPECT_TRUE((*other)->index_ignores_bundle());
   EXPECT_TRUE(absl::StrContains((*other)->index_note(), "not read from the bundle")) << (*other)->index_note();
   absl::StatusOr<std::shared_ptr<const Catalogue>> flat = Serve(plain);
-  ASSERT_TRUE(flat.ok()) << flat.status();
+  ASSERT_THAT(flat, IsOk());
   EXPECT_EQ((*flat)->index_options().factory, "Flat");
   EXPECT_TRUE((*flat)->exact());
   EXPECT_EQ((*flat)->index_source(), IndexSource::kBuilt);
   EXPECT_EQ((*flat)->requested_index_options().factory, "");
   // A rebuild builds, whatever the bundle carries.
   absl::StatusOr<std::shared_ptr<const Catalogue>> rebuilt = (*from_file)->WithIndex({"IVF8,Flat", 0, 0});
-  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  ASSERT_THAT(rebuilt, IsOk());
   EXPECT_EQ((*rebuilt)->index_source(), IndexSource::kBuilt);
 }
 
@@ -196,19 +200,20 @@ TEST_F(BundleIndexTest, EveryFactoryReadsBackAndAnswersAsTheIndexThatWasWritten)
     // Built here, written by hand: the index read back must be this one.
     absl::StatusOr<std::unique_ptr<ItemIndex>> built =
         ItemIndex::Build(Model().items.ids, Model().item_vectors, Dim(), {factory, 0, 0});
-    ASSERT_TRUE(built.ok()) << built.status();
+    ASSERT_THAT(built, IsOk());
     BundleIndexWriter writer;
     writer.record.set_factory(factory);
     writer.write = [&](const std::string& path) { return (*built)->Save(path); };
     const std::string path = out_.Join(absl::StrCat("b", std::hash<std::string>()(factory)));
-    ASSERT_TRUE(WriteBundle(Model(), path, &writer).ok());
+    ASSERT_THAT(WriteBundle(Model(), path, &writer), IsOk());
     absl::StatusOr<std::shared_ptr<const Catalogue>> served = Serve(path);
-    ASSERT_TRUE(served.ok()) << served.status();
+    ASSERT_THAT(served, IsOk());
     ASSERT_EQ((*served)->index_source(), IndexSource::kBundle);
     std::vector<Catalogue::Query> asks(queries, Catalogue::Query{10, nullptr, nullptr});
     absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> got = (*served)->Search(users.data(), asks);
     absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> want = (*built)->Search(users.data(), queries, 10, nullptr);
-    ASSERT_TRUE(got.ok() && want.ok());
+    ASSERT_THAT(got, IsOk());
+    ASSERT_THAT(want, IsOk());
     for (int q = 0; q < queries; ++q) {
       ASSERT_EQ((*got)[q].size(), (*want)[q].size());
       for (size_t i = 0; i < (*want)[q].size(); ++i) {
@@ -240,18 +245,18 @@ TEST_F(BundleIndexTest, TheIndexFileIsSizedCheckedAndNeverFollowedThroughALink) 
   const std::string file = path + "/index.faiss";
   const std::string bytes = ReadFile(file).value();
   // Truncated; longer than listed.
-  ASSERT_TRUE(WriteFileDurably(file, bytes.substr(0, bytes.size() - 1)).ok());
+  ASSERT_THAT(WriteFileDurably(file, bytes.substr(0, bytes.size() - 1)), IsOk());
   EXPECT_TRUE(absl::StrContains(ReadBundle(path).status().message(), "checksum mismatch")) << ReadBundle(path).status();
-  ASSERT_TRUE(WriteFileDurably(file, bytes + "x").ok());
+  ASSERT_THAT(WriteFileDurably(file, bytes + "x"), IsOk());
   EXPECT_TRUE(absl::StrContains(ReadBundle(path).status().message(), "larger than the")) << ReadBundle(path).status();
   // A symlink to the right bytes is still refused.
-  ASSERT_TRUE(WriteFileDurably(out_.Join("elsewhere"), bytes).ok());
+  ASSERT_THAT(WriteFileDurably(out_.Join("elsewhere"), bytes), IsOk());
   ::unlink(file.c_str());
   ASSERT_EQ(::symlink(out_.Join("elsewhere").c_str(), file.c_str()), 0);
   EXPECT_TRUE(absl::StrContains(ReadBundle(path).status().message(), "symbolic link")) << ReadBundle(path).status();
   ::unlink(file.c_str());
-  ASSERT_TRUE(WriteFileDurably(file, bytes).ok());
-  EXPECT_TRUE(ReadBundle(path).ok());
+  ASSERT_THAT(WriteFileDurably(file, bytes), IsOk());
+  EXPECT_THAT(ReadBundle(path), IsOk());
   // The bound is the index's, not the 2 GiB of a protobuf file: a 3 GiB entry is judged on
   // its size, one past 1 TiB on its bound.
   EditManifest(path, [](v1::BundleManifest* m) {
@@ -406,13 +411,13 @@ TEST_F(BundleIndexTest, TheIndexFactoryOfTheExportIsAConfigField) {
   EXPECT_TRUE(absl::StrContains(bad.message(), "export.index_factory")) << bad;
   EXPECT_TRUE(absl::StrContains(bad.message(), "nlist 0")) << bad;
   config.mutable_export_()->set_index_factory("HNSW32");
-  EXPECT_TRUE(ValidateTrainerConfig(config).ok());
+  EXPECT_THAT(ValidateTrainerConfig(config), IsOk());
   config.mutable_export_()->set_index_factory("");
-  EXPECT_TRUE(ValidateTrainerConfig(config).ok());
+  EXPECT_THAT(ValidateTrainerConfig(config), IsOk());
   // What needs the items is checked against them before training.
   EXPECT_TRUE(absl::StrContains(CheckIndexFits("IVF4096,Flat", 300, 32).message(), "needs at least 4096 items"));
   EXPECT_TRUE(absl::StrContains(CheckIndexFits("PQ5", 300, 32).message(), "does not divide the dimension 32"));
-  EXPECT_TRUE(CheckIndexFits("Flat", 0, 32).ok());
+  EXPECT_THAT(CheckIndexFits("Flat", 0, 32), IsOk());
   // The writer refuses the same.
   EXPECT_EQ(WriteBundleWithIndex(Model(), out_.Join("x"), "IVF4096,Flat").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(std::filesystem::exists(out_.Join("x")));
@@ -420,8 +425,8 @@ TEST_F(BundleIndexTest, TheIndexFactoryOfTheExportIsAConfigField) {
 }
 
 TEST_F(BundleIndexTest, TheEmptyFactoryMeansTheBundlesIndex) {
-  EXPECT_TRUE(ValidateIndexRequest({"", 0, 0}).ok());
-  EXPECT_TRUE(ValidateIndexRequest({"", 64, 16}).ok());
+  EXPECT_THAT(ValidateIndexRequest({"", 0, 0}), IsOk());
+  EXPECT_THAT(ValidateIndexRequest({"", 64, 16}), IsOk());
   EXPECT_EQ(ValidateIndexRequest({"", kMaxEfSearch + 1, 0}).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ValidateIndexRequest({"IVF0,Flat", 0, 0}).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(CanonicalIndexFactory("HNSW32,Flat").value(), CanonicalIndexFactory("HNSW32").value());
@@ -429,7 +434,7 @@ TEST_F(BundleIndexTest, TheEmptyFactoryMeansTheBundlesIndex) {
   // Search parameters that do not fit the bundle's index are refused at load.
   const std::string path = Write("IVF8,Flat");
   absl::StatusOr<Bundle> bundle = ReadBundle(path);
-  ASSERT_TRUE(bundle.ok());
+  ASSERT_THAT(bundle, IsOk());
   absl::StatusOr<std::shared_ptr<const Catalogue>> served =
       Catalogue::Create(*std::move(bundle), IndexOptions{"", 0, 9});
   EXPECT_EQ(served.status().code(), absl::StatusCode::kInvalidArgument);

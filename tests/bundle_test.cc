@@ -1,4 +1,6 @@
 // Bundle round trip, atomic write, and rejection of every kind of damaged bundle.
+#include "bundle/bundle.h"
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -10,14 +12,16 @@
 #include <functional>
 #include <future>
 
-#include "bundle/bundle.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "index/catalogue.h"
+#include "tests/status_matchers.h"
 #include "tests/trained_model.h"
 #include "util/file.h"
 #include "util/sha256.h"
 #include "util/text_proto.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -36,22 +40,22 @@ class BundleTest : public ::testing::Test {
   }
   std::string WriteFresh() {
     const std::string path = out_.Join("bundle");
-    EXPECT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+    EXPECT_THAT(WriteBundle(model_->report.bundle, path), IsOk());
     return path;
   }
   // Edits the MANIFEST of the bundle at `path` in place.
   static void EditManifest(const std::string& path,
                            const std::function<void(v1::BundleManifest*)>& edit) {
     v1::BundleManifest manifest;
-    ASSERT_TRUE(ReadTextProtoFile(path + "/MANIFEST", &manifest).ok());
+    ASSERT_THAT(ReadTextProtoFile(path + "/MANIFEST", &manifest), IsOk());
     edit(&manifest);
-    ASSERT_TRUE(WriteFileDurably(path + "/MANIFEST", ToTextProto(manifest)).ok());
+    ASSERT_THAT(WriteFileDurably(path + "/MANIFEST", ToTextProto(manifest)), IsOk());
   }
   // Replaces file `name` of the bundle at `path`, with a MANIFEST entry (size, checksum)
   // that matches: only the checks past the checksums can refuse it.
   static void ReplaceFile(const std::string& path, const std::string& name,
                           const std::string& contents) {
-    ASSERT_TRUE(WriteFileDurably(path + "/" + name, contents).ok());
+    ASSERT_THAT(WriteFileDurably(path + "/" + name, contents), IsOk());
     EditManifest(path, [&](v1::BundleManifest* manifest) {
       for (v1::BundleFile& file : *manifest->mutable_files()) {
         if (file.name() != name) continue;
@@ -93,7 +97,7 @@ TEST_F(BundleTest, RoundTripKeepsEverything) {
   const Bundle& original = model_->report.bundle;
   const std::string path = WriteFresh();
   absl::StatusOr<Bundle> read = ReadBundle(path);
-  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_THAT(read, IsOk());
   EXPECT_EQ(read->model_version(), original.model_version());
   EXPECT_EQ(read->manifest.format_version(), kBundleFormatVersion);
   EXPECT_EQ(read->manifest.item_count(), static_cast<int64_t>(original.items.ids.size()));
@@ -162,9 +166,9 @@ TEST_F(BundleTest, MissingFileAndMissingManifestAreErrors) {
 TEST_F(BundleTest, OtherFormatVersionIsRefused) {
   const std::string path = WriteFresh();
   v1::BundleManifest manifest;
-  ASSERT_TRUE(ReadTextProtoFile(path + "/MANIFEST", &manifest).ok());
+  ASSERT_THAT(ReadTextProtoFile(path + "/MANIFEST", &manifest), IsOk());
   manifest.set_format_version(kBundleFormatVersion + 1);
-  ASSERT_TRUE(WriteFileDurably(path + "/MANIFEST", ToTextProto(manifest)).ok());
+  ASSERT_THAT(WriteFileDurably(path + "/MANIFEST", ToTextProto(manifest)), IsOk());
   absl::StatusOr<Bundle> read = ReadBundle(path);
   EXPECT_EQ(read.status().code(), absl::StatusCode::kFailedPrecondition) << read.status();
 }
@@ -205,7 +209,7 @@ TEST_F(BundleTest, EveryItemVectorIsCheckedFiniteAndUnitLength) {
   for (const auto& c : cases) {
     ScopedTempDir out;
     const std::string path = out.Join("bundle");
-    ASSERT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+    ASSERT_THAT(WriteBundle(model_->report.bundle, path), IsOk());
     EditItemVectors(path, [&](std::vector<float>* v, int dim) { (*v)[kRow * dim] = c.value; });
     absl::StatusOr<Bundle> read = ReadBundle(path);
     ASSERT_FALSE(read.ok()) << c.value;
@@ -256,7 +260,7 @@ TEST_F(BundleTest, WriteBundleNeverPublishesWhatReadBundleRefuses) {
 TEST_F(BundleTest, ModelVersionMustBeAPlainFileName) {
   for (const std::string& version : {std::string("20261128T230102Z-3fa9c2d1"), std::string("v1.2_rc-3"),
                                     std::string(128, 'a'), NewModelVersion()}) {
-    EXPECT_TRUE(ValidateModelVersion(version).ok()) << version;
+    EXPECT_THAT(ValidateModelVersion(version), IsOk());
   }
   for (const std::string& version : {std::string(""), std::string("."), std::string(".."),
                                     std::string("a/b"), std::string("../x"), std::string("a b"),
@@ -278,7 +282,7 @@ TEST_F(BundleTest, ManifestFileNamesMustBeTheFormats) {
                                  "sub/users.pb", "extra.pb", "users.pb"}) {
     ScopedTempDir out;
     const std::string path = out.Join("bundle");
-    ASSERT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+    ASSERT_THAT(WriteBundle(model_->report.bundle, path), IsOk());
     EditManifest(path, [&](v1::BundleManifest* m) {
       v1::BundleFile* file = m->add_files();  // "users.pb": listed twice
       *file = m->files(2);
@@ -294,7 +298,7 @@ TEST_F(BundleTest, SymlinkedFilesAreRefused) {
   for (const char* name : {"users.pb", "MANIFEST"}) {
     ScopedTempDir out;
     const std::string path = out.Join("bundle");
-    ASSERT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+    ASSERT_THAT(WriteBundle(model_->report.bundle, path), IsOk());
     // The same bytes, but outside the directory, reached through a symlink.
     std::filesystem::rename(path + "/" + name, out.Join(name));
     std::filesystem::create_symlink(out.Join(name), path + "/" + name);
@@ -308,9 +312,9 @@ TEST_F(BundleTest, SymlinkedFilesAreRefused) {
 TEST_F(BundleTest, TheBundleDirectoryMayBeASymlink) {
   const std::string path = WriteFresh();
   const std::string latest = out_.Join("latest");
-  ASSERT_TRUE(UpdateSymlink("bundle", latest).ok());
+  ASSERT_THAT(UpdateSymlink("bundle", latest), IsOk());
   absl::StatusOr<Bundle> read = ReadBundle(latest);
-  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_THAT(read, IsOk());
   EXPECT_EQ(read->model_version(), model_->report.bundle.model_version());
 }
 
@@ -318,7 +322,7 @@ TEST_F(BundleTest, FifosAndDevicesAreRefusedWithoutBlocking) {
   for (const char* name : {"MANIFEST", "item_tower.pb"}) {
     ScopedTempDir out;
     const std::string path = out.Join("bundle");
-    ASSERT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+    ASSERT_THAT(WriteBundle(model_->report.bundle, path), IsOk());
     std::filesystem::remove(path + "/" + name);
     ASSERT_EQ(::mkfifo((path + "/" + name).c_str(), 0644), 0);
     // Nobody writes to the FIFO: a blocking open would hang the reload for ever.
@@ -345,8 +349,8 @@ TEST_F(BundleTest, FilesLargerThanDeclaredAreNotRead) {
   EXPECT_EQ(ReadBundle(path).status().code(), absl::StatusCode::kDataLoss);
   // A MANIFEST past its cap (here: a huge comment).
   const std::string manifest = ReadFile(path + "/MANIFEST").value();
-  ASSERT_TRUE(WriteFileDurably(path + "/MANIFEST",
-                               "# " + std::string(kMaxManifestBytes, 'x') + "\n" + manifest).ok());
+  ASSERT_THAT(WriteFileDurably(path + "/MANIFEST", "# " + std::string(kMaxManifestBytes, 'x') + "\n" + manifest),
+              IsOk());
   read = ReadBundle(path);
   EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(read.status().message().find("MANIFEST: larger than"), std::string::npos) << read.status();
@@ -368,8 +372,8 @@ TEST_F(BundleTest, ImpossibleLayerWidthsInTheManifestAreDataLoss) {
 
 TEST_F(BundleTest, LatestSymlinkIsReplacedAtomically) {
   const std::string link = out_.Join("latest");
-  ASSERT_TRUE(UpdateSymlink("v1", link).ok());
-  ASSERT_TRUE(UpdateSymlink("v2", link).ok());
+  ASSERT_THAT(UpdateSymlink("v1", link), IsOk());
+  ASSERT_THAT(UpdateSymlink("v2", link), IsOk());
   EXPECT_EQ(std::filesystem::read_symlink(link).string(), "v2");
 }
 
@@ -380,19 +384,20 @@ TEST_F(BundleTest, RebuildFromLossyCodesRereadsTheVectorsThatWereLoaded) {
   const std::string path = WriteFresh();
   const Bundle& original = model_->report.bundle;
   absl::StatusOr<Bundle> read = ReadBundle(path);
-  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_THAT(read, IsOk());
   absl::StatusOr<std::shared_ptr<const Catalogue>> codes = Catalogue::Create(*std::move(read), {"SQ8", 0, 0}, path);
-  ASSERT_TRUE(codes.ok()) << codes.status();
+  ASSERT_THAT(codes, IsOk());
   EXPECT_TRUE((*codes)->bundle()->item_vectors.empty());
   absl::StatusOr<std::shared_ptr<const Catalogue>> exact = (*codes)->WithIndex(IndexOptions{});
-  ASSERT_TRUE(exact.ok()) << exact.status();
+  ASSERT_THAT(exact, IsOk());
   // The same answers as an exact catalogue of the original vectors.
   absl::StatusOr<std::shared_ptr<const Catalogue>> reference = Catalogue::Create(Bundle(original), IndexOptions{});
-  ASSERT_TRUE(reference.ok()) << reference.status();
+  ASSERT_THAT(reference, IsOk());
   std::vector<Catalogue::Query> queries(2, Catalogue::Query{25});
   const auto a = (*exact)->Search(original.item_vectors.data(), queries);
   const auto b = (*reference)->Search(original.item_vectors.data(), queries);
-  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
   for (int q = 0; q < 2; ++q) {
     ASSERT_EQ((*a)[q].size(), (*b)[q].size());
     for (size_t r = 0; r < (*a)[q].size(); ++r) {
@@ -424,7 +429,7 @@ TEST(SeenItemsTest, RoundTripsAndRefusesMalformedEncodings) {
   EXPECT_EQ(proto.ends_size(), 4);
   v1::SeenItems copy = proto;
   absl::StatusOr<SeenItems> read = SeenItems::FromProto(&copy, 4, 201, "users.pb");
-  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_THAT(read, IsOk());
   const std::vector<std::vector<int32_t>> want = {{1, 3, 5}, {}, {0, 2, 200}, {7}};
   for (int u = 0; u < 4; ++u) {
     std::vector<int32_t> got;
@@ -438,7 +443,7 @@ TEST(SeenItemsTest, RoundTripsAndRefusesMalformedEncodings) {
   // Absent: no seen sets, not an error.
   v1::SeenItems empty;
   absl::StatusOr<SeenItems> absent = SeenItems::FromProto(&empty, 4, 201, "users.pb");
-  ASSERT_TRUE(absent.ok());
+  ASSERT_THAT(absent, IsOk());
   EXPECT_TRUE(absent->empty());
 
   const auto refused = [](v1::SeenItems proto, int64_t users, int64_t items, const std::string& what) {

@@ -1,14 +1,18 @@
 // Config loading: the shipped configs are valid; every kind of mistake is a clear error.
+#include "trainer/config.h"
+
 #include <sys/stat.h>
 
 #include <cmath>
 #include <thread>
 
-#include "gtest/gtest.h"
-#include "tests/test_util.h"
 #include "absl/strings/str_cat.h"
-#include "trainer/config.h"
+#include "gtest/gtest.h"
+#include "tests/status_matchers.h"
+#include "tests/test_util.h"
 #include "util/text_proto.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -20,7 +24,7 @@ using testing::WriteText;
 TEST(ConfigTest, ShippedConfigsAreValid) {
   for (const char* name : {"synthetic.textproto", "ml100k.textproto", "ml100k_raw.textproto"}) {
     absl::StatusOr<v1::TrainerConfig> config = LoadTrainerConfig(SourceDir() + "/configs/" + name);
-    EXPECT_TRUE(config.ok()) << name << ": " << config.status();
+    EXPECT_THAT(config, IsOk());
   }
 }
 
@@ -38,14 +42,14 @@ constexpr char kMinimal[] = R"pb(
 
 v1::TrainerConfig Minimal() {
   v1::TrainerConfig config;
-  EXPECT_TRUE(ParseTextProto(kMinimal, "minimal", &config).ok());
+  EXPECT_THAT(ParseTextProto(kMinimal, "minimal", &config), IsOk());
   ApplyDefaults(&config);
   return config;
 }
 
 TEST(ConfigTest, DefaultsFillUnsetTrainingSettings) {
   const v1::TrainerConfig config = Minimal();
-  EXPECT_TRUE(ValidateTrainerConfig(config).ok());
+  EXPECT_THAT(ValidateTrainerConfig(config), IsOk());
   EXPECT_EQ(config.training().objective(), v1::TrainingSpec::IN_BATCH_SOFTMAX);
   EXPECT_EQ(config.training().epochs(), 10);
   EXPECT_EQ(config.training().batch_size(), 256);
@@ -276,7 +280,7 @@ TEST(ConfigTest, TheConfigFileIsReadUpToACapAndMayBeAPipe) {
   std::thread writer([&] { WriteText(fifo, kMinimal); });
   absl::StatusOr<v1::TrainerConfig> piped = LoadTrainerConfig(fifo);
   writer.join();
-  EXPECT_TRUE(piped.ok()) << piped.status();
+  EXPECT_THAT(piped, IsOk());
 }
 
 // An option the feature's kind does not read is an error, not silently ignored.
@@ -306,7 +310,7 @@ TEST(ConfigTest, OptionsOfAnotherKindAreRefused) {
     users->mutable_table()->set_path("users.csv");
     users->mutable_id_column()->set_index(0);
     v1::FeatureSpec* f = users->add_features();
-    ASSERT_TRUE(ParseTextProto(c.option, "option", f).ok()) << c.option;
+    ASSERT_THAT(ParseTextProto(c.option, "option", f), IsOk());
     f->set_name("f");
     f->set_kind(c.kind);
     if (c.kind != v1::FeatureSpec::POPULARITY) f->mutable_column()->set_index(1);
@@ -319,18 +323,48 @@ TEST(ConfigTest, OptionsOfAnotherKindAreRefused) {
   // The same options on their own kinds are fine.
   v1::TrainerConfig config = Minimal();
   v1::DataSpec data;
-  ASSERT_TRUE(ParseTextProto(R"pb(
-    users {
-      table { path: "users.csv" } id_column { index: 0 }
-      features { name: "a" kind: CATEGORICAL column { index: 1 } embedding_dim: 4 hash_buckets: 100
-                 derive: PREFIX prefix_length: 2 }
-      features { name: "b" kind: MULTI_HOT column { index: 2 } embedding_dim: 4 separator: ";" }
-      features { name: "c" kind: NUMERIC column { index: 3 } transform: IDENTITY default_value: 3 clip_max: 9 }
-      features { name: "d" kind: BUCKETIZED column { index: 4 } embedding_dim: 4 quantile_buckets: 4 clip_min: 0 }
-    }
-  )pb", "data", &data).ok());
+  ASSERT_THAT(ParseTextProto(R"pb(
+                               users {
+                                 table { path: "users.csv" }
+                                 id_column { index: 0 }
+                                 features {
+                                   name: "a"
+                                   kind: CATEGORICAL
+                                   column { index: 1 }
+                                   embedding_dim: 4
+                                   hash_buckets: 100
+                                   derive: PREFIX
+                                   prefix_length: 2
+                                 }
+                                 features {
+                                   name: "b"
+                                   kind: MULTI_HOT
+                                   column { index: 2 }
+                                   embedding_dim: 4
+                                   separator: ";"
+                                 }
+                                 features {
+                                   name: "c"
+                                   kind: NUMERIC
+                                   column { index: 3 }
+                                   transform: IDENTITY
+                                   default_value: 3
+                                   clip_max: 9
+                                 }
+                                 features {
+                                   name: "d"
+                                   kind: BUCKETIZED
+                                   column { index: 4 }
+                                   embedding_dim: 4
+                                   quantile_buckets: 4
+                                   clip_min: 0
+                                 }
+                               }
+                             )pb",
+                             "data", &data),
+              IsOk());
   *config.mutable_data()->mutable_users() = data.users();
-  EXPECT_TRUE(ValidateTrainerConfig(config).ok()) << ValidateTrainerConfig(config).ToString();
+  EXPECT_THAT(ValidateTrainerConfig(config), IsOk());
 }
 
 // The new-user options (user_history_dropout, short_history_*) and an eval set's

@@ -1,14 +1,17 @@
 // Table reading (CSV/TSV, header or not, quoting), feature tables, interactions, and the
 // synthetic generator.
+#include "absl/strings/str_cat.h"
 #include "dataset/feature_table.h"
 #include "dataset/interactions.h"
 #include "dataset/synthetic.h"
 #include "dataset/table_reader.h"
-#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "tests/status_matchers.h"
 #include "tests/test_util.h"
 #include "util/file.h"
 #include "util/text_proto.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -20,7 +23,7 @@ TEST(TableReaderTest, CsvWithQuotesHeaderCrlfAndBom) {
   absl::StatusOr<Table> t = ParseTable(
       "\xEF\xBB\xBFid,title,tags\r\n1,\"Hello, world\",a|b\r\n\r\n2,\"say \"\"hi\"\"\",\r\n",
       Delimiter::kComma, true, "t.csv");
-  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_THAT(t, IsOk());
   ASSERT_EQ(t->header, (std::vector<std::string>{"id", "title", "tags"}));
   ASSERT_EQ(t->rows.size(), 2u);
   EXPECT_EQ(t->rows[0][1], "Hello, world");
@@ -31,7 +34,7 @@ TEST(TableReaderTest, CsvWithQuotesHeaderCrlfAndBom) {
 
 TEST(TableReaderTest, QuotedFieldMayHoldANewline) {
   absl::StatusOr<Table> t = ParseTable("a,\"x\ny\"\nb,z\n", Delimiter::kComma, false, "t.csv");
-  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_THAT(t, IsOk());
   ASSERT_EQ(t->rows.size(), 2u);
   EXPECT_EQ(t->rows[0][1], "x\ny");
   EXPECT_EQ(t->line_numbers[1], 3);
@@ -39,7 +42,7 @@ TEST(TableReaderTest, QuotedFieldMayHoldANewline) {
 
 TEST(TableReaderTest, TsvWithoutHeader) {
   absl::StatusOr<Table> t = ParseTable("1\t\"q\"\t3\n4\t5\t6", Delimiter::kTab, false, "t.tsv");
-  ASSERT_TRUE(t.ok());
+  ASSERT_THAT(t, IsOk());
   EXPECT_TRUE(t->header.empty());
   ASSERT_EQ(t->rows.size(), 2u);
   EXPECT_EQ(t->rows[0][1], "\"q\"");  // TSV takes quotes literally
@@ -59,7 +62,7 @@ TEST(TableReaderTest, UnterminatedQuoteIsAnError) {
 
 TEST(TableReaderTest, ResolvesColumnsByNameOrIndexWithClearErrors) {
   absl::StatusOr<Table> t = ParseTable("user,item\n1,2\n", Delimiter::kComma, true, "t.csv");
-  ASSERT_TRUE(t.ok());
+  ASSERT_THAT(t, IsOk());
   v1::ColumnRef ref;
   ref.set_name("item");
   EXPECT_EQ(*t->ResolveColumn(ref), 1);
@@ -82,7 +85,7 @@ TEST(TableReaderTest, FormatByExtensionOrExplicit) {
   EXPECT_FALSE(ReadTable(spec, dir.path()).ok());  // cannot tell the format
   spec.set_format(v1::TableSpec::TSV);
   absl::StatusOr<Table> t = ReadTable(spec, dir.path());
-  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_THAT(t, IsOk());
   EXPECT_EQ(t->rows[0][1], "2");
   spec.set_path("missing.tsv");
   EXPECT_EQ(ReadTable(spec, dir.path()).status().code(), absl::StatusCode::kNotFound);
@@ -90,13 +93,29 @@ TEST(TableReaderTest, FormatByExtensionOrExplicit) {
 
 v1::FeatureTableSpec ItemSpec(const std::string& path) {
   v1::FeatureTableSpec spec;
-  EXPECT_TRUE(ParseTextProto(R"pb(
-    table { header: true }
-    id_column { name: "id" }
-    features { name: "genres" kind: MULTI_HOT column { name: "genres" } separator: "|" }
-    features { name: "price" kind: NUMERIC column { name: "price" } }
-    features { name: "flags" kind: MULTI_HOT flag_columns { name: "f1" } flag_columns { name: "f2" } }
-  )pb", "spec", &spec).ok());
+  EXPECT_THAT(ParseTextProto(R"pb(
+                               table { header: true }
+                               id_column { name: "id" }
+                               features {
+                                 name: "genres"
+                                 kind: MULTI_HOT
+                                 column { name: "genres" }
+                                 separator: "|"
+                               }
+                               features {
+                                 name: "price"
+                                 kind: NUMERIC
+                                 column { name: "price" }
+                               }
+                               features {
+                                 name: "flags"
+                                 kind: MULTI_HOT
+                                 flag_columns { name: "f1" }
+                                 flag_columns { name: "f2" }
+                               }
+                             )pb",
+                             "spec", &spec),
+              IsOk());
   spec.mutable_table()->set_path(path);
   return spec;
 }
@@ -106,7 +125,7 @@ TEST(FeatureTableTest, ReadsMultiHotNumericAndFlagColumns) {
   WriteText(dir.Join("items.csv"),
             "id,genres,price,f1,f2\nitem A, Action | Comedy ,9.5,1,0\nB,,,0,true\n");
   absl::StatusOr<FeatureTable> t = ReadFeatureTable(ItemSpec("items.csv"), dir.path());
-  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_THAT(t, IsOk());
   ASSERT_EQ(t->ids, (std::vector<std::string>{"item A", "B"}));
   EXPECT_EQ(t->values[0][0].tokens, (std::vector<std::string>{"Action", "Comedy"}));
   EXPECT_TRUE(t->values[0][1].has_number);
@@ -146,7 +165,7 @@ TEST(InteractionsTest, ReadsIdsAsStringsAndTimestamps) {
   spec.mutable_item_column()->set_index(1);
   spec.mutable_timestamp_column()->set_index(2);
   absl::StatusOr<InteractionLog> log = ReadInteractions(spec, dir.path());
-  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_THAT(log, IsOk());
   EXPECT_EQ(log->users, (std::vector<std::string>{"u-1", "u-2"}));
   EXPECT_EQ(log->items[0], "x:9");
   EXPECT_EQ(log->timestamps, (std::vector<int64_t>{100, 99}));
@@ -168,7 +187,7 @@ TEST(SkipBadRowsTest, BadRowsAreCountedAndLeftOutOnlyWhenAsked) {
       << strict.status();
   spec.mutable_table()->set_skip_bad_rows(true);
   absl::StatusOr<InteractionLog> lenient = ReadInteractions(spec, dir.path());
-  ASSERT_TRUE(lenient.ok()) << lenient.status();
+  ASSERT_THAT(lenient, IsOk());
   EXPECT_EQ(lenient->users, (std::vector<std::string>{"u1", "u4"}));
   EXPECT_EQ(lenient->timestamps, (std::vector<int64_t>{1, 5}));
   ASSERT_EQ(lenient->skipped.size(), 3u);  // wrong width, empty user, bad timestamp
@@ -178,7 +197,7 @@ TEST(SkipBadRowsTest, BadRowsAreCountedAndLeftOutOnlyWhenAsked) {
   v1::FeatureTableSpec items = ItemSpec("items.csv");
   items.mutable_table()->set_skip_bad_rows(true);
   absl::StatusOr<FeatureTable> table = ReadFeatureTable(items, dir.path());
-  ASSERT_TRUE(table.ok()) << table.status();
+  ASSERT_THAT(table, IsOk());
   EXPECT_EQ(table->ids, (std::vector<std::string>{"A", "C"}));  // B: bad number; 2nd A: duplicate
   EXPECT_EQ(table->skipped.size(), 2u);
 }
@@ -202,7 +221,7 @@ TEST(Utf8InputTest, NonUtf8IdsAreRefusedWithFileLineAndColumn) {
   // With skip_bad_rows: counted and left out like any bad row.
   spec.mutable_table()->set_skip_bad_rows(true);
   absl::StatusOr<InteractionLog> lenient = ReadInteractions(spec, dir.path());
-  ASSERT_TRUE(lenient.ok()) << lenient.status();
+  ASSERT_THAT(lenient, IsOk());
   EXPECT_EQ(lenient->items, (std::vector<std::string>{"caf\xC3\xA9", "tea"}));
   ASSERT_EQ(lenient->skipped.size(), 1u);
   EXPECT_NE(lenient->skipped[0].find("clicks.csv:3: column item"), std::string::npos);
@@ -211,7 +230,7 @@ TEST(Utf8InputTest, NonUtf8IdsAreRefusedWithFileLineAndColumn) {
   spec.mutable_table()->set_encoding(v1::TableSpec::LATIN1);
   WriteText(dir.Join("clicks.csv"), "user,item\nu2,caf\xE9\n");
   absl::StatusOr<InteractionLog> latin1 = ReadInteractions(spec, dir.path());
-  ASSERT_TRUE(latin1.ok()) << latin1.status();
+  ASSERT_THAT(latin1, IsOk());
   EXPECT_EQ(latin1->items[0], "caf\xC3\xA9");
 }
 
@@ -241,7 +260,7 @@ TEST(Utf8InputTest, FeatureTableIdsTokensAndFlagHeadersMustBeUtf8) {
             std::string::npos) << header;
   // A column no feature reads may hold anything; a number column is parsed, not kept.
   WriteText(dir.Join("items.csv"), "id,genres,price,f1,f2,notes\nA,x,1,0,0,d\xE9j\xE0 vu\n");
-  EXPECT_TRUE(ReadFeatureTable(ItemSpec("items.csv"), dir.path()).ok());
+  EXPECT_THAT(ReadFeatureTable(ItemSpec("items.csv"), dir.path()), IsOk());
   WriteText(dir.Join("items.csv"), "id,genres,price,f1,f2\nA,x,1\xE9,0,0\n");
   EXPECT_NE(ReadFeatureTable(ItemSpec("items.csv"), dir.path()).status().message().find("not a finite number"),
             std::string::npos);
@@ -254,11 +273,11 @@ TEST(SyntheticTest, WritesAllFilesDeterministically) {
   options.items = 40;
   options.min_clicks = 5;
   options.max_clicks = 10;
-  ASSERT_TRUE(WriteSyntheticDataset(options, a.path()).ok());
-  ASSERT_TRUE(WriteSyntheticDataset(options, b.path()).ok());
+  ASSERT_THAT(WriteSyntheticDataset(options, a.path()), IsOk());
+  ASSERT_THAT(WriteSyntheticDataset(options, b.path()), IsOk());
   for (const char* name : {"users.csv", "items.csv", "train.csv", "test_warm.csv", "test_cold.csv"}) {
     absl::StatusOr<std::string> x = ReadFile(a.Join(name)), y = ReadFile(b.Join(name));
-    ASSERT_TRUE(x.ok()) << name;
+    ASSERT_THAT(x, IsOk());
     EXPECT_EQ(*x, *y) << name;
   }
   absl::StatusOr<std::string> items = ReadFile(a.Join("items.csv"));

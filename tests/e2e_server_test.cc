@@ -3,33 +3,32 @@
 // its own twotower_server on free loopback ports (so tests can mutate the server and still
 // run alone, as ctest runs them), talks to it through the generated stubs, the C++ CLI
 // and the Python client, and stops it with SIGTERM, which must exit 0 within 5 s.
+#include <arpa/inet.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <functional>
-#include <mutex>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <map>
+#include <functional>
 #include <iterator>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -41,17 +40,19 @@
 #include "absl/strings/str_split.h"
 #include "bundle/bundle.h"
 #include "features/vocabulary.h"
-#include "index/exact_scan.h"
 #include "gtest/gtest.h"
+#include "index/exact_scan.h"
 #include "model/tower.h"
 #include "tests/raw_http2.h"
 #include "tests/server_process.h"
+#include "tests/status_matchers.h"
 #include "tests/test_util.h"
 #include "twotower/v1/admin.grpc.pb.h"
 #include "twotower/v1/retrieval.grpc.pb.h"
 #include "util/file.h"
 #include "util/text_proto.h"
 
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -118,7 +119,7 @@ EncodedTable OfflineUserRow(const Bundle& bundle, const v1::RetrieveRequest& req
   if (!request.user_features().empty()) {
     absl::StatusOr<std::vector<RawValue>> values =
         bundle.user.encoder.FromRequest(request.user_features());
-    EXPECT_TRUE(values.ok()) << values.status();
+    EXPECT_THAT(values, IsOk());
     if (values.ok()) bundle.user.encoder.Encode(request.user_id(), &*values, &row);
     return row;
   }
@@ -867,7 +868,7 @@ float OfflineScoreOfNewItem(const Bundle& bundle, const v1::Entity& entity,
                             const v1::RetrieveRequest& request) {
   EncodedTable rows = bundle.item.encoder.NewTable();
   absl::StatusOr<std::vector<RawValue>> values = bundle.item.encoder.FromRequest(entity.features());
-  EXPECT_TRUE(values.ok()) << values.status();
+  EXPECT_THAT(values, IsOk());
   bundle.item.encoder.Encode(entity.id(), &*values, &rows);
   const std::vector<float> item = bundle.item.tower.EmbedAll(rows);
   const std::vector<float> user = bundle.user.tower.EmbedAll(OfflineUserRow(bundle, request));
@@ -1253,7 +1254,7 @@ TEST_F(E2eServerTest, HistoryItemsAreNotReturnedUnlessAsked) {
        "history_length: 5 } } }"});
   ASSERT_EQ(train.exit_code, 0) << train.out;
   absl::StatusOr<Bundle> bundle = ReadBundle(bundles + "/latest");
-  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  ASSERT_THAT(bundle, IsOk());
   ServerProcess server;
   ASSERT_EQ(server.Start(bundles + "/latest"), absl::OkStatus());
   const int catalogue = static_cast<int>(bundle->items.ids.size());
@@ -1569,7 +1570,7 @@ TEST_F(E2eServerTest, PythonClientAgreesWithTheStub) {
 TEST_F(E2eServerTest, ShippedServiceConfigServesAndBadOnesAreRefused) {
   const std::string config = SourceDir() + "/client/service_config.json";
   const absl::StatusOr<std::string> json = twotower::ReadFile(config);
-  ASSERT_TRUE(json.ok()) << json.status();
+  ASSERT_THAT(json, IsOk());
   const std::string target = "dns:///" + server_.address();
   const std::string user = KnownUsers(*latest_, 1).at(0);
   v1::RetrieveResponse expected;
@@ -2045,7 +2046,7 @@ TEST(TrainerBinaryTest, BadInputsAndUnusableOutputsFailEarlyAndCleanly) {
   const RunResult skipped = run(absl::StrCat(common, " --skip_bad_rows --export_dir=", dir.Join("b2")));
   EXPECT_EQ(skipped.exit_code, 0) << skipped.out;
   absl::StatusOr<Bundle> bundle = ReadBundle(dir.Join("b2/latest"));
-  EXPECT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_THAT(bundle, IsOk());
 
   // --export_dir under a regular file: refused before the data is read.
   testing::WriteText(dir.Join("file"), "");

@@ -3,6 +3,9 @@
 #include "features/feature_encoder.h"
 #include "features/transforms.h"
 #include "gtest/gtest.h"
+#include "tests/status_matchers.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -36,7 +39,7 @@ FeatureTable Table() {
 
 TEST(FeatureEncoderTest, FitsVocabulariesAndStatistics) {
   absl::StatusOr<FeatureEncoder> enc = FeatureEncoder::Fit(Schema(), Table(), {{"a", 3}, {"b", 1}}, 2);
-  ASSERT_TRUE(enc.ok());
+  ASSERT_THAT(enc, IsOk());
   EXPECT_EQ(enc->num_fields(), 3);  // id, genre, country
   EXPECT_EQ(enc->num_numeric(), 1);
   EXPECT_EQ(enc->FieldRows(0), 2);  // OOV + "a" ("b" below id_min_count)
@@ -60,11 +63,11 @@ TEST(FeatureEncoderTest, FitsVocabulariesAndStatistics) {
 
 TEST(FeatureEncoderTest, StateRoundTripEncodesIdentically) {
   absl::StatusOr<FeatureEncoder> enc = FeatureEncoder::Fit(Schema(), Table(), {{"a", 1}}, 1);
-  ASSERT_TRUE(enc.ok());
+  ASSERT_THAT(enc, IsOk());
   v1::TowerState state;
   enc->ToState(&state);
   absl::StatusOr<FeatureEncoder> restored = FeatureEncoder::FromState(Schema(), state);
-  ASSERT_TRUE(restored.ok()) << restored.status();
+  ASSERT_THAT(restored, IsOk());
   EncodedTable a = enc->NewTable(), b = restored->NewTable();
   const FeatureTable t = Table();
   for (size_t r = 0; r < 3; ++r) {
@@ -80,13 +83,13 @@ TEST(FeatureEncoderTest, StateRoundTripEncodesIdentically) {
 
 TEST(FeatureEncoderTest, RequestFeaturesAreTypeChecked) {
   absl::StatusOr<FeatureEncoder> enc = FeatureEncoder::Fit(Schema(), Table(), {}, 1);
-  ASSERT_TRUE(enc.ok());
+  ASSERT_THAT(enc, IsOk());
   google::protobuf::Map<std::string, v1::FeatureValue> features;
   features["genre"].mutable_multi_hot()->add_values("x");
   features["age"].set_numeric(30);
   features["country"].set_categorical("de");
   absl::StatusOr<std::vector<RawValue>> raw = enc->FromRequest(features);
-  ASSERT_TRUE(raw.ok()) << raw.status();
+  ASSERT_THAT(raw, IsOk());
   EXPECT_EQ((*raw)[0].tokens, std::vector<std::string>{"x"});
   EXPECT_TRUE((*raw)[1].has_number);
 
@@ -191,7 +194,7 @@ FeatureTable TransformTable() {
 
 TEST(FeatureEncoderTest, DeclaredTransforms) {
   absl::StatusOr<FeatureEncoder> enc = FeatureEncoder::Fit(TransformSchema(), TransformTable(), {}, 1);
-  ASSERT_TRUE(enc.ok()) << enc.status();
+  ASSERT_THAT(enc, IsOk());
   EXPECT_EQ(enc->FieldRows(1), 5);   // age: OOV + 4 buckets
   EXPECT_EQ(enc->FieldRows(2), 11);  // zip: OOV + 10 hash buckets
   EXPECT_EQ(enc->FieldRows(3), 3);   // tag: OOV + the 2 most frequent (x: 3, y: 2)
@@ -222,7 +225,7 @@ TEST(FeatureEncoderTest, DeclaredTransforms) {
   request["tag"].mutable_multi_hot()->add_values("y");
   request["score"].set_numeric(1);
   absl::StatusOr<std::vector<RawValue>> raw = enc->FromRequest(request);
-  ASSERT_TRUE(raw.ok()) << raw.status();
+  ASSERT_THAT(raw, IsOk());
   EncodedTable served = enc->NewTable();
   enc->Encode("a", &*raw, &served);
   EXPECT_EQ(std::vector<int32_t>(served.indices().begin(), served.indices().end()),
@@ -235,7 +238,7 @@ TEST(FeatureEncoderTest, DeclaredTransforms) {
   v1::TowerState state;
   enc->ToState(&state);
   absl::StatusOr<FeatureEncoder> restored = FeatureEncoder::FromState(TransformSchema(), state);
-  ASSERT_TRUE(restored.ok()) << restored.status();
+  ASSERT_THAT(restored, IsOk());
   EncodedTable again = restored->NewTable();
   for (size_t r = 0; r < 3; ++r) restored->Encode(t.ids[r], &t.values[r], &again);
   EXPECT_EQ(again.indices(), rows.indices());

@@ -12,6 +12,9 @@
 #include "index/catalogue.h"
 #include "index/huge_page_array.h"
 #include "index/item_index.h"
+#include "tests/status_matchers.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -78,7 +81,7 @@ TEST(ItemIndexTest, FlatMatchesBruteForceWithExclusions) {
   const int dim = 8, k = 10;
   const Data data = RandomData(500, dim, 1);
   absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, dim, {});
-  ASSERT_TRUE(index.ok()) << index.status();
+  ASSERT_THAT(index, IsOk());
   const Data queries = RandomData(3, dim, 2);
   // Exclude the true top 5 of query 0: the index must still return exactly k others.
   const std::vector<int32_t> top = BruteForce(data, queries.vectors.data(), dim, 5, {});
@@ -86,7 +89,7 @@ TEST(ItemIndexTest, FlatMatchesBruteForceWithExclusions) {
   excluded[0].insert(top.begin(), top.end());
   absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =
       (*index)->Search(queries.vectors.data(), 3, k, &excluded);
-  ASSERT_TRUE(hits.ok()) << hits.status();
+  ASSERT_THAT(hits, IsOk());
   for (int q = 0; q < 3; ++q) {
     const std::vector<int32_t> expected = BruteForce(data, queries.vectors.data() + q * dim, dim, k, excluded[q]);
     ASSERT_EQ((*hits)[q].size(), static_cast<size_t>(k));
@@ -110,7 +113,8 @@ TEST(ItemIndexTest, FlatAnswersTheSameWithAndWithoutTheHalfPass) {
   floats_only.half_first_pass = false;
   absl::StatusOr<std::unique_ptr<ItemIndex>> with = ItemIndex::Build(data.ids, data.vectors, dim, {});
   absl::StatusOr<std::unique_ptr<ItemIndex>> without = ItemIndex::Build(data.ids, data.vectors, dim, floats_only);
-  ASSERT_TRUE(with.ok() && without.ok());
+  ASSERT_THAT(with, IsOk());
+  ASSERT_THAT(without, IsOk());
   const absl::flat_hash_set<int32_t> excluded = {1, 2, 3, 500};
   std::vector<uint8_t> allowed(3000, 0);
   for (int r = 0; r < 3000; r += 2) allowed[r] = 1;
@@ -119,7 +123,8 @@ TEST(ItemIndexTest, FlatAnswersTheSameWithAndWithoutTheHalfPass) {
   filters[3].allowed = &allowed;
   const auto a = (*with)->Search(queries.vectors.data(), n_queries, k, filters);
   const auto b = (*without)->Search(queries.vectors.data(), n_queries, k, filters);
-  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
   for (int q = 0; q < n_queries; ++q) {
     ASSERT_EQ((*a)[q].size(), static_cast<size_t>(k));
     ASSERT_EQ((*a)[q].size(), (*b)[q].size());
@@ -133,11 +138,11 @@ TEST(ItemIndexTest, FlatAnswersTheSameWithAndWithoutTheHalfPass) {
 TEST(ItemIndexTest, KLargerThanCatalogueReturnsEveryEligibleItem) {
   const Data data = RandomData(5, 4, 3);
   absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, 4, {});
-  ASSERT_TRUE(index.ok());
+  ASSERT_THAT(index, IsOk());
   std::vector<absl::flat_hash_set<int32_t>> excluded = {{0, 1}};
   absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =
       (*index)->Search(data.vectors.data(), 1, 100, &excluded);
-  ASSERT_TRUE(hits.ok());
+  ASSERT_THAT(hits, IsOk());
   EXPECT_EQ((*hits)[0].size(), 3u);
 }
 
@@ -148,10 +153,10 @@ TEST(ItemIndexTest, HnswAndIvfUseInnerProduct) {
   const std::vector<int32_t> exact = BruteForce(data, queries.vectors.data(), dim, 1, {});
   for (const IndexOptions& options : {IndexOptions{"HNSW32,Flat", 256, 0}, IndexOptions{"IVF16,Flat", 0, 16}}) {
     absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, dim, options);
-    ASSERT_TRUE(index.ok()) << options.factory << ": " << index.status();
+    ASSERT_THAT(index, IsOk());
     absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =
         (*index)->Search(queries.vectors.data(), 1, 1, nullptr);
-    ASSERT_TRUE(hits.ok());
+    ASSERT_THAT(hits, IsOk());
     // With every list probed / a deep search, the best inner product is found (an L2
     // index would usually pick another item: these vectors are not normalised).
     EXPECT_EQ((*hits)[0][0].row, exact[0]) << options.factory;
@@ -172,10 +177,10 @@ TEST(ItemIndexTest, AllowedRowsAreHonouredByEveryIndexKind) {
   for (const IndexOptions& options : {IndexOptions{"Flat", 0, 0}, IndexOptions{"IVF16,Flat", 0, 16},
                                       IndexOptions{"HNSW32,Flat", 64, 0}}) {
     absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, dim, options);
-    ASSERT_TRUE(index.ok()) << index.status();
+    ASSERT_THAT(index, IsOk());
     absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =
         (*index)->Search(queries.vectors.data(), 2, k, filters);
-    ASSERT_TRUE(hits.ok()) << hits.status();
+    ASSERT_THAT(hits, IsOk());
     ASSERT_EQ((*hits)[0].size(), static_cast<size_t>(k)) << options.factory;
     for (const ItemIndex::Hit& hit : (*hits)[0]) {
       EXPECT_TRUE(allowed[hit.row] && !excluded.contains(hit.row)) << options.factory << " row " << hit.row;
@@ -200,7 +205,7 @@ TEST(ItemIndexTest, BadInputIsAStatusNotAnException) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(ItemIndex::Build(data.ids, data.vectors, 3, {}).ok());
   absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, 4, {});
-  ASSERT_TRUE(index.ok());
+  ASSERT_THAT(index, IsOk());
   EXPECT_FALSE((*index)->Search(data.vectors.data(), 1, 0, nullptr).ok());
 }
 
@@ -290,21 +295,21 @@ TEST(IndexOptionsTest, SearchParametersAreBounded) {
   EXPECT_EQ(ItemIndex::Build(data.ids, data.vectors, 8, {"HNSW32,Flat", 2147483647, 0}).status().code(), kInvalid);
   EXPECT_EQ(ItemIndex::Build(data.ids, data.vectors, 8, {"IVF16,Flat", 0, 17}).status().code(), kInvalid);
   absl::StatusOr<std::unique_ptr<ItemIndex>> hnsw = ItemIndex::Build(data.ids, data.vectors, 8, {"HNSW32,Flat", 64, 0});
-  ASSERT_TRUE(hnsw.ok()) << hnsw.status();
+  ASSERT_THAT(hnsw, IsOk());
   EXPECT_EQ((*hnsw)->SetSearchParams(2147483647, 0).code(), kInvalid);
   EXPECT_EQ((*hnsw)->SetSearchParams(-1, 0).code(), kInvalid);
   EXPECT_EQ((*hnsw)->options().ef_search, 64);
-  EXPECT_TRUE((*hnsw)->SetSearchParams(128, 0).ok());
+  EXPECT_THAT((*hnsw)->SetSearchParams(128, 0), IsOk());
   EXPECT_EQ((*hnsw)->options().ef_search, 128);
   absl::StatusOr<std::unique_ptr<ItemIndex>> ivf = ItemIndex::Build(data.ids, data.vectors, 8, {"IVF16,Flat", 0, 4});
-  ASSERT_TRUE(ivf.ok()) << ivf.status();
+  ASSERT_THAT(ivf, IsOk());
   EXPECT_EQ((*ivf)->SetSearchParams(0, 17).code(), kInvalid);
   EXPECT_EQ((*ivf)->options().nprobe, 4);
-  EXPECT_TRUE((*ivf)->SetSearchParams(0, 16).ok());
+  EXPECT_THAT((*ivf)->SetSearchParams(0, 16), IsOk());
   EXPECT_EQ((*ivf)->options().nprobe, 16);
   for (const auto* index : {&*hnsw, &*ivf}) {
     const auto hits = (*index)->Search(data.vectors.data(), 1, 10, nullptr);
-    ASSERT_TRUE(hits.ok());
+    ASSERT_THAT(hits, IsOk());
     EXPECT_EQ((*hits)[0].size(), 10u);
   }
 }
@@ -335,14 +340,14 @@ TEST(IndexOptionsTest, FactoriesThatDoNotFitTheItemsAreInvalidArgument) {
     const absl::Status s = ItemIndex::Build(c.data->ids, c.data->vectors, c.dim, {c.factory, 0, 0}).status();
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << c.factory;
     EXPECT_TRUE(absl::StrContains(s.message(), c.names)) << s.message();
-    EXPECT_TRUE(ValidateIndexOptions({c.factory, 0, 0}).ok()) << c.factory;  // the form is fine
+    EXPECT_THAT(ValidateIndexOptions({c.factory, 0, 0}), IsOk());  // the form is fine
   }
   // Indexes that need no training take an empty catalogue and answer nothing.
   for (const std::string factory : {"Flat", "HNSW32", "HNSW32,Flat", "SQfp16"}) {
     absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build({}, {}, 8, {factory, 0, 0});
-    ASSERT_TRUE(index.ok()) << factory << ": " << index.status();
+    ASSERT_THAT(index, IsOk());
     const auto hits = (*index)->Search(data.vectors.data(), 2, 10, nullptr);
-    ASSERT_TRUE(hits.ok()) << factory;
+    ASSERT_THAT(hits, IsOk());
     EXPECT_TRUE((*hits)[0].empty() && (*hits)[1].empty()) << factory;
   }
 }
@@ -386,32 +391,32 @@ TEST(ItemIndexTest, ApproximateIndexesReturnKWhenKEligibleRowsExist) {
   const std::vector<RowFilter> filters(4, filter);
 
   absl::StatusOr<std::unique_ptr<ItemIndex>> ivf = ItemIndex::Build(data.ids, data.vectors, dim, {"IVF16,Flat", 0, 0});
-  ASSERT_TRUE(ivf.ok()) << ivf.status();
+  ASSERT_THAT(ivf, IsOk());
   auto hits = (*ivf)->Search(queries.vectors.data(), 4, 100, nullptr);
-  ASSERT_TRUE(hits.ok()) << hits.status();
+  ASSERT_THAT(hits, IsOk());
   for (int q = 0; q < 4; ++q) {
     EXPECT_EQ((*hits)[q].size(), 100u) << "IVF16,Flat k=100 query " << q;
     ExpectWellFormed((*hits)[q], 100, n, nullptr, "IVF16,Flat k=100");
   }
   // k = 300: more than any one list holds (~125 rows each at nprobe 1): it had to widen.
   hits = (*ivf)->Search(queries.vectors.data(), 4, 300, nullptr);
-  ASSERT_TRUE(hits.ok()) << hits.status();
+  ASSERT_THAT(hits, IsOk());
   for (int q = 0; q < 4; ++q) {
     EXPECT_EQ((*hits)[q].size(), 300u) << "IVF16,Flat k=300 query " << q;
     ExpectWellFormed((*hits)[q], 300, n, nullptr, "IVF16,Flat k=300");
   }
   EXPECT_EQ((*ivf)->counters().widened, 4);
   hits = (*ivf)->Search(queries.vectors.data(), 4, 10, filters);
-  ASSERT_TRUE(hits.ok()) << hits.status();
+  ASSERT_THAT(hits, IsOk());
   for (int q = 0; q < 4; ++q) {
     EXPECT_EQ((*hits)[q].size(), 10u) << "IVF16,Flat 137 eligible query " << q;
     ExpectWellFormed((*hits)[q], 10, n, &filter, "IVF16,Flat filtered");
   }
 
   absl::StatusOr<std::unique_ptr<ItemIndex>> hnsw = ItemIndex::Build(data.ids, data.vectors, dim, {"HNSW32,Flat", 0, 0});
-  ASSERT_TRUE(hnsw.ok()) << hnsw.status();
+  ASSERT_THAT(hnsw, IsOk());
   hits = (*hnsw)->Search(queries.vectors.data(), 4, 1000, nullptr);
-  ASSERT_TRUE(hits.ok()) << hits.status();
+  ASSERT_THAT(hits, IsOk());
   for (int q = 0; q < 4; ++q) {
     ASSERT_EQ((*hits)[q].size(), 1000u) << "HNSW32,Flat k=1000 query " << q;
     ExpectWellFormed((*hits)[q], 1000, n, nullptr, "HNSW32,Flat k=1000");
@@ -421,21 +426,21 @@ TEST(ItemIndexTest, ApproximateIndexesReturnKWhenKEligibleRowsExist) {
   }
   EXPECT_EQ((*hnsw)->counters().exact, 4);
   hits = (*hnsw)->Search(queries.vectors.data(), 4, 10, filters);
-  ASSERT_TRUE(hits.ok()) << hits.status();
+  ASSERT_THAT(hits, IsOk());
   for (int q = 0; q < 4; ++q) {
     EXPECT_EQ((*hits)[q].size(), 10u) << "HNSW32,Flat 137 eligible query " << q;
     ExpectWellFormed((*hits)[q], 10, n, &filter, "HNSW32,Flat filtered");
   }
   // A filter half the rows pass, inside the graph search (an IDSelector): k rows, all
   // allowed, no fallback.
-  ASSERT_TRUE((*hnsw)->SetSearchParams(64, 0).ok());
+  ASSERT_THAT((*hnsw)->SetSearchParams(64, 0), IsOk());
   const std::vector<uint8_t> half = Spread(n, n / 2);
   RowFilter half_filter;
   half_filter.allowed = &half;
   const std::vector<RowFilter> half_filters(4, half_filter);
   const ItemIndex::Counters before = (*hnsw)->counters();
   hits = (*hnsw)->Search(queries.vectors.data(), 4, 10, half_filters);
-  ASSERT_TRUE(hits.ok()) << hits.status();
+  ASSERT_THAT(hits, IsOk());
   for (int q = 0; q < 4; ++q) {
     EXPECT_EQ((*hits)[q].size(), 10u);
     ExpectWellFormed((*hits)[q], 10, n, &half_filter, "HNSW32,Flat half");
@@ -468,10 +473,10 @@ TEST(ItemIndexTest, EverySupportedFactoryBuildsAndKeepsThePromiseOfK) {
       "SQ8",         "SQfp16",         "PQ4",          "PQ8x4",       "PQ1x1",        "PQ8"};
   for (const std::string& factory : factories) {
     absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, dim, {factory, 0, 0});
-    ASSERT_TRUE(index.ok()) << factory << ": " << index.status();
+    ASSERT_THAT(index, IsOk());
     for (int k : {1, 10, 100, 1999, 2000, 5000, INT_MAX}) {
       const auto hits = (*index)->Search(queries.vectors.data(), 3, k, nullptr);
-      ASSERT_TRUE(hits.ok()) << factory << " k " << k << ": " << hits.status();
+      ASSERT_THAT(hits, IsOk());
       for (int q = 0; q < 3; ++q) {
         const std::string what = factory + " k " + std::to_string(k);
         ASSERT_EQ((*hits)[q].size(), static_cast<size_t>(std::min(k, n))) << what;
@@ -479,7 +484,7 @@ TEST(ItemIndexTest, EverySupportedFactoryBuildsAndKeepsThePromiseOfK) {
       }
     }
     const auto filtered = (*index)->Search(queries.vectors.data(), 3, 10, filters);
-    ASSERT_TRUE(filtered.ok()) << factory << ": " << filtered.status();
+    ASSERT_THAT(filtered, IsOk());
     EXPECT_EQ((*filtered)[0].size(), 10u) << factory << " 137 eligible";
     EXPECT_EQ((*filtered)[1].size(), 5u) << factory << " 5 eligible";
     EXPECT_EQ((*filtered)[2].size(), 0u) << factory << " all removed";
@@ -490,7 +495,7 @@ TEST(ItemIndexTest, EverySupportedFactoryBuildsAndKeepsThePromiseOfK) {
     const bool floats = factory == "Flat" || absl::StartsWith(factory, "HNSW") || absl::EndsWith(factory, ",Flat");
     if (floats) {
       const auto top = (*index)->Search(queries.vectors.data(), 1, 10, nullptr);
-      ASSERT_TRUE(top.ok());
+      ASSERT_THAT(top, IsOk());
       for (const ItemIndex::Hit& hit : (*top)[0]) {
         float dot = 0;
         for (int d = 0; d < dim; ++d) dot += queries.vectors[d] * data.vectors[static_cast<size_t>(hit.row) * dim + d];
@@ -512,12 +517,12 @@ TEST(ItemIndexTest, MixedBatchesKeepEveryQuerysOwnAnswer) {
   filters[4].allowed = &allowed;
   for (const std::string factory : {"IVF16,Flat", "HNSW32,Flat", "PQ4", "IVF16,SQ8"}) {
     absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, dim, {factory, 0, 0});
-    ASSERT_TRUE(index.ok()) << index.status();
+    ASSERT_THAT(index, IsOk());
     const auto batch = (*index)->Search(queries.vectors.data(), 6, 50, filters);
-    ASSERT_TRUE(batch.ok()) << batch.status();
+    ASSERT_THAT(batch, IsOk());
     for (int q = 0; q < 6; ++q) {
       const auto alone = (*index)->Search(queries.vectors.data() + q * dim, 1, 50, std::span<const RowFilter>(&filters[q], 1));
-      ASSERT_TRUE(alone.ok());
+      ASSERT_THAT(alone, IsOk());
       ASSERT_EQ((*batch)[q].size(), 50u) << factory << " query " << q;
       ASSERT_EQ((*alone)[0].size(), 50u) << factory << " query " << q;
       for (int r = 0; r < 50; ++r) EXPECT_EQ((*batch)[q][r].row, (*alone)[0][r].row) << factory << " query " << q;
@@ -536,7 +541,7 @@ TEST(CatalogueTest, ApproximateBaseKeepsThePromiseAfterRemovals) {
   shape.fields.push_back({n + 1, 4});
   shape.output_dim = dim;
   absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
-  ASSERT_TRUE(tower.ok()) << tower.status();
+  ASSERT_THAT(tower, IsOk());
   bundle->item.tower = *std::move(tower);
   bundle->items.ids = data.ids;
   bundle->items.rows = bundle->item.encoder.NewTable();
@@ -547,7 +552,7 @@ TEST(CatalogueTest, ApproximateBaseKeepsThePromiseAfterRemovals) {
   EXPECT_EQ(Catalogue::Create(Bundle(*bundle), {"IVF0,Flat", 0, 0}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Catalogue::Create(Bundle(*bundle), {"IVF301,Flat", 0, 0}).status().code(), absl::StatusCode::kInvalidArgument);
   absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue = Catalogue::Create(Bundle(*bundle), {"IVF16,Flat", 0, 0});
-  ASSERT_TRUE(catalogue.ok()) << catalogue.status();
+  ASSERT_THAT(catalogue, IsOk());
   for (const IndexOptions& bad : {IndexOptions{"HNSW0", 0, 0}, IndexOptions{"PQ4x64", 0, 0},
                                   IndexOptions{"HNSW32,Flat", 2147483647, 0}, IndexOptions{"PQ3", 0, 0}}) {
     EXPECT_EQ((*catalogue)->WithIndex(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad.factory;
@@ -557,14 +562,14 @@ TEST(CatalogueTest, ApproximateBaseKeepsThePromiseAfterRemovals) {
   std::vector<std::string> gone(data.ids.begin(), data.ids.end() - 3);
   int64_t removed = 0;
   absl::StatusOr<std::shared_ptr<const Catalogue>> few = (*catalogue)->Remove(gone, &removed);
-  ASSERT_TRUE(few.ok());
+  ASSERT_THAT(few, IsOk());
   EXPECT_EQ(removed, n - 3);
   std::vector<Catalogue::Query> queries(2);
   queries[0].k = 10;
   queries[1].k = INT_MAX;
   for (const auto& c : {*few, *(*few)->WithIndex({"HNSW16", 0, 0})}) {
     auto results = c->Search(data.vectors.data(), queries);
-    ASSERT_TRUE(results.ok()) << results.status();
+    ASSERT_THAT(results, IsOk());
     for (int q = 0; q < 2; ++q) {
       ASSERT_EQ((*results)[q].size(), 3u) << c->index_options().factory;
       absl::flat_hash_set<std::string> ids;
@@ -574,10 +579,10 @@ TEST(CatalogueTest, ApproximateBaseKeepsThePromiseAfterRemovals) {
   }
   std::vector<std::string> rest(data.ids.end() - 3, data.ids.end());
   absl::StatusOr<std::shared_ptr<const Catalogue>> empty = (*few)->Remove(rest, &removed);
-  ASSERT_TRUE(empty.ok());
+  ASSERT_THAT(empty, IsOk());
   EXPECT_EQ((*empty)->size(), 0);
   auto results = (*empty)->Search(data.vectors.data(), queries);
-  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_THAT(results, IsOk());
   EXPECT_TRUE((*results)[0].empty() && (*results)[1].empty());
 }
 
@@ -590,7 +595,7 @@ Bundle BundleOf(const Data& data, int dim) {
   shape.fields.push_back({n + 1, 4});
   shape.output_dim = dim;
   absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
-  EXPECT_TRUE(tower.ok()) << tower.status();
+  EXPECT_THAT(tower, IsOk());
   bundle.item.tower = *std::move(tower);
   bundle.items.ids = data.ids;
   bundle.items.rows = bundle.item.encoder.NewTable();
@@ -604,7 +609,7 @@ std::vector<std::pair<std::string, float>> Everything(const Catalogue& catalogue
   std::vector<Catalogue::Query> queries(1);
   queries[0].k = static_cast<int>(catalogue.size());
   absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> results = catalogue.Search(query, queries);
-  EXPECT_TRUE(results.ok()) << results.status();
+  EXPECT_THAT(results, IsOk());
   std::vector<std::pair<std::string, float>> out;
   if (results.ok()) {
     for (const Catalogue::Result& r : (*results)[0]) out.emplace_back(std::string(r.id), r.score);
@@ -619,7 +624,7 @@ TEST(CatalogueTest, TheBundleKeepsNoItemsOnceTheCatalogueHasThem) {
   const int dim = 8, n = 200;
   const Data data = RandomData(n, dim, 61);
   absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue = Catalogue::Create(BundleOf(data, dim), IndexOptions{});
-  ASSERT_TRUE(catalogue.ok()) << catalogue.status();
+  ASSERT_THAT(catalogue, IsOk());
   const Bundle& model = *(*catalogue)->bundle();
   EXPECT_TRUE(model.item_vectors.empty());
   EXPECT_TRUE(model.items.ids.empty());
@@ -644,11 +649,11 @@ TEST(CatalogueTest, IdsAreStoredOnceInOneArray) {
   size_t chars = 0;
   for (const std::string& id : data.ids) chars += id.size();
   absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue = Catalogue::Create(BundleOf(data, dim), IndexOptions{});
-  ASSERT_TRUE(catalogue.ok()) << catalogue.status();
+  ASSERT_THAT(catalogue, IsOk());
   std::vector<Catalogue::Query> queries(1);
   queries[0].k = n;
   absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> results = (*catalogue)->Search(data.vectors.data(), queries);
-  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_THAT(results, IsOk());
   ASSERT_EQ((*results)[0].size(), static_cast<size_t>(n));
   const char* lowest = nullptr;
   const char* highest = nullptr;
@@ -668,17 +673,17 @@ TEST(CatalogueTest, RebuildIndexUsesTheIndexsOwnVectors) {
   const int dim = 8, n = 300;
   const Data data = RandomData(n, dim, 63);
   absl::StatusOr<std::shared_ptr<const Catalogue>> exact = Catalogue::Create(BundleOf(data, dim), IndexOptions{});
-  ASSERT_TRUE(exact.ok()) << exact.status();
+  ASSERT_THAT(exact, IsOk());
   const Data queries = RandomData(3, dim, 64);
   for (const char* factory : {"Flat", "HNSW16", "IVF8,Flat"}) {
     absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue =
         Catalogue::Create(BundleOf(data, dim), IndexOptions{factory, 0, 0}, /*bundle_dir=*/"");
-    ASSERT_TRUE(catalogue.ok()) << factory << ": " << catalogue.status();
+    ASSERT_THAT(catalogue, IsOk());
     for (const bool half : {true, false}) {
       IndexOptions flat;
       flat.half_first_pass = half;
       absl::StatusOr<std::shared_ptr<const Catalogue>> rebuilt = (*catalogue)->WithIndex(flat);
-      ASSERT_TRUE(rebuilt.ok()) << factory << ": " << rebuilt.status();
+      ASSERT_THAT(rebuilt, IsOk());
       EXPECT_EQ((*rebuilt)->index_options().factory, "Flat");
       for (int q = 0; q < 3; ++q) {
         EXPECT_EQ(Everything(**rebuilt, queries.vectors.data() + q * dim), Everything(**exact, queries.vectors.data() + q * dim))
@@ -687,7 +692,7 @@ TEST(CatalogueTest, RebuildIndexUsesTheIndexsOwnVectors) {
     }
   }
   absl::StatusOr<std::shared_ptr<const Catalogue>> codes = Catalogue::Create(BundleOf(data, dim), IndexOptions{"SQ8", 0, 0});
-  ASSERT_TRUE(codes.ok()) << codes.status();
+  ASSERT_THAT(codes, IsOk());
   EXPECT_EQ((*codes)->WithIndex(IndexOptions{}).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ((*codes)->index_options().factory, "SQ8");
   EXPECT_EQ((*codes)->WithIndex(IndexOptions{"NoSuchIndex", 0, 0}).status().code(), absl::StatusCode::kInvalidArgument);
@@ -700,7 +705,7 @@ TEST(ItemIndexTest, FloatsAreTheVectorsItWasBuiltFrom) {
   const Data data = RandomData(n, dim, 65);
   for (const char* factory : {"Flat", "HNSW16", "HNSW8,Flat", "IVF8,Flat"}) {
     absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, dim, {factory, 0, 0});
-    ASSERT_TRUE(index.ok()) << factory << ": " << index.status();
+    ASSERT_THAT(index, IsOk());
     std::vector<float> scratch;
     const std::optional<std::span<const float>> floats = (*index)->Floats(&scratch);
     ASSERT_TRUE(floats.has_value()) << factory;
@@ -708,7 +713,7 @@ TEST(ItemIndexTest, FloatsAreTheVectorsItWasBuiltFrom) {
   }
   for (const char* factory : {"SQ8", "SQfp16", "PQ2x4", "IVF8,SQ8", "IVF8,PQ2x4"}) {
     absl::StatusOr<std::unique_ptr<ItemIndex>> index = ItemIndex::Build(data.ids, data.vectors, dim, {factory, 0, 0});
-    ASSERT_TRUE(index.ok()) << factory << ": " << index.status();
+    ASSERT_THAT(index, IsOk());
     std::vector<float> scratch;
     EXPECT_FALSE((*index)->Floats(&scratch).has_value()) << factory;
   }
@@ -716,10 +721,12 @@ TEST(ItemIndexTest, FloatsAreTheVectorsItWasBuiltFrom) {
   std::vector<float> taken = data.vectors;
   absl::StatusOr<std::unique_ptr<ItemIndex>> owner = ItemIndex::Build(std::move(taken), dim, IndexOptions{});
   absl::StatusOr<std::unique_ptr<ItemIndex>> copy = ItemIndex::Build(std::span<const float>(data.vectors), dim, IndexOptions{});
-  ASSERT_TRUE(owner.ok() && copy.ok());
+  ASSERT_THAT(owner, IsOk());
+  ASSERT_THAT(copy, IsOk());
   const auto a = (*owner)->Search(data.vectors.data(), 4, 10, nullptr);
   const auto b = (*copy)->Search(data.vectors.data(), 4, 10, nullptr);
-  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
   for (int q = 0; q < 4; ++q) {
     ASSERT_EQ((*a)[q].size(), (*b)[q].size());
     for (size_t r = 0; r < (*a)[q].size(); ++r) {

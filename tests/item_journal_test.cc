@@ -1,5 +1,4 @@
 #include "server/item_journal.h"
-#include "server/item_log.h"
 
 #include <signal.h>
 #include <sys/resource.h>
@@ -29,8 +28,11 @@
 #include "server/item_log.h"
 #include "server/server_metrics.h"
 #include "server/snapshot.h"
+#include "tests/status_matchers.h"
 #include "tests/test_util.h"
 #include "tests/trained_model.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -80,7 +82,7 @@ std::vector<std::string> UpsertedIds(const ItemJournal::State& state) {
 // The journal of kVersion in `dir`, not read yet.
 std::unique_ptr<ItemJournal> OpenJournal(const std::string& dir, ItemJournal::Options options = {}) {
   absl::StatusOr<std::unique_ptr<ItemJournal>> journal = ItemJournal::Open(dir, kVersion, std::move(options));
-  EXPECT_TRUE(journal.ok()) << journal.status();
+  EXPECT_THAT(journal, IsOk());
   return journal.ok() ? *std::move(journal) : nullptr;
 }
 
@@ -88,7 +90,7 @@ std::unique_ptr<ItemJournal> OpenJournal(const std::string& dir, ItemJournal::Op
 std::unique_ptr<ItemJournal> LoadedJournal(const std::string& dir, ItemJournal::Options options = {}) {
   std::unique_ptr<ItemJournal> journal = OpenJournal(dir, std::move(options));
   const absl::StatusOr<ItemJournal::State> state = journal->Load();
-  EXPECT_TRUE(state.ok()) << state.status();
+  EXPECT_THAT(state, IsOk());
   return journal;
 }
 
@@ -116,7 +118,7 @@ TEST(ItemJournalTest, ChangesAreReadBackFoldedInTheOrderOfTheirLastUpsert) {
   ASSERT_NE(journal, nullptr);
   EXPECT_EQ(journal->path(), dir.Join(absl::StrCat(kVersion, ".items.journal")));
   absl::StatusOr<ItemJournal::State> empty = journal->Load();
-  ASSERT_TRUE(empty.ok()) << empty.status();
+  ASSERT_THAT(empty, IsOk());
   EXPECT_TRUE(empty->upserted.empty() && empty->removed.empty());
   EXPECT_FALSE(std::filesystem::exists(journal->path()));  // created on the first append
 
@@ -130,7 +132,7 @@ TEST(ItemJournalTest, ChangesAreReadBackFoldedInTheOrderOfTheirLastUpsert) {
   EXPECT_EQ(RecordCount(*journal), 5);
 
   absl::StatusOr<ItemJournal::State> state = OpenJournal(dir.path())->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"c", "a"}));
   EXPECT_EQ(state->upserted[1].features().at("price").numeric(), 5.0);
   EXPECT_EQ(state->removed, (std::vector<std::string>{"b", "z"}));
@@ -139,7 +141,7 @@ TEST(ItemJournalTest, ChangesAreReadBackFoldedInTheOrderOfTheirLastUpsert) {
   ItemJournal::Options options;
   options.is_base_item = [](const std::string& id) { return id == "b"; };
   state = OpenJournal(dir.path(), options)->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   EXPECT_EQ(state->removed, (std::vector<std::string>{"b"}));
 }
 
@@ -223,7 +225,7 @@ TEST(ItemJournalTest, AFailedAppendIsRolledBackAndLaterChangesSurvive) {
   for (int i = 3; i < 6; ++i) ASSERT_TRUE(journal->Append(Upsert({absl::StrCat("kept-", i)})).ok());
 
   absl::StatusOr<ItemJournal::State> state = OpenJournal(dir.path())->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   EXPECT_EQ(UpsertedIds(*state),
             (std::vector<std::string>{"kept-0", "kept-1", "kept-2", "kept-3", "kept-4", "kept-5"}));
   EXPECT_TRUE(FilesWith(dir.path(), ".torn-").empty());
@@ -246,7 +248,7 @@ TEST(ItemJournalTest, AFailedFsyncIsRolledBack) {
   EXPECT_EQ(ReadBytes(journal->path()), before);
   ASSERT_TRUE(journal->Append(Upsert({"c"})).ok());
   absl::StatusOr<ItemJournal::State> state = OpenJournal(dir.path())->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"a", "c"}));
 }
 
@@ -274,13 +276,13 @@ TEST(ItemJournalTest, WhenTheRollbackFailsTooTheJournalRefusesAppends) {
 
   // Loading again drops the torn tail (keeping its bytes); appends work again.
   absl::StatusOr<ItemJournal::State> state = journal->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"a"}));
   EXPECT_EQ(FilesWith(dir.path(), ".torn-"),
             (std::vector<std::string>{absl::StrCat(kVersion, ".items.journal.torn-", good)}));
   ASSERT_TRUE(journal->Append(Upsert({"c"})).ok());
   state = OpenJournal(dir.path())->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"a", "c"}));
 }
 
@@ -367,14 +369,14 @@ TEST(ItemJournalTest, ATornTailIsDroppedOnlyAtTheEndAndItsBytesAreKept) {
     WriteBytes(path, good + tail);
     std::unique_ptr<ItemJournal> journal = OpenJournal(dir.path());
     absl::StatusOr<ItemJournal::State> state = journal->Load();
-    ASSERT_TRUE(state.ok()) << state.status();
+    ASSERT_THAT(state, IsOk());
     EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"item-a", "item-b", "item-c", "item-d"}));
     EXPECT_EQ(ReadBytes(path), good);
     const std::string copy = absl::StrCat(path, ".torn-", good.size());
     EXPECT_EQ(ReadBytes(copy), tail);
     ASSERT_TRUE(journal->Append(Upsert({"after"})).ok());
     state = OpenJournal(dir.path())->Load();
-    ASSERT_TRUE(state.ok()) << state.status();
+    ASSERT_THAT(state, IsOk());
     EXPECT_EQ(state->upserted.size(), 5u);
   }
 }
@@ -393,14 +395,14 @@ TEST(ItemJournalTest, TheOldFormatIsReadAndRewrittenWithTheOldFileKept) {
   const std::string torn = v1_record('U', Upsert({"d"}).SerializeAsString()).substr(0, 7);
   WriteBytes(journal->path(), old + torn);
   absl::StatusOr<ItemJournal::State> state = journal->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"b", "c"}));
   EXPECT_EQ(ReadBytes(journal->path()).substr(0, 8), ItemJournal::FileHeader());
   EXPECT_EQ(ReadBytes(journal->path() + ".v1"), old);
   EXPECT_EQ(ReadBytes(absl::StrCat(journal->path(), ".torn-", old.size())), torn);
   ASSERT_TRUE(journal->Append(Upsert({"e"})).ok());
   state = OpenJournal(dir.path())->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"b", "c", "e"}));
 
   // An unknown kind in the middle of an old file is corruption; a newer format is refused.
@@ -435,7 +437,7 @@ TEST(ItemJournalTest, CompactionKeepsTheLiveStateAndBoundsTheFile) {
     ASSERT_LE(RecordCount(*journal), 2 * 16 + 20 + 2) << "after change " << i;
   }
   absl::StatusOr<ItemJournal::State> state = OpenJournal(dir.path(), options)->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   std::map<std::string, double> got;
   for (const v1::Entity& entity : state->upserted) got[entity.id()] = entity.features().at("price").numeric();
   for (const std::string& id : state->removed) got[id] = -1;
@@ -468,7 +470,7 @@ TEST(ItemJournalTest, AFailedCompactionLeavesTheJournalAsItWas) {
   failing.clear();
   ASSERT_TRUE(journal->Append(Upsert({"b"})).ok());
   absl::StatusOr<ItemJournal::State> state = OpenJournal(dir.path())->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(state->upserted[0].features().at("price").numeric(), 9);
 }
@@ -493,7 +495,7 @@ TEST(ItemJournalTest, NothingIsAppendedUntilTheNewFileIsDurableInItsDirectory) {
   ASSERT_TRUE(journal->Append(Upsert({"b"})).ok());
   EXPECT_EQ(operations, (std::vector<std::string>{"sync_dir", "write", "fsync"}));
   absl::StatusOr<ItemJournal::State> state = OpenJournal(dir.path())->Load();
-  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_THAT(state, IsOk());
   EXPECT_EQ(UpsertedIds(*state), (std::vector<std::string>{"b"}));
 }
 
@@ -594,7 +596,7 @@ class ItemJournalReplayTest : public ::testing::Test {
   static std::shared_ptr<const Snapshot> Load(const std::string& state_dir) {
     absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot =
         LoadSnapshot(shared_->path, IndexOptions{}, state_dir);
-    EXPECT_TRUE(snapshot.ok()) << snapshot.status();
+    EXPECT_THAT(snapshot, IsOk());
     return snapshot.ok() ? *snapshot : nullptr;
   }
   // Every item with its score for a few query vectors (the first items' own vectors).
@@ -604,7 +606,7 @@ class ItemJournalReplayTest : public ::testing::Test {
                                bundle().item_vectors.begin() + 3 * static_cast<size_t>(catalogue.dim()));
     const std::vector<Catalogue::Query> q(3, Catalogue::Query{static_cast<int>(catalogue.size()) + 10});
     absl::StatusOr<std::vector<std::vector<Catalogue::Result>>> results = catalogue.Search(queries.data(), q);
-    EXPECT_TRUE(results.ok()) << results.status();
+    EXPECT_THAT(results, IsOk());
     std::vector<std::map<std::string, float>> scores(3);
     if (!results.ok()) return scores;
     for (size_t i = 0; i < 3; ++i) {
@@ -651,7 +653,7 @@ TEST_F(ItemJournalReplayTest, FoldedReplayEqualsInOrderReplay) {
     } else {
       next = ApplyRemove(*in_order, change, &removed);
     }
-    ASSERT_TRUE(next.ok()) << next.status();
+    ASSERT_THAT(next, IsOk());
     ASSERT_TRUE(journal->Append(change).ok());
     in_order = *next;
   };
@@ -833,19 +835,19 @@ std::vector<std::string> IdsOf(const ItemLog::Change& change) {
 TEST(ItemLogTest, RecordsAreReadBackInOrderUpToTheFirstMissingOne) {
   ScopedTempDir dir;
   absl::StatusOr<std::unique_ptr<ItemLog>> log = ItemLog::Open(dir.path(), kVersion);
-  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_THAT(log, IsOk());
   EXPECT_EQ((*log)->dir(), dir.Join(kVersion));
   ASSERT_TRUE((*log)->Write(1, Upsert({"a", "b"})).ok());
   ASSERT_TRUE((*log)->Write(2, Remove({"a"})).ok());
   ASSERT_TRUE((*log)->Write(4, Upsert({"d"})).ok());  // 3 is missing: 4 is not read yet
   absl::StatusOr<std::vector<ItemLog::Change>> changes = (*log)->ReadFrom(1);
-  ASSERT_TRUE(changes.ok()) << changes.status();
+  ASSERT_THAT(changes, IsOk());
   ASSERT_EQ(changes->size(), 2u);
   EXPECT_EQ(IdsOf((*changes)[0]), (std::vector<std::string>{"+a", "+b"}));
   EXPECT_EQ(IdsOf((*changes)[1]), (std::vector<std::string>{"-a"}));
   ASSERT_TRUE((*log)->Write(3, Upsert({"c"})).ok());
   changes = (*log)->ReadFrom(2, /*limit=*/2);
-  ASSERT_TRUE(changes.ok()) << changes.status();
+  ASSERT_THAT(changes, IsOk());
   ASSERT_EQ(changes->size(), 2u);
   EXPECT_EQ(IdsOf((*changes)[1]), (std::vector<std::string>{"+c"}));
   changes = (*log)->ReadFrom(5);

@@ -17,8 +17,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -28,8 +28,8 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
@@ -38,10 +38,13 @@
 #include "gtest/gtest.h"
 #include "server/item_log.h"
 #include "tests/server_process.h"
+#include "tests/status_matchers.h"
 #include "tests/test_util.h"
 #include "twotower/v1/admin.grpc.pb.h"
 #include "twotower/v1/retrieval.grpc.pb.h"
 #include "util/file.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -85,7 +88,7 @@ v1::GetStatusResponse Status(ServerProcess& server) {
 // The client service config shipped with the clients.
 std::string ClientServiceConfig() {
   absl::StatusOr<std::string> config = ReadFile(SourceDir() + "/client/service_config.json");
-  EXPECT_TRUE(config.ok()) << config.status();
+  EXPECT_THAT(config, IsOk());
   return config.ok() ? *config : std::string();
 }
 

@@ -12,7 +12,10 @@
 
 #include "gtest/gtest.h"
 #include "index/catalogue.h"
+#include "tests/status_matchers.h"
 #include "tests/trained_model.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -126,8 +129,8 @@ void SearchBatcherTest::ExpectCombinedRound(int bad) {
       EXPECT_EQ(got[c].status().code(), absl::StatusCode::kInvalidArgument);
       continue;
     }
-    ASSERT_TRUE(got[c].ok()) << c << ": " << got[c].status();
-    ASSERT_TRUE(alone.ok());
+    ASSERT_THAT(got[c], IsOk());
+    ASSERT_THAT(alone, IsOk());
     ASSERT_EQ(got[c]->size(), 1u);
     EXPECT_EQ(Ids((*got[c])[0]), Ids((*alone)[0])) << c;
     EXPECT_FALSE((*got[c])[0].empty());
@@ -196,9 +199,9 @@ void ExpectTwoRoundsAtOnce(const Catalogue& catalogue, const std::vector<float>&
       },
       long_rounds ? absl::Nanoseconds(-1) : absl::InfiniteDuration());
   const Catalogue::Query query{3, nullptr, nullptr};
-  std::thread first([&] { EXPECT_TRUE(SearchAndWait(batcher, catalogue, vectors.data(), {&query, 1}).ok()); });
+  std::thread first([&] { EXPECT_THAT(SearchAndWait(batcher, catalogue, vectors.data(), {&query, 1}), IsOk()); });
   while (started.load() == 0) std::this_thread::yield();
-  EXPECT_TRUE(SearchAndWait(batcher, catalogue, vectors.data() + catalogue.dim(), {&query, 1}).ok());
+  EXPECT_THAT(SearchAndWait(batcher, catalogue, vectors.data() + catalogue.dim(), {&query, 1}), IsOk());
   first.join();
   EXPECT_TRUE(overlapped.load());
   EXPECT_EQ(second_on_caller.load(), !long_rounds);
@@ -227,10 +230,10 @@ TEST_F(SearchBatcherTest, DifferentKShareARoundOnAnExactCatalogue) {
   EXPECT_EQ(stats.largest_batch, 3);
   const std::vector<float> vectors = Vectors(static_cast<int>(ks.size()));
   for (size_t c = 0; c < ks.size(); ++c) {
-    ASSERT_TRUE(got[c].ok()) << got[c].status();
+    ASSERT_THAT(got[c], IsOk());
     absl::StatusOr<SearchBatcher::Results> alone =
         catalogue.Search(vectors.data() + c * catalogue.dim(), {&queries[c], 1});
-    ASSERT_TRUE(alone.ok());
+    ASSERT_THAT(alone, IsOk());
     ASSERT_EQ((*got[c])[0].size(), static_cast<size_t>(ks[c]));
     EXPECT_EQ(Ids((*got[c])[0]), Ids((*alone)[0])) << c;
     for (int i = 0; i < ks[c]; ++i) EXPECT_EQ((*got[c])[0][i].score, (*alone)[0][i].score);
@@ -247,7 +250,7 @@ TEST_F(SearchBatcherTest, AThrowingRoundFailsItsCallsAndTheNextRoundWorks) {
   // Round 1 (caller 0) threw; round 2 carried the three others and worked.
   EXPECT_EQ(got[0].status().code(), absl::StatusCode::kInternal);
   for (size_t c = 1; c < queries.size(); ++c) {
-    ASSERT_TRUE(got[c].ok()) << c << ": " << got[c].status();
+    ASSERT_THAT(got[c], IsOk());
     EXPECT_EQ((*got[c])[0].size(), 5u);
   }
   EXPECT_EQ(stats.searches, 2);
@@ -276,7 +279,7 @@ void ExpectQueuedSearchAnswered(const Catalogue& catalogue, const std::vector<fl
   std::thread leader([&] {
     leader_thread = std::this_thread::get_id();
     batcher.Submit(catalogue, vectors.data(), {&query, 1},
-                   [&](absl::StatusOr<SearchBatcher::Results> r) { EXPECT_TRUE(r.ok()); });
+                   [&](absl::StatusOr<SearchBatcher::Results> r) { EXPECT_THAT(r, IsOk()); });
   });
   while (rounds.load() == 0) std::this_thread::yield();  // the leader's round is held
   absl::StatusOr<SearchBatcher::Results> second;
@@ -302,7 +305,7 @@ void ExpectQueuedSearchAnswered(const Catalogue& catalogue, const std::vector<fl
   } else {
     EXPECT_EQ(answered_on, leader_thread);
   }
-  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_THAT(second, IsOk());
   EXPECT_EQ((*second)[0].size(), 4u);
   EXPECT_EQ(batcher.stats().searches, 2);
   EXPECT_EQ(batcher.waiting(), 0);
@@ -332,7 +335,7 @@ TEST_F(SearchBatcherTest, ASearchNoLongerWantedIsAnsweredWithoutASearch) {
       absl::InfiniteDuration());
   const std::vector<float> vectors = Vectors(3);
   const Catalogue::Query query{6, nullptr, nullptr};
-  std::thread leader([&] { EXPECT_TRUE(SearchAndWait(batcher, catalogue, vectors.data(), {&query, 1}).ok()); });
+  std::thread leader([&] { EXPECT_THAT(SearchAndWait(batcher, catalogue, vectors.data(), {&query, 1}), IsOk()); });
   while (rounds.load() == 0) std::this_thread::yield();  // the leader's round is held
   absl::StatusOr<SearchBatcher::Results> given_up, wanted;
   batcher.Submit(
@@ -346,7 +349,7 @@ TEST_F(SearchBatcherTest, ASearchNoLongerWantedIsAnsweredWithoutASearch) {
   release = true;
   leader.join();  // short rounds: the leader answered both before returning
   EXPECT_EQ(given_up.status().code(), absl::StatusCode::kDeadlineExceeded);
-  ASSERT_TRUE(wanted.ok()) << wanted.status();
+  ASSERT_THAT(wanted, IsOk());
   EXPECT_EQ((*wanted)[0].size(), 6u);
   const SearchBatcher::Stats stats = batcher.stats();
   EXPECT_EQ(stats.searches, 2);

@@ -1,5 +1,7 @@
 // Towers and losses: every gradient against central finite differences, losses against
 // hand-computed values, and the lazy Adam update.
+#include "model/tower.h"
+
 #include <cmath>
 #include <functional>
 #include <random>
@@ -7,7 +9,9 @@
 
 #include "gtest/gtest.h"
 #include "model/optimizer.h"
-#include "model/tower.h"
+#include "tests/status_matchers.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -69,7 +73,7 @@ void CheckParameter(Tower& tower, const EncodedTable& batch, const Probe& probe,
 
 TEST(TowerTest, OutputsAreUnitVectors) {
   absl::StatusOr<Tower> tower = Tower::Create(TestShape(), 7);
-  ASSERT_TRUE(tower.ok()) << tower.status();
+  ASSERT_THAT(tower, IsOk());
   const EncodedTable batch = TestBatch();
   std::vector<float> out(3 * 4);
   TowerActivations acts;
@@ -83,7 +87,7 @@ TEST(TowerTest, OutputsAreUnitVectors) {
 
 TEST(TowerTest, EveryGradientMatchesFiniteDifferences) {
   absl::StatusOr<Tower> created = Tower::Create(TestShape(), 11);
-  ASSERT_TRUE(created.ok());
+  ASSERT_THAT(created, IsOk());
   Tower& tower = *created;
   // Bias away from zero so no ReLU input sits on its kink within +-eps.
   for (DenseLayer& layer : tower.layers()) {
@@ -133,7 +137,7 @@ TEST(TowerTest, MultiHotPooling) {
     shape.fields = {{2, 1}, {3, 2, sum}};
     shape.output_dim = 2;
     absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
-    ASSERT_TRUE(tower.ok());
+    ASSERT_THAT(tower, IsOk());
     EncodedTable pooled(2, 0), single(2, 0);
     pooled.AppendRow({{0}, {1, 2}}, {});
     single.AppendRow({{0}, {0}}, {});
@@ -175,7 +179,7 @@ TEST(TowerTest, AttentionPoolingStartsAsTheMean) {
   ASSERT_EQ(shape.fields[2].vocabulary_rows(), 6);
   EXPECT_EQ(shape.input_dim(), 2 + 2 + 2 * 3 + 1);
   absl::StatusOr<Tower> tower = Tower::Create(shape, 5);
-  ASSERT_TRUE(tower.ok()) << tower.status();
+  ASSERT_THAT(tower, IsOk());
   const EmbeddingTable& table = tower->embeddings()[2];
   for (int32_t r = 6; r < 10; ++r) {
     for (int k = 0; k < 3; ++k) EXPECT_EQ(table.Row(r)[k], 0.0f) << r;
@@ -214,7 +218,7 @@ TEST(TowerTest, AttentionPoolingWeighsByPositionAndContent) {
   shape.fields = {{1, 1}, {3 + 2, 2, false, 1, 2}};  // 3 rows, 1 head, 2 positions
   shape.output_dim = 3;
   absl::StatusOr<Tower> tower = Tower::Create(shape, 2);
-  ASSERT_TRUE(tower.ok());
+  ASSERT_THAT(tower, IsOk());
   EmbeddingTable& table = tower->embeddings()[1];
   table.Row(1)[0] = 1;
   table.Row(1)[1] = 0;
@@ -239,7 +243,7 @@ TEST(TowerTest, AttentionPoolingWeighsByPositionAndContent) {
 
 TEST(TowerTest, AttentionGradientsMatchFiniteDifferences) {
   absl::StatusOr<Tower> created = Tower::Create(AttentionShape(), 13);
-  ASSERT_TRUE(created.ok());
+  ASSERT_THAT(created, IsOk());
   Tower& tower = *created;
   for (DenseLayer& layer : tower.layers()) {
     for (float& b : layer.bias) b = 0.05f;
@@ -282,7 +286,7 @@ TEST(TowerTest, AttentionGradientsMatchFiniteDifferences) {
 TEST(TowerTest, RejectsParametersThatDoNotMatchTheShape) {
   TowerShape shape = TestShape();
   absl::StatusOr<Tower> tower = Tower::Create(shape, 1);
-  ASSERT_TRUE(tower.ok());
+  ASSERT_THAT(tower, IsOk());
   std::vector<EmbeddingTable> embeddings = tower->embeddings();
   embeddings[1].weights.pop_back();
   EXPECT_FALSE(Tower::FromParameters(shape, embeddings, tower->layers()).ok());
@@ -294,7 +298,7 @@ TEST(TowerTest, RejectsParametersThatDoNotMatchTheShape) {
 
 TEST(AdamTest, UpdatesOnlyTouchedEmbeddingRowsAndMovesAgainstTheGradient) {
   absl::StatusOr<Tower> tower = Tower::Create(TestShape(), 3);
-  ASSERT_TRUE(tower.ok());
+  ASSERT_THAT(tower, IsOk());
   const Tower before = *tower;
   Optimizer adam(*tower, OptimizerOptions{.learning_rate = 0.01f});
   TowerGradients grads = tower->NewGradients();
@@ -316,7 +320,7 @@ TEST(AdamTest, UpdatesOnlyTouchedEmbeddingRowsAndMovesAgainstTheGradient) {
 TEST(OptimizerTest, AdagradAndSgdStepSizes) {
   for (const auto kind : {OptimizerOptions::Kind::kAdagrad, OptimizerOptions::Kind::kSgd}) {
     absl::StatusOr<Tower> tower = Tower::Create(TestShape(), 3);
-    ASSERT_TRUE(tower.ok());
+    ASSERT_THAT(tower, IsOk());
     const float before = tower->embeddings()[1].Row(1)[0];
     const float untouched = tower->embeddings()[1].Row(2)[0];
     Optimizer opt(*tower, OptimizerOptions{.kind = kind, .learning_rate = 0.1f});
@@ -333,7 +337,7 @@ TEST(OptimizerTest, AdagradAndSgdStepSizes) {
 TEST(OptimizerTest, LearningRateScaleScalesTheStep) {
   for (const float scale : {0.0f, 0.25f}) {
     absl::StatusOr<Tower> tower = Tower::Create(TestShape(), 3);
-    ASSERT_TRUE(tower.ok());
+    ASSERT_THAT(tower, IsOk());
     const float before = tower->embeddings()[1].Row(1)[0];
     Optimizer sgd(*tower, OptimizerOptions{.kind = OptimizerOptions::Kind::kSgd, .learning_rate = 0.1f});
     TowerGradients grads = tower->NewGradients();

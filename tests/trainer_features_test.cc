@@ -8,14 +8,17 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "gtest/gtest.h"
-#include "tests/trained_model.h"
 #include "dataset/feature_table.h"
+#include "gtest/gtest.h"
+#include "tests/status_matchers.h"
+#include "tests/trained_model.h"
 #include "trainer/alias_sampler.h"
 #include "trainer/negative_sampler.h"
 #include "trainer/training_log.h"
 #include "util/file.h"
 #include "util/text_proto.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -25,7 +28,7 @@ using testing::ScopedTempDir;
 TEST(AliasSamplerTest, DrawsInProportionToTheWeights) {
   const std::vector<double> weights = {1, 0, 3, 6};
   absl::StatusOr<AliasSampler> sampler = AliasSampler::Create(weights);
-  ASSERT_TRUE(sampler.ok());
+  ASSERT_THAT(sampler, IsOk());
   std::mt19937_64 rng(1);
   std::vector<int> counts(4, 0);
   constexpr int kDraws = 200000;
@@ -56,7 +59,7 @@ TEST(TrainerFeaturesTest, EveryObjectiveBeatsPopularity) {
   ScopedTempDir dir;
   testing::TrainedModel base = testing::TrainSynthetic(dir, 1);
   absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(base.data, {10, 50});
-  ASSERT_TRUE(popularity.ok());
+  ASSERT_THAT(popularity, IsOk());
   const double popular = Recall(*popularity, "warm", 10);
   for (const auto objective : {v1::TrainingSpec::POINTWISE, v1::TrainingSpec::TRIPLET_HINGE,
                                v1::TrainingSpec::TRIPLET_LOGISTIC, v1::TrainingSpec::SAMPLED_SOFTMAX,
@@ -68,9 +71,9 @@ TEST(TrainerFeaturesTest, EveryObjectiveBeatsPopularity) {
     t->set_epochs(6);
     t->set_negative_alpha(0);
     ApplyDefaults(&config);
-    ASSERT_TRUE(ValidateTrainerConfig(config).ok());
+    ASSERT_THAT(ValidateTrainerConfig(config), IsOk());
     absl::StatusOr<TrainingReport> report = Train(config, base.data, TrainOptions{});
-    ASSERT_TRUE(report.ok()) << report.status();
+    ASSERT_THAT(report, IsOk());
     EXPECT_TRUE(std::isfinite(report->final_loss));
     EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * popular)
         << v1::TrainingSpec::Objective_Name(objective) << " vs popularity " << popular;
@@ -83,7 +86,7 @@ TEST(TrainerFeaturesTest, IdDropoutServesColdUsersBetter) {
   v1::TrainerConfig config = without.config;
   config.mutable_training()->set_user_id_dropout(0.3f);
   absl::StatusOr<TrainingReport> with = Train(config, without.data, TrainOptions{});
-  ASSERT_TRUE(with.ok());
+  ASSERT_THAT(with, IsOk());
   EXPECT_GT(Recall(with->final_eval, "cold", 50), Recall(without.report.final_eval, "cold", 50));
 }
 
@@ -91,10 +94,10 @@ TEST(TrainerFeaturesTest, HardNegativesAreTopRankedNonPositives) {
   ScopedTempDir dir;
   testing::TrainedModel model = testing::TrainSynthetic(dir, 2);
   absl::StatusOr<NegativeSampler> sampler = NegativeSampler::Create(model.data, 0.75f);
-  ASSERT_TRUE(sampler.ok());
+  ASSERT_THAT(sampler, IsOk());
   EXPECT_FALSE(sampler->has_hard());
-  ASSERT_TRUE(sampler->MineHard(model.data, model.report.bundle.user.tower,
-                                model.report.bundle.item_vectors, 20).ok());
+  ASSERT_THAT(sampler->MineHard(model.data, model.report.bundle.user.tower, model.report.bundle.item_vectors, 20),
+              IsOk());
   ASSERT_TRUE(sampler->has_hard());
   int checked = 0;
   for (size_t u = 0; u < model.data.train_items_of_user.size(); ++u) {
@@ -111,9 +114,9 @@ TEST(TrainerFeaturesTest, HardNegativesAreTopRankedNonPositives) {
   config.mutable_training()->set_num_negatives(4);
   config.mutable_training()->set_hard_negative_fraction(0.5f);
   config.mutable_training()->set_epochs(3);
-  ASSERT_TRUE(ValidateTrainerConfig(config).ok());
+  ASSERT_THAT(ValidateTrainerConfig(config), IsOk());
   absl::StatusOr<TrainingReport> report = Train(config, model.data, TrainOptions{});
-  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_THAT(report, IsOk());
   EXPECT_TRUE(std::isfinite(report->final_loss));
 }
 
@@ -122,15 +125,23 @@ TEST(TrainerFeaturesTest, ExposuresAreNeitherPositivesNorNegatives) {
   testing::WriteText(dir.Join("events.csv"),
                      "user,item,clicked\nu1,a,1\nu1,b,0\nu1,c,1\nu2,a,1\nu2,b,1\nu2,c,0\n");
   v1::TrainerConfig config;
-  ASSERT_TRUE(ParseTextProto(R"pb(
-    data { train { table { path: "events.csv" header: true } user_column { name: "user" }
-                   item_column { name: "item" } label_column { name: "clicked" } } }
-    user_tower { id_embedding_dim: 4 output_dim: 4 }
-    item_tower { id_embedding_dim: 4 output_dim: 4 }
-  )pb", "config", &config).ok());
+  ASSERT_THAT(ParseTextProto(R"pb(
+                               data {
+                                 train {
+                                   table { path: "events.csv" header: true }
+                                   user_column { name: "user" }
+                                   item_column { name: "item" }
+                                   label_column { name: "clicked" }
+                                 }
+                               }
+                               user_tower { id_embedding_dim: 4 output_dim: 4 }
+                               item_tower { id_embedding_dim: 4 output_dim: 4 }
+                             )pb",
+                             "config", &config),
+              IsOk());
   ApplyDefaults(&config);
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
-  ASSERT_TRUE(data.ok()) << data.status();
+  ASSERT_THAT(data, IsOk());
   EXPECT_EQ(data->exposures_skipped, 2);
   EXPECT_EQ(data->train_users.size(), 4u);
   const int32_t u1 = data->user_row.at("u1"), b = data->item_row.at("b");
@@ -138,10 +149,10 @@ TEST(TrainerFeaturesTest, ExposuresAreNeitherPositivesNorNegatives) {
   EXPECT_TRUE(data->exposed_items_of_user[u1].contains(b));
   // Hard-negative pools leave exposures out too.
   absl::StatusOr<NegativeSampler> sampler = NegativeSampler::Create(*data, 0.75f);
-  ASSERT_TRUE(sampler.ok());
+  ASSERT_THAT(sampler, IsOk());
   absl::StatusOr<Tower> tower = Tower::Create(ShapeFor(config.user_tower(), data->user_encoder), 1);
   absl::StatusOr<Tower> items = Tower::Create(ShapeFor(config.item_tower(), data->item_encoder), 2);
-  ASSERT_TRUE(sampler->MineHard(*data, *tower, items->EmbedAll(data->items.rows), 3).ok());
+  ASSERT_THAT(sampler->MineHard(*data, *tower, items->EmbedAll(data->items.rows), 3), IsOk());
   for (int32_t v : sampler->HardPool(u1)) EXPECT_NE(v, b);
   // A label that is neither clicked nor not is an error, not a guess.
   testing::WriteText(dir.Join("events.csv"), "user,item,clicked\nu1,a,maybe\n");
@@ -157,9 +168,9 @@ TEST(TrainerFeaturesTest, HistoryFeatureHoldsTrainingItemsAndTrains) {
   history->set_kind(v1::FeatureSpec::HISTORY);
   history->set_embedding_dim(8);
   ApplyDefaults(&config);
-  ASSERT_TRUE(ValidateTrainerConfig(config).ok());
+  ASSERT_THAT(ValidateTrainerConfig(config), IsOk());
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
-  ASSERT_TRUE(data.ok()) << data.status();
+  ASSERT_THAT(data, IsOk());
   const int h = data->user_encoder.HistoryField();
   ASSERT_GT(h, 0);
   // A user's stored history is exactly its training items (as history tokens).
@@ -170,7 +181,7 @@ TEST(TrainerFeaturesTest, HistoryFeatureHoldsTrainingItemsAndTrains) {
   EXPECT_EQ(absl::flat_hash_set<int32_t>(stored.begin(), stored.end()), expected);
   config.mutable_training()->set_epochs(4);
   absl::StatusOr<TrainingReport> report = Train(config, *data, TrainOptions{});
-  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_THAT(report, IsOk());
   absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(*data, {10, 50});
   EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * Recall(*popularity, "warm", 10));
 }
@@ -178,18 +189,24 @@ TEST(TrainerFeaturesTest, HistoryFeatureHoldsTrainingItemsAndTrains) {
 // A small dataset's config: events.csv (user, item, ts) and `users`, a users block with
 // a 4-d HISTORY feature; parsed, defaulted and validated into *config.
 void HistoryConfig(const std::string& users, int epochs, v1::TrainerConfig* config) {
-  ASSERT_TRUE(ParseTextProto(absl::StrCat(R"pb(
-    data {
-      train { table { path: "events.csv" header: true } user_column { name: "user" }
-              item_column { name: "item" } timestamp_column { name: "ts" } }
-      users { )pb", users, R"pb( }
-    }
+  ASSERT_THAT(ParseTextProto(absl::StrCat(R"pb(
+                                            data { train {
+                                              table { path: "events.csv" header: true }
+                                              user_column { name: "user" }
+                                              item_column { name: "item" }
+                                              timestamp_column { name: "ts" }
+                                            }
+                                                   users {)pb",
+                                          users, R"pb(}
+                                                      }
     user_tower { id_embedding_dim: 4 output_dim: 4 }
     item_tower { id_embedding_dim: 4 output_dim: 4 }
-    training { objective: SAMPLED_SOFTMAX num_negatives: 2 batch_size: 4 epochs: )pb", epochs, " }"),
-                             "config", config).ok());
+    training { objective: SAMPLED_SOFTMAX num_negatives: 2 batch_size: 4 epochs: )pb",
+                                          epochs, " }"),
+                             "config", config),
+              IsOk());
   ApplyDefaults(config);
-  ASSERT_TRUE(ValidateTrainerConfig(*config).ok()) << ValidateTrainerConfig(*config);
+  ASSERT_THAT(ValidateTrainerConfig(*config), IsOk());
 }
 
 // history_length keeps the most recent partners (by timestamp, not file order); PRECEDING
@@ -205,7 +222,7 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
               features { name: "history" kind: HISTORY embedding_dim: 4 history_length: 2
                          history_context: PRECEDING })pb", 2, &config));
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
-  ASSERT_TRUE(data.ok()) << data.status();
+  ASSERT_THAT(data, IsOk());
   const int h = data->user_encoder.HistoryField();
   ASSERT_GT(h, 0);
   const auto tokens = [&](std::vector<std::string> items) {
@@ -246,16 +263,16 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
     EXPECT_EQ(as_vector(request.Field(0, h)), tokens({"c", "d"}));
   }
   absl::StatusOr<TrainingReport> report = Train(config, *data, TrainOptions{});
-  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_THAT(report, IsOk());
   EXPECT_TRUE(std::isfinite(report->final_loss));
   // Training reads the spans: the same seed with LEAVE_ONE_OUT rows trains differently.
   {
     v1::TrainerConfig leave_one_out = config;
     leave_one_out.mutable_data()->mutable_users()->mutable_features(0)->clear_history_context();
     absl::StatusOr<TrainingData> other = LoadTrainingData(leave_one_out, dir.path(), stderr);
-    ASSERT_TRUE(other.ok());
+    ASSERT_THAT(other, IsOk());
     absl::StatusOr<TrainingReport> other_report = Train(leave_one_out, *other, TrainOptions{});
-    ASSERT_TRUE(other_report.ok());
+    ASSERT_THAT(other_report, IsOk());
     EXPECT_NE(other_report->final_loss, report->final_loss);
   }
 
@@ -263,7 +280,7 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   // included (the trainer leaves the positive's own token out when it builds the row).
   config.mutable_data()->mutable_users()->mutable_features(0)->set_history_length(0);
   absl::StatusOr<TrainingData> whole = LoadTrainingData(config, dir.path(), stderr);
-  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_THAT(whole, IsOk());
   const std::vector<int32_t> all_four = {whole->user_encoder.TokenRow(h, "b"), whole->user_encoder.TokenRow(h, "c"),
                                          whole->user_encoder.TokenRow(h, "a"), whole->user_encoder.TokenRow(h, "d")};
   EXPECT_EQ(as_vector(whole->user_preceding.Of(4)), all_four);
@@ -294,7 +311,7 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   // The default context keeps no per-example spans; the options belong to HISTORY only.
   config.mutable_data()->mutable_users()->mutable_features(0)->clear_history_context();
   absl::StatusOr<TrainingData> leave_one_out = LoadTrainingData(config, dir.path(), stderr);
-  ASSERT_TRUE(leave_one_out.ok());
+  ASSERT_THAT(leave_one_out, IsOk());
   EXPECT_TRUE(leave_one_out->user_preceding.empty());
   config.mutable_data()->mutable_users()->mutable_features(0)->set_history_length(-1);
   EXPECT_FALSE(ValidateTrainerConfig(config).ok());
@@ -314,7 +331,7 @@ TEST(TrainerFeaturesTest, RequestFeaturesEncodeExactlyLikeTraining) {
   testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
   const v1::FeatureTableSpec& spec = model.config.data().users();
   absl::StatusOr<FeatureTable> table = ReadFeatureTable(spec, dir.path());
-  ASSERT_TRUE(table.ok()) << table.status();
+  ASSERT_THAT(table, IsOk());
   const Bundle& bundle = model.report.bundle;
   int checked = 0;
   for (size_t r = 0; r < table->ids.size(); ++r) {
@@ -335,7 +352,7 @@ TEST(TrainerFeaturesTest, RequestFeaturesEncodeExactlyLikeTraining) {
       }
     }
     absl::StatusOr<std::vector<RawValue>> values = bundle.user.encoder.FromRequest(request);
-    ASSERT_TRUE(values.ok()) << values.status();
+    ASSERT_THAT(values, IsOk());
     EncodedTable served = bundle.user.encoder.NewTable();
     bundle.user.encoder.Encode(table->ids[r], &*values, &served);
     const int32_t row = model.data.user_row.at(table->ids[r]);
@@ -526,28 +543,61 @@ TEST(TrainerFeaturesTest, EvalSetWithARequestHistoryScoresLikeTheProtocol) {
   // Out of time order in the file: the history is a (t=1), then c (t=2).
   testing::WriteText(dir.Join("history.csv"), "user,item,ts\nn1,c,2\nn1,a,1\n");
   v1::TrainerConfig config;
-  ASSERT_TRUE(ParseTextProto(R"pb(
-    data {
-      train { table { path: "train.csv" header: true } user_column { name: "user" }
-              item_column { name: "item" } timestamp_column { name: "ts" } }
-      users { table { path: "users.csv" header: true } id_column { name: "user" }
-              features { name: "segment" kind: CATEGORICAL column { name: "segment" } embedding_dim: 2 }
-              features { name: "history" kind: HISTORY embedding_dim: 2 } }
-      items { table { path: "items.csv" header: true } id_column { name: "item" } }
-      eval { name: "cold" interactions { table { path: "cold.csv" header: true }
-             user_column { name: "user" } item_column { name: "item" } } }
-      eval { name: "cold5" interactions { table { path: "cold.csv" header: true }
-             user_column { name: "user" } item_column { name: "item" } }
-             history { table { path: "history.csv" header: true } user_column { name: "user" }
-                       item_column { name: "item" } timestamp_column { name: "ts" } } }
-    }
-    user_tower { id_embedding_dim: 2 output_dim: 1 }
-    item_tower { id_embedding_dim: 2 output_dim: 1 }
-  )pb", "config", &config).ok());
+  ASSERT_THAT(ParseTextProto(R"pb(
+                               data {
+                                 train {
+                                   table { path: "train.csv" header: true }
+                                   user_column { name: "user" }
+                                   item_column { name: "item" }
+                                   timestamp_column { name: "ts" }
+                                 }
+                                 users {
+                                   table { path: "users.csv" header: true }
+                                   id_column { name: "user" }
+                                   features {
+                                     name: "segment"
+                                     kind: CATEGORICAL
+                                     column { name: "segment" }
+                                     embedding_dim: 2
+                                   }
+                                   features { name: "history" kind: HISTORY embedding_dim: 2 }
+                                 }
+                                 items {
+                                   table { path: "items.csv" header: true }
+                                   id_column { name: "item" }
+                                 }
+                                 eval {
+                                   name: "cold"
+                                   interactions {
+                                     table { path: "cold.csv" header: true }
+                                     user_column { name: "user" }
+                                     item_column { name: "item" }
+                                   }
+                                 }
+                                 eval {
+                                   name: "cold5"
+                                   interactions {
+                                     table { path: "cold.csv" header: true }
+                                     user_column { name: "user" }
+                                     item_column { name: "item" }
+                                   }
+                                   history {
+                                     table { path: "history.csv" header: true }
+                                     user_column { name: "user" }
+                                     item_column { name: "item" }
+                                     timestamp_column { name: "ts" }
+                                   }
+                                 }
+                               }
+                               user_tower { id_embedding_dim: 2 output_dim: 1 }
+                               item_tower { id_embedding_dim: 2 output_dim: 1 }
+                             )pb",
+                             "config", &config),
+              IsOk());
   ApplyDefaults(&config);
   ASSERT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
-  ASSERT_TRUE(data.ok()) << data.status();
+  ASSERT_THAT(data, IsOk());
   ASSERT_EQ(data->eval_sets.size(), 2u);
   const EvalSet& cold = data->eval_sets[0];
   const EvalSet& cold5 = data->eval_sets[1];
@@ -577,7 +627,7 @@ TEST(TrainerFeaturesTest, EvalSetWithARequestHistoryScoresLikeTheProtocol) {
   request["history"].mutable_multi_hot()->add_values("a");
   request["history"].mutable_multi_hot()->add_values("c");
   absl::StatusOr<std::vector<RawValue>> values = data->user_encoder.FromRequest(request);
-  ASSERT_TRUE(values.ok()) << values.status();
+  ASSERT_THAT(values, IsOk());
   EncodedTable served = data->user_encoder.NewTable();
   data->user_encoder.Encode("n1", &*values, &served);
   EXPECT_EQ(served.indices(), cold5.request_rows.indices());
@@ -585,7 +635,7 @@ TEST(TrainerFeaturesTest, EvalSetWithARequestHistoryScoresLikeTheProtocol) {
 
   // A user tower whose output is [1] for everyone; item scores a..f = 6..1.
   absl::StatusOr<Tower> tower = Tower::Create(ShapeFor(config.user_tower(), data->user_encoder), 1);
-  ASSERT_TRUE(tower.ok());
+  ASSERT_THAT(tower, IsOk());
   ASSERT_EQ(tower->layers().size(), 1u);
   std::fill(tower->layers()[0].weights.begin(), tower->layers()[0].weights.end(), 0.0f);
   tower->layers()[0].bias = {1.0f};
@@ -596,7 +646,7 @@ TEST(TrainerFeaturesTest, EvalSetWithARequestHistoryScoresLikeTheProtocol) {
   }
   std::vector<std::string> recs;
   absl::StatusOr<std::vector<EvalResult>> results = Evaluate(*data, *tower, item_vectors, {2, 4}, 4, &recs);
-  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_THAT(results, IsOk());
   // cold: a b c d ranked; targets {a, b, d, e}: Recall@2 = 2/4, Recall@4 = 3/4; hits at
   // ranks 1, 2, 4, 5 of 6.
   const auto dcg = [](std::vector<int> ranks) {
@@ -627,10 +677,10 @@ TEST(TrainerFeaturesTest, IndependentHistoryDropoutServesNewUsersFromTheirFirstC
   options.users = 600;
   options.items = 300;
   options.cold_user_fraction = 0.2;
-  ASSERT_TRUE(WriteSyntheticDataset(options, dir.path()).ok());
+  ASSERT_THAT(WriteSyntheticDataset(options, dir.path()), IsOk());
   // cold5-like split of test_cold.csv: each cold user's first 3 clicks are its history.
   absl::StatusOr<std::string> cold = ReadFile(dir.Join("test_cold.csv"));
-  ASSERT_TRUE(cold.ok());
+  ASSERT_THAT(cold, IsOk());
   std::string history = "user_id,item_id,timestamp\n", targets = history;
   std::map<std::string, int> seen;
   std::istringstream lines(*cold);
@@ -643,37 +693,52 @@ TEST(TrainerFeaturesTest, IndependentHistoryDropoutServesNewUsersFromTheirFirstC
   testing::WriteText(dir.Join("history.csv"), history);
   testing::WriteText(dir.Join("targets.csv"), targets);
   absl::StatusOr<v1::TrainerConfig> loaded = LoadTrainerConfig(testing::SourceDir() + "/configs/synthetic.textproto");
-  ASSERT_TRUE(loaded.ok());
+  ASSERT_THAT(loaded, IsOk());
   v1::TrainerConfig config = *loaded;
   v1::FeatureTableSpec* users = config.mutable_data()->mutable_users();
   users->clear_features();
-  ASSERT_TRUE(ParseTextProto(R"pb(name: "history" kind: HISTORY embedding_dim: 16 history_length: 20
-                                  history_context: PRECEDING)pb", "history", users->add_features()).ok());
+  ASSERT_THAT(ParseTextProto(R"pb(name: "history"
+                                  kind: HISTORY
+                                  embedding_dim: 16
+                                  history_length: 20
+                                  history_context: PRECEDING)pb",
+                             "history", users->add_features()),
+              IsOk());
   config.mutable_data()->clear_eval();
-  ASSERT_TRUE(ParseTextProto(R"pb(
-    name: "new" interactions { table { path: "targets.csv" header: true }
-                               user_column { name: "user_id" } item_column { name: "item_id" } }
-    history { table { path: "history.csv" header: true } user_column { name: "user_id" }
-              item_column { name: "item_id" } timestamp_column { name: "timestamp" } }
-  )pb", "eval", config.mutable_data()->add_eval()).ok());
+  ASSERT_THAT(ParseTextProto(R"pb(
+                               name: "new"
+                               interactions {
+                                 table { path: "targets.csv" header: true }
+                                 user_column { name: "user_id" }
+                                 item_column { name: "item_id" }
+                               }
+                               history {
+                                 table { path: "history.csv" header: true }
+                                 user_column { name: "user_id" }
+                                 item_column { name: "item_id" }
+                                 timestamp_column { name: "timestamp" }
+                               }
+                             )pb",
+                             "eval", config.mutable_data()->add_eval()),
+              IsOk());
   v1::TrainingSpec* t = config.mutable_training();
   t->set_epochs(8);
   t->set_user_id_dropout(0.3f);
   ApplyDefaults(&config);
   ASSERT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
-  ASSERT_TRUE(data.ok()) << data.status();
+  ASSERT_THAT(data, IsOk());
   ASSERT_GT(data->eval_sets[0].user_rows.size(), 80u);
   absl::StatusOr<TrainingReport> coupled = Train(config, *data, TrainOptions{});
-  ASSERT_TRUE(coupled.ok()) << coupled.status();
+  ASSERT_THAT(coupled, IsOk());
   t->set_user_history_dropout(0.3f);
   t->set_short_history_rate(1.0f);
   t->set_short_history_from(v1::TrainingSpec::RANDOM);
   ASSERT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
   absl::StatusOr<TrainingReport> independent = Train(config, *data, TrainOptions{});
-  ASSERT_TRUE(independent.ok()) << independent.status();
+  ASSERT_THAT(independent, IsOk());
   absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(*data, {10, 50});
-  ASSERT_TRUE(popularity.ok());
+  ASSERT_THAT(popularity, IsOk());
   const double before = Recall(coupled->final_eval, "new", 10);
   const double after = Recall(independent->final_eval, "new", 10);
   std::printf("new users' Recall@10: popularity %.4f, coupled dropout %.4f, independent %.4f\n",
@@ -690,25 +755,31 @@ TEST(TrainerFeaturesTest, AttentionPooledHistoryTrainsAndServesFromTheBundle) {
   SyntheticOptions options;
   options.users = 600;
   options.items = 300;
-  ASSERT_TRUE(WriteSyntheticDataset(options, dir.path()).ok());
+  ASSERT_THAT(WriteSyntheticDataset(options, dir.path()), IsOk());
   absl::StatusOr<v1::TrainerConfig> loaded = LoadTrainerConfig(testing::SourceDir() + "/configs/synthetic.textproto");
-  ASSERT_TRUE(loaded.ok());
+  ASSERT_THAT(loaded, IsOk());
   v1::TrainerConfig config = *loaded;
   v1::FeatureTableSpec* users = config.mutable_data()->mutable_users();
   users->clear_features();
-  ASSERT_TRUE(ParseTextProto(R"pb(name: "history" kind: HISTORY embedding_dim: 16 history_length: 10
-                                  history_context: PRECEDING pooling: ATTENTION pooling_heads: 2)pb",
-                             "history", users->add_features()).ok());
+  ASSERT_THAT(ParseTextProto(R"pb(name: "history"
+                                  kind: HISTORY
+                                  embedding_dim: 16
+                                  history_length: 10
+                                  history_context: PRECEDING
+                                  pooling: ATTENTION
+                                  pooling_heads: 2)pb",
+                             "history", users->add_features()),
+              IsOk());
   config.mutable_training()->set_epochs(6);
   config.mutable_training()->set_history_gap_max(2);
   ApplyDefaults(&config);
   ASSERT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
-  ASSERT_TRUE(data.ok()) << data.status();
+  ASSERT_THAT(data, IsOk());
   absl::StatusOr<TrainingReport> report = Train(config, *data, TrainOptions{});
-  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_THAT(report, IsOk());
   absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(*data, {10, 50});
-  ASSERT_TRUE(popularity.ok());
+  ASSERT_THAT(popularity, IsOk());
   EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * Recall(*popularity, "warm", 10));
 
   const int h = data->user_encoder.HistoryField();
@@ -722,9 +793,9 @@ TEST(TrainerFeaturesTest, AttentionPooledHistoryTrainsAndServesFromTheBundle) {
   }
   EXPECT_GT(moved, 0.01) << "the queries and position weights never moved from 0";
 
-  ASSERT_TRUE(WriteBundle(report->bundle, dir.Join("bundle")).ok());
+  ASSERT_THAT(WriteBundle(report->bundle, dir.Join("bundle")), IsOk());
   absl::StatusOr<Bundle> bundle = ReadBundle(dir.Join("bundle"));
-  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  ASSERT_THAT(bundle, IsOk());
   const TowerModel& user = bundle->user;
   const int dim = user.tower.output_dim();
   std::vector<float> stored(dim), request(dim), trained(dim);
@@ -757,9 +828,9 @@ TEST(TrainerFeaturesTest, SelectionExportsTheBestEvaluatedEpoch) {
   config.mutable_training()->set_eval_every_epochs(1);
   config.mutable_training()->set_select_best_epoch(true);
   config.mutable_training()->set_learning_rate(0.05f);  // noisy on purpose: curves go up and down
-  ASSERT_TRUE(ValidateTrainerConfig(config).ok());
+  ASSERT_THAT(ValidateTrainerConfig(config), IsOk());
   absl::StatusOr<TrainingReport> report = Train(config, model.data, TrainOptions{});
-  ASSERT_TRUE(report.ok());
+  ASSERT_THAT(report, IsOk());
   double best = -1;
   int best_epoch = 0;
   for (const EpochRecord& r : report->history) {
@@ -773,7 +844,7 @@ TEST(TrainerFeaturesTest, SelectionExportsTheBestEvaluatedEpoch) {
   // The exported model is that epoch's: evaluating the bundle gives its numbers.
   absl::StatusOr<std::vector<EvalResult>> again =
       Evaluate(model.data, report->bundle.user.tower, report->bundle.item_vectors, {10, 50}, 0, nullptr);
-  ASSERT_TRUE(again.ok());
+  ASSERT_THAT(again, IsOk());
   EXPECT_DOUBLE_EQ(Recall(*again, "warm", 50) + Recall(*again, "cold", 50), best);
 }
 
@@ -784,7 +855,7 @@ TEST(TrainerFeaturesTest, TwoThreadsTrain) {
   config.mutable_training()->set_threads(2);
   config.mutable_training()->set_epochs(4);
   absl::StatusOr<TrainingReport> report = Train(config, model.data, TrainOptions{});
-  ASSERT_TRUE(report.ok());
+  ASSERT_THAT(report, IsOk());
   absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(model.data, {10, 50});
   EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * Recall(*popularity, "warm", 10));
 }
@@ -798,16 +869,16 @@ TEST(TrainerFeaturesTest, MetricsFileAndPlot) {
   TrainOptions options;
   options.metrics_path = dir.Join("metrics.jsonl");
   absl::StatusOr<TrainingReport> report = Train(config, model.data, options);
-  ASSERT_TRUE(report.ok());
+  ASSERT_THAT(report, IsOk());
   absl::StatusOr<std::string> metrics = ReadFile(options.metrics_path);
-  ASSERT_TRUE(metrics.ok());
+  ASSERT_THAT(metrics, IsOk());
   EXPECT_EQ(std::count(metrics->begin(), metrics->end(), '\n'), 3);
   EXPECT_NE(metrics->find("{\"epoch\":3,\"loss\":"), std::string::npos) << *metrics;
   EXPECT_NE(metrics->find("\"warm\":{\"users\":"), std::string::npos);
-  ASSERT_TRUE(CheckPlotterAvailable().ok()) << "gnuplot is a declared dependency";
-  ASSERT_TRUE(RenderTrainingPlot(report->history, 50, dir.Join("curves.png")).ok());
+  ASSERT_THAT(CheckPlotterAvailable(), IsOk());
+  ASSERT_THAT(RenderTrainingPlot(report->history, 50, dir.Join("curves.png")), IsOk());
   absl::StatusOr<std::string> png = ReadFile(dir.Join("curves.png"));
-  ASSERT_TRUE(png.ok());
+  ASSERT_THAT(png, IsOk());
   EXPECT_EQ(png->substr(0, 4), "\x89PNG");
 }
 
@@ -822,7 +893,7 @@ TEST(TrainerFeaturesTest, AHistoryNeedsNoUsersTable) {
   ASSERT_NO_FATAL_FAILURE(
       HistoryConfig(R"pb(features { name: "history" kind: HISTORY embedding_dim: 4 history_length: 2 })pb", 1, &config));
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
-  ASSERT_TRUE(data.ok()) << data.status();
+  ASSERT_THAT(data, IsOk());
   const int h = data->user_encoder.HistoryField();
   ASSERT_GT(h, 0);
   const auto history_of = [&](const std::string& user) {

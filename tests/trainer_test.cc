@@ -7,8 +7,11 @@
 
 #include "dataset/synthetic.h"
 #include "gtest/gtest.h"
+#include "tests/status_matchers.h"
 #include "tests/trained_model.h"
 #include "trainer/evaluator.h"
+
+using ::twotower::testing::IsOk;
 
 namespace twotower {
 namespace {
@@ -28,7 +31,7 @@ TEST(TrainerTest, RecoversPlantedStructureFarBetterThanPopularity) {
   const testing::TrainedModel model = testing::TrainSynthetic(dir, 8);
   absl::StatusOr<std::vector<EvalResult>> popularity =
       EvaluatePopularity(model.data, {10, 50});
-  ASSERT_TRUE(popularity.ok());
+  ASSERT_THAT(popularity, IsOk());
   const EvalResult& warm = Find(model.report.final_eval, "warm");
   const EvalResult& warm_pop = Find(*popularity, "warm");
   const EvalResult& cold = Find(model.report.final_eval, "cold");
@@ -96,7 +99,7 @@ TEST(TrainerTest, EvaluatorMatchesAStraightforwardImplementation) {
   std::vector<std::string> recs;
   absl::StatusOr<std::vector<EvalResult>> results =
       Evaluate(data, bundle.user.tower, bundle.item_vectors, {10, 50}, 20, &recs);
-  ASSERT_TRUE(results.ok());
+  ASSERT_THAT(results, IsOk());
   const int dim = bundle.embedding_dim();
   const std::vector<float> users = bundle.user.tower.EmbedAll(data.users.rows);
   const int n_items = static_cast<int>(data.items.ids.size());
@@ -154,9 +157,9 @@ TEST(TrainerTest, AModelTooBigForABundleIsRefusedBeforeTraining) {
   options.items = 40;
   options.min_clicks = 3;
   options.max_clicks = 6;
-  ASSERT_TRUE(WriteSyntheticDataset(options, dir.path()).ok());
+  ASSERT_THAT(WriteSyntheticDataset(options, dir.path()), IsOk());
   absl::StatusOr<v1::TrainerConfig> config = LoadTrainerConfig(testing::SourceDir() + "/configs/synthetic.textproto");
-  ASSERT_TRUE(config.ok()) << config.status();
+  ASSERT_THAT(config, IsOk());
   // Two hashed features of 2^26 rows x 7: each fits the per-tensor bound, together they are
   // ~3.8 GB of user tower.
   for (v1::FeatureSpec& f : *config->mutable_data()->mutable_users()->mutable_features()) {
@@ -166,7 +169,7 @@ TEST(TrainerTest, AModelTooBigForABundleIsRefusedBeforeTraining) {
   }
   ASSERT_EQ(ValidateTrainerConfig(*config), absl::OkStatus());
   absl::StatusOr<TrainingData> data = LoadTrainingData(*config, dir.path(), nullptr);
-  ASSERT_TRUE(data.ok()) << data.status();
+  ASSERT_THAT(data, IsOk());
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<TrainingReport> report = Train(*config, *data, TrainOptions{});
   EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);

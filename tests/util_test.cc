@@ -10,13 +10,19 @@
 #include <thread>
 
 #include "absl/strings/escaping.h"
+#include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
+#include "tests/status_matchers.h"
 #include "tests/test_util.h"
 #include "twotower/v1/config.pb.h"
 #include "util/admin_token.h"
 #include "util/file.h"
 #include "util/string_table.h"
+#include "util/status_macros.h"
 #include "util/utf8.h"
+
+using ::twotower::testing::IsOk;
+using ::twotower::testing::StatusIs;
 
 namespace twotower {
 namespace {
@@ -109,7 +115,7 @@ TEST(Utf8Test, CheckUtf8FieldsNamesTheField) {
   v1::TrainerConfig config;
   config.mutable_data()->mutable_train()->mutable_table()->set_path("train.csv");
   config.mutable_data()->mutable_users()->add_features()->set_name("fine");
-  EXPECT_TRUE(CheckUtf8Fields(config).ok());
+  EXPECT_THAT(CheckUtf8Fields(config), IsOk());
   config.mutable_data()->mutable_users()->add_features()->set_name("caf\xE9");
   const absl::Status status = CheckUtf8Fields(config);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
@@ -166,7 +172,7 @@ TEST(ReadFileTest, WithoutRegularOnlyAFifoIsReadToItsEnd) {
   options.max_bytes = 1 << 10;
   const absl::StatusOr<std::string> text = ReadFile(fifo, options);
   writer.join();
-  ASSERT_TRUE(text.ok()) << text.status();
+  ASSERT_THAT(text, IsOk());
   EXPECT_EQ(*text, "from a pipe");
 }
 
@@ -190,7 +196,7 @@ TEST(ReadFileTest, ReadFileAtTakesPlainNamesOnly) {
   // The directory itself may be reached through a symlink.
   std::filesystem::create_directory_symlink(dir.Join("d"), dir.Join("via"));
   absl::StatusOr<ScopedFd> fd = OpenDirectory(dir.Join("via"));
-  ASSERT_TRUE(fd.ok()) << fd.status();
+  ASSERT_THAT(fd, IsOk());
   EXPECT_EQ(ReadFileAt(*fd, dir.Join("via"), "f", {}).value(), "inside");
   for (const char* name : {"../outside", "", ".", "..", "/etc/hostname", "sub/f"}) {
     EXPECT_EQ(ReadFileAt(*fd, dir.Join("via"), name, {}).status().code(),
@@ -202,10 +208,10 @@ TEST(ReadFileTest, ReadFileAtTakesPlainNamesOnly) {
 
 TEST(EnsureWritableDirectoryTest, CreatesParentsOrSaysWhyNot) {
   testing::ScopedTempDir dir;
-  EXPECT_TRUE(EnsureWritableDirectory(dir.Join("a/b/c")).ok());
+  EXPECT_THAT(EnsureWritableDirectory(dir.Join("a/b/c")), IsOk());
   EXPECT_TRUE(std::filesystem::is_directory(dir.Join("a/b/c")));
   EXPECT_TRUE(std::filesystem::is_empty(dir.Join("a/b/c")));  // the probe is gone
-  EXPECT_TRUE(EnsureWritableDirectory(dir.Join("a/b/c")).ok());  // existing: fine
+  EXPECT_THAT(EnsureWritableDirectory(dir.Join("a/b/c")), IsOk());  // existing: fine
   testing::WriteText(dir.Join("file"), "");
   const absl::Status under_file = EnsureWritableDirectory(dir.Join("file/sub"));
   EXPECT_EQ(under_file.code(), absl::StatusCode::kFailedPrecondition);
@@ -254,6 +260,37 @@ TEST(StringTableTest, FindsEveryStringAndHoldsThemCompactly) {
   EXPECT_EQ(empty.size(), 0);
   EXPECT_EQ(empty.Find(""), -1);
   EXPECT_EQ(StringTable::Of(std::vector<std::string>{}).Find("x"), -1);
+}
+
+absl::Status FailsWhen(bool fail) {
+  return fail ? absl::DataLossError("broken") : absl::OkStatus();
+}
+absl::StatusOr<int> ValueOrError(bool fail) {
+  if (fail) return absl::NotFoundError("missing");
+  return 7;
+}
+absl::Status Chain(bool first, bool second, int* out) {
+  RETURN_IF_ERROR(FailsWhen(first));
+  ASSIGN_OR_RETURN(const int value, ValueOrError(second));
+  *out = value;
+  return absl::OkStatus();
+}
+
+TEST(StatusMacrosTest, PropagateTheFirstErrorAndAssignValues) {
+  int out = 0;
+  EXPECT_THAT(Chain(false, false, &out), IsOk());
+  EXPECT_EQ(out, 7);
+  out = 0;
+  EXPECT_THAT(Chain(true, false, &out), StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("broken")));
+  EXPECT_THAT(Chain(false, true, &out), StatusIs(absl::StatusCode::kNotFound, ::testing::Eq("missing")));
+  EXPECT_EQ(out, 0);
+}
+
+TEST(StatusMatchersTest, IsOkFailsOnAnErrorAndPrintsIt) {
+  EXPECT_NONFATAL_FAILURE(EXPECT_THAT(absl::InternalError("the cause"), IsOk()), "the cause");
+  EXPECT_NONFATAL_FAILURE(EXPECT_THAT(ValueOrError(true), IsOk()), "missing");
+  EXPECT_NONFATAL_FAILURE(
+      EXPECT_THAT(absl::InternalError("x"), StatusIs(absl::StatusCode::kDataLoss, ::testing::_)), "INTERNAL");
 }
 
 }  // namespace

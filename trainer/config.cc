@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "trainer/config.h"
 
 #include <algorithm>
@@ -6,7 +5,9 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "index/item_index.h"
+#include "util/status_macros.h"
 #include "util/text_proto.h"
 #include "util/utf8.h"
 
@@ -47,8 +48,8 @@ absl::Status ValidateColumn(absl::string_view field, const v1::ColumnRef& ref) {
 }
 
 absl::Status ValidateInteractions(absl::string_view field, const v1::InteractionTableSpec& spec) {
-  if (absl::Status s = ValidateTable(field, spec.table()); !s.ok()) return s;
-  if (absl::Status s = ValidateColumn(absl::StrCat(field, ".user_column"), spec.user_column()); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateTable(field, spec.table()));
+  RETURN_IF_ERROR(ValidateColumn(absl::StrCat(field, ".user_column"), spec.user_column()));
   return ValidateColumn(absl::StrCat(field, ".item_column"), spec.item_column());
 }
 
@@ -61,8 +62,8 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
     reads_columns |= f.kind() != v1::FeatureSpec::POPULARITY && f.kind() != v1::FeatureSpec::HISTORY;
   }
   if (reads_columns || spec.has_table()) {
-    if (absl::Status s = ValidateTable(field, spec.table()); !s.ok()) return s;
-    if (absl::Status s = ValidateColumn(absl::StrCat(field, ".id_column"), spec.id_column()); !s.ok()) return s;
+    RETURN_IF_ERROR(ValidateTable(field, spec.table()));
+    RETURN_IF_ERROR(ValidateColumn(absl::StrCat(field, ".id_column"), spec.id_column()));
   } else if (spec.has_id_column()) {
     return Invalid(absl::StrCat(field, ".id_column"), "needs a table (derived features need neither)");
   }
@@ -178,7 +179,7 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
       if (f.kind() != v1::FeatureSpec::MULTI_HOT) return Invalid(where, "flag_columns is for MULTI_HOT only");
       if (f.has_column()) return Invalid(where, "set either column or flag_columns, not both");
       for (int c = 0; c < f.flag_columns_size(); ++c) {
-        if (absl::Status s = ValidateColumn(absl::StrCat(where, ".flag_columns[", c, "]"), f.flag_columns(c)); !s.ok()) return s;
+        RETURN_IF_ERROR(ValidateColumn(absl::StrCat(where, ".flag_columns[", c, "]"), f.flag_columns(c)));
       }
     } else if (absl::Status s = ValidateColumn(absl::StrCat(where, ".column"), f.column()); !s.ok()) {
       return s;
@@ -291,9 +292,9 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   }
   const v1::DataSpec& data = config.data();
   if (!data.has_train()) return Invalid("data.train", "must be set");
-  if (absl::Status s = ValidateInteractions("data.train", data.train()); !s.ok()) return s;
-  if (absl::Status s = ValidateFeatures("data.users", data.users()); !s.ok()) return s;
-  if (absl::Status s = ValidateFeatures("data.items", data.items()); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateInteractions("data.train", data.train()));
+  RETURN_IF_ERROR(ValidateFeatures("data.users", data.users()));
+  RETURN_IF_ERROR(ValidateFeatures("data.items", data.items()));
   // PRECEDING orders each user's interactions by time: it needs the times. On the item
   // side it would give positives a history as of the example and negatives (and serving)
   // the stored one, a difference the model could learn instead of preferences.
@@ -312,16 +313,16 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     const std::string where = absl::StrCat("data.eval[", i, "]");
     if (data.eval(i).name().empty()) return Invalid(where, "name must be set");
     if (!eval_names.insert(data.eval(i).name()).second) return Invalid(where, "duplicate name");
-    if (absl::Status s = ValidateInteractions(where + ".interactions", data.eval(i).interactions()); !s.ok()) return s;
+    RETURN_IF_ERROR(ValidateInteractions(where + ".interactions", data.eval(i).interactions()));
     if (data.eval(i).has_history()) {
-      if (absl::Status s = ValidateInteractions(where + ".history", data.eval(i).history()); !s.ok()) return s;
+      RETURN_IF_ERROR(ValidateInteractions(where + ".history", data.eval(i).history()));
       if (data.eval(i).history().has_label_column()) {
         return Invalid(where + ".history.label_column", "a request's history holds interactions only");
       }
     }
   }
-  if (absl::Status s = ValidateTower("user_tower", config.user_tower(), data.users()); !s.ok()) return s;
-  if (absl::Status s = ValidateTower("item_tower", config.item_tower(), data.items()); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateTower("user_tower", config.user_tower(), data.users()));
+  RETURN_IF_ERROR(ValidateTower("item_tower", config.item_tower(), data.items()));
   if (config.user_tower().output_dim() != config.item_tower().output_dim()) {
     return Invalid("item_tower.output_dim", absl::StrCat("must equal user_tower.output_dim (",
                                                          config.user_tower().output_dim(), ")"));
@@ -479,7 +480,7 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
 
 absl::Status ApplyOverride(absl::string_view text, v1::TrainerConfig* config) {
   v1::TrainerConfig overrides;
-  if (absl::Status s = ParseTextProto(text, "override", &overrides); !s.ok()) return s;
+  RETURN_IF_ERROR(ParseTextProto(text, "override", &overrides));
   config->MergeFrom(overrides);
   if (!overrides.training().has_num_negatives() &&
       overrides.training().objective() != v1::TrainingSpec::OBJECTIVE_UNSPECIFIED) {
@@ -493,7 +494,7 @@ absl::StatusOr<v1::TrainerConfig> LoadTrainerConfig(const std::string& path) {
   v1::TrainerConfig config;
   ReadFileOptions options;
   options.max_bytes = kMaxConfigBytes;
-  if (absl::Status s = ReadTextProtoFile(path, &config, options); !s.ok()) return s;
+  RETURN_IF_ERROR(ReadTextProtoFile(path, &config, options));
   ApplyDefaults(&config);
   if (absl::Status s = ValidateTrainerConfig(config); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));

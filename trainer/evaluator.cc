@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "index/item_index.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -19,9 +20,8 @@ absl::StatusOr<std::vector<EvalResult>> EvaluateVectors(const TrainingData& data
                                                         const std::vector<float>& item_vectors,
                                                         int dim, const std::vector<int>& ks,
                                                         int recs_depth, std::vector<std::string>* recs) {
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index =
-      ItemIndex::Build(data.items.ids, item_vectors, dim, IndexOptions{});
-  if (!index.ok()) return index.status();
+  ASSIGN_OR_RETURN(std::unique_ptr<ItemIndex> index,
+                   ItemIndex::Build(data.items.ids, item_vectors, dim, IndexOptions{}));
   int depth = std::max(10, recs != nullptr ? recs_depth : 0);
   for (int k : ks) depth = std::max(depth, k);
 
@@ -37,13 +37,12 @@ absl::StatusOr<std::vector<EvalResult>> EvaluateVectors(const TrainingData& data
       for (int32_t u : set.user_rows) train_items.push_back(data.train_items_of_user[u]);
     }
     const std::vector<float> user_vectors = embed_users(set);
-    absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits = (*index)->Search(
-        user_vectors.data(), static_cast<int>(set.user_rows.size()), depth,
-        set.has_history ? &set.excluded : &train_items);
-    if (!hits.ok()) return hits.status();
+    ASSIGN_OR_RETURN(std::vector<std::vector<ItemIndex::Hit>> hits,
+                     (index)->Search(user_vectors.data(), static_cast<int>(set.user_rows.size()), depth,
+                                     set.has_history ? &set.excluded : &train_items));
 
     for (size_t i = 0; i < set.user_rows.size(); ++i) {
-      const std::vector<ItemIndex::Hit>& ranked = (*hits)[i];
+      const std::vector<ItemIndex::Hit>& ranked = (hits)[i];
       const absl::flat_hash_set<int32_t>& relevant = set.relevant[i];
       const double total = static_cast<double>(relevant.size() + set.unreachable[i]);
       for (size_t j = 0; j < ks.size(); ++j) {

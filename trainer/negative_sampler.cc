@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "index/item_index.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -14,18 +15,16 @@ absl::StatusOr<NegativeSampler> NegativeSampler::Create(const TrainingData& data
     const double count = std::exp(data.item_log_frequency[v]) * total;
     weights[v] = std::pow(count, static_cast<double>(alpha));
   }
-  absl::StatusOr<AliasSampler> easy = AliasSampler::Create(weights);
-  if (!easy.ok()) return easy.status();
+  ASSIGN_OR_RETURN(AliasSampler easy, AliasSampler::Create(weights));
   NegativeSampler sampler;
-  sampler.easy_ = *std::move(easy);
+  sampler.easy_ = std::move(easy);
   return sampler;
 }
 
 absl::Status NegativeSampler::MineHard(const TrainingData& data, const Tower& user_tower,
                                        const std::vector<float>& item_vectors, int pool) {
-  absl::StatusOr<std::unique_ptr<ItemIndex>> index =
-      ItemIndex::Build(data.items.ids, item_vectors, user_tower.output_dim(), IndexOptions{});
-  if (!index.ok()) return index.status();
+  ASSIGN_OR_RETURN(std::unique_ptr<ItemIndex> index,
+                   ItemIndex::Build(data.items.ids, item_vectors, user_tower.output_dim(), IndexOptions{}));
   std::vector<int32_t> users;
   for (size_t u = 0; u < data.train_items_of_user.size(); ++u) {
     if (!data.train_items_of_user[u].empty()) users.push_back(static_cast<int32_t>(u));
@@ -47,11 +46,10 @@ absl::Status NegativeSampler::MineHard(const TrainingData& data, const Tower& us
       }
     }
     const std::vector<float> vectors = user_tower.EmbedAll(rows);
-    absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> hits =
-        (*index)->Search(vectors.data(), rows.size(), pool, &excluded);
-    if (!hits.ok()) return hits.status();
+    ASSIGN_OR_RETURN(std::vector<std::vector<ItemIndex::Hit>> hits,
+                     (index)->Search(vectors.data(), rows.size(), pool, &excluded));
     for (size_t i = start; i < end; ++i) {
-      for (const ItemIndex::Hit& hit : (*hits)[i - start]) hard_[users[i]].push_back(hit.row);
+      for (const ItemIndex::Hit& hit : (hits)[i - start]) hard_[users[i]].push_back(hit.row);
     }
   }
   return absl::OkStatus();

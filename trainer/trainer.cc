@@ -18,6 +18,7 @@
 #include "model/losses.h"
 #include "model/optimizer.h"
 #include "trainer/negative_sampler.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -522,22 +523,18 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
   if (absl::Status s = CheckBundleFits("item", item_shape, data.item_encoder, data.items); !s.ok()) {
     return s;
   }
-  absl::StatusOr<Tower> user = Tower::Create(user_shape, t.seed() * 2 + 1);
-  if (!user.ok()) return user.status();
-  absl::StatusOr<Tower> item = Tower::Create(item_shape, t.seed() * 2 + 2);
-  if (!item.ok()) return item.status();
-  model.user = *std::move(user);
-  model.item = *std::move(item);
+  ASSIGN_OR_RETURN(Tower user, Tower::Create(user_shape, t.seed() * 2 + 1));
+  ASSIGN_OR_RETURN(Tower item, Tower::Create(item_shape, t.seed() * 2 + 2));
+  model.user = std::move(user);
+  model.item = std::move(item);
   model.user_optimizer = std::make_unique<Optimizer>(model.user, optimizer);
   model.item_optimizer = std::make_unique<Optimizer>(model.item, optimizer);
 
-  absl::StatusOr<NegativeSampler> sampler = NegativeSampler::Create(data, t.negative_alpha());
-  if (!sampler.ok()) return sampler.status();
+  ASSIGN_OR_RETURN(NegativeSampler sampler, NegativeSampler::Create(data, t.negative_alpha()));
   std::unique_ptr<MetricsLog> metrics;
   if (!options.metrics_path.empty()) {
-    absl::StatusOr<std::unique_ptr<MetricsLog>> opened = MetricsLog::Open(options.metrics_path);
-    if (!opened.ok()) return opened.status();
-    metrics = *std::move(opened);
+    ASSIGN_OR_RETURN(std::unique_ptr<MetricsLog> opened, MetricsLog::Open(options.metrics_path));
+    metrics = std::move(opened);
   }
 
   const int threads = std::max(1, t.threads());
@@ -547,7 +544,7 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
     workers[i].user.rows = data.user_encoder.NewTable();
     workers[i].item.rows = data.item_encoder.NewTable();
   }
-  TrainingLoop loop(config, data, &model, &*sampler);
+  TrainingLoop loop(config, data, &model, &sampler);
   const std::vector<int> ks(t.eval_k().begin(), t.eval_k().end());
   std::mt19937_64 shuffle_rng(t.seed());
   std::vector<int32_t> order(data.train_users.size());
@@ -570,7 +567,7 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
                       (epoch - 1) % std::max(1, t.hard_negative_every_epochs()) == 0;
     if (mine) {
       const std::vector<float> item_vectors = model.item.EmbedAll(data.items.rows);
-      if (absl::Status s = sampler->MineHard(data, model.user, item_vectors, t.hard_negative_pool()); !s.ok()) {
+      if (absl::Status s = sampler.MineHard(data, model.user, item_vectors, t.hard_negative_pool()); !s.ok()) {
         return s;
       }
     }
@@ -643,20 +640,19 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
     bool stop = false;
     if (!data.eval_sets.empty() && (last || periodic)) {
       const std::vector<float> item_vectors = model.item.EmbedAll(data.items.rows);
-      absl::StatusOr<std::vector<EvalResult>> eval = Evaluate(data, model.user, item_vectors, ks, 0, nullptr);
-      if (!eval.ok()) return eval.status();
-      record.eval = *eval;
+      ASSIGN_OR_RETURN(std::vector<EvalResult> eval, Evaluate(data, model.user, item_vectors, ks, 0, nullptr));
+      record.eval = eval;
       if (log != nullptr) {
-        for (const EvalResult& r : *eval) std::fprintf(log, "  eval %s\n", FormatEvalResult(r).c_str());
+        for (const EvalResult& r : eval) std::fprintf(log, "  eval %s\n", FormatEvalResult(r).c_str());
       }
       if (t.select_best_epoch()) {
-        const double score = SelectionScore(*eval, t.selection_k());
+        const double score = SelectionScore(eval, t.selection_k());
         if (score > best_score) {
           best_score = score;
           best_user = model.user;
           best_item = model.item;
           report.exported_epoch = epoch;
-          report.final_eval = *eval;
+          report.final_eval = eval;
           evaluations_without_improvement = 0;
         } else if (t.patience() > 0 && ++evaluations_without_improvement >= t.patience()) {
           stop = true;
@@ -666,11 +662,11 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
                        t.selection_k(), score, best_score, report.exported_epoch);
         }
       } else if (last) {
-        report.final_eval = *eval;
+        report.final_eval = eval;
       }
     }
     if (metrics != nullptr) {
-      if (absl::Status s = metrics->Append(record); !s.ok()) return s;
+      RETURN_IF_ERROR(metrics->Append(record));
     }
     report.history.push_back(std::move(record));
     if (stop) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "dataset/feature_table.h"
 #include "dataset/interactions.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -181,8 +182,7 @@ void ReportSkipped(const std::vector<std::string>& skipped, const std::string& p
 absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
                                               const std::string& data_dir, std::FILE* log) {
   const v1::DataSpec& spec = config.data();
-  absl::StatusOr<InteractionLog> train = ReadInteractions(spec.train(), data_dir);
-  if (!train.ok()) return train.status();
+  ASSIGN_OR_RETURN(InteractionLog train, ReadInteractions(spec.train(), data_dir));
   // Exposures are neither positives nor negatives: drop them before anything counts them.
   std::vector<std::pair<std::string, std::string>> exposed;  // (user, item) of training exposures
   const auto keep_positives = [](InteractionLog& log,
@@ -203,32 +203,28 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     log = std::move(kept);
     return dropped;
   };
-  const int64_t exposures = keep_positives(*train, &exposed);
-  if (train->size() == 0) {
+  const int64_t exposures = keep_positives(train, &exposed);
+  if (train.size() == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(spec.train().table().path(), ": no training interactions"));
   }
-  ReportSkipped(train->skipped, spec.train().table().path(), log);
-  absl::StatusOr<FeatureTable> user_table = ReadOptionalFeatureTable(spec.users(), data_dir);
-  if (!user_table.ok()) return user_table.status();
-  ReportSkipped(user_table->skipped, spec.users().table().path(), log);
-  absl::StatusOr<FeatureTable> item_table = ReadOptionalFeatureTable(spec.items(), data_dir);
-  if (!item_table.ok()) return item_table.status();
-  ReportSkipped(item_table->skipped, spec.items().table().path(), log);
+  ReportSkipped(train.skipped, spec.train().table().path(), log);
+  ASSIGN_OR_RETURN(FeatureTable user_table, ReadOptionalFeatureTable(spec.users(), data_dir));
+  ReportSkipped(user_table.skipped, spec.users().table().path(), log);
+  ASSIGN_OR_RETURN(FeatureTable item_table, ReadOptionalFeatureTable(spec.items(), data_dir));
+  ReportSkipped(item_table.skipped, spec.items().table().path(), log);
   std::vector<InteractionLog> eval_logs;
   std::vector<InteractionLog> eval_histories;  // per eval set; empty without a history table
   for (const v1::EvalSetSpec& eval : spec.eval()) {
-    absl::StatusOr<InteractionLog> held_out = ReadInteractions(eval.interactions(), data_dir);
-    if (!held_out.ok()) return held_out.status();
-    ReportSkipped(held_out->skipped, eval.interactions().table().path(), log);
-    keep_positives(*held_out, nullptr);
-    eval_logs.push_back(*std::move(held_out));
+    ASSIGN_OR_RETURN(InteractionLog held_out, ReadInteractions(eval.interactions(), data_dir));
+    ReportSkipped(held_out.skipped, eval.interactions().table().path(), log);
+    keep_positives(held_out, nullptr);
+    eval_logs.push_back(std::move(held_out));
     InteractionLog history;
     if (eval.has_history()) {
-      absl::StatusOr<InteractionLog> read = ReadInteractions(eval.history(), data_dir);
-      if (!read.ok()) return read.status();
-      ReportSkipped(read->skipped, eval.history().table().path(), log);
-      history = *std::move(read);
+      ASSIGN_OR_RETURN(InteractionLog read, ReadInteractions(eval.history(), data_dir));
+      ReportSkipped(read.skipped, eval.history().table().path(), log);
+      history = std::move(read);
     }
     eval_histories.push_back(std::move(history));
   }
@@ -237,20 +233,18 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   // vocabulary covers what PRECEDING examples see; cut to history_length once fitted).
   // Entities of the interactions that the table lacks become rows too, so they get their
   // history.
-  HistoryOrder user_order = HistoryFeature(spec.users()) < 0
-                                ? HistoryOrder{}
-                                : OrderHistories(train->users, train->items, train->timestamps);
-  HistoryOrder item_order = HistoryFeature(spec.items()) < 0
-                                ? HistoryOrder{}
-                                : OrderHistories(train->items, train->users, train->timestamps);
-  const int user_history = FillHistory(spec.users(), &user_order, train->users, &*user_table);
-  const int item_history = FillHistory(spec.items(), &item_order, train->items, &*item_table);
+  HistoryOrder user_order =
+      HistoryFeature(spec.users()) < 0 ? HistoryOrder{} : OrderHistories(train.users, train.items, train.timestamps);
+  HistoryOrder item_order =
+      HistoryFeature(spec.items()) < 0 ? HistoryOrder{} : OrderHistories(train.items, train.users, train.timestamps);
+  const int user_history = FillHistory(spec.users(), &user_order, train.users, &user_table);
+  const int item_history = FillHistory(spec.items(), &item_order, train.items, &item_table);
 
   // Ids get a vocabulary row only when seen in training interactions.
   absl::flat_hash_map<std::string, int64_t> user_counts, item_counts;
-  for (size_t i = 0; i < train->size(); ++i) {
-    ++user_counts[train->users[i]];
-    ++item_counts[train->items[i]];
+  for (size_t i = 0; i < train.size(); ++i) {
+    ++user_counts[train.users[i]];
+    ++item_counts[train.items[i]];
   }
   TrainingData data;
   data.exposures_skipped = exposures;
@@ -262,36 +256,32 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
                                                  spec.users().features().end());
   const std::vector<v1::FeatureSpec> item_schema(spec.items().features().begin(),
                                                  spec.items().features().end());
-  absl::StatusOr<FeatureEncoder> user_encoder = FeatureEncoder::Fit(
-      user_schema, *user_table, user_counts, config.user_tower().id_min_count());
-  if (!user_encoder.ok()) return user_encoder.status();
-  absl::StatusOr<FeatureEncoder> item_encoder = FeatureEncoder::Fit(
-      item_schema, *item_table, item_counts, config.item_tower().id_min_count());
-  if (!item_encoder.ok()) return item_encoder.status();
-  data.user_encoder = *std::move(user_encoder);
-  data.item_encoder = *std::move(item_encoder);
+  ASSIGN_OR_RETURN(FeatureEncoder user_encoder,
+                   FeatureEncoder::Fit(user_schema, user_table, user_counts, config.user_tower().id_min_count()));
+  ASSIGN_OR_RETURN(FeatureEncoder item_encoder,
+                   FeatureEncoder::Fit(item_schema, item_table, item_counts, config.item_tower().id_min_count()));
+  data.user_encoder = std::move(user_encoder);
+  data.item_encoder = std::move(item_encoder);
 
   if (user_history >= 0 && spec.users().features(user_history).history_context() == v1::FeatureSpec::PRECEDING) {
-    data.user_preceding = PrecedingTokens(spec.users().features(user_history), user_order, train->users,
-                                          *user_table, user_history, data.user_encoder);
+    data.user_preceding = PrecedingTokens(spec.users().features(user_history), user_order, train.users, user_table,
+                                          user_history, data.user_encoder);
   }
   user_order = {};
   item_order = {};
-  if (user_history >= 0) KeepRecentHistory(spec.users().features(user_history), user_history, &*user_table);
-  if (item_history >= 0) KeepRecentHistory(spec.items().features(item_history), item_history, &*item_table);
+  if (user_history >= 0) KeepRecentHistory(spec.users().features(user_history), user_history, &user_table);
+  if (item_history >= 0) KeepRecentHistory(spec.items().features(item_history), item_history, &item_table);
 
   // Users: the feature table, then anyone in training or evaluation interactions.
-  std::vector<std::string> extra_users = train->users;
+  std::vector<std::string> extra_users = train.users;
   for (const InteractionLog& held_out : eval_logs) {
     extra_users.insert(extra_users.end(), held_out.users.begin(), held_out.users.end());
   }
   int users_without_features = 0, items_without_features = 0;
-  data.users = EncodeEntities(data.user_encoder, *user_table, extra_users,
-                              &users_without_features, &data.user_row);
+  data.users = EncodeEntities(data.user_encoder, user_table, extra_users, &users_without_features, &data.user_row);
   // The catalogue: the item table, plus training items it lacks. Held-out items outside
   // both cannot be recommended and count as misses.
-  data.items = EncodeEntities(data.item_encoder, *item_table, train->items,
-                              &items_without_features, &data.item_row);
+  data.items = EncodeEntities(data.item_encoder, item_table, train.items, &items_without_features, &data.item_row);
   if (spec.users().has_table() && users_without_features > 0) {
     std::fprintf(log, "warning: %d users in interactions have no row in %s (served by id only)\n",
                  users_without_features, spec.users().table().path().c_str());
@@ -314,12 +304,12 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     }
   }
   data.train_items_of_user.resize(data.users.ids.size());
-  data.train_users.reserve(train->size());
-  data.train_items.reserve(train->size());
+  data.train_users.reserve(train.size());
+  data.train_items.reserve(train.size());
   std::vector<int64_t> frequency(data.items.ids.size(), 0);
-  for (size_t i = 0; i < train->size(); ++i) {
-    const int32_t u = data.user_row.at(train->users[i]);
-    const int32_t v = data.item_row.at(train->items[i]);
+  for (size_t i = 0; i < train.size(); ++i) {
+    const int32_t u = data.user_row.at(train.users[i]);
+    const int32_t v = data.item_row.at(train.items[i]);
     data.train_users.push_back(u);
     data.train_items.push_back(v);
     data.train_items_of_user[u].insert(v);
@@ -335,7 +325,7 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
       data.exposed_items_of_user[u->second].insert(v->second);
     }
   }
-  const double total = static_cast<double>(train->size());
+  const double total = static_cast<double>(train.size());
   data.item_log_frequency.resize(frequency.size());
   for (size_t v = 0; v < frequency.size(); ++v) {
     data.item_log_frequency[v] =
@@ -343,7 +333,7 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   }
 
   absl::flat_hash_map<std::string, size_t> table_row;  // user id -> row of user_table
-  for (size_t r = 0; r < user_table->ids.size(); ++r) table_row.emplace(user_table->ids[r], r);
+  for (size_t r = 0; r < user_table.ids.size(); ++r) table_row.emplace(user_table.ids[r], r);
   for (size_t e = 0; e < eval_logs.size(); ++e) {
     const InteractionLog& held_out = eval_logs[e];
     // A request-time history: each user's items, most recent last (by timestamp, ties in
@@ -398,9 +388,8 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
       if (has_history) {
         // As the server encodes a request with the user's features and this history.
         const auto row = table_row.find(id);
-        std::vector<RawValue> values = row != table_row.end()
-                                           ? user_table->values[row->second]
-                                           : std::vector<RawValue>(spec.users().features_size());
+        std::vector<RawValue> values = row != table_row.end() ? user_table.values[row->second]
+                                                              : std::vector<RawValue>(spec.users().features_size());
         absl::flat_hash_set<int32_t> excluded = data.train_items_of_user[u];
         const auto history = history_of.find(id);
         if (user_history >= 0) values[user_history].tokens.clear();

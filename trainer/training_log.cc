@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -128,8 +129,8 @@ absl::Status RenderTrainingPlot(const std::vector<EpochRecord>& history, int rec
     absl::StrAppend(&script, "\n");
   }
   absl::StrAppend(&script, "unset multiplot\n");
-  if (absl::Status s = WriteFileDurably(data_path, data); !s.ok()) return s;
-  if (absl::Status s = WriteFileDurably(script_path, script); !s.ok()) return s;
+  RETURN_IF_ERROR(WriteFileDurably(data_path, data));
+  RETURN_IF_ERROR(WriteFileDurably(script_path, script));
   absl::Status status = Run({"gnuplot", script_path});
   std::remove(data_path.c_str());
   std::remove(script_path.c_str());

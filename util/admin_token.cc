@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -14,9 +15,8 @@ absl::StatusOr<std::string> ReadAdminToken(const std::string& file) {
     // A token is a line; a bigger file is a mistake (or /dev/zero), not a token.
     ReadFileOptions options;
     options.max_bytes = 64 << 10;
-    absl::StatusOr<std::string> contents = ReadFile(file, options);
-    if (!contents.ok()) return contents.status();
-    const absl::string_view token = absl::StripAsciiWhitespace(*contents);
+    ASSIGN_OR_RETURN(std::string contents, ReadFile(file, options));
+    const absl::string_view token = absl::StripAsciiWhitespace(contents);
     if (token.empty()) return absl::InvalidArgumentError(absl::StrCat(file, ": empty admin token"));
     return std::string(token);
   }

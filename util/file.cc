@@ -10,6 +10,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -114,9 +115,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const ReadFileOptions& options) {
-  absl::StatusOr<ScopedFd> fd = Open(AT_FDCWD, path, path, options);
-  if (!fd.ok()) return fd.status();
-  return ReadOpened(*fd, path, options);
+  ASSIGN_OR_RETURN(ScopedFd fd, Open(AT_FDCWD, path, path, options));
+  return ReadOpened(fd, path, options);
 }
 
 absl::StatusOr<ScopedFd> OpenDirectory(const std::string& path) {
@@ -144,21 +144,19 @@ absl::Status CheckPlainName(const std::string& display, const std::string& name)
 absl::StatusOr<std::string> ReadFileAt(const ScopedFd& dir, const std::string& dir_path,
                                        const std::string& name, const ReadFileOptions& options) {
   const std::string display = absl::StrCat(dir_path, "/", name);
-  if (absl::Status s = CheckPlainName(display, name); !s.ok()) return s;
-  absl::StatusOr<ScopedFd> fd = Open(dir.get(), name, display, options);
-  if (!fd.ok()) return fd.status();
-  return ReadOpened(*fd, display, options);
+  RETURN_IF_ERROR(CheckPlainName(display, name));
+  ASSIGN_OR_RETURN(ScopedFd fd, Open(dir.get(), name, display, options));
+  return ReadOpened(fd, display, options);
 }
 
 absl::StatusOr<ScopedFd> OpenFileAt(const ScopedFd& dir, const std::string& dir_path,
                                     const std::string& name, const ReadFileOptions& options,
                                     uint64_t* size) {
   const std::string display = absl::StrCat(dir_path, "/", name);
-  if (absl::Status s = CheckPlainName(display, name); !s.ok()) return s;
-  absl::StatusOr<ScopedFd> fd = Open(dir.get(), name, display, options);
-  if (!fd.ok()) return fd.status();
+  RETURN_IF_ERROR(CheckPlainName(display, name));
+  ASSIGN_OR_RETURN(ScopedFd fd, Open(dir.get(), name, display, options));
   struct stat st;
-  if (::fstat(fd->get(), &st) != 0) return ErrnoError("cannot stat", display);
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError("cannot stat", display);
   if (options.regular_only && !S_ISREG(st.st_mode)) {
     return absl::FailedPreconditionError(
         absl::StrCat(display, ": ", FileType(st.st_mode), " (refused: must be a regular file)"));

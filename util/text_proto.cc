@@ -1,13 +1,14 @@
-#include "absl/strings/string_view.h"
 #include "util/text_proto.h"
 
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -47,9 +48,8 @@ absl::Status ReadTextProtoFile(const std::string& path, google::protobuf::Messag
 
 absl::Status ReadTextProtoFile(const std::string& path, google::protobuf::Message* message,
                                const ReadFileOptions& options) {
-  absl::StatusOr<std::string> text = ReadFile(path, options);
-  if (!text.ok()) return text.status();
-  return ParseTextProto(*text, path, message);
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path, options));
+  return ParseTextProto(text, path, message);
 }
 
 std::string ToTextProto(const google::protobuf::Message& message) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/reflection.h"
+#include "util/status_macros.h"
 
 namespace twotower {
 
@@ -63,7 +64,7 @@ absl::Status CheckFields(const google::protobuf::Message& message, const std::st
         const google::protobuf::Message& child =
             field->is_repeated() ? reflection->GetRepeatedMessage(message, field, i)
                                  : reflection->GetMessage(message, field);
-        if (absl::Status s = CheckFields(child, where); !s.ok()) return s;
+        RETURN_IF_ERROR(CheckFields(child, where));
       }
     }
   }
