@@ -23,10 +23,10 @@ trap 'rm -rf "$OUT"' EXIT
 # name | --override (merged over configs/ml100k.textproto, the in-batch configuration)
 RUNS=(
   "in-batch softmax + logQ (cold rows x2, per-user weights), 32 shared negatives, T=0.15|"
-  "sampled softmax (20 negatives, logQ, cold rows x2, per-user weights)|training { objective: SAMPLED_SOFTMAX num_negatives: 20 user_id_dropout: 0.2 }"
-  "pointwise 1:3, scale 10, uniform negatives|training { cold_user_balance: 0 objective: POINTWISE negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 }"
-  "triplet hinge (m 0.3, 8 negatives)|training { cold_user_balance: 0 objective: TRIPLET_HINGE num_negatives: 8 negative_alpha: 0 user_id_dropout: 0.2 }"
-  "triplet logistic (s 10, 8 negatives)|training { cold_user_balance: 0 objective: TRIPLET_LOGISTIC num_negatives: 8 negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 }"
+  "sampled softmax (20 negatives, logQ, cold rows x2, per-user weights)|training { objective: OBJECTIVE_SAMPLED_SOFTMAX num_negatives: 20 user_id_dropout: 0.2 }"
+  "pointwise 1:3, scale 10, uniform negatives|training { cold_user_balance: 0 objective: OBJECTIVE_POINTWISE negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 }"
+  "triplet hinge (m 0.3, 8 negatives)|training { cold_user_balance: 0 objective: OBJECTIVE_TRIPLET_HINGE num_negatives: 8 negative_alpha: 0 user_id_dropout: 0.2 }"
+  "triplet logistic (s 10, 8 negatives)|training { cold_user_balance: 0 objective: OBJECTIVE_TRIPLET_LOGISTIC num_negatives: 8 negative_alpha: 0 learning_rate: 0.005 user_id_dropout: 0.2 }"
 )
 
 # cold5 (docs/BENCHMARKS.md): the cold users again, each with its first 5 interactions

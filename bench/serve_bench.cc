@@ -122,9 +122,9 @@ absl::StatusOr<Bundle> MakeBundle(int items) {
         data {
           train { table { path: "-" } user_column { index: 0 } item_column { index: 1 } }
           users { table { path: "-" } id_column { index: 0 }
-                  features { name: "segment" kind: CATEGORICAL column { index: 1 } embedding_dim: 8 } }
+                  features { name: "segment" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
           items { table { path: "-" } id_column { index: 0 }
-                  features { name: "genre" kind: CATEGORICAL column { index: 1 } embedding_dim: 8 } }
+                  features { name: "genre" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
         }
         user_tower { id_embedding_dim: 16 hidden_dims: 64 output_dim: 64 }
         item_tower { id_embedding_dim: 16 hidden_dims: 64 output_dim: 64 }

@@ -35,12 +35,12 @@ ABSL_FLAG(std::string, ml100k_dir, "build/ml100k-split",
           "The ML-100K evaluation split (scripts/ml100k_split.py: train.tsv, users.tsv, items.tsv)");
 ABSL_FLAG(std::string, config, "configs/ml100k.textproto", "Config of the ML-100K run");
 ABSL_FLAG(std::string, override,
-          "training { cold_user_balance: 0 objective: POINTWISE num_negatives: 3 negative_alpha: 0 "
+          "training { cold_user_balance: 0 objective: OBJECTIVE_POINTWISE num_negatives: 3 negative_alpha: 0 "
           "learning_rate: 0.005 user_id_dropout: 0.2 }",
           "Merged over --config (default: the reference pointwise 1:3 set-up, as tuned on the "
           "validation split; see bench/ml100k_quality.sh)");
 ABSL_FLAG(bool, reference_features, false,
-          "Drop HISTORY features from --config: exactly the PyTorch reference's towers (speed "
+          "Drop KIND_HISTORY features from --config: exactly the PyTorch reference's towers (speed "
           "on the same architecture; quality is then below the reference's)");
 ABSL_FLAG(int, epochs, 5, "Epochs per ML-100K speed measurement");
 ABSL_FLAG(bool, quality, true,
@@ -96,7 +96,7 @@ int Ml100k() {
     for (v1::FeatureTableSpec* side : {config->mutable_data()->mutable_users(), config->mutable_data()->mutable_items()}) {
       auto* features = side->mutable_features();
       features->erase(std::remove_if(features->begin(), features->end(),
-                                     [](const v1::FeatureSpec& f) { return f.kind() == v1::FeatureSpec::HISTORY; }),
+                                     [](const v1::FeatureSpec& f) { return f.kind() == v1::FeatureSpec::KIND_HISTORY; }),
                       features->end());
     }
   }
@@ -159,13 +159,13 @@ int Large() {
     data {
       train { table { path: "-" } user_column { index: 0 } item_column { index: 1 } }
       users { table { path: "-" } id_column { index: 0 }
-              features { name: "segment" kind: CATEGORICAL column { index: 1 } embedding_dim: 8 } }
+              features { name: "segment" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
       items { table { path: "-" } id_column { index: 0 }
-              features { name: "genre" kind: CATEGORICAL column { index: 1 } embedding_dim: 8 } }
+              features { name: "genre" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
     }
     user_tower { id_embedding_dim: 32 hidden_dims: 64 output_dim: 32 }
     item_tower { id_embedding_dim: 32 hidden_dims: 64 output_dim: 32 }
-    training { objective: IN_BATCH_SOFTMAX batch_size: 1024 learning_rate: 0.002 temperature: 0.1
+    training { objective: OBJECTIVE_IN_BATCH_SOFTMAX batch_size: 1024 learning_rate: 0.002 temperature: 0.1
                logq_correction: true seed: 1 }
   )pb", "large", &config);
   if (!parsed.ok()) return 1;

@@ -5,7 +5,7 @@
 //
 //   twotower_user_tower_bench --bundles DIR[,DIR...] [--rounds 20]
 //
-// Prints per bundle: the HISTORY field's pooling, the mean and p50 / p99 microseconds of
+// Prints per bundle: the KIND_HISTORY field's pooling, the mean and p50 / p99 microseconds of
 // one Forward of one row, and of the encode + Forward of one request.
 #include <algorithm>
 #include <chrono>
@@ -65,7 +65,7 @@ int Run(const std::string& dir, int rounds) {
     std::vector<RawValue> values(user.encoder.schema().size());
     if (history > 0) {
       size_t schema_index = 0;
-      while (user.encoder.schema()[schema_index].kind() != v1::FeatureSpec::HISTORY) ++schema_index;
+      while (user.encoder.schema()[schema_index].kind() != v1::FeatureSpec::KIND_HISTORY) ++schema_index;
       for (const int32_t token : rows.Field(r, history)) {
         if (token > 0) values[schema_index].tokens.emplace_back(user.encoder.FieldVocabulary(history).tokens()[token - 1]);
       }

@@ -16,7 +16,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -320,6 +324,25 @@ absl::StatusOr<std::shared_ptr<const BundleIndexFile>> CheckIndexFile(const Scop
   return std::shared_ptr<const BundleIndexFile>(std::move(index));
 }
 
+// The format_version a MANIFEST declares (its top-level `format_version: N` line; 0 when
+// it has none), read without parsing the rest: the MANIFEST of another format need not
+// parse with this build's messages (a renamed enum value in its config), and its reader
+// should hear about the version, not about a parse error.
+int64_t DeclaredFormatVersion(absl::string_view manifest_text) {
+  for (absl::string_view line : absl::StrSplit(manifest_text, '\n')) {
+    if (!absl::ConsumePrefix(&line, "format_version:")) continue;
+    int64_t version = 0;
+    return absl::SimpleAtoi(line, &version) ? version : 0;
+  }
+  return 0;
+}
+
+absl::Status OtherFormatVersion(absl::string_view manifest_path, int64_t version) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      manifest_path, ": format_version ", version, ", this build reads ", kBundleFormatVersion,
+      ": train the model again with this build (twotower_train) to serve it"));
+}
+
 }  // namespace
 
 absl::Status ValidateModelVersion(absl::string_view version) {
@@ -459,14 +482,16 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
     return absl::DataLossError(manifest_text.status().message());
   }
   if (!manifest_text.ok()) return manifest_text.status();
+  if (const int64_t declared = DeclaredFormatVersion(*manifest_text);
+      declared != 0 && declared != kBundleFormatVersion) {
+    return OtherFormatVersion(manifest_path, declared);
+  }
   if (absl::Status s = ParseTextProto(*manifest_text, manifest_path, &bundle.manifest); !s.ok()) {
     return s;
   }
   const v1::BundleManifest& manifest = bundle.manifest;
   if (manifest.format_version() != kBundleFormatVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(manifest_path, ": format_version ", manifest.format_version(),
-                     ", this build reads ", kBundleFormatVersion));
+    return OtherFormatVersion(manifest_path, manifest.format_version());
   }
   if (absl::Status s = ValidateModelVersion(manifest.model_version()); !s.ok()) {
     return absl::DataLossError(absl::StrCat(manifest_path, ": ", s.message()));

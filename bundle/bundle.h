@@ -37,7 +37,9 @@
 
 namespace twotower {
 
-inline constexpr int kBundleFormatVersion = 1;
+// The bundle format, the names of the config's enum values in the MANIFEST included:
+// ReadBundle refuses any other version by its number, before parsing the MANIFEST.
+inline constexpr int kBundleFormatVersion = 2;
 
 // Largest binary bundle file: one protobuf message, which protobuf caps at 2 GiB - 1.
 inline constexpr int64_t kMaxBundleFileBytes = std::numeric_limits<int32_t>::max();

@@ -10,6 +10,7 @@
 #include "util/parse_number.h"
 #include "util/status_macros.h"
 #include "util/utf8.h"
+#include "util/config_enums.h"
 
 namespace twotower {
 
@@ -43,9 +44,9 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
     FeatureSource source;
     source.kind = feature.kind();
     source.separator = feature.separator().empty() ? "|" : feature.separator();
-    source.derived = feature.derive() != v1::FeatureSpec::NONE;
-    if (feature.kind() == v1::FeatureSpec::POPULARITY ||
-        feature.kind() == v1::FeatureSpec::HISTORY) {  // derived, no column
+    source.derived = ResolvedDerive(feature) != v1::FeatureSpec::DERIVE_NONE;
+    if (feature.kind() == v1::FeatureSpec::KIND_POPULARITY ||
+        feature.kind() == v1::FeatureSpec::KIND_HISTORY) {  // derived, no column
       sources.push_back(std::move(source));
       continue;
     }
@@ -100,26 +101,26 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
           }
           continue;
         }
-        if (source.kind == v1::FeatureSpec::POPULARITY || source.kind == v1::FeatureSpec::HISTORY) continue;
+        if (source.kind == v1::FeatureSpec::KIND_POPULARITY || source.kind == v1::FeatureSpec::KIND_HISTORY) continue;
         absl::string_view field = absl::StripAsciiWhitespace(row[source.column]);
         // Tokens (and derived values) become vocabulary entries: UTF-8 only. A plain number
         // is parsed, not kept.
-        if (source.kind == v1::FeatureSpec::CATEGORICAL || source.kind == v1::FeatureSpec::MULTI_HOT ||
+        if (source.kind == v1::FeatureSpec::KIND_CATEGORICAL || source.kind == v1::FeatureSpec::KIND_MULTI_HOT ||
             source.derived) {
           RETURN_IF_ERROR(table.CheckUtf8(r, source.column, field));
         }
         switch (source.kind) {
-          case v1::FeatureSpec::CATEGORICAL:
+          case v1::FeatureSpec::KIND_CATEGORICAL:
             if (!field.empty()) value.tokens.emplace_back(field);
             break;
-          case v1::FeatureSpec::MULTI_HOT:
+          case v1::FeatureSpec::KIND_MULTI_HOT:
             for (absl::string_view token : absl::StrSplit(field, source.separator)) {
               token = absl::StripAsciiWhitespace(token);
               if (!token.empty()) value.tokens.emplace_back(token);
             }
             break;
-          case v1::FeatureSpec::NUMERIC:
-          case v1::FeatureSpec::BUCKETIZED:
+          case v1::FeatureSpec::KIND_NUMERIC:
+          case v1::FeatureSpec::KIND_BUCKETIZED:
             // A derived number ("01-Jan-1995" -> 1995) is parsed by the encoder after the
             // derivation, as for request values: keep the string.
             if (source.derived) {

@@ -13,9 +13,9 @@ namespace twotower {
 
 // One feature's value for one entity, before vocabularies / statistics are applied.
 struct RawValue {
-  std::vector<std::string> tokens;  // CATEGORICAL: 0 or 1 token; MULTI_HOT: 0..n tokens
-  double number = 0.0;              // NUMERIC
-  bool has_number = false;          // NUMERIC: false = missing
+  std::vector<std::string> tokens;  // KIND_CATEGORICAL: 0 or 1 token; KIND_MULTI_HOT: 0..n tokens
+  double number = 0.0;              // KIND_NUMERIC
+  bool has_number = false;          // KIND_NUMERIC: false = missing
 };
 
 struct FeatureTable {

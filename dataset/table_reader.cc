@@ -7,6 +7,7 @@
 #include "util/file.h"
 #include "util/status_macros.h"
 #include "util/utf8.h"
+#include "util/config_enums.h"
 
 namespace twotower {
 
@@ -53,7 +54,7 @@ absl::Status Table::CheckUtf8(size_t row, int column, absl::string_view value) c
   if (IsValidUtf8(value)) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       Where(row), ": column ", ColumnName(column), ": not valid UTF-8 (",
-      DescribeInvalidUtf8(value), "); ids and values must be UTF-8 (set encoding: LATIN1 for "
+      DescribeInvalidUtf8(value), "); ids and values must be UTF-8 (set encoding: ENCODING_LATIN1 for "
       "an ISO-8859-1 file)"));
 }
 
@@ -199,11 +200,11 @@ absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& ba
         absl::StrCat(path, ": delimiter must be one character, got \"", spec.delimiter(), "\""));
   }
   Delimiter delimiter = Delimiter::kComma;
-  if (spec.delimiter().empty()) switch (spec.format()) {
-    case v1::TableSpec::CSV:
+  if (spec.delimiter().empty()) switch (ResolvedFormat(spec)) {
+    case v1::TableSpec::FORMAT_CSV:
       delimiter = Delimiter::kComma;
       break;
-    case v1::TableSpec::TSV:
+    case v1::TableSpec::FORMAT_TSV:
       delimiter = Delimiter::kTab;
       break;
     default:
@@ -213,13 +214,13 @@ absl::StatusOr<Table> ReadTable(const v1::TableSpec& spec, const std::string& ba
         delimiter = Delimiter::kTab;
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
-            path, ": cannot tell CSV from TSV by the extension; set format: CSV or TSV"));
+            path, ": cannot tell CSV from TSV by the extension; set format: FORMAT_CSV or FORMAT_TSV"));
       }
   }
   ReadFileOptions options;
   options.max_bytes = kMaxTableBytes;
   ASSIGN_OR_RETURN(std::string text, ReadFile(path, options));
-  if (spec.encoding() == v1::TableSpec::LATIN1) text = Latin1ToUtf8(text);
+  if (ResolvedEncoding(spec) == v1::TableSpec::ENCODING_LATIN1) text = Latin1ToUtf8(text);
   if (!spec.delimiter().empty()) {
     return ParseTable(text, spec.delimiter()[0], spec.header(), path, spec.skip_bad_rows());
   }

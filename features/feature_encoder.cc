@@ -7,17 +7,18 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "features/transforms.h"
+#include "util/config_enums.h"
 #include "util/status_macros.h"
 
 namespace twotower {
 
 namespace {
 double Pretransform(v1::FeatureSpec::Transform transform, double x) {
-  return transform == v1::FeatureSpec::LOG1P_STANDARDIZE ? std::log1p(std::max(x, 0.0)) : x;
+  return transform == v1::FeatureSpec::TRANSFORM_LOG1P_STANDARDIZE ? std::log1p(std::max(x, 0.0)) : x;
 }
 
 bool IsNumeric(v1::FeatureSpec::Kind kind) {
-  return kind == v1::FeatureSpec::NUMERIC || kind == v1::FeatureSpec::POPULARITY;
+  return kind == v1::FeatureSpec::KIND_NUMERIC || kind == v1::FeatureSpec::KIND_POPULARITY;
 }
 
 // The number a raw value holds after the spec's derivation and clipping, if any.
@@ -34,8 +35,8 @@ std::optional<double> NumberOf(const v1::FeatureSpec& spec, const RawValue& valu
 
 // Popularity is always log1p + standardise, whatever the spec says.
 v1::FeatureSpec::Transform TransformOf(const v1::FeatureSpec& spec) {
-  return spec.kind() == v1::FeatureSpec::POPULARITY ? v1::FeatureSpec::LOG1P_STANDARDIZE
-                                                    : spec.transform();
+  return spec.kind() == v1::FeatureSpec::KIND_POPULARITY ? v1::FeatureSpec::TRANSFORM_LOG1P_STANDARDIZE
+                                                    : ResolvedTransform(spec);
 }
 
 // A vocabulary holds its tokens in one StringTable, which takes at most 4 GiB of
@@ -69,7 +70,7 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
         sum_sq += x * x;
         ++n;
       };
-      if (spec.kind() == v1::FeatureSpec::POPULARITY) {
+      if (spec.kind() == v1::FeatureSpec::KIND_POPULARITY) {
         encoder.id_counts_ = id_counts;
         // Statistics over the table's entities (or over the ids seen, without a table).
         if (table.ids.empty()) {
@@ -85,7 +86,7 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
         }
       }
       NumericState state{TransformOf(spec), 0.0, 1.0};
-      if (state.transform != v1::FeatureSpec::IDENTITY && n > 0) {
+      if (state.transform != v1::FeatureSpec::TRANSFORM_IDENTITY && n > 0) {
         state.mean = sum / n;
         const double var = std::max(0.0, sum_sq / n - state.mean * state.mean);
         state.stddev = var > 1e-12 ? std::sqrt(var) : 1.0;
@@ -95,7 +96,7 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::Fit(
       continue;
     }
     encoder.embedded_.push_back(static_cast<int>(f));
-    if (spec.kind() == v1::FeatureSpec::BUCKETIZED) {
+    if (spec.kind() == v1::FeatureSpec::KIND_BUCKETIZED) {
       std::vector<double> boundaries(spec.boundaries().begin(), spec.boundaries().end());
       if (boundaries.empty()) {
         std::vector<double> values;
@@ -145,7 +146,7 @@ absl::StatusOr<FeatureEncoder> FeatureEncoder::FromState(
         return absl::InvalidArgumentError(
             absl::StrCat("feature \"", fs.name(), "\": invalid numeric statistics"));
       }
-      if (schema[f].kind() == v1::FeatureSpec::POPULARITY) {
+      if (schema[f].kind() == v1::FeatureSpec::KIND_POPULARITY) {
         if (fs.counts_size() != fs.vocabulary_size()) {
           return absl::InvalidArgumentError(
               absl::StrCat("feature \"", fs.name(), "\": counts do not match ids"));
@@ -187,7 +188,7 @@ void FeatureEncoder::ToState(v1::TowerState* state) const {
     } else {
       fs->set_mean(numeric_state_[n].mean);
       fs->set_stddev(numeric_state_[n].stddev);
-      if (schema_[f].kind() == v1::FeatureSpec::POPULARITY) {
+      if (schema_[f].kind() == v1::FeatureSpec::KIND_POPULARITY) {
         // Sorted, so the same model always serialises to the same bytes.
         std::vector<std::pair<std::string, int64_t>> counts(id_counts_.begin(), id_counts_.end());
         std::sort(counts.begin(), counts.end());
@@ -203,7 +204,7 @@ void FeatureEncoder::ToState(v1::TowerState* state) const {
 
 int FeatureEncoder::HistoryField() const {
   for (int f = 1; f < num_fields(); ++f) {
-    if (FieldSpec(f).kind() == v1::FeatureSpec::HISTORY) return f;
+    if (FieldSpec(f).kind() == v1::FeatureSpec::KIND_HISTORY) return f;
   }
   return -1;
 }
@@ -211,7 +212,7 @@ int FeatureEncoder::HistoryField() const {
 int32_t FeatureEncoder::FieldRows(int field) const {
   if (field == 0) return ids_.rows();
   const v1::FeatureSpec& spec = FieldSpec(field);
-  if (spec.kind() == v1::FeatureSpec::BUCKETIZED) {
+  if (spec.kind() == v1::FeatureSpec::KIND_BUCKETIZED) {
     return static_cast<int32_t>(boundaries_[field - 1].size()) + 2;
   }
   if (spec.hash_buckets() > 0) return spec.hash_buckets() + 1;
@@ -220,7 +221,7 @@ int32_t FeatureEncoder::FieldRows(int field) const {
 
 int32_t FeatureEncoder::TokenRow(int field, absl::string_view token) const {
   const v1::FeatureSpec& spec = FieldSpec(field);
-  if (spec.kind() == v1::FeatureSpec::BUCKETIZED) {
+  if (spec.kind() == v1::FeatureSpec::KIND_BUCKETIZED) {
     RawValue value;
     value.tokens.emplace_back(token);
     const std::optional<double> x = NumberOf(spec, value);
@@ -245,11 +246,11 @@ void FeatureEncoder::Encode(absl::string_view id, const std::vector<RawValue>* v
   for (size_t e = 0; e < embedded_.size(); ++e) {
     std::vector<int32_t>& rows = fields[e + 1];
     const v1::FeatureSpec& spec = schema_[embedded_[e]];
-    if (values != nullptr && spec.kind() == v1::FeatureSpec::BUCKETIZED) {
+    if (values != nullptr && spec.kind() == v1::FeatureSpec::KIND_BUCKETIZED) {
       if (const std::optional<double> x = NumberOf(spec, (*values)[embedded_[e]])) {
         rows.push_back(BucketOf(boundaries_[e], *x));
       }
-    } else if (values != nullptr && spec.kind() == v1::FeatureSpec::HISTORY) {
+    } else if (values != nullptr && spec.kind() == v1::FeatureSpec::KIND_HISTORY) {
       // As training stores a history: distinct ids (first occurrence kept), then only the
       // last history_length of them, so a request's long or repetitive list is cut the way
       // the model saw histories in training.
@@ -280,7 +281,7 @@ void FeatureEncoder::Encode(absl::string_view id, const std::vector<RawValue>* v
 
 std::optional<double> FeatureEncoder::RawNumber(int j, absl::string_view id,
                                                 const std::vector<RawValue>* values) const {
-  if (schema_[numeric_[j]].kind() == v1::FeatureSpec::POPULARITY) {
+  if (schema_[numeric_[j]].kind() == v1::FeatureSpec::KIND_POPULARITY) {
     const auto it = id_counts_.find(id);
     return it == id_counts_.end() ? 0.0 : static_cast<double>(it->second);
   }
@@ -302,7 +303,7 @@ absl::StatusOr<std::vector<RawValue>> FeatureEncoder::FromRequest(
     }
     RawValue& raw = values[f];
     const v1::FeatureSpec::Kind kind = schema_[f].kind();
-    if (kind == v1::FeatureSpec::POPULARITY) {
+    if (kind == v1::FeatureSpec::KIND_POPULARITY) {
       return absl::InvalidArgumentError(absl::StrCat(
           "feature \"", name, "\" is derived from the training data and cannot be given"));
     }
@@ -314,26 +315,26 @@ absl::StatusOr<std::vector<RawValue>> FeatureEncoder::FromRequest(
     switch (value.value_case()) {
       case v1::FeatureValue::kCategorical:
         // A derived number ("01-Jan-1995" -> year) may arrive as its raw string.
-        if ((kind == v1::FeatureSpec::NUMERIC || kind == v1::FeatureSpec::BUCKETIZED) &&
-            schema_[f].derive() == v1::FeatureSpec::NONE) {
+        if ((kind == v1::FeatureSpec::KIND_NUMERIC || kind == v1::FeatureSpec::KIND_BUCKETIZED) &&
+            ResolvedDerive(schema_[f]) == v1::FeatureSpec::DERIVE_NONE) {
           return wrong_type("numeric");
         }
         raw.tokens.push_back(value.categorical());
         break;
       case v1::FeatureValue::kCategoricalInt:
-        if (kind == v1::FeatureSpec::NUMERIC || kind == v1::FeatureSpec::BUCKETIZED) {
+        if (kind == v1::FeatureSpec::KIND_NUMERIC || kind == v1::FeatureSpec::KIND_BUCKETIZED) {
           return wrong_type("numeric");
         }
         raw.tokens.push_back(absl::StrCat(value.categorical_int()));
         break;
       case v1::FeatureValue::kMultiHot:
-        if (kind != v1::FeatureSpec::MULTI_HOT && kind != v1::FeatureSpec::HISTORY) {
-          return wrong_type(kind == v1::FeatureSpec::NUMERIC ? "numeric" : "categorical");
+        if (kind != v1::FeatureSpec::KIND_MULTI_HOT && kind != v1::FeatureSpec::KIND_HISTORY) {
+          return wrong_type(kind == v1::FeatureSpec::KIND_NUMERIC ? "numeric" : "categorical");
         }
         raw.tokens.assign(value.multi_hot().values().begin(), value.multi_hot().values().end());
         break;
       case v1::FeatureValue::kNumeric:
-        if (kind != v1::FeatureSpec::NUMERIC && kind != v1::FeatureSpec::BUCKETIZED) {
+        if (kind != v1::FeatureSpec::KIND_NUMERIC && kind != v1::FeatureSpec::KIND_BUCKETIZED) {
           return wrong_type("categorical");
         }
         if (!std::isfinite(value.numeric())) return wrong_type("finite numeric");

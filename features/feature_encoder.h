@@ -37,7 +37,8 @@ class FeatureEncoder {
   // Fills state.id and state.features.
   void ToState(v1::TowerState* state) const;
 
-  // Embedding fields: the id, then every CATEGORICAL / MULTI_HOT feature in schema order.
+  // Embedding fields: the id, then every KIND_CATEGORICAL / KIND_MULTI_HOT feature in
+  // schema order.
   int num_fields() const { return 1 + static_cast<int>(embedded_.size()); }
   int num_numeric() const { return static_cast<int>(numeric_.size()); }
   // Rows of field f's embedding table (including the OOV row).
@@ -50,7 +51,7 @@ class FeatureEncoder {
   // OOV when unknown). Bucketized fields take the number the token spells.
   int32_t TokenRow(int field, absl::string_view token) const;
   const std::vector<v1::FeatureSpec>& schema() const { return schema_; }
-  // Embedding field of the HISTORY feature, or -1 without one.
+  // Embedding field of the KIND_HISTORY feature, or -1 without one.
   int HistoryField() const;
   const Vocabulary& ids() const { return ids_; }
   EncodedTable NewTable() const { return EncodedTable(num_fields(), num_numeric()); }
@@ -79,10 +80,10 @@ class FeatureEncoder {
   Vocabulary ids_;
   std::vector<int> embedded_;            // schema index of embedding field f+1
   std::vector<Vocabulary> vocabularies_; // per embedded field
-  std::vector<std::vector<double>> boundaries_;  // per embedded field (BUCKETIZED)
+  std::vector<std::vector<double>> boundaries_;  // per embedded field (KIND_BUCKETIZED)
   std::vector<int> numeric_;             // schema index of numeric input j
   std::vector<NumericState> numeric_state_;
-  // Training interaction counts per id, for POPULARITY features (empty without one).
+  // Training interaction counts per id, for KIND_POPULARITY features (empty without one).
   absl::flat_hash_map<std::string, int64_t> id_counts_;
 };
 

@@ -7,17 +7,18 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "util/utf8.h"
+#include "util/config_enums.h"
 
 namespace twotower {
 
 std::string DeriveValue(const v1::FeatureSpec& spec, absl::string_view raw) {
-  switch (spec.derive()) {
-    case v1::FeatureSpec::PREFIX: {
+  switch (ResolvedDerive(spec)) {
+    case v1::FeatureSpec::DERIVE_PREFIX: {
       // Never cut inside a character: the token must stay UTF-8 (it is a vocabulary entry).
       const size_t keep = static_cast<size_t>(std::max(1, spec.prefix_length()));
       return std::string(Utf8Prefix(raw, keep));
     }
-    case v1::FeatureSpec::YEAR: {
+    case v1::FeatureSpec::DERIVE_YEAR: {
       std::string year;
       for (size_t i = 0; i < raw.size();) {
         size_t j = i;

@@ -14,9 +14,9 @@
 
 namespace twotower {
 
-// The spec's `derive` applied to a raw string: PREFIX keeps the first prefix_length
+// The spec's `derive` applied to a raw string: DERIVE_PREFIX keeps the first prefix_length
 // (default 1) bytes, fewer if that would cut a UTF-8 character (the whole first character
-// if it alone is longer); YEAR returns the last run of exactly four digits ("" if none).
+// if it alone is longer); DERIVE_YEAR returns the last run of exactly four digits ("" if none).
 std::string DeriveValue(const v1::FeatureSpec& spec, absl::string_view raw);
 
 // FNV-1a, 64 bit, over the bytes: the same value in every build and on every platform.

@@ -18,15 +18,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The schema of a typical user tower; the state must match it or be refused.
   std::vector<twotower::v1::FeatureSpec> schema(3);
   schema[0].set_name("segment");
-  schema[0].set_kind(twotower::v1::FeatureSpec::CATEGORICAL);
+  schema[0].set_kind(twotower::v1::FeatureSpec::KIND_CATEGORICAL);
   schema[0].set_embedding_dim(4);
   schema[1].set_name("age");
-  schema[1].set_kind(twotower::v1::FeatureSpec::BUCKETIZED);
+  schema[1].set_kind(twotower::v1::FeatureSpec::KIND_BUCKETIZED);
   schema[1].set_embedding_dim(4);
   schema[1].set_quantile_buckets(4);
   schema[2].set_name("price");
-  schema[2].set_kind(twotower::v1::FeatureSpec::NUMERIC);
-  schema[2].set_derive(twotower::v1::FeatureSpec::YEAR);
+  schema[2].set_kind(twotower::v1::FeatureSpec::KIND_NUMERIC);
+  schema[2].set_derive(twotower::v1::FeatureSpec::DERIVE_YEAR);
   twotower::v1::TowerState state;
   if (state.ParseFromString(state_bytes)) {
     absl::StatusOr<twotower::FeatureEncoder> encoder = twotower::FeatureEncoder::FromState(schema, state);

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "util/config_enums.h"
 #include "util/status_macros.h"
 
 // Weak: present with OpenBLAS, null with another BLAS.
@@ -132,8 +133,8 @@ TowerShape ShapeFor(const v1::TowerSpec& spec, const FeatureEncoder& encoder) {
   shape.fields.push_back({encoder.FieldRows(0), spec.id_embedding_dim()});
   for (int f = 1; f < encoder.num_fields(); ++f) {
     const v1::FeatureSpec& spec = encoder.FieldSpec(f);
-    TowerShape::Field field{encoder.FieldRows(f), spec.embedding_dim(), spec.pooling() == v1::FeatureSpec::SUM};
-    if (spec.pooling() == v1::FeatureSpec::ATTENTION) {
+    TowerShape::Field field{encoder.FieldRows(f), spec.embedding_dim(), ResolvedPooling(spec) == v1::FeatureSpec::POOLING_SUM};
+    if (ResolvedPooling(spec) == v1::FeatureSpec::POOLING_ATTENTION) {
       field.heads = std::max(1, spec.pooling_heads());
       field.positions = spec.history_length() > 0 ? spec.history_length() : kAttentionPositions;
       field.rows += field.parameter_rows();

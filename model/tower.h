@@ -21,10 +21,10 @@ struct TowerShape {
     int32_t rows = 0;  // vocabulary size including the OOV row (+ parameter_rows())
     int dim = 0;
     bool sum_pooling = false;  // several rows: their sum (default: their mean)
-    // Attention pooling (FeatureSpec.pooling ATTENTION, a HISTORY field whose rows are in
-    // time order, most recent last): `heads` pooled vectors, concatenated (input width
-    // heads x dim). Head h gives item j (at position p from the most recent, 0 = the last,
-    // clipped to positions - 1) the score
+    // Attention pooling (FeatureSpec.pooling POOLING_ATTENTION, a KIND_HISTORY field whose
+    // rows are in time order, most recent last): `heads` pooled vectors, concatenated
+    // (input width heads x dim). Head h gives item j (at position p from the most recent,
+    // 0 = the last, clipped to positions - 1) the score
     //   s_hj = theta_h[p] + q_h . e_j        (the items' embeddings are keys and values)
     // and pools sum_j softmax_j(s_hj) e_j. theta and q are learned; both start at 0, so
     // every head starts as the mean. They are kept in the field's table after its
@@ -48,7 +48,7 @@ struct TowerShape {
   absl::Status Validate() const;
 };
 
-// Positions an attention-pooled HISTORY field tells apart when its history_length is 0
+// Positions an attention-pooled KIND_HISTORY field tells apart when its history_length is 0
 // (all): items further back share the last position's weight.
 inline constexpr int kAttentionPositions = 64;
 

@@ -117,10 +117,10 @@ absl::Status EncodeRequestUser(const Snapshot& snapshot, const v1::RetrieveReque
                                EncodedTable* rows, bool* user_known);
 
 // Appends to `out` the item ids of the user's history (RetrieveRequest
-// include_history_items): the request's value of the model's HISTORY feature when the
+// include_history_items): the request's value of the model's KIND_HISTORY feature when the
 // request gives user_features, else the history in row `row` of `rows` (the row
 // EncodeRequestUser built: a known user's stored history; ids outside the history
-// vocabulary are not there to find). Nothing without a HISTORY feature.
+// vocabulary are not there to find). Nothing without a KIND_HISTORY feature.
 void AppendHistoryItems(const Snapshot& snapshot, const v1::RetrieveRequest& request, const EncodedTable& rows,
                         int row, google::protobuf::RepeatedPtrField<std::string>* out);
 

@@ -173,6 +173,28 @@ TEST_F(BundleTest, OtherFormatVersionIsRefused) {
   EXPECT_EQ(read.status().code(), absl::StatusCode::kFailedPrecondition) << read.status();
 }
 
+// A MANIFEST of another format version need not parse with this build's messages (format
+// 1 spelled the config's enum values unprefixed: `kind: CATEGORICAL`); it is refused by
+// its version, with what to do, not with a parse error.
+TEST_F(BundleTest, OlderFormatIsRefusedByItsVersionBeforeParsing) {
+  using ::testing::AllOf;
+  using ::testing::HasSubstr;
+  using testing::StatusIs;
+  const std::string path = WriteFresh();
+  v1::BundleManifest manifest;
+  ASSERT_TRUE(ReadTextProtoFile(path + "/MANIFEST", &manifest).ok());
+  manifest.set_format_version(1);
+  std::string text = ToTextProto(manifest);
+  ASSERT_NE(text.find("kind: KIND_"), std::string::npos);
+  for (size_t at; (at = text.find("kind: KIND_")) != std::string::npos;) text.erase(at + 6, 5);
+  ASSERT_FALSE(ParseTextProto(text, "MANIFEST", &manifest).ok());  // as an old MANIFEST
+  ASSERT_TRUE(WriteFileDurably(path + "/MANIFEST", text).ok());
+  EXPECT_THAT(ReadBundle(path),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr(absl::StrCat("format_version 1, this build reads ", kBundleFormatVersion)),
+                             HasSubstr("train the model again"))));
+}
+
 TEST_F(BundleTest, ItemVectorsFromAnotherModelAreRefused) {
   // Same shapes, different item tower weights: the sanity forward pass must notice that
   // the stored item embeddings (the index) do not belong to this item tower...

@@ -10,6 +10,8 @@
 #include "gtest/gtest.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
+#include "trainer/config.h"
+#include "util/config_enums.h"
 #include "util/text_proto.h"
 
 using ::twotower::testing::IsOk;
@@ -47,10 +49,79 @@ v1::TrainerConfig Minimal() {
   return config;
 }
 
+// An unset enum field (its *_UNSPECIFIED) stands for the default config.proto documents;
+// a value that is set stands for itself.
+TEST(ConfigEnumsTest, UnsetMeansTheDocumentedDefault) {
+  v1::TableSpec table;
+  EXPECT_EQ(ResolvedFormat(table), v1::TableSpec::FORMAT_AUTO);
+  EXPECT_EQ(ResolvedEncoding(table), v1::TableSpec::ENCODING_UTF8);
+  table.set_format(v1::TableSpec::FORMAT_TSV);
+  table.set_encoding(v1::TableSpec::ENCODING_LATIN1);
+  EXPECT_EQ(ResolvedFormat(table), v1::TableSpec::FORMAT_TSV);
+  EXPECT_EQ(ResolvedEncoding(table), v1::TableSpec::ENCODING_LATIN1);
+
+  v1::FeatureSpec feature;
+  EXPECT_EQ(ResolvedPooling(feature), v1::FeatureSpec::POOLING_MEAN);
+  EXPECT_EQ(ResolvedDerive(feature), v1::FeatureSpec::DERIVE_NONE);
+  EXPECT_EQ(ResolvedTransform(feature), v1::FeatureSpec::TRANSFORM_STANDARDIZE);
+  EXPECT_EQ(ResolvedHistoryContext(feature), v1::FeatureSpec::HISTORY_CONTEXT_LEAVE_ONE_OUT);
+  feature.set_pooling(v1::FeatureSpec::POOLING_SUM);
+  feature.set_derive(v1::FeatureSpec::DERIVE_YEAR);
+  feature.set_transform(v1::FeatureSpec::TRANSFORM_IDENTITY);
+  feature.set_history_context(v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING);
+  EXPECT_EQ(ResolvedPooling(feature), v1::FeatureSpec::POOLING_SUM);
+  EXPECT_EQ(ResolvedDerive(feature), v1::FeatureSpec::DERIVE_YEAR);
+  EXPECT_EQ(ResolvedTransform(feature), v1::FeatureSpec::TRANSFORM_IDENTITY);
+  EXPECT_EQ(ResolvedHistoryContext(feature), v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING);
+
+  v1::TrainingSpec training;
+  EXPECT_EQ(ResolvedOptimizer(training), v1::TrainingSpec::OPTIMIZER_ADAM);
+  EXPECT_EQ(ResolvedLearningRateSchedule(training), v1::TrainingSpec::LEARNING_RATE_SCHEDULE_CONSTANT);
+  EXPECT_EQ(ResolvedShortHistoryScope(training), v1::TrainingSpec::SHORT_HISTORY_SCOPE_ID_DROPPED);
+  EXPECT_EQ(ResolvedShortHistoryFrom(training), v1::TrainingSpec::SHORT_HISTORY_FROM_LAST);
+  training.set_optimizer(v1::TrainingSpec::OPTIMIZER_SGD);
+  training.set_learning_rate_schedule(v1::TrainingSpec::LEARNING_RATE_SCHEDULE_COSINE_DECAY);
+  training.set_short_history_scope(v1::TrainingSpec::SHORT_HISTORY_SCOPE_ALL);
+  training.set_short_history_from(v1::TrainingSpec::SHORT_HISTORY_FROM_ANY);
+  EXPECT_EQ(ResolvedOptimizer(training), v1::TrainingSpec::OPTIMIZER_SGD);
+  EXPECT_EQ(ResolvedLearningRateSchedule(training), v1::TrainingSpec::LEARNING_RATE_SCHEDULE_COSINE_DECAY);
+  EXPECT_EQ(ResolvedShortHistoryScope(training), v1::TrainingSpec::SHORT_HISTORY_SCOPE_ALL);
+  EXPECT_EQ(ResolvedShortHistoryFrom(training), v1::TrainingSpec::SHORT_HISTORY_FROM_ANY);
+}
+
+// The explicit default and the unset field are the same config: both validate, and the
+// checks that compare with the default treat them alike (transform on a categorical
+// feature is refused only when it is not the default).
+TEST(ConfigEnumsTest, ExplicitDefaultsAreAcceptedLikeUnsetOnes) {
+  v1::TrainerConfig config = Minimal();
+  v1::FeatureSpec* f = config.mutable_data()->mutable_users()->add_features();
+  config.mutable_data()->mutable_users()->mutable_table()->set_path("users.csv");
+  config.mutable_data()->mutable_users()->mutable_table()->set_header(true);
+  config.mutable_data()->mutable_users()->mutable_id_column()->set_name("u");
+  f->set_name("segment");
+  f->set_kind(v1::FeatureSpec::KIND_CATEGORICAL);
+  f->mutable_column()->set_name("segment");
+  f->set_embedding_dim(4);
+  ASSERT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
+  f->set_pooling(v1::FeatureSpec::POOLING_MEAN);
+  f->set_transform(v1::FeatureSpec::TRANSFORM_STANDARDIZE);
+  f->set_derive(v1::FeatureSpec::DERIVE_NONE);
+  f->set_history_context(v1::FeatureSpec::HISTORY_CONTEXT_LEAVE_ONE_OUT);
+  config.mutable_data()->mutable_train()->mutable_table()->set_format(v1::TableSpec::FORMAT_AUTO);
+  config.mutable_data()->mutable_train()->mutable_table()->set_encoding(v1::TableSpec::ENCODING_UTF8);
+  config.mutable_training()->set_optimizer(v1::TrainingSpec::OPTIMIZER_ADAM);
+  config.mutable_training()->set_learning_rate_schedule(v1::TrainingSpec::LEARNING_RATE_SCHEDULE_CONSTANT);
+  config.mutable_training()->set_short_history_scope(v1::TrainingSpec::SHORT_HISTORY_SCOPE_ID_DROPPED);
+  config.mutable_training()->set_short_history_from(v1::TrainingSpec::SHORT_HISTORY_FROM_LAST);
+  EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
+  f->set_transform(v1::FeatureSpec::TRANSFORM_IDENTITY);
+  EXPECT_NE(ValidateTrainerConfig(config).message().find("KIND_NUMERIC features only"), std::string::npos);
+}
+
 TEST(ConfigTest, DefaultsFillUnsetTrainingSettings) {
   const v1::TrainerConfig config = Minimal();
   EXPECT_THAT(ValidateTrainerConfig(config), IsOk());
-  EXPECT_EQ(config.training().objective(), v1::TrainingSpec::IN_BATCH_SOFTMAX);
+  EXPECT_EQ(config.training().objective(), v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX);
   EXPECT_EQ(config.training().epochs(), 10);
   EXPECT_EQ(config.training().batch_size(), 256);
   EXPECT_EQ(config.training().eval_k_size(), 3);
@@ -88,19 +159,19 @@ TEST(ConfigTest, InvalidSettingsNameTheField) {
          c->mutable_training()->set_cold_logq_weight(2);
        }},
       {"training.num_negatives", [](v1::TrainerConfig* c) {
-         c->mutable_training()->set_objective(v1::TrainingSpec::POINTWISE);
+         c->mutable_training()->set_objective(v1::TrainingSpec::OBJECTIVE_POINTWISE);
          c->mutable_training()->set_num_negatives(0);
        }},
       {"training.cold_user_balance", [](v1::TrainerConfig* c) { c->mutable_training()->set_cold_user_balance(-1); }},
       {"training.cold_user_balance", [](v1::TrainerConfig* c) { c->mutable_training()->set_cold_user_balance(4.5f); }},
       {"training.cold_user_balance", [](v1::TrainerConfig* c) {
-         c->mutable_training()->set_objective(v1::TrainingSpec::POINTWISE);
+         c->mutable_training()->set_objective(v1::TrainingSpec::OBJECTIVE_POINTWISE);
          c->mutable_training()->set_num_negatives(3);
          c->mutable_training()->set_user_id_dropout(0.3f);
          c->mutable_training()->set_cold_user_balance(1);
        }},
       {"training.cold_user_balance", [](v1::TrainerConfig* c) {
-         c->mutable_training()->set_objective(v1::TrainingSpec::IN_BATCH_SOFTMAX);
+         c->mutable_training()->set_objective(v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX);
          c->mutable_training()->set_user_id_dropout(0);
          c->mutable_training()->set_cold_user_balance(1);
        }},
@@ -119,7 +190,7 @@ TEST(ConfigTest, InvalidSettingsNameTheField) {
          users->mutable_id_column()->set_index(0);
          v1::FeatureSpec* f = users->add_features();
          f->set_name("age");
-         f->set_kind(v1::FeatureSpec::CATEGORICAL);  // no embedding_dim
+         f->set_kind(v1::FeatureSpec::KIND_CATEGORICAL);  // no embedding_dim
          f->mutable_column()->set_index(1);
        }},
       {"duplicate feature name", [](v1::TrainerConfig* c) {
@@ -129,17 +200,17 @@ TEST(ConfigTest, InvalidSettingsNameTheField) {
          for (int i = 0; i < 2; ++i) {
            v1::FeatureSpec* f = users->add_features();
            f->set_name("age");
-           f->set_kind(v1::FeatureSpec::NUMERIC);
+           f->set_kind(v1::FeatureSpec::KIND_NUMERIC);
            f->mutable_column()->set_index(1);
          }
        }},
-      {"flag_columns is for MULTI_HOT only", [](v1::TrainerConfig* c) {
+      {"flag_columns is for KIND_MULTI_HOT only", [](v1::TrainerConfig* c) {
          v1::FeatureTableSpec* items = c->mutable_data()->mutable_items();
          items->mutable_table()->set_path("items.csv");
          items->mutable_id_column()->set_index(0);
          v1::FeatureSpec* f = items->add_features();
          f->set_name("g");
-         f->set_kind(v1::FeatureSpec::CATEGORICAL);
+         f->set_kind(v1::FeatureSpec::KIND_CATEGORICAL);
          f->set_embedding_dim(4);
          f->add_flag_columns()->set_index(2);
        }},
@@ -161,8 +232,8 @@ v1::FeatureSpec* AddUserFeature(v1::TrainerConfig* c, v1::FeatureSpec::Kind kind
   v1::FeatureSpec* f = users->add_features();
   f->set_name(absl::StrCat("f", users->features_size()));
   f->set_kind(kind);
-  if (kind != v1::FeatureSpec::HISTORY) f->mutable_column()->set_index(1);
-  if (kind != v1::FeatureSpec::NUMERIC) f->set_embedding_dim(8);
+  if (kind != v1::FeatureSpec::KIND_HISTORY) f->mutable_column()->set_index(1);
+  if (kind != v1::FeatureSpec::KIND_NUMERIC) f->set_embedding_dim(8);
   return f;
 }
 
@@ -188,37 +259,37 @@ TEST(ConfigTest, SizesAreBoundedAndTheErrorNamesTheField) {
          c->mutable_item_tower()->set_output_dim(kMaxOutputDim + 1);
        }},
       {"user_tower", [](v1::TrainerConfig* c) {  // input width: 100 x 4096
-         for (int i = 0; i < 100; ++i) AddUserFeature(c, v1::FeatureSpec::CATEGORICAL)->set_embedding_dim(kMaxEmbeddingDim);
+         for (int i = 0; i < 100; ++i) AddUserFeature(c, v1::FeatureSpec::KIND_CATEGORICAL)->set_embedding_dim(kMaxEmbeddingDim);
        }},
       {"data.users.features[0] (\"f1\"): embedding_dim", [](v1::TrainerConfig* c) {
-         AddUserFeature(c, v1::FeatureSpec::CATEGORICAL)->set_embedding_dim(1 << 20);
+         AddUserFeature(c, v1::FeatureSpec::KIND_CATEGORICAL)->set_embedding_dim(1 << 20);
        }},
       {"hash_buckets must be in", [](v1::TrainerConfig* c) {
-         AddUserFeature(c, v1::FeatureSpec::MULTI_HOT)->set_hash_buckets(2000000000);
+         AddUserFeature(c, v1::FeatureSpec::KIND_MULTI_HOT)->set_hash_buckets(2000000000);
        }},
       {"hash_buckets x embedding_dim", [](v1::TrainerConfig* c) {
-         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::CATEGORICAL);
+         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::KIND_CATEGORICAL);
          f->set_hash_buckets(kMaxHashBuckets);
          f->set_embedding_dim(64);
        }},
       {"quantile_buckets", [](v1::TrainerConfig* c) {
-         AddUserFeature(c, v1::FeatureSpec::BUCKETIZED)->set_quantile_buckets(2000000000);
+         AddUserFeature(c, v1::FeatureSpec::KIND_BUCKETIZED)->set_quantile_buckets(2000000000);
        }},
       {"boundaries: at most", [](v1::TrainerConfig* c) {
-         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::BUCKETIZED);
+         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::KIND_BUCKETIZED);
          for (int b = 0; b <= kMaxBuckets; ++b) f->add_boundaries(b);
        }},
       {"history_length", [](v1::TrainerConfig* c) {
-         AddUserFeature(c, v1::FeatureSpec::HISTORY)->set_history_length(2000000000);
+         AddUserFeature(c, v1::FeatureSpec::KIND_HISTORY)->set_history_length(2000000000);
        }},
       {"(\"f1\"): pooling_heads must be in 0..16", [](v1::TrainerConfig* c) {
-         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::HISTORY);
-         f->set_pooling(v1::FeatureSpec::ATTENTION);
+         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::KIND_HISTORY);
+         f->set_pooling(v1::FeatureSpec::POOLING_ATTENTION);
          f->set_pooling_heads(kMaxPoolingHeads + 1);
        }},
       {"(\"f1\"): pooling_heads must be in 0..16", [](v1::TrainerConfig* c) {
-         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::HISTORY);
-         f->set_pooling(v1::FeatureSpec::ATTENTION);
+         v1::FeatureSpec* f = AddUserFeature(c, v1::FeatureSpec::KIND_HISTORY);
+         f->set_pooling(v1::FeatureSpec::POOLING_ATTENTION);
          f->set_pooling_heads(-1);
        }},
       {"training.batch_size", [](v1::TrainerConfig* c) { c->mutable_training()->set_batch_size(2000000000); }},
@@ -226,7 +297,7 @@ TEST(ConfigTest, SizesAreBoundedAndTheErrorNamesTheField) {
       {"training.eval_k", [](v1::TrainerConfig* c) { c->mutable_training()->add_eval_k(2000000000); }},
       {"training.hard_negative_pool", [](v1::TrainerConfig* c) { c->mutable_training()->set_hard_negative_pool(1 << 30); }},
       {"training.num_negatives", [](v1::TrainerConfig* c) {  // 16384 x 10001 negatives a step
-         c->mutable_training()->set_objective(v1::TrainingSpec::SAMPLED_SOFTMAX);
+         c->mutable_training()->set_objective(v1::TrainingSpec::OBJECTIVE_SAMPLED_SOFTMAX);
          c->mutable_training()->set_batch_size(kMaxBatchSize);
          c->mutable_training()->set_num_negatives(10000);
        }},
@@ -244,8 +315,8 @@ TEST(ConfigTest, SizesAreBoundedAndTheErrorNamesTheField) {
   config.mutable_user_tower()->add_hidden_dims(kMaxLayerWidth);
   config.mutable_training()->set_batch_size(kMaxBatchSize);
   config.mutable_training()->set_epochs(kMaxEpochs);
-  v1::FeatureSpec* history = AddUserFeature(&config, v1::FeatureSpec::HISTORY);
-  history->set_pooling(v1::FeatureSpec::ATTENTION);
+  v1::FeatureSpec* history = AddUserFeature(&config, v1::FeatureSpec::KIND_HISTORY);
+  history->set_pooling(v1::FeatureSpec::POOLING_ATTENTION);
   history->set_pooling_heads(kMaxPoolingHeads);
   EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
 }
@@ -254,7 +325,7 @@ TEST(ConfigTest, SizesAreBoundedAndTheErrorNamesTheField) {
 // must be UTF-8, and the whole config must fit the MANIFEST.
 TEST(ConfigTest, StringsMustBeUtf8AndTheConfigMustFitTheManifest) {
   v1::TrainerConfig config = Minimal();
-  AddUserFeature(&config, v1::FeatureSpec::CATEGORICAL)->set_name("g\xE9nre");
+  AddUserFeature(&config, v1::FeatureSpec::KIND_CATEGORICAL)->set_name("g\xE9nre");
   absl::Status status = ValidateTrainerConfig(config);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("config: data.users.features[0].name: not valid UTF-8"), std::string::npos)
@@ -262,7 +333,7 @@ TEST(ConfigTest, StringsMustBeUtf8AndTheConfigMustFitTheManifest) {
 
   config = Minimal();
   for (int i = 0; i < 20; ++i) {  // ~80k boundaries: ~2.5 MB of text
-    v1::FeatureSpec* f = AddUserFeature(&config, v1::FeatureSpec::BUCKETIZED);
+    v1::FeatureSpec* f = AddUserFeature(&config, v1::FeatureSpec::KIND_BUCKETIZED);
     f->set_embedding_dim(1);
     for (int b = 0; b < kMaxBuckets; ++b) f->add_boundaries(b + 0.123456789);
   }
@@ -291,18 +362,18 @@ TEST(ConfigTest, OptionsOfAnotherKindAreRefused) {
     const char* message;
   };
   const Case cases[] = {
-      {v1::FeatureSpec::NUMERIC, "hash_buckets: 100", "hash_buckets"},
-      {v1::FeatureSpec::BUCKETIZED, "max_vocabulary_size: 10", "max_vocabulary_size"},
-      {v1::FeatureSpec::CATEGORICAL, "separator: \";\"", "separator"},
-      {v1::FeatureSpec::CATEGORICAL, "boundaries: [1, 2]", "boundaries"},
-      {v1::FeatureSpec::MULTI_HOT, "quantile_buckets: 4", "quantile_buckets"},
-      {v1::FeatureSpec::BUCKETIZED, "transform: IDENTITY", "transform"},
-      {v1::FeatureSpec::CATEGORICAL, "default_value: 3", "default_value"},
-      {v1::FeatureSpec::CATEGORICAL, "clip_max: 3", "clip_max"},
-      {v1::FeatureSpec::CATEGORICAL, "prefix_length: 2", "prefix_length"},
-      {v1::FeatureSpec::POPULARITY, "derive: YEAR", "derive"},
-      {v1::FeatureSpec::MULTI_HOT, "pooling: ATTENTION", "pooling ATTENTION applies to HISTORY features only"},
-      {v1::FeatureSpec::HISTORY, "pooling_heads: 2", "pooling_heads applies to pooling ATTENTION only"},
+      {v1::FeatureSpec::KIND_NUMERIC, "hash_buckets: 100", "hash_buckets"},
+      {v1::FeatureSpec::KIND_BUCKETIZED, "max_vocabulary_size: 10", "max_vocabulary_size"},
+      {v1::FeatureSpec::KIND_CATEGORICAL, "separator: \";\"", "separator"},
+      {v1::FeatureSpec::KIND_CATEGORICAL, "boundaries: [1, 2]", "boundaries"},
+      {v1::FeatureSpec::KIND_MULTI_HOT, "quantile_buckets: 4", "quantile_buckets"},
+      {v1::FeatureSpec::KIND_BUCKETIZED, "transform: TRANSFORM_IDENTITY", "transform"},
+      {v1::FeatureSpec::KIND_CATEGORICAL, "default_value: 3", "default_value"},
+      {v1::FeatureSpec::KIND_CATEGORICAL, "clip_max: 3", "clip_max"},
+      {v1::FeatureSpec::KIND_CATEGORICAL, "prefix_length: 2", "prefix_length"},
+      {v1::FeatureSpec::KIND_POPULARITY, "derive: DERIVE_YEAR", "derive"},
+      {v1::FeatureSpec::KIND_MULTI_HOT, "pooling: POOLING_ATTENTION", "pooling POOLING_ATTENTION applies to KIND_HISTORY features only"},
+      {v1::FeatureSpec::KIND_HISTORY, "pooling_heads: 2", "pooling_heads applies to pooling POOLING_ATTENTION only"},
   };
   for (const Case& c : cases) {
     v1::TrainerConfig config = Minimal();
@@ -313,9 +384,9 @@ TEST(ConfigTest, OptionsOfAnotherKindAreRefused) {
     ASSERT_THAT(ParseTextProto(c.option, "option", f), IsOk());
     f->set_name("f");
     f->set_kind(c.kind);
-    if (c.kind != v1::FeatureSpec::POPULARITY) f->mutable_column()->set_index(1);
-    if (c.kind != v1::FeatureSpec::NUMERIC && c.kind != v1::FeatureSpec::POPULARITY) f->set_embedding_dim(4);
-    if (c.kind == v1::FeatureSpec::BUCKETIZED) f->add_boundaries(1);
+    if (c.kind != v1::FeatureSpec::KIND_POPULARITY) f->mutable_column()->set_index(1);
+    if (c.kind != v1::FeatureSpec::KIND_NUMERIC && c.kind != v1::FeatureSpec::KIND_POPULARITY) f->set_embedding_dim(4);
+    if (c.kind == v1::FeatureSpec::KIND_BUCKETIZED) f->add_boundaries(1);
     const absl::Status status = ValidateTrainerConfig(config);
     EXPECT_FALSE(status.ok()) << c.option;
     EXPECT_NE(status.message().find(c.message), std::string::npos) << c.option << ": " << status;
@@ -324,45 +395,15 @@ TEST(ConfigTest, OptionsOfAnotherKindAreRefused) {
   v1::TrainerConfig config = Minimal();
   v1::DataSpec data;
   ASSERT_THAT(ParseTextProto(R"pb(
-                               users {
-                                 table { path: "users.csv" }
-                                 id_column { index: 0 }
-                                 features {
-                                   name: "a"
-                                   kind: CATEGORICAL
-                                   column { index: 1 }
-                                   embedding_dim: 4
-                                   hash_buckets: 100
-                                   derive: PREFIX
-                                   prefix_length: 2
-                                 }
-                                 features {
-                                   name: "b"
-                                   kind: MULTI_HOT
-                                   column { index: 2 }
-                                   embedding_dim: 4
-                                   separator: ";"
-                                 }
-                                 features {
-                                   name: "c"
-                                   kind: NUMERIC
-                                   column { index: 3 }
-                                   transform: IDENTITY
-                                   default_value: 3
-                                   clip_max: 9
-                                 }
-                                 features {
-                                   name: "d"
-                                   kind: BUCKETIZED
-                                   column { index: 4 }
-                                   embedding_dim: 4
-                                   quantile_buckets: 4
-                                   clip_min: 0
-                                 }
-                               }
-                             )pb",
-                             "data", &data),
-              IsOk());
+    users {
+      table { path: "users.csv" } id_column { index: 0 }
+      features { name: "a" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 4 hash_buckets: 100
+                 derive: DERIVE_PREFIX prefix_length: 2 }
+      features { name: "b" kind: KIND_MULTI_HOT column { index: 2 } embedding_dim: 4 separator: ";" }
+      features { name: "c" kind: KIND_NUMERIC column { index: 3 } transform: TRANSFORM_IDENTITY default_value: 3 clip_max: 9 }
+      features { name: "d" kind: KIND_BUCKETIZED column { index: 4 } embedding_dim: 4 quantile_buckets: 4 clip_min: 0 }
+    }
+  )pb", "data", &data), IsOk());
   *config.mutable_data()->mutable_users() = data.users();
   EXPECT_THAT(ValidateTrainerConfig(config), IsOk());
 }
@@ -372,7 +413,7 @@ TEST(ConfigTest, OptionsOfAnotherKindAreRefused) {
 TEST(ConfigTest, HistoryDropoutShortHistoriesAndEvalHistoriesAreChecked) {
   const auto with_history = [] {
     v1::TrainerConfig c = Minimal();
-    AddUserFeature(&c, v1::FeatureSpec::HISTORY);
+    AddUserFeature(&c, v1::FeatureSpec::KIND_HISTORY);
     c.mutable_training()->set_user_id_dropout(0.3f);
     return c;
   };
@@ -385,19 +426,19 @@ TEST(ConfigTest, HistoryDropoutShortHistoriesAndEvalHistoriesAreChecked) {
       {"training.user_history_dropout", "[0, 1)", [](v1::TrainerConfig* c) { c->mutable_training()->set_user_history_dropout(-0.1f); }},
       {"training.user_history_dropout", "[0, 1)", [](v1::TrainerConfig* c) { c->mutable_training()->set_user_history_dropout(1.0f); }},
       {"training.user_history_dropout", "[0, 1)", [](v1::TrainerConfig* c) { c->mutable_training()->set_user_history_dropout(NAN); }},
-      {"training.user_history_dropout", "needs a HISTORY feature", [](v1::TrainerConfig* c) {
+      {"training.user_history_dropout", "needs a KIND_HISTORY feature", [](v1::TrainerConfig* c) {
          c->mutable_data()->clear_users();
          c->mutable_training()->set_user_history_dropout(0.3f);
        }},
       {"training.short_history_rate", "[0, 1]", [](v1::TrainerConfig* c) { c->mutable_training()->set_short_history_rate(1.5f); }},
       {"training.short_history_rate", "[0, 1]", [](v1::TrainerConfig* c) { c->mutable_training()->set_short_history_rate(-0.5f); }},
-      {"training.short_history_rate", "needs a HISTORY feature", [](v1::TrainerConfig* c) {
+      {"training.short_history_rate", "needs a KIND_HISTORY feature", [](v1::TrainerConfig* c) {
          c->mutable_data()->clear_users();
          c->mutable_training()->set_short_history_rate(0.5f);
-         c->mutable_training()->set_short_history_scope(v1::TrainingSpec::ALL);
+         c->mutable_training()->set_short_history_scope(v1::TrainingSpec::SHORT_HISTORY_SCOPE_ALL);
        }},
       {"training.short_history_rate", "user_history_dropout is set", [](v1::TrainerConfig* c) {
-         c->mutable_training()->set_short_history_rate(0.5f);  // scope ID_DROPPED: no history there
+         c->mutable_training()->set_short_history_rate(0.5f);  // scope SHORT_HISTORY_SCOPE_ID_DROPPED: no history there
        }},
       {"training.short_history_rate", "user_id_dropout", [](v1::TrainerConfig* c) {
          c->mutable_training()->set_user_history_dropout(0.3f);
@@ -408,21 +449,21 @@ TEST(ConfigTest, HistoryDropoutShortHistoriesAndEvalHistoriesAreChecked) {
       {"training.short_history_max_length", "must be in 1..", [](v1::TrainerConfig* c) {
          c->mutable_training()->set_short_history_max_length(kMaxShortHistoryLength + 1);
        }},
-      {"training.short_history_scope", "ID_DROPPED or ALL", [](v1::TrainerConfig* c) {
+      {"training.short_history_scope", "SHORT_HISTORY_SCOPE_ID_DROPPED or SHORT_HISTORY_SCOPE_ALL", [](v1::TrainerConfig* c) {
          c->mutable_training()->set_short_history_scope(static_cast<v1::TrainingSpec::ShortHistoryScope>(9));
        }},
-      {"training.short_history_from", "LAST, FIRST, RANDOM or ANY", [](v1::TrainerConfig* c) {
+      {"training.short_history_from", "SHORT_HISTORY_FROM_RANDOM or SHORT_HISTORY_FROM_ANY", [](v1::TrainerConfig* c) {
          c->mutable_training()->set_short_history_from(static_cast<v1::TrainingSpec::ShortHistoryFrom>(5));
        }},
-      {"training.short_history_from", "history_context PRECEDING", [](v1::TrainerConfig* c) {
-         c->mutable_training()->set_short_history_from(v1::TrainingSpec::ANY);  // LEAVE_ONE_OUT history
+      {"training.short_history_from", "history_context HISTORY_CONTEXT_PRECEDING", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_short_history_from(v1::TrainingSpec::SHORT_HISTORY_FROM_ANY);  // a HISTORY_CONTEXT_LEAVE_ONE_OUT history
        }},
       {"training.history_gap_max", "must be in 0..", [](v1::TrainerConfig* c) { c->mutable_training()->set_history_gap_max(-1); }},
       {"training.history_gap_max", "must be in 0..", [](v1::TrainerConfig* c) {
          c->mutable_training()->set_history_gap_max(kMaxHistoryLength + 1);
        }},
-      {"training.history_gap_max", "history_context PRECEDING", [](v1::TrainerConfig* c) {
-         c->mutable_training()->set_history_gap_max(5);  // LEAVE_ONE_OUT history
+      {"training.history_gap_max", "history_context HISTORY_CONTEXT_PRECEDING", [](v1::TrainerConfig* c) {
+         c->mutable_training()->set_history_gap_max(5);  // a HISTORY_CONTEXT_LEAVE_ONE_OUT history
        }},
       {"data.eval[0].history.item_column", "must be set", [](v1::TrainerConfig* c) {
          v1::EvalSetSpec* eval = c->mutable_data()->add_eval();
@@ -467,11 +508,11 @@ TEST(ConfigTest, HistoryDropoutShortHistoriesAndEvalHistoriesAreChecked) {
   *eval->mutable_history() = config.data().train();
   EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
   config.mutable_data()->mutable_train()->mutable_timestamp_column()->set_name("t");
-  config.mutable_data()->mutable_users()->mutable_features(0)->set_history_context(v1::FeatureSpec::PRECEDING);
-  config.mutable_training()->set_short_history_from(v1::TrainingSpec::FIRST);
+  config.mutable_data()->mutable_users()->mutable_features(0)->set_history_context(v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING);
+  config.mutable_training()->set_short_history_from(v1::TrainingSpec::SHORT_HISTORY_FROM_FIRST);
   config.mutable_training()->set_history_gap_max(10);
   EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
-  config.mutable_training()->set_short_history_scope(v1::TrainingSpec::ALL);
+  config.mutable_training()->set_short_history_scope(v1::TrainingSpec::SHORT_HISTORY_SCOPE_ALL);
   config.mutable_training()->set_user_id_dropout(0);
   config.mutable_training()->clear_user_history_dropout();
   EXPECT_EQ(ValidateTrainerConfig(config), absl::OkStatus());

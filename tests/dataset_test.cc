@@ -83,7 +83,7 @@ TEST(TableReaderTest, FormatByExtensionOrExplicit) {
   v1::TableSpec spec;
   spec.set_path("x.data");
   EXPECT_FALSE(ReadTable(spec, dir.path()).ok());  // cannot tell the format
-  spec.set_format(v1::TableSpec::TSV);
+  spec.set_format(v1::TableSpec::FORMAT_TSV);
   absl::StatusOr<Table> t = ReadTable(spec, dir.path());
   ASSERT_THAT(t, IsOk());
   EXPECT_EQ(t->rows[0][1], "2");
@@ -91,31 +91,42 @@ TEST(TableReaderTest, FormatByExtensionOrExplicit) {
   EXPECT_EQ(ReadTable(spec, dir.path()).status().code(), absl::StatusCode::kNotFound);
 }
 
+// format unset is FORMAT_AUTO: by the extension, and an error naming the values to set
+// when the extension does not tell.
+TEST(TableReaderTest, UnsetFormatIsAuto) {
+  using ::testing::HasSubstr;
+  using testing::IsOk;
+  using testing::StatusIs;
+  ScopedTempDir dir;
+  WriteText(dir.Join("x.tsv"), "a,b\tc\n");
+  WriteText(dir.Join("x.csv"), "a,b\tc\n");
+  WriteText(dir.Join("x.data"), "a,b\tc\n");
+  for (const v1::TableSpec::Format format : {v1::TableSpec::FORMAT_UNSPECIFIED, v1::TableSpec::FORMAT_AUTO}) {
+    v1::TableSpec spec;
+    spec.set_format(format);
+    spec.set_path("x.tsv");
+    absl::StatusOr<Table> tsv = ReadTable(spec, dir.path());
+    ASSERT_THAT(tsv, IsOk());
+    EXPECT_EQ(tsv->rows[0], (std::vector<std::string>{"a,b", "c"}));
+    spec.set_path("x.csv");
+    absl::StatusOr<Table> csv = ReadTable(spec, dir.path());
+    ASSERT_THAT(csv, IsOk());
+    EXPECT_EQ(csv->rows[0], (std::vector<std::string>{"a", "b\tc"}));
+    spec.set_path("x.data");
+    EXPECT_THAT(ReadTable(spec, dir.path()),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("set format: FORMAT_CSV or FORMAT_TSV")));
+  }
+}
+
 v1::FeatureTableSpec ItemSpec(const std::string& path) {
   v1::FeatureTableSpec spec;
   EXPECT_THAT(ParseTextProto(R"pb(
-                               table { header: true }
-                               id_column { name: "id" }
-                               features {
-                                 name: "genres"
-                                 kind: MULTI_HOT
-                                 column { name: "genres" }
-                                 separator: "|"
-                               }
-                               features {
-                                 name: "price"
-                                 kind: NUMERIC
-                                 column { name: "price" }
-                               }
-                               features {
-                                 name: "flags"
-                                 kind: MULTI_HOT
-                                 flag_columns { name: "f1" }
-                                 flag_columns { name: "f2" }
-                               }
-                             )pb",
-                             "spec", &spec),
-              IsOk());
+    table { header: true }
+    id_column { name: "id" }
+    features { name: "genres" kind: KIND_MULTI_HOT column { name: "genres" } separator: "|" }
+    features { name: "price" kind: KIND_NUMERIC column { name: "price" } }
+    features { name: "flags" kind: KIND_MULTI_HOT flag_columns { name: "f1" } flag_columns { name: "f2" } }
+  )pb", "spec", &spec), IsOk());
   spec.mutable_table()->set_path(path);
   return spec;
 }
@@ -227,7 +238,7 @@ TEST(Utf8InputTest, NonUtf8IdsAreRefusedWithFileLineAndColumn) {
   EXPECT_NE(lenient->skipped[0].find("clicks.csv:3: column item"), std::string::npos);
   // The same bytes declared as ISO-8859-1 are converted, and fine.
   spec.mutable_table()->set_skip_bad_rows(false);
-  spec.mutable_table()->set_encoding(v1::TableSpec::LATIN1);
+  spec.mutable_table()->set_encoding(v1::TableSpec::ENCODING_LATIN1);
   WriteText(dir.Join("clicks.csv"), "user,item\nu2,caf\xE9\n");
   absl::StatusOr<InteractionLog> latin1 = ReadInteractions(spec, dir.path());
   ASSERT_THAT(latin1, IsOk());

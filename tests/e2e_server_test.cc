@@ -1250,7 +1250,7 @@ TEST_F(E2eServerTest, HistoryItemsAreNotReturnedUnlessAsked) {
   const RunResult train = RunCommand(
       {BinaryDir() + "/twotower_train", "--config=" + SourceDir() + "/configs/synthetic.textproto",
        "--data_dir=" + dir_->Join("data"), "--export_dir=" + bundles, "--epochs=1",
-       "--override=data { users { features { name: \"history\" kind: HISTORY embedding_dim: 8 "
+       "--override=data { users { features { name: \"history\" kind: KIND_HISTORY embedding_dim: 8 "
        "history_length: 5 } } }"});
   ASSERT_EQ(train.exit_code, 0) << train.out;
   absl::StatusOr<Bundle> bundle = ReadBundle(bundles + "/latest");

@@ -13,13 +13,13 @@ namespace {
 std::vector<v1::FeatureSpec> Schema() {
   std::vector<v1::FeatureSpec> schema(3);
   schema[0].set_name("genre");
-  schema[0].set_kind(v1::FeatureSpec::MULTI_HOT);
+  schema[0].set_kind(v1::FeatureSpec::KIND_MULTI_HOT);
   schema[0].set_embedding_dim(4);
   schema[0].set_min_count(1);
   schema[1].set_name("age");
-  schema[1].set_kind(v1::FeatureSpec::NUMERIC);
+  schema[1].set_kind(v1::FeatureSpec::KIND_NUMERIC);
   schema[2].set_name("country");
-  schema[2].set_kind(v1::FeatureSpec::CATEGORICAL);
+  schema[2].set_kind(v1::FeatureSpec::KIND_CATEGORICAL);
   schema[2].set_embedding_dim(2);
   schema[2].set_min_count(2);  // "fr" appears once -> OOV
   return schema;
@@ -107,7 +107,7 @@ TEST(FeatureEncoderTest, RequestFeaturesAreTypeChecked) {
 
 TEST(TransformsTest, DeriveHashParseClipBucket) {
   v1::FeatureSpec spec;
-  spec.set_derive(v1::FeatureSpec::PREFIX);
+  spec.set_derive(v1::FeatureSpec::DERIVE_PREFIX);
   EXPECT_EQ(DeriveValue(spec, "55105"), "5");
   spec.set_prefix_length(3);
   EXPECT_EQ(DeriveValue(spec, "55105"), "551");
@@ -119,7 +119,7 @@ TEST(TransformsTest, DeriveHashParseClipBucket) {
   EXPECT_EQ(DeriveValue(spec, "ab\xC3\xA9"), "ab");               // not "ab\xC3"
   spec.set_prefix_length(1);
   EXPECT_EQ(DeriveValue(spec, "\xC3\x89vry"), "\xC3\x89");         // the first character whole
-  spec.set_derive(v1::FeatureSpec::YEAR);
+  spec.set_derive(v1::FeatureSpec::DERIVE_YEAR);
   EXPECT_EQ(DeriveValue(spec, "01-Jan-1995"), "1995");
   EXPECT_EQ(DeriveValue(spec, "Toy Story (1995)"), "1995");
   EXPECT_EQ(DeriveValue(spec, "2001: A Space Odyssey (1968)"), "1968");
@@ -146,10 +146,10 @@ TEST(TransformsTest, DeriveHashParseClipBucket) {
   EXPECT_TRUE(QuantileBoundaries({}, 4).empty());
   // Very long values are just values.
   const std::string long_value(200000, 'z');
-  spec.set_derive(v1::FeatureSpec::PREFIX);
+  spec.set_derive(v1::FeatureSpec::DERIVE_PREFIX);
   spec.set_prefix_length(5);
   EXPECT_EQ(DeriveValue(spec, long_value), "zzzzz");
-  spec.set_derive(v1::FeatureSpec::YEAR);
+  spec.set_derive(v1::FeatureSpec::DERIVE_YEAR);
   EXPECT_EQ(DeriveValue(spec, long_value + " (1999)"), "1999");
   EXPECT_NE(StableHash(long_value), StableHash(long_value + "z"));
   EXPECT_FALSE(ParseNumber(long_value).has_value());
@@ -158,26 +158,26 @@ TEST(TransformsTest, DeriveHashParseClipBucket) {
 std::vector<v1::FeatureSpec> TransformSchema() {
   std::vector<v1::FeatureSpec> schema(5);
   schema[0].set_name("age");  // fixed buckets
-  schema[0].set_kind(v1::FeatureSpec::BUCKETIZED);
+  schema[0].set_kind(v1::FeatureSpec::KIND_BUCKETIZED);
   schema[0].set_embedding_dim(4);
   for (double b : {18, 25, 35}) schema[0].add_boundaries(b);
   schema[1].set_name("zip");  // hashed prefix
-  schema[1].set_kind(v1::FeatureSpec::CATEGORICAL);
+  schema[1].set_kind(v1::FeatureSpec::KIND_CATEGORICAL);
   schema[1].set_embedding_dim(4);
   schema[1].set_hash_buckets(10);
-  schema[1].set_derive(v1::FeatureSpec::PREFIX);
+  schema[1].set_derive(v1::FeatureSpec::DERIVE_PREFIX);
   schema[2].set_name("year");  // derived numeric with a default
-  schema[2].set_kind(v1::FeatureSpec::NUMERIC);
-  schema[2].set_derive(v1::FeatureSpec::YEAR);
-  schema[2].set_transform(v1::FeatureSpec::IDENTITY);
+  schema[2].set_kind(v1::FeatureSpec::KIND_NUMERIC);
+  schema[2].set_derive(v1::FeatureSpec::DERIVE_YEAR);
+  schema[2].set_transform(v1::FeatureSpec::TRANSFORM_IDENTITY);
   schema[2].set_default_value(1990);
   schema[3].set_name("tag");  // capped vocabulary, most frequent first
-  schema[3].set_kind(v1::FeatureSpec::MULTI_HOT);
+  schema[3].set_kind(v1::FeatureSpec::KIND_MULTI_HOT);
   schema[3].set_embedding_dim(4);
   schema[3].set_max_vocabulary_size(2);
   schema[3].set_min_count(1);
   schema[4].set_name("score");  // quantile buckets
-  schema[4].set_kind(v1::FeatureSpec::BUCKETIZED);
+  schema[4].set_kind(v1::FeatureSpec::KIND_BUCKETIZED);
   schema[4].set_embedding_dim(4);
   schema[4].set_quantile_buckets(2);
   return schema;

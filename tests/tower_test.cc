@@ -130,7 +130,7 @@ TEST(TowerTest, EveryGradientMatchesFiniteDifferences) {
 }
 
 // Rows {1, 2} of a multi-hot field give the same input as one row holding their mean
-// (MEAN pooling) or their sum (SUM pooling).
+// (POOLING_MEAN) or their sum (POOLING_SUM).
 TEST(TowerTest, MultiHotPooling) {
   for (const bool sum : {false, true}) {
     TowerShape shape;

@@ -61,9 +61,9 @@ TEST(TrainerFeaturesTest, EveryObjectiveBeatsPopularity) {
   absl::StatusOr<std::vector<EvalResult>> popularity = EvaluatePopularity(base.data, {10, 50});
   ASSERT_THAT(popularity, IsOk());
   const double popular = Recall(*popularity, "warm", 10);
-  for (const auto objective : {v1::TrainingSpec::POINTWISE, v1::TrainingSpec::TRIPLET_HINGE,
-                               v1::TrainingSpec::TRIPLET_LOGISTIC, v1::TrainingSpec::SAMPLED_SOFTMAX,
-                               v1::TrainingSpec::IN_BATCH_SOFTMAX}) {
+  for (const auto objective : {v1::TrainingSpec::OBJECTIVE_POINTWISE, v1::TrainingSpec::OBJECTIVE_TRIPLET_HINGE,
+                               v1::TrainingSpec::OBJECTIVE_TRIPLET_LOGISTIC, v1::TrainingSpec::OBJECTIVE_SAMPLED_SOFTMAX,
+                               v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX}) {
     v1::TrainerConfig config = base.config;
     v1::TrainingSpec* t = config.mutable_training();
     t->set_objective(objective);
@@ -110,7 +110,7 @@ TEST(TrainerFeaturesTest, HardNegativesAreTopRankedNonPositives) {
   EXPECT_GT(checked, 100);
   // Training with half hard negatives works.
   v1::TrainerConfig config = model.config;
-  config.mutable_training()->set_objective(v1::TrainingSpec::SAMPLED_SOFTMAX);
+  config.mutable_training()->set_objective(v1::TrainingSpec::OBJECTIVE_SAMPLED_SOFTMAX);
   config.mutable_training()->set_num_negatives(4);
   config.mutable_training()->set_hard_negative_fraction(0.5f);
   config.mutable_training()->set_epochs(3);
@@ -165,7 +165,7 @@ TEST(TrainerFeaturesTest, HistoryFeatureHoldsTrainingItemsAndTrains) {
   v1::TrainerConfig config = base.config;
   v1::FeatureSpec* history = config.mutable_data()->mutable_users()->add_features();
   history->set_name("history");
-  history->set_kind(v1::FeatureSpec::HISTORY);
+  history->set_kind(v1::FeatureSpec::KIND_HISTORY);
   history->set_embedding_dim(8);
   ApplyDefaults(&config);
   ASSERT_THAT(ValidateTrainerConfig(config), IsOk());
@@ -187,7 +187,7 @@ TEST(TrainerFeaturesTest, HistoryFeatureHoldsTrainingItemsAndTrains) {
 }
 
 // A small dataset's config: events.csv (user, item, ts) and `users`, a users block with
-// a 4-d HISTORY feature; parsed, defaulted and validated into *config.
+// a 4-d KIND_HISTORY feature; parsed, defaulted and validated into *config.
 void HistoryConfig(const std::string& users, int epochs, v1::TrainerConfig* config) {
   ASSERT_THAT(ParseTextProto(absl::StrCat(R"pb(
                                             data { train {
@@ -201,15 +201,13 @@ void HistoryConfig(const std::string& users, int epochs, v1::TrainerConfig* conf
                                                       }
     user_tower { id_embedding_dim: 4 output_dim: 4 }
     item_tower { id_embedding_dim: 4 output_dim: 4 }
-    training { objective: SAMPLED_SOFTMAX num_negatives: 2 batch_size: 4 epochs: )pb",
-                                          epochs, " }"),
-                             "config", config),
-              IsOk());
+    training { objective: OBJECTIVE_SAMPLED_SOFTMAX num_negatives: 2 batch_size: 4 epochs: )pb", epochs, " }"),
+                             "config", config).ok());
   ApplyDefaults(config);
   ASSERT_THAT(ValidateTrainerConfig(*config), IsOk());
 }
 
-// history_length keeps the most recent partners (by timestamp, not file order); PRECEDING
+// history_length keeps the most recent partners (by timestamp, not file order); HISTORY_CONTEXT_PRECEDING
 // gives each training example only what came before it.
 TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   ScopedTempDir dir;
@@ -219,8 +217,8 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   testing::WriteText(dir.Join("users.csv"), "user\nu1\nu2\n");
   v1::TrainerConfig config;
   ASSERT_NO_FATAL_FAILURE(HistoryConfig(R"pb(table { path: "users.csv" header: true } id_column { name: "user" }
-              features { name: "history" kind: HISTORY embedding_dim: 4 history_length: 2
-                         history_context: PRECEDING })pb", 2, &config));
+              features { name: "history" kind: KIND_HISTORY embedding_dim: 4 history_length: 2
+                         history_context: HISTORY_CONTEXT_PRECEDING })pb", 2, &config));
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
   ASSERT_THAT(data, IsOk());
   const int h = data->user_encoder.HistoryField();
@@ -242,7 +240,7 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   EXPECT_EQ(as_vector(data->user_preceding.Of(3)), tokens({"c", "a"}));  // u1,d at 40
   EXPECT_EQ(as_vector(data->user_preceding.Of(4)), tokens({"a", "d"}));  // u1,b again at 50
   EXPECT_EQ(as_vector(data->user_preceding.Of(6)), tokens({"a"}));       // u2,c at 6
-  // The whole timeline before an example, uncut (short_history_from FIRST reads it).
+  // The whole timeline before an example, uncut (SHORT_HISTORY_FROM_FIRST reads it).
   EXPECT_EQ(as_vector(data->user_preceding.Timeline(3)), tokens({"b", "c", "a"}));
   EXPECT_EQ(as_vector(data->user_preceding.Timeline(4)), tokens({"b", "c", "a", "d"}));
   EXPECT_EQ(as_vector(data->user_preceding.Timeline(1)), tokens({}));
@@ -265,7 +263,7 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   absl::StatusOr<TrainingReport> report = Train(config, *data, TrainOptions{});
   ASSERT_THAT(report, IsOk());
   EXPECT_TRUE(std::isfinite(report->final_loss));
-  // Training reads the spans: the same seed with LEAVE_ONE_OUT rows trains differently.
+  // Training reads the spans: the same seed with HISTORY_CONTEXT_LEAVE_ONE_OUT rows trains differently.
   {
     v1::TrainerConfig leave_one_out = config;
     leave_one_out.mutable_data()->mutable_users()->mutable_features(0)->clear_history_context();
@@ -286,7 +284,7 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   EXPECT_EQ(as_vector(whole->user_preceding.Of(4)), all_four);
   EXPECT_EQ(as_vector(whole->users.rows.Field(whole->user_row.at("u1"), h)), all_four);
 
-  // PRECEDING is refused without timestamps, on the item side, and twice per tower; an
+  // HISTORY_CONTEXT_PRECEDING is refused without timestamps, on the item side, and twice per tower; an
   // unknown context number is refused too.
   {
     v1::TrainerConfig bad = config;
@@ -295,7 +293,7 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
     bad = config;
     *bad.mutable_data()->mutable_users()->add_features() = config.data().users().features(0);
     bad.mutable_data()->mutable_users()->mutable_features(1)->set_name("history2");
-    EXPECT_NE(ValidateTrainerConfig(bad).ToString().find("at most one HISTORY"), std::string::npos);
+    EXPECT_NE(ValidateTrainerConfig(bad).ToString().find("at most one KIND_HISTORY"), std::string::npos);
     bad = config;
     bad.mutable_data()->mutable_users()->mutable_features(0)->set_history_context(
         static_cast<v1::FeatureSpec::HistoryContext>(7));
@@ -308,7 +306,7 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
         << ValidateTrainerConfig(bad);
   }
 
-  // The default context keeps no per-example spans; the options belong to HISTORY only.
+  // The default context keeps no per-example spans; the options belong to KIND_HISTORY only.
   config.mutable_data()->mutable_users()->mutable_features(0)->clear_history_context();
   absl::StatusOr<TrainingData> leave_one_out = LoadTrainingData(config, dir.path(), stderr);
   ASSERT_THAT(leave_one_out, IsOk());
@@ -317,10 +315,10 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
   EXPECT_FALSE(ValidateTrainerConfig(config).ok());
   v1::TrainerConfig categorical = config;
   v1::FeatureSpec* f = categorical.mutable_data()->mutable_users()->mutable_features(0);
-  f->set_kind(v1::FeatureSpec::CATEGORICAL);
+  f->set_kind(v1::FeatureSpec::KIND_CATEGORICAL);
   f->set_history_length(5);
   f->mutable_column()->set_index(0);
-  EXPECT_NE(ValidateTrainerConfig(categorical).ToString().find("HISTORY features only"), std::string::npos)
+  EXPECT_NE(ValidateTrainerConfig(categorical).ToString().find("KIND_HISTORY features only"), std::string::npos)
       << ValidateTrainerConfig(categorical);
 }
 
@@ -340,10 +338,10 @@ TEST(TrainerFeaturesTest, RequestFeaturesEncodeExactlyLikeTraining) {
       const RawValue& raw = table->values[r][f];
       v1::FeatureValue& value = request[spec.features(f).name()];
       switch (spec.features(f).kind()) {
-        case v1::FeatureSpec::NUMERIC:
+        case v1::FeatureSpec::KIND_NUMERIC:
           if (raw.has_number) value.set_numeric(raw.number); else request.erase(spec.features(f).name());
           break;
-        case v1::FeatureSpec::MULTI_HOT:
+        case v1::FeatureSpec::KIND_MULTI_HOT:
           value.mutable_multi_hot();  // an empty list is a valid (missing) value
           for (const std::string& token : raw.tokens) value.mutable_multi_hot()->add_values(token);
           break;
@@ -411,7 +409,7 @@ TEST(TrainerFeaturesTest, UserDropsFollowTheRatesAndTheSeed) {
     if (d.keep > 0) {
       ++cut;
       ++lengths[d.keep];
-      EXPECT_TRUE(d.id && !d.history);  // scope ID_DROPPED: only the new-user path
+      EXPECT_TRUE(d.id && !d.history);  // SHORT_HISTORY_SCOPE_ID_DROPPED: only the new-user path
     } else {
       EXPECT_FALSE(d.id && !d.history);  // rate 1: every one of those is cut
     }
@@ -426,8 +424,8 @@ TEST(TrainerFeaturesTest, UserDropsFollowTheRatesAndTheSeed) {
     EXPECT_LE(length, 5u);
     EXPECT_NEAR(count / double(cut), 0.2, 0.02) << length;
   }
-  // Scope ALL, rate 0.5: half of the rows that keep a history are cut, known ids too.
-  t.set_short_history_scope(v1::TrainingSpec::ALL);
+  // SHORT_HISTORY_SCOPE_ALL, rate 0.5: half of the rows that keep a history are cut, known ids too.
+  t.set_short_history_scope(v1::TrainingSpec::SHORT_HISTORY_SCOPE_ALL);
   t.set_short_history_rate(0.5f);
   t.set_short_history_max_length(2);
   int kept = 0, kept_cut = 0, known_cut = 0;
@@ -459,21 +457,21 @@ TEST(TrainerFeaturesTest, UserDropsFollowTheRatesAndTheSeed) {
     ASSERT_EQ(counts.size(), 4u);
     for (const auto& [gap, count] : counts) EXPECT_NEAR(count / 40000.0, 0.25, 0.01) << gap;
   }
-  // short_history_from marks the cuts; RANDOM draws a seed for each.
-  t.set_short_history_from(v1::TrainingSpec::FIRST);
+  // short_history_from marks the cuts; SHORT_HISTORY_FROM_RANDOM draws a seed for each.
+  t.set_short_history_from(v1::TrainingSpec::SHORT_HISTORY_FROM_FIRST);
   for (const UserDrop& d : draw(10, 1000)) {
     if (d.keep > 0) {
-      EXPECT_EQ(d.from, v1::TrainingSpec::FIRST);
+      EXPECT_EQ(d.from, v1::TrainingSpec::SHORT_HISTORY_FROM_FIRST);
     }
   }
-  t.set_short_history_from(v1::TrainingSpec::RANDOM);
+  t.set_short_history_from(v1::TrainingSpec::SHORT_HISTORY_FROM_RANDOM);
   std::set<uint64_t> seeds;
   int cuts = 0;
   for (const UserDrop& d : draw(10, 1000)) {
     if (d.keep == 0) continue;
     ++cuts;
     seeds.insert(d.seed);
-    EXPECT_EQ(d.from, v1::TrainingSpec::RANDOM);
+    EXPECT_EQ(d.from, v1::TrainingSpec::SHORT_HISTORY_FROM_RANDOM);
   }
   EXPECT_EQ(static_cast<int>(seeds.size()), cuts);
 }
@@ -504,17 +502,17 @@ TEST(TrainerFeaturesTest, TrainingUserRowsCarryTheDrawnHistory) {
   EXPECT_EQ(row(history, 9, {.id = true, .history = true}), (V{0, 0}));  // nothing: the OOV row
   EXPECT_EQ(row(history, 9, {.history = true}), (V{4, 0}));
   EXPECT_EQ(row(std::vector<int32_t>{9}, 9, {}), (V{4, 0}));
-  EXPECT_EQ(row(all.Field(0, 2), 0, {.keep = 2}), (V{4, 2, 3}));  // a stored (LEAVE_ONE_OUT) row
-  // short_history_from FIRST: the first items of the timeline before the example.
-  EXPECT_EQ(row(history, 7, {.id = true, .keep = 2, .from = v1::TrainingSpec::FIRST}), (V{0, 8, 9}));
-  EXPECT_EQ(row(history, 9, {.keep = 3, .from = v1::TrainingSpec::FIRST}), (V{4, 7, 8, 10}));
-  EXPECT_EQ(row(history, 9, {.keep = 7, .from = v1::TrainingSpec::FIRST}), (V{4, 7, 8, 10, 11}));
-  // RANDOM / ANY: `keep` distinct items of the history (the positive left out), in their
+  EXPECT_EQ(row(all.Field(0, 2), 0, {.keep = 2}), (V{4, 2, 3}));  // a stored (HISTORY_CONTEXT_LEAVE_ONE_OUT) row
+  // SHORT_HISTORY_FROM_FIRST: the first items of the timeline before the example.
+  EXPECT_EQ(row(history, 7, {.id = true, .keep = 2, .from = v1::TrainingSpec::SHORT_HISTORY_FROM_FIRST}), (V{0, 8, 9}));
+  EXPECT_EQ(row(history, 9, {.keep = 3, .from = v1::TrainingSpec::SHORT_HISTORY_FROM_FIRST}), (V{4, 7, 8, 10}));
+  EXPECT_EQ(row(history, 9, {.keep = 7, .from = v1::TrainingSpec::SHORT_HISTORY_FROM_FIRST}), (V{4, 7, 8, 10, 11}));
+  // SHORT_HISTORY_FROM_RANDOM / _ANY: `keep` distinct items of the history (the positive left out), in their
   // order, the same for the same seed, each item equally likely.
   std::map<int32_t, int> picked;
   std::set<std::vector<int32_t>> subsets;
   for (uint64_t seed = 1; seed <= 3000; ++seed) {
-    const UserDrop drop{.keep = 2, .from = v1::TrainingSpec::RANDOM, .seed = seed};
+    const UserDrop drop{.keep = 2, .from = v1::TrainingSpec::SHORT_HISTORY_FROM_RANDOM, .seed = seed};
     const std::vector<int32_t> got = row(history, 9, drop);
     ASSERT_EQ(got.size(), 3u);
     EXPECT_EQ(got[0], 4);
@@ -544,56 +542,23 @@ TEST(TrainerFeaturesTest, EvalSetWithARequestHistoryScoresLikeTheProtocol) {
   testing::WriteText(dir.Join("history.csv"), "user,item,ts\nn1,c,2\nn1,a,1\n");
   v1::TrainerConfig config;
   ASSERT_THAT(ParseTextProto(R"pb(
-                               data {
-                                 train {
-                                   table { path: "train.csv" header: true }
-                                   user_column { name: "user" }
-                                   item_column { name: "item" }
-                                   timestamp_column { name: "ts" }
-                                 }
-                                 users {
-                                   table { path: "users.csv" header: true }
-                                   id_column { name: "user" }
-                                   features {
-                                     name: "segment"
-                                     kind: CATEGORICAL
-                                     column { name: "segment" }
-                                     embedding_dim: 2
-                                   }
-                                   features { name: "history" kind: HISTORY embedding_dim: 2 }
-                                 }
-                                 items {
-                                   table { path: "items.csv" header: true }
-                                   id_column { name: "item" }
-                                 }
-                                 eval {
-                                   name: "cold"
-                                   interactions {
-                                     table { path: "cold.csv" header: true }
-                                     user_column { name: "user" }
-                                     item_column { name: "item" }
-                                   }
-                                 }
-                                 eval {
-                                   name: "cold5"
-                                   interactions {
-                                     table { path: "cold.csv" header: true }
-                                     user_column { name: "user" }
-                                     item_column { name: "item" }
-                                   }
-                                   history {
-                                     table { path: "history.csv" header: true }
-                                     user_column { name: "user" }
-                                     item_column { name: "item" }
-                                     timestamp_column { name: "ts" }
-                                   }
-                                 }
-                               }
-                               user_tower { id_embedding_dim: 2 output_dim: 1 }
-                               item_tower { id_embedding_dim: 2 output_dim: 1 }
-                             )pb",
-                             "config", &config),
-              IsOk());
+    data {
+      train { table { path: "train.csv" header: true } user_column { name: "user" }
+              item_column { name: "item" } timestamp_column { name: "ts" } }
+      users { table { path: "users.csv" header: true } id_column { name: "user" }
+              features { name: "segment" kind: KIND_CATEGORICAL column { name: "segment" } embedding_dim: 2 }
+              features { name: "history" kind: KIND_HISTORY embedding_dim: 2 } }
+      items { table { path: "items.csv" header: true } id_column { name: "item" } }
+      eval { name: "cold" interactions { table { path: "cold.csv" header: true }
+             user_column { name: "user" } item_column { name: "item" } } }
+      eval { name: "cold5" interactions { table { path: "cold.csv" header: true }
+             user_column { name: "user" } item_column { name: "item" } }
+             history { table { path: "history.csv" header: true } user_column { name: "user" }
+                       item_column { name: "item" } timestamp_column { name: "ts" } } }
+    }
+    user_tower { id_embedding_dim: 2 output_dim: 1 }
+    item_tower { id_embedding_dim: 2 output_dim: 1 }
+  )pb", "config", &config), IsOk());
   ApplyDefaults(&config);
   ASSERT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
@@ -697,13 +662,8 @@ TEST(TrainerFeaturesTest, IndependentHistoryDropoutServesNewUsersFromTheirFirstC
   v1::TrainerConfig config = *loaded;
   v1::FeatureTableSpec* users = config.mutable_data()->mutable_users();
   users->clear_features();
-  ASSERT_THAT(ParseTextProto(R"pb(name: "history"
-                                  kind: HISTORY
-                                  embedding_dim: 16
-                                  history_length: 20
-                                  history_context: PRECEDING)pb",
-                             "history", users->add_features()),
-              IsOk());
+  ASSERT_THAT(ParseTextProto(R"pb(name: "history" kind: KIND_HISTORY embedding_dim: 16 history_length: 20
+                                  history_context: HISTORY_CONTEXT_PRECEDING)pb", "history", users->add_features()), IsOk());
   config.mutable_data()->clear_eval();
   ASSERT_THAT(ParseTextProto(R"pb(
                                name: "new"
@@ -733,7 +693,7 @@ TEST(TrainerFeaturesTest, IndependentHistoryDropoutServesNewUsersFromTheirFirstC
   ASSERT_THAT(coupled, IsOk());
   t->set_user_history_dropout(0.3f);
   t->set_short_history_rate(1.0f);
-  t->set_short_history_from(v1::TrainingSpec::RANDOM);
+  t->set_short_history_from(v1::TrainingSpec::SHORT_HISTORY_FROM_RANDOM);
   ASSERT_EQ(ValidateTrainerConfig(config), absl::OkStatus());
   absl::StatusOr<TrainingReport> independent = Train(config, *data, TrainOptions{});
   ASSERT_THAT(independent, IsOk());
@@ -747,7 +707,7 @@ TEST(TrainerFeaturesTest, IndependentHistoryDropoutServesNewUsersFromTheirFirstC
   EXPECT_GT(after, 1.5 * Recall(*popularity, "new", 10));
 }
 
-// An attention-pooled history (pooling ATTENTION, history_gap_max) trains, learns its
+// An attention-pooled history (POOLING_ATTENTION, history_gap_max) trains, learns its
 // pooling parameters (they start at 0, the mean), and serves from the written bundle: a
 // request that carries a user's stored history as item ids gets the stored row's vector.
 TEST(TrainerFeaturesTest, AttentionPooledHistoryTrainsAndServesFromTheBundle) {
@@ -761,15 +721,9 @@ TEST(TrainerFeaturesTest, AttentionPooledHistoryTrainsAndServesFromTheBundle) {
   v1::TrainerConfig config = *loaded;
   v1::FeatureTableSpec* users = config.mutable_data()->mutable_users();
   users->clear_features();
-  ASSERT_THAT(ParseTextProto(R"pb(name: "history"
-                                  kind: HISTORY
-                                  embedding_dim: 16
-                                  history_length: 10
-                                  history_context: PRECEDING
-                                  pooling: ATTENTION
-                                  pooling_heads: 2)pb",
-                             "history", users->add_features()),
-              IsOk());
+  ASSERT_THAT(ParseTextProto(R"pb(name: "history" kind: KIND_HISTORY embedding_dim: 16 history_length: 10
+                                  history_context: HISTORY_CONTEXT_PRECEDING pooling: POOLING_ATTENTION pooling_heads: 2)pb",
+                             "history", users->add_features()), IsOk());
   config.mutable_training()->set_epochs(6);
   config.mutable_training()->set_history_gap_max(2);
   ApplyDefaults(&config);
@@ -883,7 +837,7 @@ TEST(TrainerFeaturesTest, MetricsFileAndPlot) {
 }
 
 }  // namespace
-// Interactions alone are enough for derived features: a users block with only a HISTORY
+// Interactions alone are enough for derived features: a users block with only a KIND_HISTORY
 // feature needs no table (every user of the interactions gets their history).
 TEST(TrainerFeaturesTest, AHistoryNeedsNoUsersTable) {
   ScopedTempDir dir;
@@ -891,7 +845,7 @@ TEST(TrainerFeaturesTest, AHistoryNeedsNoUsersTable) {
                      "user,item,ts\nu1,a,30\nu1,b,10\nu1,c,20\nu1,d,40\nu2,a,5\nu2,c,6\n");
   v1::TrainerConfig config;
   ASSERT_NO_FATAL_FAILURE(
-      HistoryConfig(R"pb(features { name: "history" kind: HISTORY embedding_dim: 4 history_length: 2 })pb", 1, &config));
+      HistoryConfig(R"pb(features { name: "history" kind: KIND_HISTORY embedding_dim: 4 history_length: 2 })pb", 1, &config));
   absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
   ASSERT_THAT(data, IsOk());
   const int h = data->user_encoder.HistoryField();
@@ -913,7 +867,7 @@ TEST(TrainerFeaturesTest, AHistoryNeedsNoUsersTable) {
   v1::TrainerConfig with_column = config;
   v1::FeatureSpec* age = with_column.mutable_data()->mutable_users()->add_features();
   age->set_name("age");
-  age->set_kind(v1::FeatureSpec::NUMERIC);
+  age->set_kind(v1::FeatureSpec::KIND_NUMERIC);
   age->mutable_column()->set_name("age");
   EXPECT_NE(ValidateTrainerConfig(with_column).ToString().find("data.users.table.path: must be set"), std::string::npos)
       << ValidateTrainerConfig(with_column);

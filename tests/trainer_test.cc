@@ -47,13 +47,13 @@ TEST(TrainerTest, RecoversPlantedStructureFarBetterThanPopularity) {
 
 TEST(TrainerTest, LearningRateSchedules) {
   v1::TrainingSpec t;
-  EXPECT_EQ(LearningRateScale(t, 0, 100), 1.0f);  // CONSTANT
+  EXPECT_EQ(LearningRateScale(t, 0, 100), 1.0f);  // LEARNING_RATE_SCHEDULE_CONSTANT
   EXPECT_EQ(LearningRateScale(t, 99, 100), 1.0f);
-  t.set_learning_rate_schedule(v1::TrainingSpec::LINEAR_DECAY);
+  t.set_learning_rate_schedule(v1::TrainingSpec::LEARNING_RATE_SCHEDULE_LINEAR_DECAY);
   EXPECT_FLOAT_EQ(LearningRateScale(t, 0, 100), 1.0f);
   EXPECT_FLOAT_EQ(LearningRateScale(t, 25, 100), 0.75f);
   EXPECT_FLOAT_EQ(LearningRateScale(t, 99, 100), 0.01f);
-  t.set_learning_rate_schedule(v1::TrainingSpec::COSINE_DECAY);
+  t.set_learning_rate_schedule(v1::TrainingSpec::LEARNING_RATE_SCHEDULE_COSINE_DECAY);
   EXPECT_FLOAT_EQ(LearningRateScale(t, 0, 100), 1.0f);
   EXPECT_NEAR(LearningRateScale(t, 50, 100), 0.5f, 1e-6);
   EXPECT_NEAR(LearningRateScale(t, 25, 100), 0.5f * (1 + std::cos(M_PI / 4)), 1e-6);
@@ -163,7 +163,7 @@ TEST(TrainerTest, AModelTooBigForABundleIsRefusedBeforeTraining) {
   // Two hashed features of 2^26 rows x 7: each fits the per-tensor bound, together they are
   // ~3.8 GB of user tower.
   for (v1::FeatureSpec& f : *config->mutable_data()->mutable_users()->mutable_features()) {
-    if (f.kind() != v1::FeatureSpec::CATEGORICAL) continue;
+    if (f.kind() != v1::FeatureSpec::KIND_CATEGORICAL) continue;
     f.set_hash_buckets(kMaxHashBuckets - 1);
     f.set_embedding_dim(7);
   }

@@ -10,6 +10,7 @@
 #include "util/status_macros.h"
 #include "util/text_proto.h"
 #include "util/utf8.h"
+#include "util/config_enums.h"
 
 namespace twotower {
 
@@ -26,12 +27,12 @@ std::string Range(int64_t lo, int64_t hi) { return absl::StrCat("must be in ", l
 // Width of a feature's input to its tower's MLP.
 int64_t InputWidth(const v1::FeatureSpec& f) {
   switch (f.kind()) {
-    case v1::FeatureSpec::NUMERIC:
-    case v1::FeatureSpec::POPULARITY:
+    case v1::FeatureSpec::KIND_NUMERIC:
+    case v1::FeatureSpec::KIND_POPULARITY:
       return 1;
     default:
       return int64_t{f.embedding_dim()} *
-             (f.pooling() == v1::FeatureSpec::ATTENTION ? std::max(1, f.pooling_heads()) : 1);
+             (ResolvedPooling(f) == v1::FeatureSpec::POOLING_ATTENTION ? std::max(1, f.pooling_heads()) : 1);
   }
 }
 
@@ -55,11 +56,12 @@ absl::Status ValidateInteractions(absl::string_view field, const v1::Interaction
 
 absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpec& spec) {
   if (spec.features_size() == 0 && !spec.has_table()) return absl::OkStatus();  // no features
-  // Derived features (POPULARITY, HISTORY) come from the interactions: without a feature
-  // read from a column, the table is optional (every entity of the interactions has them).
+  // Derived features (KIND_POPULARITY, KIND_HISTORY) come from the interactions: without a
+  // feature read from a column, the table is optional (every entity of the interactions has
+  // them).
   bool reads_columns = false;
   for (const v1::FeatureSpec& f : spec.features()) {
-    reads_columns |= f.kind() != v1::FeatureSpec::POPULARITY && f.kind() != v1::FeatureSpec::HISTORY;
+    reads_columns |= f.kind() != v1::FeatureSpec::KIND_POPULARITY && f.kind() != v1::FeatureSpec::KIND_HISTORY;
   }
   if (reads_columns || spec.has_table()) {
     RETURN_IF_ERROR(ValidateTable(field, spec.table()));
@@ -77,47 +79,51 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
     if (!names.insert(f.name()).second) return Invalid(where, "duplicate feature name");
     // Options only some kinds read: on another kind they would be silently ignored.
     const v1::FeatureSpec::Kind kind = f.kind();
-    const bool tokens = kind == v1::FeatureSpec::CATEGORICAL || kind == v1::FeatureSpec::MULTI_HOT;
-    const bool number = kind == v1::FeatureSpec::NUMERIC || kind == v1::FeatureSpec::BUCKETIZED;
-    if (kind != v1::FeatureSpec::HISTORY &&
-        (f.history_length() != 0 || f.history_context() != v1::FeatureSpec::LEAVE_ONE_OUT)) {
-      return Invalid(where, "history_length and history_context apply to HISTORY features only");
+    const bool tokens = kind == v1::FeatureSpec::KIND_CATEGORICAL || kind == v1::FeatureSpec::KIND_MULTI_HOT;
+    const bool number = kind == v1::FeatureSpec::KIND_NUMERIC || kind == v1::FeatureSpec::KIND_BUCKETIZED;
+    if (kind != v1::FeatureSpec::KIND_HISTORY &&
+        (f.history_length() != 0 ||
+         ResolvedHistoryContext(f) != v1::FeatureSpec::HISTORY_CONTEXT_LEAVE_ONE_OUT)) {
+      return Invalid(where, "history_length and history_context apply to KIND_HISTORY features only");
     }
-    if (!v1::FeatureSpec::Pooling_IsValid(f.pooling())) return Invalid(where, "pooling must be MEAN, SUM or ATTENTION");
-    if (f.pooling() == v1::FeatureSpec::ATTENTION && kind != v1::FeatureSpec::HISTORY) {
-      return Invalid(where, "pooling ATTENTION applies to HISTORY features only");
+    if (!v1::FeatureSpec::Pooling_IsValid(f.pooling())) {
+      return Invalid(where, "pooling must be POOLING_MEAN, POOLING_SUM or POOLING_ATTENTION");
     }
-    if (f.pooling_heads() != 0 && f.pooling() != v1::FeatureSpec::ATTENTION) {
-      return Invalid(where, "pooling_heads applies to pooling ATTENTION only");
+    if (ResolvedPooling(f) == v1::FeatureSpec::POOLING_ATTENTION && kind != v1::FeatureSpec::KIND_HISTORY) {
+      return Invalid(where, "pooling POOLING_ATTENTION applies to KIND_HISTORY features only");
+    }
+    if (f.pooling_heads() != 0 && ResolvedPooling(f) != v1::FeatureSpec::POOLING_ATTENTION) {
+      return Invalid(where, "pooling_heads applies to pooling POOLING_ATTENTION only");
     }
     if (!InRange(f.pooling_heads(), 0, kMaxPoolingHeads)) {
       return Invalid(where, absl::StrCat("pooling_heads ", Range(0, kMaxPoolingHeads)));
     }
     if (!tokens && (f.hash_buckets() != 0 || f.max_vocabulary_size() != 0)) {
-      return Invalid(where, "hash_buckets and max_vocabulary_size apply to CATEGORICAL and MULTI_HOT features only");
+      return Invalid(where, "hash_buckets and max_vocabulary_size apply to KIND_CATEGORICAL and KIND_MULTI_HOT "
+                            "features only");
     }
-    if (kind != v1::FeatureSpec::MULTI_HOT && !f.separator().empty()) {
-      return Invalid(where, "separator applies to MULTI_HOT features only");
+    if (kind != v1::FeatureSpec::KIND_MULTI_HOT && !f.separator().empty()) {
+      return Invalid(where, "separator applies to KIND_MULTI_HOT features only");
     }
-    if (kind != v1::FeatureSpec::BUCKETIZED && (f.boundaries_size() > 0 || f.quantile_buckets() != 0)) {
-      return Invalid(where, "boundaries and quantile_buckets apply to BUCKETIZED features only");
+    if (kind != v1::FeatureSpec::KIND_BUCKETIZED && (f.boundaries_size() > 0 || f.quantile_buckets() != 0)) {
+      return Invalid(where, "boundaries and quantile_buckets apply to KIND_BUCKETIZED features only");
     }
-    if (kind != v1::FeatureSpec::NUMERIC &&
-        (f.transform() != v1::FeatureSpec::STANDARDIZE || f.has_default_value())) {
-      return Invalid(where, "transform and default_value apply to NUMERIC features only");
+    if (kind != v1::FeatureSpec::KIND_NUMERIC &&
+        (ResolvedTransform(f) != v1::FeatureSpec::TRANSFORM_STANDARDIZE || f.has_default_value())) {
+      return Invalid(where, "transform and default_value apply to KIND_NUMERIC features only");
     }
     if (!number && (f.has_clip_min() || f.has_clip_max())) {
-      return Invalid(where, "clip_min and clip_max apply to NUMERIC and BUCKETIZED features only");
+      return Invalid(where, "clip_min and clip_max apply to KIND_NUMERIC and KIND_BUCKETIZED features only");
     }
-    if (!tokens && !number && f.derive() != v1::FeatureSpec::NONE) {
+    if (!tokens && !number && ResolvedDerive(f) != v1::FeatureSpec::DERIVE_NONE) {
       return Invalid(where, "derive applies to features read from a column");
     }
-    if (f.prefix_length() != 0 && f.derive() != v1::FeatureSpec::PREFIX) {
-      return Invalid(where, "prefix_length applies to derive: PREFIX only");
+    if (f.prefix_length() != 0 && ResolvedDerive(f) != v1::FeatureSpec::DERIVE_PREFIX) {
+      return Invalid(where, "prefix_length applies to derive: DERIVE_PREFIX only");
     }
     switch (f.kind()) {
-      case v1::FeatureSpec::CATEGORICAL:
-      case v1::FeatureSpec::MULTI_HOT:
+      case v1::FeatureSpec::KIND_CATEGORICAL:
+      case v1::FeatureSpec::KIND_MULTI_HOT:
         if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
           return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
         }
@@ -130,13 +136,13 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
         }
         if (f.max_vocabulary_size() < 0) return Invalid(where, "max_vocabulary_size must be >= 0");
         break;
-      case v1::FeatureSpec::BUCKETIZED: {
+      case v1::FeatureSpec::KIND_BUCKETIZED: {
         if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
           return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
         }
         const bool fixed = f.boundaries_size() > 0;
         if (fixed == (f.quantile_buckets() > 0)) {
-          return Invalid(where, "BUCKETIZED needs either boundaries or quantile_buckets");
+          return Invalid(where, "KIND_BUCKETIZED needs either boundaries or quantile_buckets");
         }
         if (!fixed && !InRange(f.quantile_buckets(), 2, kMaxBuckets)) {
           return Invalid(where, absl::StrCat("quantile_buckets ", Range(2, kMaxBuckets)));
@@ -149,10 +155,10 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
         }
         break;
       }
-      case v1::FeatureSpec::NUMERIC:
-        if (f.embedding_dim() != 0) return Invalid(where, "NUMERIC features have no embedding_dim");
+      case v1::FeatureSpec::KIND_NUMERIC:
+        if (f.embedding_dim() != 0) return Invalid(where, "KIND_NUMERIC features have no embedding_dim");
         break;
-      case v1::FeatureSpec::HISTORY:
+      case v1::FeatureSpec::KIND_HISTORY:
         if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
           return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
         }
@@ -160,23 +166,24 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
           return Invalid(where, absl::StrCat("history_length ", Range(0, kMaxHistoryLength)));
         }
         if (!v1::FeatureSpec::HistoryContext_IsValid(f.history_context())) {
-          return Invalid(where, "history_context must be LEAVE_ONE_OUT or PRECEDING");
+          return Invalid(where, "history_context must be HISTORY_CONTEXT_LEAVE_ONE_OUT or HISTORY_CONTEXT_PRECEDING");
         }
-        if (++histories > 1) return Invalid(where, "at most one HISTORY feature per tower");
+        if (++histories > 1) return Invalid(where, "at most one KIND_HISTORY feature per tower");
         if (f.has_column() || f.flag_columns_size() > 0) {
-          return Invalid(where, "HISTORY is derived from the interactions: no column");
+          return Invalid(where, "KIND_HISTORY is derived from the interactions: no column");
         }
         continue;
-      case v1::FeatureSpec::POPULARITY:
+      case v1::FeatureSpec::KIND_POPULARITY:
         if (f.embedding_dim() != 0 || f.has_column() || f.flag_columns_size() > 0) {
-          return Invalid(where, "POPULARITY is derived from the interactions: no column, no embedding_dim");
+          return Invalid(where, "KIND_POPULARITY is derived from the interactions: no column, no embedding_dim");
         }
         continue;
       default:
-        return Invalid(where, "kind must be CATEGORICAL, MULTI_HOT, NUMERIC, BUCKETIZED, POPULARITY or HISTORY");
+        return Invalid(where, "kind must be KIND_CATEGORICAL, KIND_MULTI_HOT, KIND_NUMERIC, KIND_BUCKETIZED, "
+                            "KIND_POPULARITY or KIND_HISTORY");
     }
     if (f.flag_columns_size() > 0) {
-      if (f.kind() != v1::FeatureSpec::MULTI_HOT) return Invalid(where, "flag_columns is for MULTI_HOT only");
+      if (f.kind() != v1::FeatureSpec::KIND_MULTI_HOT) return Invalid(where, "flag_columns is for KIND_MULTI_HOT only");
       if (f.has_column()) return Invalid(where, "set either column or flag_columns, not both");
       for (int c = 0; c < f.flag_columns_size(); ++c) {
         RETURN_IF_ERROR(ValidateColumn(absl::StrCat(where, ".flag_columns[", c, "]"), f.flag_columns(c)));
@@ -189,9 +196,9 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
     if (f.has_clip_min() && f.has_clip_max() && f.clip_min() > f.clip_max()) {
       return Invalid(where, "clip_min must be <= clip_max");
     }
-    if (f.pooling() == v1::FeatureSpec::SUM && f.kind() != v1::FeatureSpec::MULTI_HOT &&
-        f.kind() != v1::FeatureSpec::HISTORY) {
-      return Invalid(where, "pooling applies to MULTI_HOT and HISTORY features");
+    if (ResolvedPooling(f) == v1::FeatureSpec::POOLING_SUM && f.kind() != v1::FeatureSpec::KIND_MULTI_HOT &&
+        f.kind() != v1::FeatureSpec::KIND_HISTORY) {
+      return Invalid(where, "pooling applies to KIND_MULTI_HOT and KIND_HISTORY features");
     }
   }
   return absl::OkStatus();
@@ -240,7 +247,7 @@ absl::Status ValidateTower(absl::string_view field, const v1::TowerSpec& spec,
 void ApplyDefaults(v1::TrainerConfig* config) {
   v1::TrainingSpec* t = config->mutable_training();
   if (t->objective() == v1::TrainingSpec::OBJECTIVE_UNSPECIFIED) {
-    t->set_objective(v1::TrainingSpec::IN_BATCH_SOFTMAX);
+    t->set_objective(v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX);
   }
   if (t->epochs() == 0) t->set_epochs(10);
   if (t->batch_size() == 0) t->set_batch_size(256);
@@ -248,10 +255,10 @@ void ApplyDefaults(v1::TrainerConfig* config) {
   if (t->temperature() == 0) t->set_temperature(0.1f);
   if (!t->has_num_negatives()) {
     switch (t->objective()) {
-      case v1::TrainingSpec::IN_BATCH_SOFTMAX: t->set_num_negatives(0); break;
-      case v1::TrainingSpec::TRIPLET_HINGE:
-      case v1::TrainingSpec::TRIPLET_LOGISTIC: t->set_num_negatives(1); break;
-      case v1::TrainingSpec::SAMPLED_SOFTMAX: t->set_num_negatives(10); break;
+      case v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX: t->set_num_negatives(0); break;
+      case v1::TrainingSpec::OBJECTIVE_TRIPLET_HINGE:
+      case v1::TrainingSpec::OBJECTIVE_TRIPLET_LOGISTIC: t->set_num_negatives(1); break;
+      case v1::TrainingSpec::OBJECTIVE_SAMPLED_SOFTMAX: t->set_num_negatives(10); break;
       default: t->set_num_negatives(3);  // pointwise 1:3
     }
   }
@@ -275,7 +282,7 @@ void ApplyDefaults(v1::TrainerConfig* config) {
   for (v1::FeatureTableSpec* table : {config->mutable_data()->mutable_users(),
                                       config->mutable_data()->mutable_items()}) {
     for (v1::FeatureSpec& f : *table->mutable_features()) {
-      if (f.kind() == v1::FeatureSpec::MULTI_HOT && f.separator().empty()) f.set_separator("|");
+      if (f.kind() == v1::FeatureSpec::KIND_MULTI_HOT && f.separator().empty()) f.set_separator("|");
       if (f.min_count() == 0) f.set_min_count(1);
     }
   }
@@ -295,16 +302,16 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   RETURN_IF_ERROR(ValidateInteractions("data.train", data.train()));
   RETURN_IF_ERROR(ValidateFeatures("data.users", data.users()));
   RETURN_IF_ERROR(ValidateFeatures("data.items", data.items()));
-  // PRECEDING orders each user's interactions by time: it needs the times. On the item
-  // side it would give positives a history as of the example and negatives (and serving)
-  // the stored one, a difference the model could learn instead of preferences.
+  // HISTORY_CONTEXT_PRECEDING orders each user's interactions by time: it needs the times.
+  // On the item side it would give positives a history as of the example and negatives (and
+  // serving) the stored one, a difference the model could learn instead of preferences.
   for (const auto& [side, table] : {std::pair{"data.users", &data.users()}, std::pair{"data.items", &data.items()}}) {
     for (const v1::FeatureSpec& f : table->features()) {
-      if (f.kind() != v1::FeatureSpec::HISTORY || f.history_context() != v1::FeatureSpec::PRECEDING) continue;
+      if (f.kind() != v1::FeatureSpec::KIND_HISTORY || ResolvedHistoryContext(f) != v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING) continue;
       const std::string where = absl::StrCat(side, ".features (\"", f.name(), "\")");
-      if (table == &data.items()) return Invalid(where, "history_context PRECEDING is for the user tower only");
+      if (table == &data.items()) return Invalid(where, "history_context HISTORY_CONTEXT_PRECEDING is for the user tower only");
       if (!data.train().has_timestamp_column()) {
-        return Invalid(where, "history_context PRECEDING needs data.train.timestamp_column");
+        return Invalid(where, "history_context HISTORY_CONTEXT_PRECEDING needs data.train.timestamp_column");
       }
     }
   }
@@ -332,7 +339,7 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
       t.objective() == v1::TrainingSpec::OBJECTIVE_UNSPECIFIED) {
     return Invalid("training.objective", "unsupported objective");
   }
-  const bool in_batch = t.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX;
+  const bool in_batch = t.objective() == v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX;
   if (t.num_negatives() < (in_batch ? 0 : 1) || t.num_negatives() > 10000) {
     return Invalid("training.num_negatives", in_batch ? "must be in 0..10000" : "must be in 1..10000");
   }
@@ -341,7 +348,7 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     return Invalid("training.hard_negative_fraction", "must be in [0, 1]");
   }
   if (in_batch && t.hard_negative_fraction() > 0) {
-    return Invalid("training.hard_negative_fraction", "hard negatives need per-example negatives (not IN_BATCH_SOFTMAX)");
+    return Invalid("training.hard_negative_fraction", "hard negatives need per-example negatives (not OBJECTIVE_IN_BATCH_SOFTMAX)");
   }
   if (t.hard_negative_every_epochs() < 1) return Invalid("training.hard_negative_every_epochs", "must be >= 1");
   if (!InRange(t.hard_negative_pool(), 1, kMaxHardNegativePool)) {
@@ -369,11 +376,11 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
                                     std::pair{"training.item_id_dropout", t.item_id_dropout()}}) {
     if (!(value >= 0 && value < 1)) return Invalid(name, "must be in [0, 1)");
   }
-  // The history options act on the user tower's HISTORY feature: without one they would
+  // The history options act on the user tower's KIND_HISTORY feature: without one they would
   // be silently ignored.
   const bool user_history = [&] {
     for (const v1::FeatureSpec& f : data.users().features()) {
-      if (f.kind() == v1::FeatureSpec::HISTORY) return true;
+      if (f.kind() == v1::FeatureSpec::KIND_HISTORY) return true;
     }
     return false;
   }();
@@ -381,38 +388,41 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     if (!(t.user_history_dropout() >= 0 && t.user_history_dropout() < 1)) {
       return Invalid("training.user_history_dropout", "must be in [0, 1)");
     }
-    if (!user_history) return Invalid("training.user_history_dropout", "needs a HISTORY feature in data.users");
+    if (!user_history) return Invalid("training.user_history_dropout", "needs a KIND_HISTORY feature in data.users");
   }
   if (!(t.short_history_rate() >= 0 && t.short_history_rate() <= 1)) {
     return Invalid("training.short_history_rate", "must be in [0, 1]");
   }
   if (t.short_history_rate() > 0 && !user_history) {
-    return Invalid("training.short_history_rate", "needs a HISTORY feature in data.users");
+    return Invalid("training.short_history_rate", "needs a KIND_HISTORY feature in data.users");
   }
   if (!InRange(t.short_history_max_length(), 1, kMaxShortHistoryLength)) {
     return Invalid("training.short_history_max_length", Range(1, kMaxShortHistoryLength));
   }
   if (!v1::TrainingSpec::ShortHistoryScope_IsValid(t.short_history_scope())) {
-    return Invalid("training.short_history_scope", "must be ID_DROPPED or ALL");
+    return Invalid("training.short_history_scope", "must be SHORT_HISTORY_SCOPE_ID_DROPPED or SHORT_HISTORY_SCOPE_ALL");
   }
   if (!v1::TrainingSpec::ShortHistoryFrom_IsValid(t.short_history_from())) {
-    return Invalid("training.short_history_from", "must be LAST, FIRST, RANDOM or ANY");
+    return Invalid("training.short_history_from",
+                   "must be SHORT_HISTORY_FROM_LAST, SHORT_HISTORY_FROM_FIRST, SHORT_HISTORY_FROM_RANDOM "
+                   "or SHORT_HISTORY_FROM_ANY");
   }
-  if (t.short_history_from() != v1::TrainingSpec::LAST) {
+  if (ResolvedShortHistoryFrom(t) != v1::TrainingSpec::SHORT_HISTORY_FROM_LAST) {
     bool preceding = false;
     for (const v1::FeatureSpec& f : data.users().features()) {
-      preceding |= f.kind() == v1::FeatureSpec::HISTORY && f.history_context() == v1::FeatureSpec::PRECEDING;
+      preceding |= f.kind() == v1::FeatureSpec::KIND_HISTORY && ResolvedHistoryContext(f) == v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING;
     }
     if (!preceding) {
       return Invalid("training.short_history_from",
-                     "all but LAST need the user HISTORY feature's history_context PRECEDING");
+                     "all but SHORT_HISTORY_FROM_LAST need the user KIND_HISTORY feature's history_context "
+                     "HISTORY_CONTEXT_PRECEDING");
     }
   }
-  if (t.short_history_rate() > 0 && t.short_history_scope() == v1::TrainingSpec::ID_DROPPED &&
+  if (t.short_history_rate() > 0 && ResolvedShortHistoryScope(t) == v1::TrainingSpec::SHORT_HISTORY_SCOPE_ID_DROPPED &&
       t.user_id_dropout() == 0) {
     return Invalid("training.short_history_rate", "cuts the histories of the rows user_id_dropout drops; it is 0");
   }
-  if (t.short_history_rate() > 0 && t.short_history_scope() == v1::TrainingSpec::ID_DROPPED &&
+  if (t.short_history_rate() > 0 && ResolvedShortHistoryScope(t) == v1::TrainingSpec::SHORT_HISTORY_SCOPE_ID_DROPPED &&
       !t.has_user_history_dropout()) {
     return Invalid("training.short_history_rate",
                    "the rows whose id is dropped have no history unless user_history_dropout is set");
@@ -423,17 +433,17 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   if (t.history_gap_max() > 0) {
     bool preceding = false;
     for (const v1::FeatureSpec& f : data.users().features()) {
-      preceding |= f.kind() == v1::FeatureSpec::HISTORY && f.history_context() == v1::FeatureSpec::PRECEDING;
+      preceding |= f.kind() == v1::FeatureSpec::KIND_HISTORY && ResolvedHistoryContext(f) == v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING;
     }
     if (!preceding) {
-      return Invalid("training.history_gap_max", "needs the user HISTORY feature's history_context PRECEDING");
+      return Invalid("training.history_gap_max", "needs the user KIND_HISTORY feature's history_context HISTORY_CONTEXT_PRECEDING");
     }
   }
   if (!(t.cold_user_balance() >= 0 && t.cold_user_balance() <= 4)) {
     return Invalid("training.cold_user_balance", "must be in [0, 4]");
   }
-  if (t.cold_user_balance() != 0 && t.objective() != v1::TrainingSpec::IN_BATCH_SOFTMAX &&
-      t.objective() != v1::TrainingSpec::SAMPLED_SOFTMAX) {
+  if (t.cold_user_balance() != 0 && t.objective() != v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX &&
+      t.objective() != v1::TrainingSpec::OBJECTIVE_SAMPLED_SOFTMAX) {
     return Invalid("training.cold_user_balance", "is only implemented for the softmax objectives");
   }
   if (t.cold_user_balance() != 0 && t.user_id_dropout() == 0) {
@@ -453,7 +463,7 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     return Invalid("training.batch_size", absl::StrCat(Range(2, kMaxBatchSize), " (>= 2: in-batch negatives)"));
   }
   // Item rows one step embeds: the batch's positives and its negatives (shared by the batch
-  // for IN_BATCH_SOFTMAX, per example otherwise).
+  // for OBJECTIVE_IN_BATCH_SOFTMAX, per example otherwise).
   const int64_t item_rows = in_batch ? int64_t{t.batch_size()} + t.num_negatives()
                                      : int64_t{t.batch_size()} * (1 + t.num_negatives());
   if (item_rows > kMaxItemRowsPerStep) {

@@ -47,7 +47,7 @@ ABSL_FLAG(std::string, recs_out, "",
 ABSL_FLAG(int, recs_depth, 100, "Depth of the --recs_out lists");
 ABSL_FLAG(std::string, override, "",
           "Text-format TrainerConfig merged over the config (scalars replace, repeated "
-          "fields append), e.g. 'training { objective: POINTWISE num_negatives: 3 }'");
+          "fields append), e.g. 'training { objective: OBJECTIVE_POINTWISE num_negatives: 3 }'");
 ABSL_FLAG(int, epochs, 0, "Override training.epochs (0 = use the config)");
 ABSL_FLAG(int, threads, 0, "Override training.threads (0 = use the config)");
 ABSL_FLAG(bool, skip_bad_rows, false,

@@ -18,6 +18,7 @@
 #include "model/losses.h"
 #include "model/optimizer.h"
 #include "trainer/negative_sampler.h"
+#include "util/config_enums.h"
 #include "util/status_macros.h"
 
 namespace twotower {
@@ -211,17 +212,17 @@ class TrainingLoop {
     for (size_t i = begin; i < end; ++i) {
       const int32_t u = data_.train_users[order[i]];
       const int32_t v = data_.train_items[order[i]];
-      // The user's history in this example: what came before it (PRECEDING), or all of
-      // it but the positive (LEAVE_ONE_OUT), or none.
+      // The user's history in this example: what came before it (HISTORY_CONTEXT_PRECEDING),
+      // or all of it but the positive (HISTORY_CONTEXT_LEAVE_ONE_OUT), or none.
       if (user_history_ > 0) {
         const UserDrop drop = DrawUserDrop(t_, w.rng);
         const TrainingData::PrecedingHistory& preceding = data_.user_preceding;
         const std::span<const int32_t> history =
-            preceding.empty()                         ? data_.users.rows.Field(u, user_history_)
-            : drop.keep == 0                          ? preceding.Of(order[i], drop.gap)
-            : drop.from == v1::TrainingSpec::ANY      ? preceding.All(order[i])
-            : drop.from != v1::TrainingSpec::LAST     ? preceding.Timeline(order[i], drop.gap)
-                                                      : preceding.Of(order[i], drop.gap);
+            preceding.empty()                                        ? data_.users.rows.Field(u, user_history_)
+            : drop.keep == 0                                         ? preceding.Of(order[i], drop.gap)
+            : drop.from == v1::TrainingSpec::SHORT_HISTORY_FROM_ANY  ? preceding.All(order[i])
+            : drop.from != v1::TrainingSpec::SHORT_HISTORY_FROM_LAST ? preceding.Timeline(order[i], drop.gap)
+                                                                     : preceding.Of(order[i], drop.gap);
         w.example_user.push_back(
             w.user.AddUser(data_.users.rows, u, user_history_, history, data_.history_token_of_item[v], drop));
       } else {
@@ -234,7 +235,7 @@ class TrainingLoop {
               : w.item.Add(data_.items.rows, v, item_history_, t_.item_id_dropout(), w.rng));
       w.positive_keys.push_back(v);
       w.example_user_rows.push_back(u);
-      if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) continue;
+      if (t_.objective() == v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX) continue;
       for (int j = 0; j < n; ++j) {
         const bool hard = sampler_->has_hard() && Chance(w.rng, t_.hard_negative_fraction());
         int32_t neg = hard ? sampler_->SampleHard(u, w.rng) : sampler_->SampleEasy(w.rng);
@@ -246,7 +247,7 @@ class TrainingLoop {
         w.negative_keys.push_back(neg);
       }
     }
-    if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) {
+    if (t_.objective() == v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX) {
       for (int j = 0; j < n; ++j) {  // mixed negative sampling: shared easy negatives
         const int32_t neg = sampler_->SampleEasy(w.rng);
         w.shared_negatives.push_back(w.item.Add(data_.items.rows, neg, item_history_, t_.item_id_dropout(), w.rng));
@@ -285,7 +286,7 @@ class TrainingLoop {
     const int d = dim_;
     Gather(w.user.out, w.example_user, d, &w.users);
     w.d_users.resize(w.users.size());
-    if (t_.objective() == v1::TrainingSpec::IN_BATCH_SOFTMAX) {
+    if (t_.objective() == v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX) {
       // Columns: every example's positive, then the shared negatives.
       std::vector<int32_t> column_slots = w.example_positive;
       column_slots.insert(column_slots.end(), w.shared_negatives.begin(), w.shared_negatives.end());
@@ -340,16 +341,16 @@ class TrainingLoop {
     const ExampleGradients grad{w.d_users.data(), w.d_positives.data(), w.d_negatives.data()};
     float loss = 0;
     switch (t_.objective()) {
-      case v1::TrainingSpec::POINTWISE:
+      case v1::TrainingSpec::OBJECTIVE_POINTWISE:
         loss = PointwiseLogisticLoss(in, t_.pointwise_scale(), grad);
         break;
-      case v1::TrainingSpec::TRIPLET_HINGE:
+      case v1::TrainingSpec::OBJECTIVE_TRIPLET_HINGE:
         loss = TripletHingeLoss(in, t_.margin(), grad);
         break;
-      case v1::TrainingSpec::TRIPLET_LOGISTIC:
+      case v1::TrainingSpec::OBJECTIVE_TRIPLET_LOGISTIC:
         loss = TripletLogisticLoss(in, t_.pairwise_scale(), grad);
         break;
-      default: {  // SAMPLED_SOFTMAX
+      default: {  // OBJECTIVE_SAMPLED_SOFTMAX
         w.log_q_positive.clear();
         w.log_q_negative.clear();
         if (LogQWeight() != 0) {
@@ -383,7 +384,7 @@ class TrainingLoop {
   Model* model_;
   const NegativeSampler* sampler_;
   const int dim_;
-  const int user_history_;  // HISTORY field of each tower, or -1
+  const int user_history_;  // KIND_HISTORY field of each tower, or -1
   const int item_history_;
   const std::vector<float> cold_row_weight_;  // per user row; empty = unweighted
 };
@@ -405,10 +406,10 @@ UserDrop DrawUserDrop(const v1::TrainingSpec& t, std::mt19937_64& rng) {
   drop.id = Chance(rng, t.user_id_dropout());
   drop.history = t.has_user_history_dropout() ? Chance(rng, t.user_history_dropout()) : drop.id;
   if (!drop.history && t.short_history_rate() > 0 &&
-      (drop.id || t.short_history_scope() == v1::TrainingSpec::ALL) && Chance(rng, t.short_history_rate())) {
+      (drop.id || ResolvedShortHistoryScope(t) == v1::TrainingSpec::SHORT_HISTORY_SCOPE_ALL) && Chance(rng, t.short_history_rate())) {
     drop.keep = 1 + static_cast<size_t>(rng() % static_cast<uint64_t>(t.short_history_max_length()));
-    drop.from = t.short_history_from();
-    if (drop.from == v1::TrainingSpec::RANDOM || drop.from == v1::TrainingSpec::ANY) drop.seed = rng();
+    drop.from = ResolvedShortHistoryFrom(t);
+    if (drop.from == v1::TrainingSpec::SHORT_HISTORY_FROM_RANDOM || drop.from == v1::TrainingSpec::SHORT_HISTORY_FROM_ANY) drop.seed = rng();
   }
   if (t.history_gap_max() > 0) drop.gap = static_cast<int64_t>(rng() % (static_cast<uint64_t>(t.history_gap_max()) + 1));
   return drop;
@@ -430,11 +431,11 @@ void AppendTrainingUser(const EncodedTable& all, int32_t row, int history_field,
     const size_t n = buffer->size();
     if (drop.keep > 0 && n > drop.keep) {
       switch (drop.from) {
-        case v1::TrainingSpec::FIRST:
+        case v1::TrainingSpec::SHORT_HISTORY_FROM_FIRST:
           buffer->resize(drop.keep);
           break;
-        case v1::TrainingSpec::RANDOM:
-        case v1::TrainingSpec::ANY: {
+        case v1::TrainingSpec::SHORT_HISTORY_FROM_RANDOM:
+        case v1::TrainingSpec::SHORT_HISTORY_FROM_ANY: {
           // Floyd's sample of keep positions out of n (splitmix64 from the drawn seed),
           // then the kept items in their order.
           uint64_t state = drop.seed;
@@ -455,7 +456,7 @@ void AppendTrainingUser(const EncodedTable& all, int32_t row, int history_field,
           buffer->resize(chosen.size());
           break;
         }
-        default:  // LAST
+        default:  // SHORT_HISTORY_FROM_LAST
           buffer->erase(buffer->begin(), buffer->end() - static_cast<ptrdiff_t>(drop.keep));
       }
     }
@@ -466,10 +467,10 @@ void AppendTrainingUser(const EncodedTable& all, int32_t row, int history_field,
 
 float LearningRateScale(const v1::TrainingSpec& t, int64_t step, int64_t total_steps) {
   const double progress = static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, total_steps));
-  switch (t.learning_rate_schedule()) {
-    case v1::TrainingSpec::LINEAR_DECAY:
+  switch (ResolvedLearningRateSchedule(t)) {
+    case v1::TrainingSpec::LEARNING_RATE_SCHEDULE_LINEAR_DECAY:
       return static_cast<float>(1.0 - progress);
-    case v1::TrainingSpec::COSINE_DECAY:
+    case v1::TrainingSpec::LEARNING_RATE_SCHEDULE_COSINE_DECAY:
       return static_cast<float>(0.5 * (1.0 + std::cos(std::numbers::pi * progress)));
     default:
       return 1.0f;
@@ -499,9 +500,10 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
   const v1::TrainingSpec& t = config.training();
   std::FILE* log = options.log;
   OptimizerOptions optimizer;
-  optimizer.kind = t.optimizer() == v1::TrainingSpec::ADAGRAD ? OptimizerOptions::Kind::kAdagrad
-                   : t.optimizer() == v1::TrainingSpec::SGD   ? OptimizerOptions::Kind::kSgd
-                                                              : OptimizerOptions::Kind::kAdam;
+  const v1::TrainingSpec::Optimizer kind = ResolvedOptimizer(t);
+  optimizer.kind = kind == v1::TrainingSpec::OPTIMIZER_ADAGRAD ? OptimizerOptions::Kind::kAdagrad
+                   : kind == v1::TrainingSpec::OPTIMIZER_SGD   ? OptimizerOptions::Kind::kSgd
+                                                               : OptimizerOptions::Kind::kAdam;
   optimizer.learning_rate = t.learning_rate();
   optimizer.weight_decay = t.weight_decay();
 

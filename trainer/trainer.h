@@ -35,7 +35,8 @@ struct TrainingReport {
 };
 
 // The factor on learning_rate at `step` (0-based) of `total_steps` under
-// t.learning_rate_schedule(): 1 throughout for CONSTANT; from 1 down towards 0 for the decays.
+// t.learning_rate_schedule(): 1 throughout for LEARNING_RATE_SCHEDULE_CONSTANT; from 1 down
+// towards 0 for the decays.
 float LearningRateScale(const v1::TrainingSpec& t, int64_t step, int64_t total_steps);
 
 // The loss weight of each user row's examples when its id is dropped (TrainingSpec.
@@ -52,8 +53,8 @@ struct UserDrop {
   bool history = false;  // the history is emptied
   size_t keep = 0;       // the history is cut to `keep` items; 0 = all of it
   // Which `keep` (TrainingSpec.short_history_from): the last, the first, or drawn with
-  // `seed` (RANDOM, ANY).
-  v1::TrainingSpec::ShortHistoryFrom from = v1::TrainingSpec::LAST;
+  // `seed` (SHORT_HISTORY_FROM_RANDOM, _ANY).
+  v1::TrainingSpec::ShortHistoryFrom from = v1::TrainingSpec::SHORT_HISTORY_FROM_LAST;
   uint64_t seed = 0;
   // The history is the one the user had `gap` interactions before the example
   // (TrainingSpec.history_gap_max); 0 = just before it.
@@ -63,9 +64,9 @@ struct UserDrop {
 // Draws one example's UserDrop. The draws, in order: the id (always); the history (only
 // when user_history_dropout is set; unset, it goes with the id); the short-history cut
 // (only when short_history_rate > 0 and the example is in short_history_scope), then its
-// length (and seed, RANDOM / ANY); the gap (only when history_gap_max > 0). A config
-// without these options draws exactly one number per example, as before they existed, so
-// its runs are unchanged bit for bit.
+// length (and seed, SHORT_HISTORY_FROM_RANDOM / _ANY); the gap (only when history_gap_max
+// > 0). A config without these options draws exactly one number per example, as before
+// they existed, so its runs are unchanged bit for bit.
 UserDrop DrawUserDrop(const v1::TrainingSpec& t, std::mt19937_64& rng);
 
 // Appends to `out` user row `row` of `all` as one training example sees it: the history

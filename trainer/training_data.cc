@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "dataset/feature_table.h"
 #include "dataset/interactions.h"
+#include "util/config_enums.h"
 #include "util/status_macros.h"
 
 namespace twotower {
@@ -94,15 +95,15 @@ HistoryOrder OrderHistories(const std::vector<std::string>& owners,
   return out;
 }
 
-// Index of the HISTORY feature in `spec`, or -1.
+// Index of the KIND_HISTORY feature in `spec`, or -1.
 int HistoryFeature(const v1::FeatureTableSpec& spec) {
   for (int f = 0; f < spec.features_size(); ++f) {
-    if (spec.features(f).kind() == v1::FeatureSpec::HISTORY) return f;
+    if (spec.features(f).kind() == v1::FeatureSpec::KIND_HISTORY) return f;
   }
   return -1;
 }
 
-// Moves each entity's whole history out of `order` into the HISTORY field of `table`
+// Moves each entity's whole history out of `order` into the KIND_HISTORY field of `table`
 // (adding rows for entities it lacks); returns the field's index in the spec, or -1
 // without one.
 int FillHistory(const v1::FeatureTableSpec& spec, HistoryOrder* order,
@@ -125,7 +126,7 @@ int FillHistory(const v1::FeatureTableSpec& spec, HistoryOrder* order,
   return history;
 }
 
-// The stored history (serving, evaluation, LEAVE_ONE_OUT training): the last
+// The stored history (serving, evaluation, HISTORY_CONTEXT_LEAVE_ONE_OUT training): the last
 // history_length partners.
 void KeepRecentHistory(const v1::FeatureSpec& feature, int history, FeatureTable* table) {
   const size_t keep = static_cast<size_t>(feature.history_length());
@@ -136,9 +137,9 @@ void KeepRecentHistory(const v1::FeatureSpec& feature, int history, FeatureTable
   }
 }
 
-// PRECEDING: per training interaction, the (last history_length) partners its owner had
-// before it, as tokens of the encoder's HISTORY field, from the whole histories in `table`
-// (spec feature `history`) before KeepRecentHistory cuts them.
+// HISTORY_CONTEXT_PRECEDING: per training interaction, the (last history_length) partners
+// its owner had before it, as tokens of the encoder's KIND_HISTORY field, from the whole
+// histories in `table` (spec feature `history`) before KeepRecentHistory cuts them.
 TrainingData::PrecedingHistory PrecedingTokens(const v1::FeatureSpec& feature, const HistoryOrder& order,
                                                const std::vector<std::string>& owners,
                                                const FeatureTable& table, int history,
@@ -229,14 +230,16 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     eval_histories.push_back(std::move(history));
   }
 
-  // HISTORY features: each entity's training interactions, as tokens (all of them, so the
-  // vocabulary covers what PRECEDING examples see; cut to history_length once fitted).
-  // Entities of the interactions that the table lacks become rows too, so they get their
-  // history.
-  HistoryOrder user_order =
-      HistoryFeature(spec.users()) < 0 ? HistoryOrder{} : OrderHistories(train.users, train.items, train.timestamps);
-  HistoryOrder item_order =
-      HistoryFeature(spec.items()) < 0 ? HistoryOrder{} : OrderHistories(train.items, train.users, train.timestamps);
+  // KIND_HISTORY features: each entity's training interactions, as tokens (all of them, so
+  // the vocabulary covers what HISTORY_CONTEXT_PRECEDING examples see; cut to
+  // history_length once fitted). Entities of the interactions that the table lacks become
+  // rows too, so they get their history.
+  HistoryOrder user_order = HistoryFeature(spec.users()) < 0
+                                ? HistoryOrder{}
+                                : OrderHistories(train.users, train.items, train.timestamps);
+  HistoryOrder item_order = HistoryFeature(spec.items()) < 0
+                                ? HistoryOrder{}
+                                : OrderHistories(train.items, train.users, train.timestamps);
   const int user_history = FillHistory(spec.users(), &user_order, train.users, &user_table);
   const int item_history = FillHistory(spec.items(), &item_order, train.items, &item_table);
 
@@ -263,9 +266,10 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
   data.user_encoder = std::move(user_encoder);
   data.item_encoder = std::move(item_encoder);
 
-  if (user_history >= 0 && spec.users().features(user_history).history_context() == v1::FeatureSpec::PRECEDING) {
-    data.user_preceding = PrecedingTokens(spec.users().features(user_history), user_order, train.users, user_table,
-                                          user_history, data.user_encoder);
+  if (user_history >= 0 && ResolvedHistoryContext(spec.users().features(user_history)) ==
+                                 v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING) {
+    data.user_preceding = PrecedingTokens(spec.users().features(user_history), user_order, train.users,
+                                          user_table, user_history, data.user_encoder);
   }
   user_order = {};
   item_order = {};

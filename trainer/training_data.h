@@ -53,16 +53,17 @@ struct TrainingData {
   // items never seen get log(0.5 / total).
   std::vector<float> item_log_frequency;
 
-  // HISTORY features (leave-one-out in training): the history token of each item row in
+  // KIND_HISTORY features (leave-one-out in training): the history token of each item row in
   // the user tower's history vocabulary, and of each user row in the item tower's; empty
-  // without a HISTORY feature on that side.
+  // without a KIND_HISTORY feature on that side.
   std::vector<int32_t> history_token_of_item;
   std::vector<int32_t> history_token_of_user;
-  // User HISTORY with history_context PRECEDING (user tower only, see config.cc): what
-  // training example e (an index into train_users / train_items) sees as its history,
-  // as history tokens: user_preceding.Of(e) = tokens[begin[e], end[e]). Empty otherwise.
-  // user_preceding.Timeline(e): all the user's partners before example e, from its first;
-  // All(e): all of them (what TrainingSpec.short_history_from FIRST, RANDOM, ANY cut from).
+  // User KIND_HISTORY with history_context HISTORY_CONTEXT_PRECEDING (user tower only, see
+  // config.cc): what training example e (an index into train_users / train_items) sees as
+  // its history, as history tokens: user_preceding.Of(e) = tokens[begin[e], end[e]). Empty
+  // otherwise. user_preceding.Timeline(e): all the user's partners before example e, from
+  // its first; All(e): all of them (what TrainingSpec.short_history_from
+  // SHORT_HISTORY_FROM_FIRST, _RANDOM, _ANY cut from).
   struct PrecedingHistory {
     std::vector<int32_t> tokens;  // each entity's partners in time order, concatenated
     std::vector<int64_t> begin, end;

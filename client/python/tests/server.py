@@ -48,7 +48,7 @@ def trained_bundle() -> TrainedBundle:
         _run([str(BINARY_DIR / "twotower_synth"), f"--out_dir={data}", "--users=300", "--items=200"])
         _run([str(BINARY_DIR / "twotower_train"), f"--config={SOURCE_DIR}/configs/synthetic.textproto",
               f"--data_dir={data}", f"--export_dir={bundles}", "--epochs=1",
-              '--override=data { users { features { name: "history" kind: HISTORY embedding_dim: 8 '
+              '--override=data { users { features { name: "history" kind: KIND_HISTORY embedding_dim: 8 '
               'history_length: 5 } } }'])
         with open(f"{data}/items.csv", newline="") as f:
             brands = {row["item_id"]: row["brand"] for row in csv.DictReader(f)}

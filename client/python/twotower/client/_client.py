@@ -21,7 +21,7 @@ except ImportError as e:  # pragma: no cover - the message says what to do
         "python_client and put <build>/python on PYTHONPATH") from e
 
 # A user or item feature: str (categorical token), int (categorical given as an integer),
-# float (numeric), or a list / tuple of str (multi-hot; the HISTORY feature too).
+# float (numeric), or a list / tuple of str (multi-hot; the KIND_HISTORY feature too).
 FeatureInput = Union[str, int, float, Sequence[str]]
 
 AUTO = "auto"
