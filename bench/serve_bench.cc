@@ -43,6 +43,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -323,7 +324,8 @@ int Soak(int items) {
   return load.failures == 0 && reload_failures == 0 ? 0 : 1;
 }
 
-// Bytes of a tower's weights, and of its encoder's vocabularies.
+// Heap bytes of a tower's weights (its memory-mapped embedding tables are not on the
+// heap: MappedTablesMb), and of its encoder's vocabularies.
 size_t WeightBytes(const Tower& tower) {
   size_t bytes = 0;
   for (const EmbeddingTable& e : tower.embeddings()) bytes += e.weights.capacity() * sizeof(float);
@@ -336,10 +338,37 @@ size_t VocabularyBytes(const FeatureEncoder& encoder) {
   return bytes;
 }
 
+// The process's memory-mapped embedding tables (bundle/bundle.h, embedding_tables.f32), in
+// MB, from /proc/<pid>/smaps: their mapped size and the part of it resident (counted in
+// the process's RSS, as file-backed pages).
+struct MappedTables {
+  double size = 0, resident = 0;
+};
+MappedTables MappedTablesMb(pid_t pid) {
+  MappedTables tables;
+  std::ifstream smaps("/proc/" + std::to_string(pid) + "/smaps");
+  std::string line;
+  bool in_tables = false;
+  while (std::getline(smaps, line)) {
+    const std::vector<std::string> parts = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (parts.empty()) continue;
+    if (parts[0].find('-') != std::string::npos && parts[0].back() != ':') {  // a mapping's first line
+      in_tables = absl::EndsWith(parts.back(), std::string("/") + kBundleTablesFile);
+      continue;
+    }
+    double kb = 0;
+    if (!in_tables || parts.size() < 2 || !absl::SimpleAtod(parts[1], &kb)) continue;
+    if (parts[0] == "Size:") tables.size += kb / 1024;
+    if (parts[0] == "Rss:") tables.resident += kb / 1024;
+  }
+  return tables;
+}
+
 // Where the server's bytes go: the bundle at `path` loaded in this process as the server
 // loads it (ReadBundle, Catalogue::Create), each structure's arrays counted; the rest of
 // `server_rss_mb` is the process itself (libraries, gRPC, heap) and what is not counted.
-void PrintBreakdown(const std::string& path, int items, double server_rss_mb) {
+// `server_tables`: the server's mapped embedding tables (counted as they are resident there).
+void PrintBreakdown(const std::string& path, int items, double server_rss_mb, const MappedTables& server_tables) {
   absl::StatusOr<Bundle> bundle = ReadBundle(path);
   if (!bundle.ok()) return;
   const size_t users = bundle->users.ids.size();
@@ -359,7 +388,8 @@ void PrintBreakdown(const std::string& path, int items, double server_rss_mb) {
     size_t bytes;
   } parts[] = {
       {"item index (fp32 + fp16 copy)", memory.index},
-      {"item tower weights", WeightBytes(model.item.tower)},
+      {"item tower weights (heap)", WeightBytes(model.item.tower)},
+      {"embedding tables, mapped (resident part)", static_cast<size_t>(server_tables.resident * (1 << 20))},
       {"item id vocabulary", VocabularyBytes(model.item.encoder)},
       {"catalogue ids (id <-> row)", memory.ids},
       {"attribute postings", memory.attributes},
@@ -375,6 +405,8 @@ void PrintBreakdown(const std::string& path, int items, double server_rss_mb) {
   }
   std::printf("  %-46s %8.1f MB %8.1f B per item\n", "rest: the process (libraries, gRPC, heap)", server_rss_mb - counted,
               (server_rss_mb - counted) * (1 << 20) / items);
+  std::printf("  (%s: %.1f MB mapped, of which %.1f MB resident in the server: file-backed, clean)\n", kBundleTablesFile,
+              server_tables.size, server_tables.resident);
 }
 
 // Memory mode: the server's RSS after loading `items` items, after a reload and after a
@@ -401,10 +433,11 @@ int Memory(int items) {
   const double start_s = Ms(started) / 1000;
   const auto line = [&](const char* when) {
     const double rss = server.ResidentMb();
+    const MappedTables tables = MappedTablesMb(server.pid());
     std::printf("%-22s RSS %8.1f MB (%6.1f B per item; %.2fx the fp32 + fp16 vectors, %.1f MB), peak %8.1f MB, "
-                "anon %8.1f MB, file %6.1f MB\n",
+                "anon %8.1f MB, file %6.1f MB (of which mapped embedding tables %.1f of %.1f MB)\n",
                 when, rss, rss * (1 << 20) / items, rss / vector_mb, vector_mb, server.ProcStatusMb("VmHWM"),
-                server.ProcStatusMb("RssAnon"), server.ProcStatusMb("RssFile"));
+                server.ProcStatusMb("RssAnon"), server.ProcStatusMb("RssFile"), tables.resident, tables.size);
   };
   std::printf("== %d items, dim 64 (MB = 2^20 bytes, as /proc counts)\n", items);
   std::printf("start-up (spawn to ready) %.1f s\n", start_s);
@@ -430,9 +463,10 @@ int Memory(int items) {
   Sequential(server.retrieval(), 20, [&](int i) { return Request(i, absl::GetFlag(FLAGS_k)); }, true, &failures);
   std::printf("failed calls       %d\n", failures);
   const double rss = server.ResidentMb();
+  const MappedTables tables = MappedTablesMb(server.pid());
   server.Stop(SIGTERM, std::chrono::seconds(10));
   // The breakdown loads the bundle as the server does with the default index ("Flat").
-  if (absl::GetFlag(FLAGS_server_flags).empty()) PrintBreakdown(path, items, rss);
+  if (absl::GetFlag(FLAGS_server_flags).empty()) PrintBreakdown(path, items, rss, tables);
   std::fflush(stdout);
   return failures == 0 ? 0 : 1;
 }

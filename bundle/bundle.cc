@@ -10,7 +10,9 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <random>
+#include <span>
 #include <system_error>
 
 #include "absl/container/flat_hash_map.h"
@@ -26,6 +28,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "util/file.h"
+#include "util/mapped_file.h"
 #include "util/sha256.h"
 #include "util/status_macros.h"
 #include "util/text_proto.h"
@@ -41,6 +44,7 @@ constexpr char kUsers[] = "users.pb";
 constexpr char kItems[] = "items.pb";
 constexpr char kItemEmbeddings[] = "item_embeddings.pb";
 // The files of this format besides the MANIFEST: exactly these, each once.
+// (Format 2 adds kBundleTablesFile; index.faiss is optional.)
 constexpr const char* kDataFiles[] = {kUserTower, kItemTower, kUsers, kItems, kItemEmbeddings};
 
 // Items whose forward pass the sanity check recomputes.
@@ -57,9 +61,42 @@ std::string Quoted(absl::string_view id) {
 // Tensors are stored as raw float32; every supported platform is little-endian.
 static_assert(std::endian::native == std::endian::little);
 
-std::string FloatBytes(const std::vector<float>& v) {
+std::string FloatBytes(std::span<const float> v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
 }
+
+// Where the next embedding table goes in embedding_tables.f32, after one ending at `end`.
+int64_t NextTableOffset(int64_t end) {
+  return (end + kBundleTableAlignment - 1) / kBundleTableAlignment * kBundleTableAlignment;
+}
+
+// The towers' embedding tables in their file order: the user tower's, then the item's.
+std::vector<const EmbeddingTable*> BundleTables(const Bundle& bundle) {
+  std::vector<const EmbeddingTable*> tables;
+  for (const Tower* tower : {&bundle.user.tower, &bundle.item.tower}) {
+    for (const EmbeddingTable& e : tower->embeddings()) tables.push_back(&e);
+  }
+  return tables;
+}
+
+// The contents of embedding_tables.f32: each table at NextTableOffset, zeros between.
+std::string TablesFileBytes(const Bundle& bundle) {
+  std::string bytes;
+  for (const EmbeddingTable* e : BundleTables(bundle)) {
+    bytes.resize(static_cast<size_t>(NextTableOffset(static_cast<int64_t>(bytes.size()))), '\0');
+    const std::span<const float> values = e->values();
+    bytes.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+  }
+  return bytes;
+}
+
+// A format 2 bundle's embedding_tables.f32 as ReadBundle maps it, and where the tables
+// read so far end (the next one starts at NextTableOffset of it).
+struct MappedTables {
+  std::string path;  // for messages
+  std::shared_ptr<const MappedFile> file;
+  int64_t end = 0;
+};
 
 absl::StatusOr<std::vector<float>> FloatsFromBytes(const std::string& bytes, size_t expected,
                                                    absl::string_view what) {
@@ -72,21 +109,28 @@ absl::StatusOr<std::vector<float>> FloatsFromBytes(const std::string& bytes, siz
   return v;
 }
 
-void AddTensor(v1::TowerState* state, std::string name, std::vector<int64_t> shape,
-               const std::vector<float>& data) {
+v1::Tensor* AddTensor(v1::TowerState* state, std::string name, std::vector<int64_t> shape) {
   v1::Tensor* t = state->add_tensors();
   t->set_name(std::move(name));
   for (int64_t s : shape) t->add_shape(s);
-  t->set_data(FloatBytes(data));
+  return t;
+}
+void AddTensor(v1::TowerState* state, std::string name, std::vector<int64_t> shape,
+               const std::vector<float>& data) {
+  AddTensor(state, std::move(name), std::move(shape))->set_data(FloatBytes(data));
 }
 
-v1::TowerState TowerToState(const TowerModel& model) {
+// The tower's state; its embedding tables only as records of where they are in
+// embedding_tables.f32, from the first table after `*tables_end` (advanced past them).
+v1::TowerState TowerToState(const TowerModel& model, int64_t* tables_end) {
   v1::TowerState state;
   model.encoder.ToState(&state);
   const Tower& tower = model.tower;
   for (size_t f = 0; f < tower.embeddings().size(); ++f) {
     const EmbeddingTable& e = tower.embeddings()[f];
-    AddTensor(&state, absl::StrCat("embedding/", f), {e.rows, e.dim}, e.weights);
+    const int64_t offset = NextTableOffset(*tables_end);
+    AddTensor(&state, absl::StrCat("embedding/", f), {e.rows, e.dim})->set_offset(offset);
+    *tables_end = offset + static_cast<int64_t>(e.values().size() * sizeof(float));
   }
   for (size_t l = 0; l < tower.layers().size(); ++l) {
     const DenseLayer& d = tower.layers()[l];
@@ -96,9 +140,12 @@ v1::TowerState TowerToState(const TowerModel& model) {
   return state;
 }
 
+// `tables`: where the embedding tables are (each tensor records its offset, which must
+// be the next table's).
 absl::StatusOr<TowerModel> TowerFromState(const v1::TowerSpec& spec,
                                           const v1::FeatureTableSpec& table_spec,
-                                          const v1::TowerState& state, absl::string_view name) {
+                                          const v1::TowerState& state, absl::string_view name,
+                                          MappedTables& tables) {
   const std::vector<v1::FeatureSpec> schema(table_spec.features().begin(),
                                             table_spec.features().end());
   ASSIGN_OR_RETURN(FeatureEncoder encoder, FeatureEncoder::FromState(schema, state));
@@ -125,11 +172,22 @@ absl::StatusOr<TowerModel> TowerFromState(const v1::TowerSpec& spec,
   int t = 0;
   std::vector<EmbeddingTable> embeddings;
   for (const TowerShape::Field& field : shape.fields) {
-    absl::StatusOr<std::vector<float>> w = FloatsFromBytes(
-        state.tensors(t).data(), static_cast<size_t>(field.rows) * field.dim,
-        absl::StrCat(name, " tensor ", state.tensors(t).name()));
-    if (!w.ok()) return w.status();
-    embeddings.push_back({field.rows, field.dim, *std::move(w)});
+    const v1::Tensor& tensor = state.tensors(t);
+    // rows and dim are >= 1 and below 2^31 (checked above): no overflow.
+    const uint64_t floats = static_cast<uint64_t>(field.rows) * static_cast<uint64_t>(field.dim);
+    const int64_t offset = NextTableOffset(tables.end);
+    if (!tensor.data().empty() || tensor.offset() != offset ||
+        static_cast<uint64_t>(offset) > tables.file->size() ||
+        floats > (tables.file->size() - static_cast<uint64_t>(offset)) / sizeof(float)) {
+      return absl::DataLossError(absl::StrCat(
+          name, " tensor ", tensor.name(), ": not the table of ", floats, " floats at byte ", offset, " of ",
+          tables.path, " (", tables.file->size(), " bytes) that the format puts there"));
+    }
+    EmbeddingTable table{field.rows, field.dim, {}};
+    table.mapped = {reinterpret_cast<const float*>(tables.file->data() + offset), static_cast<size_t>(floats)};
+    table.mapping = tables.file;
+    embeddings.push_back(std::move(table));
+    tables.end = offset + static_cast<int64_t>(floats * sizeof(float));
     ++t;
   }
   std::vector<DenseLayer> layers;
@@ -290,7 +348,8 @@ absl::Status CheckItemVectors(const Bundle& bundle) {
 }
 
 // Opens the bundle's index.faiss (listed as `file`) and checks its size and SHA-256 in a
-// streaming pass; the file stays open for the FAISS reader (index/bundle_index.h).
+// streaming pass; the file stays open for the FAISS reader (index/bundle_index.h). Also
+// how embedding_tables.f32 is checked before it is mapped.
 absl::StatusOr<std::shared_ptr<const BundleIndexFile>> CheckIndexFile(const ScopedFd& dir_fd,
                                                                       const std::string& dir,
                                                                       const v1::BundleFile& file,
@@ -395,10 +454,12 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& dir, const Bun
   for (const std::string& id : bundle.items.ids) embeddings.add_item_ids(id);
   embeddings.set_vectors(FloatBytes(bundle.item_vectors));
 
-  // Serialised one at a time: the copies of big towers are not all held at once.
+  // Serialised one at a time: the copies of big towers are not all held at once. The
+  // towers in this order: their embedding tables follow each other in kBundleTablesFile.
+  int64_t tables_end = 0;
   const std::pair<const char*, std::function<absl::StatusOr<std::string>()>> files[] = {
-      {kUserTower, [&] { return Serialize(TowerToState(bundle.user), kUserTower); }},
-      {kItemTower, [&] { return Serialize(TowerToState(bundle.item), kItemTower); }},
+      {kUserTower, [&] { return Serialize(TowerToState(bundle.user, &tables_end), kUserTower); }},
+      {kItemTower, [&] { return Serialize(TowerToState(bundle.item, &tables_end), kItemTower); }},
       {kUsers,
        [&] {
          v1::EncodedTable users = EntitiesToProto(bundle.users);
@@ -407,6 +468,7 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& dir, const Bun
        }},
       {kItems, [&] { return Serialize(EntitiesToProto(bundle.items), kItems); }},
       {kItemEmbeddings, [&] { return Serialize(embeddings, kItemEmbeddings); }},
+      {kBundleTablesFile, [&] { return TablesFileBytes(bundle); }},
   };
   for (const auto& [name, serialize] : files) {
     const absl::StatusOr<std::string> contents = serialize();
@@ -500,9 +562,20 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   // Every file: one of the format's, listed once, a regular file of the declared size,
   // checksum correct.
   absl::flat_hash_map<std::string, std::string> contents;
+  std::optional<MappedTables> tables;
   for (int i = 0; i < manifest.files_size(); ++i) {
     const v1::BundleFile& file = manifest.files(i);
     const std::string where = absl::StrCat(manifest_path, ": files[", i, "] ", Quoted(file.name()));
+    if (file.name() == kBundleTablesFile) {
+      if (tables.has_value()) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
+      // Checksummed with read(), then mapped: the mapping's pages stay out of RSS until
+      // a lookup touches them.
+      ASSIGN_OR_RETURN(std::shared_ptr<const BundleIndexFile> checked, CheckIndexFile(dir_fd, dir, file, where));
+      ASSIGN_OR_RETURN(std::shared_ptr<const MappedFile> mapped,
+                       MappedFile::Map(checked->fd.get(), checked->bytes, checked->path));
+      tables = MappedTables{checked->path, std::move(mapped), 0};
+      continue;
+    }
     if (file.name() == kBundleIndexFile) {
       if (bundle.index_file != nullptr) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
       ASSIGN_OR_RETURN(std::shared_ptr<const BundleIndexFile> index, CheckIndexFile(dir_fd, dir, file, where));
@@ -513,8 +586,9 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
           return file.name() == name;
         }) == std::end(kDataFiles)) {
       return absl::DataLossError(absl::StrCat(where, ": not a file of this format (",
-                                              absl::StrJoin(kDataFiles, ", "), ", optionally ",
-                                              kBundleIndexFile, ")"));
+                                              absl::StrJoin(kDataFiles, ", "),
+                                              ", ", kBundleTablesFile,
+                                              ", optionally ", kBundleIndexFile, ")"));
     }
     if (contents.contains(file.name())) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
     if (file.bytes() < 0 || file.bytes() > kMaxBundleFileBytes) {
@@ -538,6 +612,9 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
     if (!contents.contains(required)) {
       return absl::DataLossError(absl::StrCat(manifest_path, ": does not list ", required));
     }
+  }
+  if (!tables.has_value()) {
+    return absl::DataLossError(absl::StrCat(manifest_path, ": does not list ", kBundleTablesFile));
   }
   // An index file and its record come together.
   if (manifest.has_index() != (bundle.index_file != nullptr)) {
@@ -565,12 +642,18 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
     return s;
   }
 
-  ASSIGN_OR_RETURN(TowerModel user, TowerFromState(config.user_tower(), config.data().users(), user_state, kUserTower));
-  ASSIGN_OR_RETURN(TowerModel item, TowerFromState(config.item_tower(), config.data().items(), item_state, kItemTower));
+  ASSIGN_OR_RETURN(TowerModel user, TowerFromState(config.user_tower(), config.data().users(), user_state,
+                                                   kUserTower, *tables));
+  ASSIGN_OR_RETURN(TowerModel item, TowerFromState(config.item_tower(), config.data().items(), item_state,
+                                                   kItemTower, *tables));
   bundle.user = std::move(user);
   bundle.item = std::move(item);
   Free(&user_state);
   Free(&item_state);
+  if (tables.has_value() && static_cast<uint64_t>(tables->end) != tables->file->size()) {
+    return absl::DataLossError(absl::StrCat(tables->path, ": ", tables->file->size(), " bytes, the towers' tables end at ",
+                                            tables->end));
+  }
   if (bundle.user.tower.output_dim() != bundle.item.tower.output_dim()) {
     return absl::DataLossError("user and item towers have different output widths");
   }

@@ -7,6 +7,10 @@
 //   users.pb            EncodedTable: known users' encoded features (ids -> rows)
 //   items.pb            EncodedTable: the catalogue's encoded features
 //   item_embeddings.pb  ItemEmbeddings: catalogue ids + L2-normalised item vectors
+//   embedding_tables.f32  the towers' embedding tables (format 2): raw little-endian
+//                       float32, each table 64-byte aligned where its tensor in the tower
+//                       file says (Tensor.offset). Readers memory-map it read-only, so
+//                       a server's id tables (64 B per item at 16-d) take no heap.
 //   index.faiss         optional: the item index (faiss::write_index), built as the
 //                       MANIFEST's `index` records; servers read it instead of building
 //
@@ -15,7 +19,11 @@
 // it trusts a file: the MANIFEST lists exactly the files above, each a regular file (not
 // a symlink, FIFO or device) of the size it declares; every item vector is finite and
 // unit-length. index.faiss is only opened and checksummed here (bundle/ does not know
-// FAISS): index/bundle_index.h reads it, as untrusted input.
+// FAISS): index/bundle_index.h reads it, as untrusted input. embedding_tables.f32 is
+// checksummed with read() (not through the mapping, whose pages would all become
+// resident), then mapped: a loaded bundle's tables read from the file's page cache for as
+// long as the Bundle (or a copy of its towers) lives, so bundle files must never be
+// modified in place (a truncation would fault a reader with SIGBUS).
 #ifndef TWOTOWER_BUNDLE_BUNDLE_H_
 #define TWOTOWER_BUNDLE_BUNDLE_H_
 
@@ -37,8 +45,9 @@
 
 namespace twotower {
 
-// The bundle format, the names of the config's enum values in the MANIFEST included:
-// ReadBundle refuses any other version by its number, before parsing the MANIFEST.
+// The bundle format, the names of the config's enum values in the MANIFEST and the
+// embedding tables file included: ReadBundle refuses any other version by its number,
+// before parsing the MANIFEST.
 inline constexpr int kBundleFormatVersion = 2;
 
 // Largest binary bundle file: one protobuf message, which protobuf caps at 2 GiB - 1.
@@ -48,6 +57,10 @@ inline constexpr int64_t kMaxBundleFileBytes = std::numeric_limits<int32_t>::max
 // corrupt MANIFEST from asking for a hash of a petabyte).
 inline constexpr char kBundleIndexFile[] = "index.faiss";
 inline constexpr int64_t kMaxBundleIndexBytes = int64_t{1} << 40;
+// The towers' embedding tables (format 2), and the alignment of each table in it. Its
+// largest size is kMaxBundleIndexBytes.
+inline constexpr char kBundleTablesFile[] = "embedding_tables.f32";
+inline constexpr int64_t kBundleTableAlignment = 64;
 // Largest MANIFEST (text: the config and the file list).
 inline constexpr int64_t kMaxManifestBytes = 4 << 20;
 // How far from 1 the L2 norm of a stored item vector may be.

@@ -35,8 +35,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const char* const kFiles[] = {"MANIFEST", "user_tower.pb", "item_tower.pb",
-                              "users.pb", "items.pb",      "item_embeddings.pb"};
+const char* const kFiles[] = {"MANIFEST", "user_tower.pb", "item_tower.pb", "users.pb",
+                              "items.pb", "item_embeddings.pb", "embedding_tables.f32"};
 constexpr int kNumFiles = sizeof(kFiles) / sizeof(kFiles[0]);
 
 struct ValidBundle {

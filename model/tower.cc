@@ -210,7 +210,7 @@ absl::StatusOr<Tower> Tower::FromParameters(const TowerShape& shape,
   for (size_t f = 0; f < embeddings.size(); ++f) {
     const EmbeddingTable& e = embeddings[f];
     if (e.rows != shape.fields[f].rows || e.dim != shape.fields[f].dim ||
-        e.weights.size() != static_cast<size_t>(e.rows) * e.dim) {
+        e.values().size() != static_cast<size_t>(e.rows) * e.dim) {
       return absl::InvalidArgumentError(
           absl::StrCat("embedding table ", f, " does not match the tower shape"));
     }

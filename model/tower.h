@@ -5,6 +5,7 @@
 #define TWOTOWER_MODEL_TOWER_H_
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -59,12 +60,21 @@ void UseSingleThreadedBlas();
 // The shape a tower spec gives with the vocabularies of a fitted encoder.
 TowerShape ShapeFor(const v1::TowerSpec& spec, const FeatureEncoder& encoder);
 
+// rows x dim floats, row-major, read by Forward through values() wherever they are:
+// owned in `weights` (the trainer's tables, which it updates), or, when `mapped` is not
+// empty, read-only in a memory mapping that `mapping` keeps alive (a loaded bundle's
+// tables: bundle/bundle.h, embedding_tables.f32), so a server's big id tables take no heap.
 struct EmbeddingTable {
   int32_t rows = 0;
   int dim = 0;
-  std::vector<float> weights;  // rows x dim
+  std::vector<float> weights;  // rows x dim (empty when mapped)
+  std::span<const float> mapped = {};
+  std::shared_ptr<const void> mapping = nullptr;
+
+  std::span<const float> values() const { return mapped.empty() ? std::span<const float>(weights) : mapped; }
+  // Owned tables only: a mapped table is read-only (its `weights` are empty).
   float* Row(int32_t r) { return weights.data() + static_cast<size_t>(r) * dim; }
-  const float* Row(int32_t r) const { return weights.data() + static_cast<size_t>(r) * dim; }
+  const float* Row(int32_t r) const { return values().data() + static_cast<size_t>(r) * dim; }
 };
 
 struct DenseLayer {

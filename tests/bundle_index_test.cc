@@ -147,9 +147,9 @@ TEST_F(BundleIndexTest, RoundTripWithAndWithoutAnIndex) {
   ASSERT_THAT(b, IsOk());
   EXPECT_EQ(a->index_file, nullptr);
   EXPECT_FALSE(a->manifest.has_index());
-  EXPECT_EQ(a->manifest.files_size(), 5);
+  EXPECT_EQ(a->manifest.files_size(), 6);
   ASSERT_NE(b->index_file, nullptr);
-  EXPECT_EQ(b->manifest.files_size(), 6);
+  EXPECT_EQ(b->manifest.files_size(), 7);
   EXPECT_EQ(b->manifest.index().factory(), "IVF8,Flat");
   EXPECT_EQ(b->manifest.index().kmeans_iterations(), 10);  // FAISS's IVF default, recorded
   EXPECT_EQ(b->manifest.index().training_vectors(), Items());

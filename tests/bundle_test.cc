@@ -11,8 +11,11 @@
 #include <fstream>
 #include <functional>
 #include <future>
+#include <ranges>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "index/catalogue.h"
 #include "tests/status_matchers.h"
@@ -101,14 +104,15 @@ TEST_F(BundleTest, RoundTripKeepsEverything) {
   EXPECT_EQ(read->model_version(), original.model_version());
   EXPECT_EQ(read->manifest.format_version(), kBundleFormatVersion);
   EXPECT_EQ(read->manifest.item_count(), static_cast<int64_t>(original.items.ids.size()));
-  EXPECT_EQ(read->manifest.files_size(), 5);
+  EXPECT_EQ(read->manifest.files_size(), 6);
   EXPECT_EQ(read->items.ids, original.items.ids);
   EXPECT_EQ(read->users.ids, original.users.ids);
   EXPECT_EQ(read->item_vectors, original.item_vectors);
   EXPECT_EQ(read->users.rows.indices(), original.users.rows.indices());
   EXPECT_EQ(read->users.rows.numeric(), original.users.rows.numeric());
   for (size_t f = 0; f < original.user.tower.embeddings().size(); ++f) {
-    EXPECT_EQ(read->user.tower.embeddings()[f].weights, original.user.tower.embeddings()[f].weights);
+    EXPECT_TRUE(std::ranges::equal(read->user.tower.embeddings()[f].values(),
+                                   original.user.tower.embeddings()[f].values()));
   }
   for (size_t l = 0; l < original.item.tower.layers().size(); ++l) {
     EXPECT_EQ(read->item.tower.layers()[l].weights, original.item.tower.layers()[l].weights);
@@ -312,7 +316,7 @@ TEST_F(BundleTest, ManifestFileNamesMustBeTheFormats) {
     });
     absl::StatusOr<Bundle> read = ReadBundle(path);
     EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << name << ": " << read.status();
-    EXPECT_NE(read.status().message().find("files[5]"), std::string::npos) << read.status();
+    EXPECT_NE(read.status().message().find("files[6]"), std::string::npos) << read.status();
   }
 }
 
@@ -438,6 +442,146 @@ TEST_F(BundleTest, RebuildFromLossyCodesRereadsTheVectorsThatWereLoaded) {
   EXPECT_EQ((*codes)->WithIndex(IndexOptions{}).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ReadItemVectors("", (*codes)->bundle()->manifest).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ((*codes)->index_options().factory, "SQ8");
+}
+
+// embedding_tables.f32: every table of both towers, mapped read-only, not on the heap,
+// the same floats as the trainer's; the towers compute the same vectors from it.
+TEST_F(BundleTest, EmbeddingTablesAreMemoryMappedFromTheirFile) {
+  const Bundle& original = model_->report.bundle;
+  const std::string path = WriteFresh();
+  absl::StatusOr<Bundle> read = ReadBundle(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  const std::string tables = path + "/" + kBundleTablesFile;
+  int64_t end = 0;
+  for (const auto& [loaded, trained] : {std::pair(&read->user.tower, &original.user.tower),
+                                        std::pair(&read->item.tower, &original.item.tower)}) {
+    ASSERT_EQ(loaded->embeddings().size(), trained->embeddings().size());
+    for (size_t f = 0; f < loaded->embeddings().size(); ++f) {
+      const EmbeddingTable& e = loaded->embeddings()[f];
+      EXPECT_TRUE(e.weights.empty()) << f;  // nothing on the heap
+      ASSERT_FALSE(e.mapped.empty()) << f;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(e.mapped.data()) % kBundleTableAlignment, 0u) << f;
+      EXPECT_TRUE(std::ranges::equal(e.values(), trained->embeddings()[f].values())) << f;
+      end = static_cast<int64_t>(e.values().size() * sizeof(float));  // of the last table
+    }
+  }
+  const EmbeddingTable& last = read->item.tower.embeddings().back();
+  EXPECT_EQ(static_cast<int64_t>(std::filesystem::file_size(tables)),
+            reinterpret_cast<const char*>(last.mapped.data()) -
+                reinterpret_cast<const char*>(read->user.tower.embeddings()[0].mapped.data()) + end);
+  // The item tower reads the mapped tables: the trainer's vectors, bit for bit.
+  EXPECT_EQ(read->item.tower.EmbedAll(read->items.rows), original.item_vectors);
+  EXPECT_EQ(read->user.tower.EmbedAll(read->users.rows), original.user.tower.EmbedAll(original.users.rows));
+  // A copy of the towers keeps the mapping alive, past the Bundle and the bundle's files
+  // (a server keeps serving a model whose directory was deleted).
+  const Tower item_tower = read->item.tower;
+  read = absl::UnknownError("dropped");
+  std::filesystem::remove_all(path);
+  EXPECT_EQ(item_tower.EmbedAll(original.items.rows), original.item_vectors);
+  // What WriteBundle makes of mapped tables is the same file again.
+  absl::StatusOr<Bundle> again = ReadBundle(WriteFresh());
+  ASSERT_TRUE(again.ok()) << again.status();
+  const std::string copy = out_.Join("copy");
+  ASSERT_TRUE(WriteBundle(*again, copy).ok());
+  EXPECT_EQ(ReadFile(copy + "/" + kBundleTablesFile).value(), ReadFile(out_.Join("bundle") + "/" + kBundleTablesFile).value());
+}
+
+TEST_F(BundleTest, AFlippedBitOrATruncationInTheTablesFileIsDataLossNamingIt) {
+  const std::string path = WriteFresh();
+  const std::string tables = path + "/" + kBundleTablesFile;
+  const std::string good = ReadFile(tables).value();
+  const auto refused = [&](const std::string& contents, const std::string& what) {
+    ASSERT_TRUE(WriteFileDurably(tables, contents).ok());
+    absl::StatusOr<Bundle> read = ReadBundle(path);
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << what << ": " << read.status();
+    EXPECT_NE(read.status().message().find(tables), std::string::npos) << what << ": " << read.status();
+  };
+  std::string flipped = good;
+  flipped[flipped.size() / 2] ^= 0x10;
+  refused(flipped, "a flipped bit");
+  refused(good.substr(0, good.size() - 1), "one byte short");
+  refused(good.substr(0, good.size() / 2), "half");
+  refused("", "empty");
+  refused(good + std::string(64, '\0'), "longer than listed");
+  std::filesystem::remove(tables);
+  EXPECT_EQ(ReadBundle(path).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A tables file that checks out against its MANIFEST but does not hold the towers'
+// tables where they belong (a bundle written by something else): DATA_LOSS, never a
+// read past the mapping.
+TEST_F(BundleTest, ATablesFileOfTheWrongLayoutIsDataLoss) {
+  const std::string good = [&] {
+    const std::string path = WriteFresh();
+    return ReadFile(path + "/" + kBundleTablesFile).value();
+  }();
+  for (const std::string& contents : {good.substr(0, good.size() - 4), good + std::string(64, '\0'), std::string(4, '\0')}) {
+    ScopedTempDir out;
+    const std::string path = out.Join("bundle");
+    ASSERT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+    ReplaceFile(path, kBundleTablesFile, contents);
+    absl::StatusOr<Bundle> read = ReadBundle(path);
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << contents.size() << ": " << read.status();
+    EXPECT_NE(read.status().message().find(kBundleTablesFile), std::string::npos) << read.status();
+  }
+  // A tensor that says its table is elsewhere.
+  const std::string path = out_.Join("moved");
+  ASSERT_TRUE(WriteBundle(model_->report.bundle, path).ok());
+  v1::TowerState state;
+  ASSERT_TRUE(state.ParseFromString(ReadFile(path + "/item_tower.pb").value()));
+  state.mutable_tensors(0)->set_offset(state.tensors(0).offset() + kBundleTableAlignment);
+  ReplaceFile(path, "item_tower.pb", state.SerializeAsString());
+  absl::StatusOr<Bundle> read = ReadBundle(path);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
+  EXPECT_NE(read.status().message().find("item_tower.pb tensor embedding/0"), std::string::npos) << read.status();
+  // Format 2 without the file.
+  EditManifest(path, [](v1::BundleManifest* m) {
+    for (int i = 0; i < m->files_size(); ++i) {
+      if (m->files(i).name() == kBundleTablesFile) m->mutable_files()->DeleteSubrange(i, 1);
+    }
+  });
+  read = ReadBundle(path);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
+  EXPECT_NE(read.status().message().find(absl::StrCat("does not list ", kBundleTablesFile)), std::string::npos)
+      << read.status();
+}
+
+// The server's UpsertItems of a known id after a load (snapshot.cc ApplyUpsert: the
+// request's features encoded with the loaded item encoder, embedded with the loaded item
+// tower, whose id table is mapped) gives the trainer's vector for that item, bit for bit.
+TEST_F(BundleTest, AnUpsertOfAKnownIdAfterALoadGivesTheTrainersVector) {
+  const Bundle& original = model_->report.bundle;
+  const std::string path = WriteFresh();
+  absl::StatusOr<Bundle> read = ReadBundle(path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  // As the server holds the model: the catalogue takes the items out of the bundle.
+  absl::StatusOr<std::shared_ptr<const Catalogue>> catalogue = Catalogue::Create(*std::move(read), IndexOptions{}, path);
+  ASSERT_TRUE(catalogue.ok()) << catalogue.status();
+  const TowerModel& item = (*catalogue)->bundle()->item;
+  ASSERT_FALSE(item.tower.embeddings()[0].mapped.empty());
+  // The items' features as a client sends them: items.csv of the training data.
+  std::istringstream csv(ReadFile(data_dir_->path() + "/items.csv").value());
+  std::string line;
+  std::getline(csv, line);
+  ASSERT_EQ(line, "item_id,genres,brand,price");
+  EncodedEntities upserted{{}, item.encoder.NewTable()};
+  while (std::getline(csv, line)) {
+    const std::vector<std::string> cells = absl::StrSplit(line, ',');
+    ASSERT_EQ(cells.size(), 4u) << line;
+    v1::Entity entity;
+    entity.set_id(cells[0]);
+    for (absl::string_view genre : absl::StrSplit(cells[1], '|')) {
+      (*entity.mutable_features())["genres"].mutable_multi_hot()->add_values(std::string(genre));
+    }
+    (*entity.mutable_features())["brand"].set_categorical(cells[2]);
+    (*entity.mutable_features())["price"].set_numeric(std::stod(cells[3]));
+    absl::StatusOr<std::vector<RawValue>> values = item.encoder.FromRequest(entity.features());
+    ASSERT_TRUE(values.ok()) << values.status();
+    item.encoder.Encode(entity.id(), &*values, &upserted.rows);
+    upserted.ids.push_back(entity.id());
+  }
+  ASSERT_EQ(upserted.ids, original.items.ids);
+  EXPECT_EQ(item.tower.EmbedAll(upserted.rows), original.item_vectors);
 }
 
 }  // namespace

@@ -190,19 +190,20 @@ TEST(TrainerFeaturesTest, HistoryFeatureHoldsTrainingItemsAndTrains) {
 // a 4-d KIND_HISTORY feature; parsed, defaulted and validated into *config.
 void HistoryConfig(const std::string& users, int epochs, v1::TrainerConfig* config) {
   ASSERT_THAT(ParseTextProto(absl::StrCat(R"pb(
-                                            data { train {
-                                              table { path: "events.csv" header: true }
-                                              user_column { name: "user" }
-                                              item_column { name: "item" }
-                                              timestamp_column { name: "ts" }
-                                            }
-                                                   users {)pb",
-                                          users, R"pb(}
-                                                      }
+    data {
+      train {
+        table { path: "events.csv" header: true }
+        user_column { name: "user" }
+        item_column { name: "item" }
+        timestamp_column { name: "ts" }
+      }
+      users {)pb", users, R"pb(}
+    }
     user_tower { id_embedding_dim: 4 output_dim: 4 }
     item_tower { id_embedding_dim: 4 output_dim: 4 }
     training { objective: OBJECTIVE_SAMPLED_SOFTMAX num_negatives: 2 batch_size: 4 epochs: )pb", epochs, " }"),
-                             "config", config).ok());
+                             "config", config),
+              IsOk());
   ApplyDefaults(config);
   ASSERT_THAT(ValidateTrainerConfig(*config), IsOk());
 }
