@@ -237,6 +237,40 @@ v1::FeatureSpec* AddUserFeature(v1::TrainerConfig* c, v1::FeatureSpec::Kind kind
   return f;
 }
 
+// A value this build does not know (a binary config from a newer build) is an error
+// naming the field, for every enum that has a default and so is read through Resolved*.
+TEST(ConfigEnumsTest, UnknownValuesAreRefusedByName) {
+  struct Case {
+    const char* field;
+    void (*mutate)(v1::TrainerConfig*);
+  };
+  const Case cases[] = {
+      {"data.train.table.format",
+       [](v1::TrainerConfig* c) {
+         c->mutable_data()->mutable_train()->mutable_table()->set_format(static_cast<v1::TableSpec::Format>(99));
+       }},
+      {"data.train.table.encoding",
+       [](v1::TrainerConfig* c) {
+         c->mutable_data()->mutable_train()->mutable_table()->set_encoding(static_cast<v1::TableSpec::Encoding>(99));
+       }},
+      {"unknown derive",
+       [](v1::TrainerConfig* c) {
+         AddUserFeature(c, v1::FeatureSpec::KIND_CATEGORICAL)->set_derive(static_cast<v1::FeatureSpec::Derive>(99));
+       }},
+      {"unknown transform",
+       [](v1::TrainerConfig* c) {
+         AddUserFeature(c, v1::FeatureSpec::KIND_NUMERIC)->set_transform(static_cast<v1::FeatureSpec::Transform>(99));
+       }},
+  };
+  for (const Case& c : cases) {
+    v1::TrainerConfig config = Minimal();
+    c.mutate(&config);
+    const absl::Status status = ValidateTrainerConfig(config);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << c.field << ": " << status;
+    EXPECT_NE(status.message().find(c.field), std::string::npos) << status;
+  }
+}
+
 // Every size the trainer allocates from is bounded: a huge one is an error naming the
 // field, not a std::bad_alloc after loading the data.
 TEST(ConfigTest, SizesAreBoundedAndTheErrorNamesTheField) {

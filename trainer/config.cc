@@ -38,6 +38,11 @@ int64_t InputWidth(const v1::FeatureSpec& f) {
 
 absl::Status ValidateTable(absl::string_view field, const v1::TableSpec& table) {
   if (table.path().empty()) return Invalid(absl::StrCat(field, ".table.path"), "must be set");
+  // A binary config from a newer build may carry values this build does not know.
+  if (!v1::TableSpec::Format_IsValid(table.format())) return Invalid(absl::StrCat(field, ".table.format"), "unknown");
+  if (!v1::TableSpec::Encoding_IsValid(table.encoding())) {
+    return Invalid(absl::StrCat(field, ".table.encoding"), "unknown");
+  }
   return absl::OkStatus();
 }
 
@@ -86,6 +91,8 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
          ResolvedHistoryContext(f) != v1::FeatureSpec::HISTORY_CONTEXT_LEAVE_ONE_OUT)) {
       return Invalid(where, "history_length and history_context apply to KIND_HISTORY features only");
     }
+    if (!v1::FeatureSpec::Derive_IsValid(f.derive())) return Invalid(where, "unknown derive");
+    if (!v1::FeatureSpec::Transform_IsValid(f.transform())) return Invalid(where, "unknown transform");
     if (!v1::FeatureSpec::Pooling_IsValid(f.pooling())) {
       return Invalid(where, "pooling must be POOLING_MEAN, POOLING_SUM or POOLING_ATTENTION");
     }
