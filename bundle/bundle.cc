@@ -90,7 +90,7 @@ std::string TablesFileBytes(const Bundle& bundle) {
   return bytes;
 }
 
-// A format 2 bundle's embedding_tables.f32 as ReadBundle maps it, and where the tables
+// The bundle's embedding_tables.f32 as ReadBundle maps it, and where the tables
 // read so far end (the next one starts at NextTableOffset of it).
 struct MappedTables {
   std::string path;  // for messages
@@ -142,10 +142,8 @@ v1::TowerState TowerToState(const TowerModel& model, int64_t* tables_end) {
 
 // `tables`: where the embedding tables are (each tensor records its offset, which must
 // be the next table's).
-absl::StatusOr<TowerModel> TowerFromState(const v1::TowerSpec& spec,
-                                          const v1::FeatureTableSpec& table_spec,
-                                          const v1::TowerState& state, absl::string_view name,
-                                          MappedTables& tables) {
+absl::StatusOr<TowerModel> TowerFromState(const v1::TowerSpec& spec, const v1::FeatureTableSpec& table_spec,
+                                          const v1::TowerState& state, absl::string_view name, MappedTables* tables) {
   const std::vector<v1::FeatureSpec> schema(table_spec.features().begin(),
                                             table_spec.features().end());
   ASSIGN_OR_RETURN(FeatureEncoder encoder, FeatureEncoder::FromState(schema, state));
@@ -175,19 +173,18 @@ absl::StatusOr<TowerModel> TowerFromState(const v1::TowerSpec& spec,
     const v1::Tensor& tensor = state.tensors(t);
     // rows and dim are >= 1 and below 2^31 (checked above): no overflow.
     const uint64_t floats = static_cast<uint64_t>(field.rows) * static_cast<uint64_t>(field.dim);
-    const int64_t offset = NextTableOffset(tables.end);
-    if (!tensor.data().empty() || tensor.offset() != offset ||
-        static_cast<uint64_t>(offset) > tables.file->size() ||
-        floats > (tables.file->size() - static_cast<uint64_t>(offset)) / sizeof(float)) {
-      return absl::DataLossError(absl::StrCat(
-          name, " tensor ", tensor.name(), ": not the table of ", floats, " floats at byte ", offset, " of ",
-          tables.path, " (", tables.file->size(), " bytes) that the format puts there"));
+    const int64_t offset = NextTableOffset(tables->end);
+    if (!tensor.data().empty() || tensor.offset() != offset || static_cast<uint64_t>(offset) > tables->file->size() ||
+        floats > (tables->file->size() - static_cast<uint64_t>(offset)) / sizeof(float)) {
+      return absl::DataLossError(absl::StrCat(name, " tensor ", tensor.name(), ": not the table of ", floats,
+                                              " floats at byte ", offset, " of ", tables->path, " (",
+                                              tables->file->size(), " bytes) that the format puts there"));
     }
     EmbeddingTable table{field.rows, field.dim, {}};
-    table.mapped = {reinterpret_cast<const float*>(tables.file->data() + offset), static_cast<size_t>(floats)};
-    table.mapping = tables.file;
+    table.mapped = {reinterpret_cast<const float*>(tables->file->data() + offset), static_cast<size_t>(floats)};
+    table.mapping = tables->file;
     embeddings.push_back(std::move(table));
-    tables.end = offset + static_cast<int64_t>(floats * sizeof(float));
+    tables->end = offset + static_cast<int64_t>(floats * sizeof(float));
     ++t;
   }
   std::vector<DenseLayer> layers;
@@ -347,13 +344,12 @@ absl::Status CheckItemVectors(const Bundle& bundle) {
   return absl::OkStatus();
 }
 
-// Opens the bundle's index.faiss (listed as `file`) and checks its size and SHA-256 in a
-// streaming pass; the file stays open for the FAISS reader (index/bundle_index.h). Also
-// how embedding_tables.f32 is checked before it is mapped.
-absl::StatusOr<std::shared_ptr<const BundleIndexFile>> CheckIndexFile(const ScopedFd& dir_fd,
-                                                                      const std::string& dir,
-                                                                      const v1::BundleFile& file,
-                                                                      const std::string& where) {
+// Opens a bundle file read through its descriptor rather than into memory (index.faiss,
+// embedding_tables.f32; listed as `file`) and checks its size and SHA-256 in a streaming
+// pass; the file stays open for its reader (the FAISS reader, the mapping).
+absl::StatusOr<std::shared_ptr<const BundleIndexFile>> CheckStreamedFile(const ScopedFd& dir_fd, const std::string& dir,
+                                                                         const v1::BundleFile& file,
+                                                                         const std::string& where) {
   if (file.bytes() < 0 || file.bytes() > kMaxBundleIndexBytes) {
     return absl::DataLossError(absl::StrCat(where, ": bytes ", file.bytes(), " out of range (0..",
                                             kMaxBundleIndexBytes, ")"));
@@ -570,7 +566,7 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
       if (tables.has_value()) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
       // Checksummed with read(), then mapped: the mapping's pages stay out of RSS until
       // a lookup touches them.
-      ASSIGN_OR_RETURN(std::shared_ptr<const BundleIndexFile> checked, CheckIndexFile(dir_fd, dir, file, where));
+      ASSIGN_OR_RETURN(std::shared_ptr<const BundleIndexFile> checked, CheckStreamedFile(dir_fd, dir, file, where));
       ASSIGN_OR_RETURN(std::shared_ptr<const MappedFile> mapped,
                        MappedFile::Map(checked->fd.get(), checked->bytes, checked->path));
       tables = MappedTables{checked->path, std::move(mapped), 0};
@@ -578,7 +574,7 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
     }
     if (file.name() == kBundleIndexFile) {
       if (bundle.index_file != nullptr) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
-      ASSIGN_OR_RETURN(std::shared_ptr<const BundleIndexFile> index, CheckIndexFile(dir_fd, dir, file, where));
+      ASSIGN_OR_RETURN(std::shared_ptr<const BundleIndexFile> index, CheckStreamedFile(dir_fd, dir, file, where));
       bundle.index_file = std::move(index);
       continue;
     }
@@ -642,15 +638,15 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
     return s;
   }
 
-  ASSIGN_OR_RETURN(TowerModel user, TowerFromState(config.user_tower(), config.data().users(), user_state,
-                                                   kUserTower, *tables));
-  ASSIGN_OR_RETURN(TowerModel item, TowerFromState(config.item_tower(), config.data().items(), item_state,
-                                                   kItemTower, *tables));
+  ASSIGN_OR_RETURN(TowerModel user,
+                   TowerFromState(config.user_tower(), config.data().users(), user_state, kUserTower, &*tables));
+  ASSIGN_OR_RETURN(TowerModel item,
+                   TowerFromState(config.item_tower(), config.data().items(), item_state, kItemTower, &*tables));
   bundle.user = std::move(user);
   bundle.item = std::move(item);
   Free(&user_state);
   Free(&item_state);
-  if (tables.has_value() && static_cast<uint64_t>(tables->end) != tables->file->size()) {
+  if (static_cast<uint64_t>(tables->end) != tables->file->size()) {
     return absl::DataLossError(absl::StrCat(tables->path, ": ", tables->file->size(), " bytes, the towers' tables end at ",
                                             tables->end));
   }
