@@ -15,13 +15,6 @@
 // accepting calls, in-flight calls get up to --shutdown_grace_ms to finish, exit 0. A
 // second signal skips what is left of the drain delay. Logs are logfmt lines on stderr.
 #include <fcntl.h>
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
-#include <grpcpp/resource_quota.h>
-#include <prometheus/exposer.h>
-#include <prometheus/collectable.h>
-#include <prometheus/metric_family.h>
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
@@ -29,37 +22,27 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <chrono>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "model/tower.h"
+#include "server/search_batcher.h"
+#include "server/server.h"
 #include "util/admin_token.h"
 #include "util/file.h"
 #include "util/program_usage.h"
-#include "util/tls_files.h"
-#include "absl/flags/usage.h"
-#include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
-#include "server/admin_service.h"
-#include "server/listener_probe.h"
-#include "server/retrieval_service.h"
-#include "server/server_metrics.h"
-#include "server/snapshot.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "Retrieval API listen address, host:port (port 0 = pick a free port)");
@@ -156,9 +139,6 @@ using twotower::LogEvent;
 // PEM files: regular files of at most 1 MiB (a FIFO or /dev/zero is refused, not read).
 const twotower::ReadFileOptions kPemFile = {.max_bytes = 1 << 20, .regular_only = true};
 
-// How long gRPC gets to finish calls that arrived after the drain began (see below).
-constexpr absl::Duration kShutdownSettle = absl::Milliseconds(250);
-
 int stop_pipe[2] = {-1, -1};
 
 extern "C" void OnStopSignal(int signal) {
@@ -169,128 +149,6 @@ extern "C" void OnStopSignal(int signal) {
   if (::write(stop_pipe[1], &byte, 1) < 0) {
   }
   errno = saved_errno;
-}
-
-// host:port with the port replaced by the one actually bound (for ":0").
-std::string WithPort(const std::string& address, int port) {
-  const size_t colon = address.rfind(':');
-  return absl::StrCat(colon == std::string::npos ? address : address.substr(0, colon), ":",
-                      port);
-}
-
-struct Listener {
-  std::unique_ptr<grpc::Server> server;
-  std::string address;  // as bound
-};
-
-// Starts a server with `service` on `address`; null server when it cannot listen.
-// `quota` (may be null) bounds the memory of its transports.
-// `max_age` (0: none) closes connections after that age, with `max_age_grace` for their calls.
-Listener Start(const std::string& address, grpc::Service* service,
-               std::shared_ptr<grpc::ServerCredentials> credentials,
-               grpc::ResourceQuota* quota, int64_t max_age_ms = 0, int64_t max_age_grace_ms = 0) {
-  grpc::ServerBuilder builder;
-  if (max_age_ms > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, static_cast<int>(max_age_ms));
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, static_cast<int>(max_age_grace_ms));
-  }
-  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_request_bytes));
-  // One listening socket per address. With SO_REUSEPORT gRPC opens one per poller, and
-  // for port 0 each of them bound its own free port: an unprinted extra port.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
-                             absl::GetFlag(FLAGS_max_concurrent_streams));
-  // Compressed requests are refused (UNIMPLEMENTED, "compression algorithm disabled")
-  // before they are inflated: gRPC 1.51 checks the request size limit on the compressed
-  // bytes and would inflate a small request into any size.
-  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_DEFLATE, false);
-  builder.SetCompressionAlgorithmSupportStatus(GRPC_COMPRESS_GZIP, false);
-  if (quota != nullptr) builder.SetResourceQuota(*quota);
-  int port = 0;
-  builder.AddListeningPort(address, std::move(credentials), &port);
-  builder.RegisterService(service);
-  Listener listener;
-  listener.server = builder.BuildAndStart();
-  if (listener.server != nullptr && port == 0) {  // built, but the port did not bind
-    listener.server->Shutdown();
-    listener.server.reset();
-  }
-  listener.address = WithPort(address, port);
-  return listener;
-}
-
-// gRPC health of the Retrieval listener. "" (liveness) is SERVING while the listener
-// accepts connections; the Retrieval service (readiness) also needs the shared item log
-// applied. After Stop both stay NOT_SERVING.
-class ServingHealth {
- public:
-  void Attach(grpc::HealthCheckServiceInterface* health) {
-    absl::MutexLock lock(&mu_);
-    health_ = health;
-    UpdateLocked();
-  }
-  void SetAccepting(bool accepting) {
-    absl::MutexLock lock(&mu_);
-    accepting_ = accepting;
-    UpdateLocked();
-  }
-  void SetItemLogApplied(bool applied) {
-    absl::MutexLock lock(&mu_);
-    item_log_applied_ = applied;
-    UpdateLocked();
-  }
-  void Stop() {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    UpdateLocked();
-  }
-  bool accepting() const {
-    absl::MutexLock lock(&mu_);
-    return accepting_;
-  }
-
- private:
-  void UpdateLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (health_ == nullptr) return;
-    const bool alive = accepting_ && !stopping_;
-    health_->SetServingStatus("", alive);
-    health_->SetServingStatus(twotower::v1::Retrieval::service_full_name(), alive && item_log_applied_);
-  }
-  mutable absl::Mutex mu_;
-  grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
-  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
-  bool item_log_applied_ ABSL_GUARDED_BY(mu_) = true;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-};
-
-// Gauges of the serving state, read when Prometheus scrapes (nothing to keep in sync).
-class ScrapeTimeGauges : public prometheus::Collectable {
- public:
-  explicit ScrapeTimeGauges(std::function<std::vector<prometheus::MetricFamily>()> collect)
-      : collect_(std::move(collect)) {}
-  std::vector<prometheus::MetricFamily> Collect() const override { return collect_(); }
-
-  static prometheus::MetricFamily Gauge(std::string name, std::string help, double value,
-                                        std::vector<prometheus::ClientMetric::Label> labels = {}) {
-    prometheus::MetricFamily family{std::move(name), std::move(help), prometheus::MetricType::Gauge, {}};
-    prometheus::ClientMetric metric;
-    metric.label = std::move(labels);
-    metric.gauge.value = value;
-    family.metric.push_back(std::move(metric));
-    return family;
-  }
-
- private:
-  const std::function<std::vector<prometheus::MetricFamily>()> collect_;
-};
-
-// The process's resident memory in bytes (VmRSS), 0 if unreadable.
-double ResidentBytes() {
-  absl::StatusOr<std::string> status = twotower::ReadFile("/proc/self/status", {.max_bytes = 1 << 16});
-  if (!status.ok()) return 0;
-  const size_t at = status->find("VmRSS:");
-  if (at == std::string::npos) return 0;
-  return std::strtod(status->c_str() + at + 6, nullptr) * 1024;
 }
 
 // Raises the soft limit on open descriptors to the hard limit: each client connection
@@ -306,6 +164,72 @@ void RaiseDescriptorLimit() {
   LogEvent("info", "descriptor limit",
            {{"soft", absl::StrCat(limit.rlim_cur)}, {"was", absl::StrCat(before)},
             {"hard", absl::StrCat(limit.rlim_max)}});
+}
+
+// Reads a PEM flag's file into *pem ("" stays ""); false (after printing) when unreadable.
+bool ReadPem(const char* flag, const std::string& file, std::string* pem) {
+  if (file.empty()) return true;
+  absl::StatusOr<std::string> contents = twotower::ReadFile(file, kPemFile);
+  if (!contents.ok()) {
+    std::fprintf(stderr, "error: --%s %s: %s\n", flag, file.c_str(), std::string(contents.status().message()).c_str());
+    return false;
+  }
+  if (contents->empty()) {  // an empty file must not turn TLS or client certificates off
+    std::fprintf(stderr, "error: --%s %s: empty file\n", flag, file.c_str());
+    return false;
+  }
+  *pem = *std::move(contents);
+  return true;
+}
+
+// The flags as Server::Options; false (after printing) when a file they name is unreadable
+// or empty, or a number is not one.
+bool OptionsFromFlags(twotower::Server::Options* o) {
+  o->bundle = absl::GetFlag(FLAGS_bundle);
+  o->address = absl::GetFlag(FLAGS_address);
+  o->admin_address = absl::GetFlag(FLAGS_admin_address);
+  o->index.factory = absl::GetFlag(FLAGS_index);
+  o->index.ef_search = absl::GetFlag(FLAGS_ef_search);
+  o->index.nprobe = absl::GetFlag(FLAGS_nprobe);
+  o->index.half_first_pass = absl::GetFlag(FLAGS_half_first_pass);
+  twotower::RetrievalOptions& r = o->retrieval;
+  r.max_k = absl::GetFlag(FLAGS_max_k);
+  r.max_batch = absl::GetFlag(FLAGS_max_batch);
+  r.search_batch = absl::GetFlag(FLAGS_search_batch);
+  r.search_rounds = absl::GetFlag(FLAGS_search_rounds);
+  const double hand_off_ms = absl::GetFlag(FLAGS_search_hand_off_ms);
+  if (!(hand_off_ms >= 0)) {  // NaN fails this too (as a Duration it would be infinite)
+    std::fprintf(stderr, "error: --search_hand_off_ms must be >= 0 (inf allowed)\n");
+    return false;
+  }
+  r.search_hand_off = absl::Milliseconds(hand_off_ms);
+  r.max_exclude = absl::GetFlag(FLAGS_max_exclude);
+  r.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+  r.max_filters = absl::GetFlag(FLAGS_max_filters);
+  r.max_filter_values = absl::GetFlag(FLAGS_max_filter_values);
+  r.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
+  o->max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  o->max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  o->grpc_memory_bytes = absl::GetFlag(FLAGS_grpc_memory_bytes);
+  o->listener_probe_interval = absl::Milliseconds(absl::GetFlag(FLAGS_listener_probe_ms));
+  o->state_dir = absl::GetFlag(FLAGS_state_dir);
+  o->item_log_dir = absl::GetFlag(FLAGS_item_log_dir);
+  o->item_log_poll = absl::Milliseconds(absl::GetFlag(FLAGS_item_log_poll_ms));
+  o->metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  o->bundle_root = absl::GetFlag(FLAGS_bundle_root);
+  o->max_connection_age = absl::Milliseconds(absl::GetFlag(FLAGS_max_connection_age_ms));
+  o->max_connection_age_grace = absl::Milliseconds(absl::GetFlag(FLAGS_max_connection_age_grace_ms));
+  o->drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
+  o->shutdown_grace = absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
+  absl::StatusOr<std::string> token = twotower::ReadAdminToken(absl::GetFlag(FLAGS_admin_token_file));
+  if (!token.ok()) {
+    std::fprintf(stderr, "error: --admin_token_file: %s\n", std::string(token.status().message()).c_str());
+    return false;
+  }
+  o->admin_token = *std::move(token);
+  return ReadPem("tls_cert", absl::GetFlag(FLAGS_tls_cert), &o->tls_cert_pem) &&
+         ReadPem("tls_key", absl::GetFlag(FLAGS_tls_key), &o->tls_key_pem) &&
+         ReadPem("tls_client_ca", absl::GetFlag(FLAGS_tls_client_ca), &o->tls_client_ca_pem);
 }
 
 }  // namespace
@@ -326,58 +250,10 @@ int main(int argc, char** argv) {
   // a serving process does not need the deadlock detector.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   twotower::RateLimitLibraryLogs();
-  const std::string bundle_path = absl::GetFlag(FLAGS_bundle);
-  if (bundle_path.empty()) {
-    std::fprintf(stderr, "error: --bundle is required\n");
-    return 2;
-  }
-  // Every number is bounded: a typo must not become a huge allocation or thread count.
-  const struct {
-    const char* name;
-    int64_t value, min, max;
-  } bounded[] = {
-      {"max_k", absl::GetFlag(FLAGS_max_k), 1, 100000},
-      {"max_batch", absl::GetFlag(FLAGS_max_batch), 1, 65536},
-      {"search_batch", absl::GetFlag(FLAGS_search_batch), 1, 4096},
-      {"search_rounds", absl::GetFlag(FLAGS_search_rounds), 0, 256},
-      {"max_exclude", absl::GetFlag(FLAGS_max_exclude), 0, 1000000},
-      {"max_filters", absl::GetFlag(FLAGS_max_filters), 0, 255},
-      {"max_filter_values", absl::GetFlag(FLAGS_max_filter_values), 0, 1000000},
-      {"max_request_bytes", absl::GetFlag(FLAGS_max_request_bytes), 1, int64_t{1} << 30},
-      {"max_response_bytes", absl::GetFlag(FLAGS_max_response_bytes), 1 << 20, int64_t{1} << 40},
-      {"max_concurrent_streams", absl::GetFlag(FLAGS_max_concurrent_streams), 1, 100000},
-      {"grpc_memory_bytes", absl::GetFlag(FLAGS_grpc_memory_bytes), 16 << 20, int64_t{1} << 40},
-      {"ef_search", absl::GetFlag(FLAGS_ef_search), 0, 65536},
-      {"nprobe", absl::GetFlag(FLAGS_nprobe), 0, 1 << 20},
-      {"max_in_flight", absl::GetFlag(FLAGS_max_in_flight), 0, 1000000},
-      {"shutdown_grace_ms", absl::GetFlag(FLAGS_shutdown_grace_ms), 0, 3600000},
-      {"drain_delay_ms", absl::GetFlag(FLAGS_drain_delay_ms), 0, 3600000},
-      // gRPC takes these as int milliseconds.
-      {"max_connection_age_ms", absl::GetFlag(FLAGS_max_connection_age_ms), 0, 2147483647},
-      {"max_connection_age_grace_ms", absl::GetFlag(FLAGS_max_connection_age_grace_ms), 0, 2147483647},
-      {"listener_probe_ms", absl::GetFlag(FLAGS_listener_probe_ms), 0, 3600000},
-      {"item_log_poll_ms", absl::GetFlag(FLAGS_item_log_poll_ms), 1, 3600000},
-  };
-  for (const auto& flag : bounded) {
-    if (flag.value < flag.min || flag.value > flag.max) {
-      std::fprintf(stderr, "error: --%s must be in %lld..%lld, got %lld\n", flag.name,
-                   static_cast<long long>(flag.min), static_cast<long long>(flag.max),
-                   static_cast<long long>(flag.value));
-      return 2;
-    }
-  }
-  if (!(absl::GetFlag(FLAGS_search_hand_off_ms) >= 0)) {  // NaN fails this too
-    std::fprintf(stderr, "error: --search_hand_off_ms must be >= 0 (inf allowed)\n");
-    return 2;
-  }
-  if (!absl::GetFlag(FLAGS_state_dir).empty() && !absl::GetFlag(FLAGS_item_log_dir).empty()) {
-    // Two records of the same changes could disagree; one place holds them.
-    std::fprintf(stderr, "error: --state_dir and --item_log_dir cannot be used together\n");
-    return 2;
-  }
-  if (!absl::GetFlag(FLAGS_tls_client_ca).empty() && absl::GetFlag(FLAGS_tls_cert).empty()) {
-    // Client certificates need TLS: serving plaintext instead would drop the check silently.
-    std::fprintf(stderr, "error: --tls_client_ca needs --tls_cert and --tls_key\n");
+  twotower::Server::Options options;
+  if (!OptionsFromFlags(&options)) return 2;
+  if (absl::Status s = twotower::Server::Validate(options); !s.ok()) {
+    std::fprintf(stderr, "error: --%s\n", std::string(s.message()).c_str());
     return 2;
   }
 
@@ -398,201 +274,15 @@ int main(int argc, char** argv) {
   ::sigaction(SIGTERM, &action, nullptr);
   ::sigaction(SIGINT, &action, nullptr);
 
-  twotower::IndexOptions index_options;
-  index_options.factory = absl::GetFlag(FLAGS_index);
-  index_options.ef_search = absl::GetFlag(FLAGS_ef_search);
-  index_options.nprobe = absl::GetFlag(FLAGS_nprobe);
-  index_options.half_first_pass = absl::GetFlag(FLAGS_half_first_pass);
-  if (absl::Status s = twotower::ValidateIndexRequest(index_options); !s.ok()) {
-    std::fprintf(stderr, "error: --index / --ef_search / --nprobe: %s\n",
-                 std::string(s.message()).c_str());
-    return 2;
-  }
-  LogEvent("info", "loading model",
-           {{"bundle", bundle_path},
-            {"index", index_options.factory.empty() ? "the bundle's (else Flat)" : index_options.factory}});
-  absl::StatusOr<std::shared_ptr<const twotower::Snapshot>> snapshot =
-      twotower::LoadSnapshot(bundle_path, index_options, absl::GetFlag(FLAGS_state_dir),
-                            absl::GetFlag(FLAGS_item_log_dir));
-  if (!snapshot.ok()) {
-    std::fprintf(stderr, "error: cannot load bundle %s: %s\n", bundle_path.c_str(),
-                 snapshot.status().ToString().c_str());
-    return 1;
-  }
-  twotower::SnapshotHolder snapshots;
-  snapshots.Swap(*snapshot);
-  const std::string version = (*snapshot)->model_version;
-  LogEvent((*snapshot)->catalogue->index_ignores_bundle() ? "warn" : "info", "model loaded",
-           {{"version", version},
-            {"items", absl::StrCat((*snapshot)->catalogue->size())},
-            {"index", (*snapshot)->catalogue->index_note()},
-            {"seen_item_bytes", absl::StrCat((*snapshot)->bundle->seen_items.MemoryBytes())},
-            {"seconds", absl::StrCat(absl::ToDoubleSeconds((*snapshot)->load_duration))}});
-  snapshot->reset();  // the holder owns it now; a reload must be able to free it
-
-  twotower::ServerMetrics metrics;
-  twotower::RetrievalOptions retrieval_options;
-  retrieval_options.max_k = absl::GetFlag(FLAGS_max_k);
-  retrieval_options.max_batch = absl::GetFlag(FLAGS_max_batch);
-  retrieval_options.search_batch = absl::GetFlag(FLAGS_search_batch);
-  retrieval_options.search_rounds = absl::GetFlag(FLAGS_search_rounds) > 0
-                                        ? absl::GetFlag(FLAGS_search_rounds)
-                                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  retrieval_options.max_exclude = absl::GetFlag(FLAGS_max_exclude);
-  retrieval_options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
-  retrieval_options.max_filters = absl::GetFlag(FLAGS_max_filters);
-  retrieval_options.max_filter_values = absl::GetFlag(FLAGS_max_filter_values);
-  retrieval_options.max_response_bytes = absl::GetFlag(FLAGS_max_response_bytes);
-  retrieval_options.search_hand_off =
-      absl::Milliseconds(absl::GetFlag(FLAGS_search_hand_off_ms));
-  twotower::RetrievalService retrieval_service(&snapshots, &metrics, retrieval_options);
-  twotower::AdminService::Options admin_options;
-  admin_options.state_dir = absl::GetFlag(FLAGS_state_dir);
-  admin_options.item_log_dir = absl::GetFlag(FLAGS_item_log_dir);
-  admin_options.bundle_root = absl::GetFlag(FLAGS_bundle_root);
-  admin_options.search_stats = [&retrieval_service] { return retrieval_service.search_stats(); };
-  ServingHealth serving_health;
-  admin_options.item_log_healthy = [&serving_health](bool ok) { serving_health.SetItemLogApplied(ok); };
-  admin_options.serving_status = [&retrieval_service,
-                                  &serving_health](twotower::v1::GetStatusResponse* status) {
-    status->set_retrieval_listener_accepting(serving_health.accepting());
-    status->set_calls_in_flight(retrieval_service.calls_in_flight());
-    status->set_response_bytes_in_flight(retrieval_service.response_bytes_in_flight());
-  };
-  if (absl::StatusOr<std::string> token = twotower::ReadAdminToken(absl::GetFlag(FLAGS_admin_token_file));
-      token.ok()) {
-    admin_options.token = *std::move(token);
-  } else {
-    std::fprintf(stderr, "error: --admin_token_file: %s\n", std::string(token.status().message()).c_str());
-    return 2;
-  }
-  twotower::AdminService admin_service(&snapshots, &metrics, admin_options);
-
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  // TLS for the public port when a certificate is given.
-  std::shared_ptr<grpc::ServerCredentials> retrieval_credentials = grpc::InsecureServerCredentials();
-  if (!absl::GetFlag(FLAGS_tls_cert).empty() || !absl::GetFlag(FLAGS_tls_key).empty()) {
-    absl::StatusOr<std::string> cert = twotower::ReadFile(absl::GetFlag(FLAGS_tls_cert), kPemFile);
-    absl::StatusOr<std::string> key = twotower::ReadFile(absl::GetFlag(FLAGS_tls_key), kPemFile);
-    if (!cert.ok() || !key.ok()) {
-      std::fprintf(stderr, "error: --tls_cert and --tls_key must both name readable PEM files\n");
-      return 2;
-    }
-    grpc::SslServerCredentialsOptions tls;
-    tls.pem_key_cert_pairs.push_back({*key, *cert});
-    std::optional<std::string> client_ca;
-    if (const std::string ca_file = absl::GetFlag(FLAGS_tls_client_ca); !ca_file.empty()) {
-      absl::StatusOr<std::string> ca = twotower::ReadFile(ca_file, kPemFile);
-      if (!ca.ok()) {
-        std::fprintf(stderr, "error: --tls_client_ca %s: %s\n", ca_file.c_str(),
-                     std::string(ca.status().message()).c_str());
-        return 2;
-      }
-      client_ca = *ca;
-      tls.pem_root_certs = *std::move(ca);
-      tls.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-    }
-    if (absl::Status s = twotower::CheckTlsServerFiles(*cert, *key, client_ca ? &*client_ca : nullptr);
-        !s.ok()) {
-      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-      return 2;
-    }
-    retrieval_credentials = grpc::SslServerCredentials(tls);
-  }
   RaiseDescriptorLimit();
-  grpc::ResourceQuota quota("twotower-retrieval");
-  quota.Resize(static_cast<size_t>(absl::GetFlag(FLAGS_grpc_memory_bytes)));
-  Listener retrieval =
-      Start(absl::GetFlag(FLAGS_address), &retrieval_service, retrieval_credentials, &quota,
-            absl::GetFlag(FLAGS_max_connection_age_ms), absl::GetFlag(FLAGS_max_connection_age_grace_ms));
-  if (retrieval.server == nullptr) {
-    std::fprintf(stderr, "error: cannot listen on %s\n", absl::GetFlag(FLAGS_address).c_str());
+  const absl::Duration drain_delay = options.drain_delay;
+  absl::StatusOr<std::unique_ptr<twotower::Server>> server = twotower::Server::Create(std::move(options));
+  if (!server.ok()) {
+    std::fprintf(stderr, "error: %s\n", server.status().ToString().c_str());
     return 1;
   }
-  Listener admin = Start(absl::GetFlag(FLAGS_admin_address), &admin_service,
-                         grpc::InsecureServerCredentials(), nullptr);
-  if (admin.server == nullptr) {
-    std::fprintf(stderr, "error: cannot listen on %s\n",
-                 absl::GetFlag(FLAGS_admin_address).c_str());
-    retrieval.server->Shutdown();
-    return 1;
-  }
-  serving_health.Attach(retrieval.server->GetHealthCheckService());
-
-  std::unique_ptr<prometheus::Exposer> exposer;
-  std::shared_ptr<ScrapeTimeGauges> gauges;
-  if (const std::string metrics_address = absl::GetFlag(FLAGS_metrics_address); !metrics_address.empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(metrics_address, /*num_threads=*/1);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "error: cannot serve metrics on --metrics_address %s: %s\n", metrics_address.c_str(),
-                   e.what());
-      retrieval.server->Shutdown();
-      admin.server->Shutdown();
-      return 1;
-    }
-    gauges = std::make_shared<ScrapeTimeGauges>([&snapshots, &retrieval_service, &serving_health] {
-      using G = ScrapeTimeGauges;
-      std::vector<prometheus::MetricFamily> families;
-      if (const std::shared_ptr<const twotower::Snapshot> snapshot = snapshots.Get(); snapshot != nullptr) {
-        families.push_back(G::Gauge("twotower_model_info", "The model served (value 1)", 1,
-                                    {{"index", snapshot->catalogue->index_options().factory},
-                                     {"model_version", snapshot->model_version}}));
-        families.push_back(G::Gauge("twotower_items", "Items served (the bundle's plus upserted, less removed)",
-                                    static_cast<double>(snapshot->catalogue->size())));
-        families.push_back(G::Gauge("twotower_items_upserted", "Items upserted online since the model was loaded",
-                                    static_cast<double>(snapshot->catalogue->upserted())));
-        families.push_back(G::Gauge("twotower_item_log_applied", "Records of the shared item log applied",
-                                    static_cast<double>(snapshot->item_log_applied)));
-        families.push_back(G::Gauge("twotower_model_loaded_timestamp_seconds", "When the model was loaded",
-                                    absl::ToDoubleSeconds(snapshot->loaded_at - absl::UnixEpoch())));
-      }
-      families.push_back(G::Gauge("twotower_calls_in_flight", "Retrieval calls gRPC is not done with",
-                                  static_cast<double>(retrieval_service.calls_in_flight())));
-      families.push_back(G::Gauge("twotower_response_bytes_in_flight",
-                                  "Bytes of --max_response_bytes the answers in flight hold",
-                                  static_cast<double>(retrieval_service.response_bytes_in_flight())));
-      const twotower::SearchBatcher::Stats searches = retrieval_service.search_stats();
-      families.push_back(G::Gauge("twotower_index_searches", "Index searches run (a round serves many calls)",
-                                  static_cast<double>(searches.searches)));
-      families.push_back(G::Gauge("twotower_abandoned_searches",
-                                  "Searches dropped because their caller had gone (load shedding)",
-                                  static_cast<double>(searches.abandoned)));
-      families.push_back(G::Gauge("twotower_listener_accepting", "1 while the Retrieval listener accepts connections",
-                                  serving_health.accepting() ? 1 : 0));
-      families.push_back(G::Gauge("twotower_resident_memory_bytes", "Resident memory of the server process",
-                                  ResidentBytes()));
-      return families;
-    });
-    exposer->RegisterCollectable(metrics.registry());
-    exposer->RegisterCollectable(gauges);
-    LogEvent("info", "metrics", {{"address", metrics_address}});
-  }
-
-  std::unique_ptr<twotower::ListenerProbe> probe;
-  if (const int probe_ms = absl::GetFlag(FLAGS_listener_probe_ms); probe_ms > 0) {
-    twotower::ListenerProbe::Options probe_options;
-    probe_options.interval = absl::Milliseconds(probe_ms);
-    probe_options.timeout = std::max(absl::Milliseconds(probe_ms), absl::Seconds(1));
-    probe = std::make_unique<twotower::ListenerProbe>(
-        retrieval.address, probe_options,
-        [&serving_health](bool accepting) { serving_health.SetAccepting(accepting); });
-  }
-  // Replicas sharing an item log apply each other's changes.
-  absl::Notification stop_following;
-  std::thread follower;
-  if (!absl::GetFlag(FLAGS_item_log_dir).empty()) {
-    const absl::Duration poll = absl::Milliseconds(absl::GetFlag(FLAGS_item_log_poll_ms));
-    follower = std::thread([&admin_service, &stop_following, poll] {
-      while (!stop_following.WaitForNotificationWithTimeout(poll)) admin_service.FollowItemLog();
-    });
-  }
-
-  LogEvent("info", "serving",
-           {{"version", version}, {"address", retrieval.address}, {"admin", admin.address}});
-  std::printf("serving model %s on %s (admin %s)\n", version.c_str(), retrieval.address.c_str(),
-              admin.address.c_str());
+  std::printf("serving model %s on %s (admin %s)\n", (*server)->model_version().c_str(), (*server)->address().c_str(),
+              (*server)->admin_address().c_str());
   std::fflush(stdout);
 
   std::thread stopper([&] {
@@ -600,46 +290,25 @@ int main(int argc, char** argv) {
     while (::read(stop_pipe[0], &signal, 1) < 0 && errno == EINTR) {
     }
     LogEvent("info", "shutting down", {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"}});
-    probe.reset();
     // Load balancers and health-checking clients stop sending new calls during the drain
-    // delay, while the server still answers the calls that reach it meanwhile (a proxy
-    // or client that has not yet seen NOT_SERVING would otherwise get a refused call).
-    serving_health.Stop();
-    const absl::Duration drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
+    // delay, while the server still answers the calls that reach it meanwhile. A second
+    // signal cuts the delay short.
+    (*server)->StartDrain();
     if (drain_delay > absl::ZeroDuration()) {
-      LogEvent("info", "draining", {{"delay_ms", absl::StrCat(absl::GetFlag(FLAGS_drain_delay_ms))}});
+      LogEvent("info", "draining", {{"delay_ms", absl::StrCat(absl::ToInt64Milliseconds(drain_delay))}});
       pollfd second_signal = {stop_pipe[0], POLLIN, 0};
       const absl::Time drain_end = absl::Now() + drain_delay;
       for (absl::Time now = absl::Now(); now < drain_end; now = absl::Now()) {
-        const int wait_ms = static_cast<int>(
-            std::min<int64_t>(absl::ToInt64Milliseconds(drain_end - now) + 1, 1000));
+        const int wait_ms = static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(drain_end - now) + 1, 1000));
         if (::poll(&second_signal, 1, wait_ms) > 0) {
           LogEvent("info", "second stop signal: drain delay cut short", {});
           break;
         }
       }
     }
-    // grpc::Server::Shutdown drains in-flight calls but also waits for every client to
-    // acknowledge its GOAWAY, and an idle client (one not inside a call) may not do so
-    // before the deadline. So wait for our own in-flight calls first, then give gRPC a
-    // short settle period for calls that raced with the signal.
-    const absl::Time drain_deadline =
-        absl::Now() + absl::Milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms));
-    while (metrics.in_flight() > 0 && absl::Now() < drain_deadline) {
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    const auto deadline =
-        absl::ToChronoTime(std::min(drain_deadline, absl::Now() + kShutdownSettle));
-    retrieval.server->Shutdown(deadline);
-    admin.server->Shutdown(deadline);
+    (*server)->Stop();
   });
-  retrieval.server->Wait();
-  admin.server->Wait();
+  (*server)->Wait();
   stopper.join();
-  stop_following.Notify();
-  if (follower.joinable()) follower.join();
-  LogEvent("info", "stopped",
-           {{"requests", absl::StrCat(metrics.requests_total())},
-            {"failed", absl::StrCat(metrics.requests_failed())}});
   return 0;
 }
