@@ -1,0 +1,243 @@
+// Server started in-process: options refused by name, start-up failures, Retrieve and
+// Admin through the listeners it opens, the drain and the stop.
+#include "server/server.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "features/vocabulary.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/grpc_raw.h"
+#include "tests/server_process.h"
+#include "tests/status_matchers.h"
+#include "tests/test_util.h"
+#include "tests/trained_model.h"
+#include "twotower/v1/admin.grpc.pb.h"
+#include "twotower/v1/retrieval.grpc.pb.h"
+
+namespace twotower {
+namespace {
+
+using testing::Context;
+using ::testing::HasSubstr;
+using testing::Health;
+using testing::IsOk;
+using testing::ScopedTempDir;
+using testing::StatusIs;
+
+constexpr int kServing = 1;
+constexpr int kNotServing = 2;
+
+struct SharedBundle {
+  ScopedTempDir dir;
+  testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
+  std::string path = dir.Join("bundle");
+  SharedBundle() { EXPECT_THAT(WriteBundle(model.report.bundle, path), IsOk()); }
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { shared_ = std::make_unique<SharedBundle>(); }
+  static void TearDownTestSuite() { shared_.reset(); }
+
+  // Free ports, no drain delay, a fast listener probe.
+  static Server::Options TestOptions() {
+    Server::Options options;
+    options.bundle = shared_->path;
+    options.address = "127.0.0.1:0";
+    options.admin_address = "127.0.0.1:0";
+    options.drain_delay = absl::ZeroDuration();
+    options.listener_probe_interval = absl::Milliseconds(20);
+    return options;
+  }
+
+  static std::unique_ptr<Server> Start(Server::Options options) {
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(std::move(options));
+    EXPECT_THAT(server, IsOk());
+    return server.ok() ? *std::move(server) : nullptr;
+  }
+
+  // A user with its own id embedding.
+  static std::string KnownUser() {
+    const Bundle& bundle = shared_->model.report.bundle;
+    for (const std::string& id : bundle.users.ids) {
+      if (bundle.user.encoder.ids().Lookup(id) != Vocabulary::kOov) return id;
+    }
+    ADD_FAILURE() << "no known user";
+    return "";
+  }
+
+  static grpc::Status Retrieve(const Server& server, int k, v1::RetrieveResponse* response) {
+    auto stub = v1::Retrieval::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+    v1::RetrieveRequest request;
+    request.set_user_id(KnownUser());
+    request.set_k(k);
+    return stub->Retrieve(Context().get(), request, response);
+  }
+
+  static std::unique_ptr<SharedBundle> shared_;
+};
+std::unique_ptr<SharedBundle> ServerTest::shared_;
+
+TEST_F(ServerTest, ValidateNamesTheOptionThatCannotWork) {
+  ASSERT_THAT(Server::Validate(TestOptions()), IsOk());
+  const std::vector<std::pair<std::string, std::function<void(Server::Options*)>>> cases = {
+      {"bundle is required", [](Server::Options* o) { o->bundle.clear(); }},
+      {"max_k must be in 1..", [](Server::Options* o) { o->retrieval.max_k = 0; }},
+      {"max_k must be in 1..", [](Server::Options* o) { o->retrieval.max_k = 2000000000; }},
+      {"max_batch must be in", [](Server::Options* o) { o->retrieval.max_batch = 100000000; }},
+      {"search_batch must be in", [](Server::Options* o) { o->retrieval.search_batch = 0; }},
+      {"search_rounds must be in", [](Server::Options* o) { o->retrieval.search_rounds = 100000; }},
+      {"max_in_flight must be in", [](Server::Options* o) { o->retrieval.max_in_flight = -1; }},
+      {"max_response_bytes must be in", [](Server::Options* o) { o->retrieval.max_response_bytes = 1; }},
+      {"search_hand_off_ms must be >= 0",
+       [](Server::Options* o) { o->retrieval.search_hand_off = -absl::Milliseconds(1); }},
+      {"max_request_bytes must be in", [](Server::Options* o) { o->max_request_bytes = 0; }},
+      {"max_concurrent_streams must be in", [](Server::Options* o) { o->max_concurrent_streams = 0; }},
+      {"grpc_memory_bytes must be in", [](Server::Options* o) { o->grpc_memory_bytes = 1; }},
+      {"ef_search must be in", [](Server::Options* o) { o->index.ef_search = 2147483647; }},
+      {"shutdown_grace_ms must be in", [](Server::Options* o) { o->shutdown_grace = absl::Hours(2); }},
+      {"drain_delay_ms must be in", [](Server::Options* o) { o->drain_delay = -absl::Seconds(1); }},
+      {"max_connection_age_ms must be in", [](Server::Options* o) { o->max_connection_age = absl::Hours(24 * 365); }},
+      {"listener_probe_ms must be in", [](Server::Options* o) { o->listener_probe_interval = -absl::Milliseconds(1); }},
+      {"item_log_poll_ms must be in", [](Server::Options* o) { o->item_log_poll = absl::ZeroDuration(); }},
+      {"index / ef_search / nprobe", [](Server::Options* o) { o->index.factory = "IVF0,Flat"; }},
+      {"state_dir and item_log_dir cannot be used together",
+       [](Server::Options* o) {
+         o->state_dir = "a";
+         o->item_log_dir = "b";
+       }},
+      {"tls_client_ca needs tls_cert", [](Server::Options* o) { o->tls_client_ca_pem = "x"; }},
+      {"tls_cert and tls_key go together", [](Server::Options* o) { o->tls_cert_pem = "x"; }},
+  };
+  for (const auto& [expected, mutate] : cases) {
+    Server::Options options = TestOptions();
+    mutate(&options);
+    EXPECT_THAT(Server::Validate(options), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(expected)))
+        << expected;
+    // Create validates first: nothing is loaded or bound.
+    EXPECT_THAT(Server::Create(std::move(options)).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(expected)))
+        << expected;
+  }
+}
+
+TEST_F(ServerTest, CreateReturnsTheBundlesErrorForAMissingBundle) {
+  ScopedTempDir dir;
+  Server::Options options = TestOptions();
+  options.bundle = dir.Join("no-such-bundle");
+  const absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(options);
+  EXPECT_THAT(server.status(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no-such-bundle")));
+}
+
+TEST_F(ServerTest, CreateIsUnavailableWhenAnAddressIsTaken) {
+  const std::unique_ptr<Server> first = Start(TestOptions());
+  ASSERT_NE(first, nullptr);
+  Server::Options same_address = TestOptions();
+  same_address.address = first->address();
+  EXPECT_THAT(Server::Create(same_address).status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("cannot listen on " + first->address())));
+  Server::Options same_admin = TestOptions();
+  same_admin.admin_address = first->admin_address();
+  EXPECT_THAT(Server::Create(same_admin).status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr(first->admin_address())));
+  Server::Options same_metrics = TestOptions();
+  same_metrics.metrics_address = first->address();
+  EXPECT_THAT(Server::Create(same_metrics).status(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("cannot serve metrics")));
+  // The first one still serves.
+  v1::RetrieveResponse response;
+  EXPECT_TRUE(Retrieve(*first, 3, &response).ok());
+}
+
+TEST_F(ServerTest, ServesRetrieveAndAdminOnTheAddressesItBound) {
+  const std::unique_ptr<Server> server = Start(TestOptions());
+  ASSERT_NE(server, nullptr);
+  EXPECT_NE(server->address(), "127.0.0.1:0");
+  EXPECT_NE(server->admin_address(), "127.0.0.1:0");
+  EXPECT_EQ(server->model_version(), shared_->model.report.bundle.model_version());
+
+  v1::RetrieveResponse response;
+  const grpc::Status ok = Retrieve(*server, 5, &response);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(response.items_size(), 5);
+  EXPECT_EQ(response.model_version(), server->model_version());
+  EXPECT_EQ(Retrieve(*server, 0, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(server->requests_total(), 2);
+  EXPECT_EQ(server->requests_failed(), 1);
+
+  auto admin = v1::Admin::NewStub(grpc::CreateChannel(server->admin_address(), grpc::InsecureChannelCredentials()));
+  v1::GetStatusResponse status;
+  const grpc::Status got = admin->GetStatus(Context().get(), {}, &status);
+  ASSERT_TRUE(got.ok()) << got.error_message();
+  EXPECT_EQ(status.model_version(), server->model_version());
+  EXPECT_TRUE(status.retrieval_listener_accepting());
+}
+
+TEST_F(ServerTest, AdminCallsNeedTheToken) {
+  Server::Options options = TestOptions();
+  options.admin_token = "s3cret";
+  const std::unique_ptr<Server> server = Start(std::move(options));
+  ASSERT_NE(server, nullptr);
+  auto admin = v1::Admin::NewStub(grpc::CreateChannel(server->admin_address(), grpc::InsecureChannelCredentials()));
+  v1::GetStatusResponse status;
+  EXPECT_EQ(admin->GetStatus(Context().get(), {}, &status).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  std::unique_ptr<grpc::ClientContext> wrong = Context();
+  wrong->AddMetadata("authorization", "Bearer s3crex");
+  EXPECT_EQ(admin->GetStatus(wrong.get(), {}, &status).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  std::unique_ptr<grpc::ClientContext> right = Context();
+  right->AddMetadata("authorization", "Bearer s3cret");
+  EXPECT_TRUE(admin->GetStatus(right.get(), {}, &status).ok());
+}
+
+TEST_F(ServerTest, DrainTurnsHealthNotServingWhileCallsAreStillServed) {
+  const std::unique_ptr<Server> server = Start(TestOptions());
+  ASSERT_NE(server, nullptr);
+  const std::string retrieval = v1::Retrieval::service_full_name();
+  EXPECT_EQ(Health(server->address(), ""), kServing);
+  EXPECT_EQ(Health(server->address(), retrieval), kServing);
+
+  server->StartDrain();
+  EXPECT_EQ(Health(server->address(), ""), kNotServing);
+  EXPECT_EQ(Health(server->address(), retrieval), kNotServing);
+  v1::RetrieveResponse response;
+  EXPECT_TRUE(Retrieve(*server, 3, &response).ok()) << "a call during the drain is still answered";
+
+  server->Stop();
+  server->Wait();  // returns: the listeners have stopped
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  auto stub = v1::Retrieval::NewStub(grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  v1::RetrieveRequest request;
+  request.set_user_id(KnownUser());
+  request.set_k(3);
+  EXPECT_EQ(stub->Retrieve(&context, request, &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+  server->Stop();  // idempotent
+  EXPECT_EQ(server->requests_total(), 1);
+}
+
+// StartDrain (a signal handler's thread) and Stop (another) at once, with the listener
+// probe running: under ASan a race on the probe is a use after free.
+TEST_F(ServerTest, DrainAndStopFromTwoThreadsAtOnce) {
+  for (int round = 0; round < 5; ++round) {
+    Server::Options options = TestOptions();
+    options.listener_probe_interval = absl::Milliseconds(1);
+    const std::unique_ptr<Server> server = Start(std::move(options));
+    ASSERT_NE(server, nullptr);
+    std::thread drain([&] { server->StartDrain(); });
+    std::thread stop([&] { server->Stop(); });
+    drain.join();
+    stop.join();
+    server->Wait();
+  }
+}
+
+}  // namespace
+}  // namespace twotower
