@@ -178,70 +178,81 @@ void ReportSkipped(const std::vector<std::string>& skipped, const std::string& p
   std::fprintf(log, "warning: %s: skipped %zu bad rows (skip_bad_rows), e.g. %s\n", path.c_str(),
                skipped.size(), skipped.front().c_str());
 }
-}  // namespace
 
-absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
-                                              const std::string& data_dir, std::FILE* log) {
-  const v1::DataSpec& spec = config.data();
-  ASSIGN_OR_RETURN(InteractionLog train, ReadInteractions(spec.train(), data_dir));
-  // Exposures are neither positives nor negatives: drop them before anything counts them.
-  std::vector<std::pair<std::string, std::string>> exposed;  // (user, item) of training exposures
-  const auto keep_positives = [](InteractionLog& log,
-                                 std::vector<std::pair<std::string, std::string>>* dropped_pairs) {
-    int64_t dropped = 0;
-    if (log.labels.empty()) return dropped;
-    InteractionLog kept;
-    for (size_t i = 0; i < log.size(); ++i) {
-      if (log.labels[i] == 0) {
-        ++dropped;
-        if (dropped_pairs != nullptr) dropped_pairs->emplace_back(log.users[i], log.items[i]);
-        continue;
-      }
-      kept.users.push_back(std::move(log.users[i]));
-      kept.items.push_back(std::move(log.items[i]));
-      if (!log.timestamps.empty()) kept.timestamps.push_back(log.timestamps[i]);
+// Drops the rows labelled 0 (exposures: neither positives nor negatives) from `log`
+// before anything counts them; their (user, item) pairs go to *dropped_pairs when given.
+// Returns how many were dropped.
+int64_t KeepPositives(InteractionLog& log, std::vector<std::pair<std::string, std::string>>* dropped_pairs) {
+  int64_t dropped = 0;
+  if (log.labels.empty()) return dropped;
+  InteractionLog kept;
+  for (size_t i = 0; i < log.size(); ++i) {
+    if (log.labels[i] == 0) {
+      ++dropped;
+      if (dropped_pairs != nullptr) dropped_pairs->emplace_back(log.users[i], log.items[i]);
+      continue;
     }
-    log = std::move(kept);
-    return dropped;
-  };
-  const int64_t exposures = keep_positives(train, &exposed);
-  if (train.size() == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(spec.train().table().path(), ": no training interactions"));
+    kept.users.push_back(std::move(log.users[i]));
+    kept.items.push_back(std::move(log.items[i]));
+    if (!log.timestamps.empty()) kept.timestamps.push_back(log.timestamps[i]);
   }
-  ReportSkipped(train.skipped, spec.train().table().path(), log);
-  ASSIGN_OR_RETURN(FeatureTable user_table, ReadOptionalFeatureTable(spec.users(), data_dir));
-  ReportSkipped(user_table.skipped, spec.users().table().path(), log);
-  ASSIGN_OR_RETURN(FeatureTable item_table, ReadOptionalFeatureTable(spec.items(), data_dir));
-  ReportSkipped(item_table.skipped, spec.items().table().path(), log);
-  std::vector<InteractionLog> eval_logs;
+  log = std::move(kept);
+  return dropped;
+}
+
+// Every table the config names, read (rows skipped by skip_bad_rows reported to `log`).
+struct RawTables {
+  InteractionLog train;                                      // positives only
+  std::vector<std::pair<std::string, std::string>> exposed;  // (user, item) of training exposures
+  FeatureTable users;
+  FeatureTable items;
+  std::vector<InteractionLog> eval_logs;       // per eval set, positives only
   std::vector<InteractionLog> eval_histories;  // per eval set; empty without a history table
+};
+
+absl::StatusOr<RawTables> ReadTables(const v1::DataSpec& spec, const std::string& data_dir, std::FILE* log) {
+  RawTables t;
+  ASSIGN_OR_RETURN(t.train, ReadInteractions(spec.train(), data_dir));
+  KeepPositives(t.train, &t.exposed);
+  if (t.train.size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(spec.train().table().path(), ": no training interactions"));
+  }
+  ReportSkipped(t.train.skipped, spec.train().table().path(), log);
+  ASSIGN_OR_RETURN(t.users, ReadOptionalFeatureTable(spec.users(), data_dir));
+  ReportSkipped(t.users.skipped, spec.users().table().path(), log);
+  ASSIGN_OR_RETURN(t.items, ReadOptionalFeatureTable(spec.items(), data_dir));
+  ReportSkipped(t.items.skipped, spec.items().table().path(), log);
   for (const v1::EvalSetSpec& eval : spec.eval()) {
     ASSIGN_OR_RETURN(InteractionLog held_out, ReadInteractions(eval.interactions(), data_dir));
     ReportSkipped(held_out.skipped, eval.interactions().table().path(), log);
-    keep_positives(held_out, nullptr);
-    eval_logs.push_back(std::move(held_out));
+    KeepPositives(held_out, nullptr);
+    t.eval_logs.push_back(std::move(held_out));
     InteractionLog history;
     if (eval.has_history()) {
-      ASSIGN_OR_RETURN(InteractionLog read, ReadInteractions(eval.history(), data_dir));
-      ReportSkipped(read.skipped, eval.history().table().path(), log);
-      history = std::move(read);
+      ASSIGN_OR_RETURN(history, ReadInteractions(eval.history(), data_dir));
+      ReportSkipped(history.skipped, eval.history().table().path(), log);
     }
-    eval_histories.push_back(std::move(history));
+    t.eval_histories.push_back(std::move(history));
   }
+  return t;
+}
 
-  // KIND_HISTORY features: each entity's training interactions, as tokens (all of them, so
-  // the vocabulary covers what HISTORY_CONTEXT_PRECEDING examples see; cut to
-  // history_length once fitted). Entities of the interactions that the table lacks become
-  // rows too, so they get their history.
+// Fits both encoders on the tables and encodes every user and item: KIND_HISTORY features
+// get each entity's training interactions as tokens (all of them, so the vocabulary
+// covers what HISTORY_CONTEXT_PRECEDING examples see; cut to history_length once fitted),
+// and entities of the interactions that a table lacks become rows too. Returns the user
+// history feature's index (-1: none); t->users keeps the cut histories.
+absl::StatusOr<int> FitAndEncode(const v1::TrainerConfig& config, RawTables* t, TrainingData* data, std::FILE* log) {
+  const v1::DataSpec& spec = config.data();
+  const InteractionLog& train = t->train;
   HistoryOrder user_order = HistoryFeature(spec.users()) < 0
                                 ? HistoryOrder{}
                                 : OrderHistories(train.users, train.items, train.timestamps);
   HistoryOrder item_order = HistoryFeature(spec.items()) < 0
                                 ? HistoryOrder{}
                                 : OrderHistories(train.items, train.users, train.timestamps);
-  const int user_history = FillHistory(spec.users(), &user_order, train.users, &user_table);
-  const int item_history = FillHistory(spec.items(), &item_order, train.items, &item_table);
+  const int user_history = FillHistory(spec.users(), &user_order, train.users, &t->users);
+  const int item_history = FillHistory(spec.items(), &item_order, train.items, &t->items);
 
   // Ids get a vocabulary row only when seen in training interactions.
   absl::flat_hash_map<std::string, int64_t> user_counts, item_counts;
@@ -249,43 +260,33 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
     ++user_counts[train.users[i]];
     ++item_counts[train.items[i]];
   }
-  TrainingData data;
-  data.exposures_skipped = exposures;
-  if (exposures > 0) {
-    std::fprintf(log, "note: %lld exposure rows (label 0) left out: not positives, not negatives\n",
-                 static_cast<long long>(exposures));
-  }
-  const std::vector<v1::FeatureSpec> user_schema(spec.users().features().begin(),
-                                                 spec.users().features().end());
-  const std::vector<v1::FeatureSpec> item_schema(spec.items().features().begin(),
-                                                 spec.items().features().end());
-  ASSIGN_OR_RETURN(FeatureEncoder user_encoder,
-                   FeatureEncoder::Fit(user_schema, user_table, user_counts, config.user_tower().id_min_count()));
-  ASSIGN_OR_RETURN(FeatureEncoder item_encoder,
-                   FeatureEncoder::Fit(item_schema, item_table, item_counts, config.item_tower().id_min_count()));
-  data.user_encoder = std::move(user_encoder);
-  data.item_encoder = std::move(item_encoder);
+  const std::vector<v1::FeatureSpec> user_schema(spec.users().features().begin(), spec.users().features().end());
+  const std::vector<v1::FeatureSpec> item_schema(spec.items().features().begin(), spec.items().features().end());
+  ASSIGN_OR_RETURN(data->user_encoder,
+                   FeatureEncoder::Fit(user_schema, t->users, user_counts, config.user_tower().id_min_count()));
+  ASSIGN_OR_RETURN(data->item_encoder,
+                   FeatureEncoder::Fit(item_schema, t->items, item_counts, config.item_tower().id_min_count()));
 
-  if (user_history >= 0 && ResolvedHistoryContext(spec.users().features(user_history)) ==
-                                 v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING) {
-    data.user_preceding = PrecedingTokens(spec.users().features(user_history), user_order, train.users,
-                                          user_table, user_history, data.user_encoder);
+  if (user_history >= 0 &&
+      ResolvedHistoryContext(spec.users().features(user_history)) == v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING) {
+    data->user_preceding = PrecedingTokens(spec.users().features(user_history), user_order, train.users, t->users,
+                                           user_history, data->user_encoder);
   }
   user_order = {};
   item_order = {};
-  if (user_history >= 0) KeepRecentHistory(spec.users().features(user_history), user_history, &user_table);
-  if (item_history >= 0) KeepRecentHistory(spec.items().features(item_history), item_history, &item_table);
+  if (user_history >= 0) KeepRecentHistory(spec.users().features(user_history), user_history, &t->users);
+  if (item_history >= 0) KeepRecentHistory(spec.items().features(item_history), item_history, &t->items);
 
   // Users: the feature table, then anyone in training or evaluation interactions.
   std::vector<std::string> extra_users = train.users;
-  for (const InteractionLog& held_out : eval_logs) {
+  for (const InteractionLog& held_out : t->eval_logs) {
     extra_users.insert(extra_users.end(), held_out.users.begin(), held_out.users.end());
   }
   int users_without_features = 0, items_without_features = 0;
-  data.users = EncodeEntities(data.user_encoder, user_table, extra_users, &users_without_features, &data.user_row);
+  data->users = EncodeEntities(data->user_encoder, t->users, extra_users, &users_without_features, &data->user_row);
   // The catalogue: the item table, plus training items it lacks. Held-out items outside
   // both cannot be recommended and count as misses.
-  data.items = EncodeEntities(data.item_encoder, item_table, train.items, &items_without_features, &data.item_row);
+  data->items = EncodeEntities(data->item_encoder, t->items, train.items, &items_without_features, &data->item_row);
   if (spec.users().has_table() && users_without_features > 0) {
     std::fprintf(log, "warning: %d users in interactions have no row in %s (served by id only)\n",
                  users_without_features, spec.users().table().path().c_str());
@@ -296,125 +297,154 @@ absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config,
                  "no features)\n",
                  items_without_features, spec.items().table().path().c_str());
   }
+  if (const int h = data->user_encoder.HistoryField(); h > 0) {
+    for (const std::string& id : data->items.ids) {
+      data->history_token_of_item.push_back(data->user_encoder.TokenRow(h, id));
+    }
+  }
+  if (const int h = data->item_encoder.HistoryField(); h > 0) {
+    for (const std::string& id : data->users.ids) {
+      data->history_token_of_user.push_back(data->item_encoder.TokenRow(h, id));
+    }
+  }
+  return user_history;
+}
 
-  if (const int h = data.user_encoder.HistoryField(); h > 0) {
-    for (const std::string& id : data.items.ids) {
-      data.history_token_of_item.push_back(data.user_encoder.TokenRow(h, id));
-    }
-  }
-  if (const int h = data.item_encoder.HistoryField(); h > 0) {
-    for (const std::string& id : data.users.ids) {
-      data.history_token_of_user.push_back(data.item_encoder.TokenRow(h, id));
-    }
-  }
-  data.train_items_of_user.resize(data.users.ids.size());
-  data.train_users.reserve(train.size());
-  data.train_items.reserve(train.size());
-  std::vector<int64_t> frequency(data.items.ids.size(), 0);
+// The training interactions as encoded rows: the (user, item) pairs, each user's items,
+// the exposures never drawn as that user's negatives, and each item's log frequency.
+void IndexTrainingInteractions(const RawTables& t, TrainingData* data) {
+  const InteractionLog& train = t.train;
+  data->train_items_of_user.resize(data->users.ids.size());
+  data->train_users.reserve(train.size());
+  data->train_items.reserve(train.size());
+  std::vector<int64_t> frequency(data->items.ids.size(), 0);
   for (size_t i = 0; i < train.size(); ++i) {
-    const int32_t u = data.user_row.at(train.users[i]);
-    const int32_t v = data.item_row.at(train.items[i]);
-    data.train_users.push_back(u);
-    data.train_items.push_back(v);
-    data.train_items_of_user[u].insert(v);
+    const int32_t u = data->user_row.at(train.users[i]);
+    const int32_t v = data->item_row.at(train.items[i]);
+    data->train_users.push_back(u);
+    data->train_items.push_back(v);
+    data->train_items_of_user[u].insert(v);
     ++frequency[v];
   }
-  // Exposures of known users and items: never drawn as that user's negatives.
-  data.exposed_items_of_user.resize(data.users.ids.size());
-  for (const auto& [user, item] : exposed) {
-    const auto u = data.user_row.find(user);
-    const auto v = data.item_row.find(item);
-    if (u != data.user_row.end() && v != data.item_row.end() &&
-        !data.train_items_of_user[u->second].contains(v->second)) {
-      data.exposed_items_of_user[u->second].insert(v->second);
+  data->exposed_items_of_user.resize(data->users.ids.size());
+  for (const auto& [user, item] : t.exposed) {
+    const auto u = data->user_row.find(user);
+    const auto v = data->item_row.find(item);
+    if (u != data->user_row.end() && v != data->item_row.end() &&
+        !data->train_items_of_user[u->second].contains(v->second)) {
+      data->exposed_items_of_user[u->second].insert(v->second);
     }
   }
   const double total = static_cast<double>(train.size());
-  data.item_log_frequency.resize(frequency.size());
+  data->item_log_frequency.resize(frequency.size());
   for (size_t v = 0; v < frequency.size(); ++v) {
-    data.item_log_frequency[v] =
-        static_cast<float>(std::log(std::max<double>(frequency[v], 0.5) / total));
+    data->item_log_frequency[v] = static_cast<float>(std::log(std::max<double>(frequency[v], 0.5) / total));
   }
+}
 
-  absl::flat_hash_map<std::string, size_t> table_row;  // user id -> row of user_table
-  for (size_t r = 0; r < user_table.ids.size(); ++r) table_row.emplace(user_table.ids[r], r);
-  for (size_t e = 0; e < eval_logs.size(); ++e) {
-    const InteractionLog& held_out = eval_logs[e];
-    // A request-time history: each user's items, most recent last (by timestamp, ties in
-    // file order; without timestamps, file order).
-    const bool has_history = spec.eval(e).has_history();
-    absl::flat_hash_map<std::string, std::vector<std::string>> history_of;
-    {
-      const InteractionLog& h = eval_histories[e];
-      std::vector<size_t> order(h.size());
-      std::iota(order.begin(), order.end(), size_t{0});
-      if (!h.timestamps.empty()) {
-        std::stable_sort(order.begin(), order.end(),
-                         [&](size_t a, size_t b) { return h.timestamps[a] < h.timestamps[b]; });
-      }
-      for (const size_t i : order) history_of[h.users[i]].push_back(h.items[i]);
+// A request-time history table as each user's items, most recent last (by timestamp,
+// ties in file order; without timestamps, file order).
+absl::flat_hash_map<std::string, std::vector<std::string>> HistoriesByUser(const InteractionLog& h) {
+  std::vector<size_t> order(h.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  if (!h.timestamps.empty()) {
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return h.timestamps[a] < h.timestamps[b]; });
+  }
+  absl::flat_hash_map<std::string, std::vector<std::string>> history_of;
+  for (const size_t i : order) history_of[h.users[i]].push_back(h.items[i]);
+  return history_of;
+}
+
+// Eval set e: each user's held-out items the model can still find (not trained on, not in
+// the request-time history), in the protocol's user order; with a history table, each
+// user encoded as the server encodes a request with the user's features and that history.
+EvalSet BuildEvalSet(const v1::DataSpec& spec, size_t e, const RawTables& t, int user_history, const TrainingData& data,
+                     std::FILE* log) {
+  const InteractionLog& held_out = t.eval_logs[e];
+  const bool has_history = spec.eval(e).has_history();
+  const absl::flat_hash_map<std::string, std::vector<std::string>> history_of = HistoriesByUser(t.eval_histories[e]);
+  const auto in_history = [&](const std::string& user, const std::string& item) {
+    const auto it = history_of.find(user);
+    return it != history_of.end() && std::find(it->second.begin(), it->second.end(), item) != it->second.end();
+  };
+  absl::flat_hash_map<std::string, std::pair<absl::flat_hash_set<int32_t>, int>> by_user;
+  int outside_catalogue = 0;
+  for (size_t i = 0; i < held_out.size(); ++i) {
+    // An item of the user's request-time history is seen, not a target (as eval.py).
+    if (has_history && in_history(held_out.users[i], held_out.items[i])) continue;
+    auto& [relevant, unreachable] = by_user[held_out.users[i]];
+    const int32_t u = data.user_row.at(held_out.users[i]);
+    const auto it = data.item_row.find(held_out.items[i]);
+    if (it == data.item_row.end()) {
+      ++unreachable;
+      ++outside_catalogue;
+    } else if (!data.train_items_of_user[u].contains(it->second)) {
+      relevant.insert(it->second);
     }
-    const auto in_history = [&](const std::string& user, const std::string& item) {
-      const auto it = history_of.find(user);
-      return it != history_of.end() && std::find(it->second.begin(), it->second.end(), item) != it->second.end();
-    };
-    absl::flat_hash_map<std::string, std::pair<absl::flat_hash_set<int32_t>, int>> by_user;
-    int outside_catalogue = 0;
-    for (size_t i = 0; i < held_out.size(); ++i) {
-      // An item of the user's request-time history is seen, not a target (as eval.py).
-      if (has_history && in_history(held_out.users[i], held_out.items[i])) continue;
-      auto& [relevant, unreachable] = by_user[held_out.users[i]];
-      const int32_t u = data.user_row.at(held_out.users[i]);
-      const auto it = data.item_row.find(held_out.items[i]);
-      if (it == data.item_row.end()) {
-        ++unreachable;
-        ++outside_catalogue;
-      } else if (!data.train_items_of_user[u].contains(it->second)) {
-        relevant.insert(it->second);
-      }
-    }
-    if (outside_catalogue > 0) {
-      std::fprintf(log, "warning: eval set %s: %d held-out interactions name items outside the "
-                   "catalogue (counted as misses)\n", spec.eval(e).name().c_str(), outside_catalogue);
-    }
-    std::vector<std::string> ids;
-    for (const auto& [id, unused] : by_user) ids.push_back(id);
-    SortIdsLikeProtocol(&ids);
-    EvalSet set;
-    set.name = spec.eval(e).name();
-    set.has_history = has_history;
-    if (has_history) set.request_rows = data.user_encoder.NewTable();
-    for (const std::string& id : ids) {
-      auto& [relevant, unreachable] = by_user[id];
-      if (relevant.empty() && unreachable == 0) continue;  // nothing left to find
-      const int32_t u = data.user_row.at(id);
-      set.user_rows.push_back(u);
-      if (has_history) {
-        // As the server encodes a request with the user's features and this history.
-        const auto row = table_row.find(id);
-        std::vector<RawValue> values = row != table_row.end() ? user_table.values[row->second]
-                                                              : std::vector<RawValue>(spec.users().features_size());
-        absl::flat_hash_set<int32_t> excluded = data.train_items_of_user[u];
-        const auto history = history_of.find(id);
-        if (user_history >= 0) values[user_history].tokens.clear();
-        if (history != history_of.end()) {
-          if (user_history >= 0) values[user_history].tokens = history->second;
-          for (const std::string& item : history->second) {
-            if (const auto v = data.item_row.find(item); v != data.item_row.end()) excluded.insert(v->second);
-          }
+  }
+  if (outside_catalogue > 0) {
+    std::fprintf(log,
+                 "warning: eval set %s: %d held-out interactions name items outside the "
+                 "catalogue (counted as misses)\n",
+                 spec.eval(e).name().c_str(), outside_catalogue);
+  }
+  std::vector<std::string> ids;
+  for (const auto& [id, unused] : by_user) ids.push_back(id);
+  SortIdsLikeProtocol(&ids);
+  absl::flat_hash_map<std::string, size_t> table_row;  // user id -> row of t.users
+  if (has_history) {
+    for (size_t r = 0; r < t.users.ids.size(); ++r) table_row.emplace(t.users.ids[r], r);
+  }
+  EvalSet set;
+  set.name = spec.eval(e).name();
+  set.has_history = has_history;
+  if (has_history) set.request_rows = data.user_encoder.NewTable();
+  for (const std::string& id : ids) {
+    auto& [relevant, unreachable] = by_user[id];
+    if (relevant.empty() && unreachable == 0) continue;  // nothing left to find
+    const int32_t u = data.user_row.at(id);
+    if (has_history) {
+      // As the server encodes a request with the user's features and this history.
+      const auto row = table_row.find(id);
+      std::vector<RawValue> values =
+          row != table_row.end() ? t.users.values[row->second] : std::vector<RawValue>(spec.users().features_size());
+      absl::flat_hash_set<int32_t> excluded = data.train_items_of_user[u];
+      const auto history = history_of.find(id);
+      if (user_history >= 0) values[user_history].tokens.clear();
+      if (history != history_of.end()) {
+        if (user_history >= 0) values[user_history].tokens = history->second;
+        for (const std::string& item : history->second) {
+          if (const auto v = data.item_row.find(item); v != data.item_row.end()) excluded.insert(v->second);
         }
-        for (const int32_t v : excluded) relevant.erase(v);
-        if (relevant.empty() && unreachable == 0) {  // everything left was in the history
-          set.user_rows.pop_back();
-          continue;
-        }
-        data.user_encoder.Encode(id, &values, &set.request_rows);
-        set.excluded.push_back(std::move(excluded));
       }
-      set.relevant.push_back(std::move(relevant));
-      set.unreachable.push_back(unreachable);
+      for (const int32_t v : excluded) relevant.erase(v);
+      if (relevant.empty() && unreachable == 0) continue;  // everything left was in the history
+      data.user_encoder.Encode(id, &values, &set.request_rows);
+      set.excluded.push_back(std::move(excluded));
     }
-    data.eval_sets.push_back(std::move(set));
+    set.user_rows.push_back(u);
+    set.relevant.push_back(std::move(relevant));
+    set.unreachable.push_back(unreachable);
+  }
+  return set;
+}
+
+}  // namespace
+
+absl::StatusOr<TrainingData> LoadTrainingData(const v1::TrainerConfig& config, const std::string& data_dir,
+                                              std::FILE* log) {
+  const v1::DataSpec& spec = config.data();
+  ASSIGN_OR_RETURN(RawTables tables, ReadTables(spec, data_dir, log));
+  TrainingData data;
+  data.exposures_skipped = static_cast<int64_t>(tables.exposed.size());
+  if (data.exposures_skipped > 0) {
+    std::fprintf(log, "note: %lld exposure rows (label 0) left out: not positives, not negatives\n",
+                 static_cast<long long>(data.exposures_skipped));
+  }
+  ASSIGN_OR_RETURN(const int user_history, FitAndEncode(config, &tables, &data, log));
+  IndexTrainingInteractions(tables, &data);
+  for (size_t e = 0; e < tables.eval_logs.size(); ++e) {
+    data.eval_sets.push_back(BuildEvalSet(spec, e, tables, user_history, data, log));
   }
   return data;
 }
