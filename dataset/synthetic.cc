@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -11,26 +10,24 @@
 #include "absl/strings/str_join.h"
 #include "dataset/table_reader.h"
 #include "util/file.h"
+#include "util/random.h"
 
 namespace twotower {
 
 namespace {
 
-// Distribution code written out so the data is identical across standard libraries.
-class Rng {
+// The draws the generator needs, on util/random.h (identical on every standard library).
+class Draws {
  public:
-  explicit Rng(uint64_t seed) : engine_(seed) {}
-  double Uniform() { return (engine_() >> 11) * 0x1.0p-53; }
+  explicit Draws(uint64_t seed) : rng_(seed) {}
+  double Uniform() { return UniformDouble(rng_); }
   int Below(int n) { return static_cast<int>(Uniform() * n); }
   bool Bernoulli(double p) { return Uniform() < p; }
   double Gumbel() { return -std::log(-std::log(Uniform() * (1 - 1e-12) + 1e-13)); }
-  double Normal() {
-    const double u1 = Uniform() * (1 - 1e-12) + 1e-13, u2 = Uniform();
-    return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2);
-  }
+  double Normal() { return StandardNormal(rng_); }
 
  private:
-  std::mt19937_64 engine_;
+  Rng rng_;
 };
 
 std::string UserId(int u) { return absl::StrFormat("u%05d", u); }
@@ -50,7 +47,7 @@ absl::Status WriteSyntheticDataset(const SyntheticOptions& o, const std::string&
         "synthetic: need 10 <= users, items <= 10000000, 2 <= clusters <= 1000, "
         "2 <= min_clicks <= max_clicks <= min(items, 10000)");
   }
-  Rng rng(o.seed);
+  Draws rng(o.seed);
 
   // Items: cluster, genres (cluster genre + maybe one more), brand, price, popularity.
   std::vector<int> item_cluster(o.items);

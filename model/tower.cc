@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "util/config_enums.h"
+#include "util/random.h"
 #include "util/status_macros.h"
 
 // Weak: present with OpenBLAS, null with another BLAS.
@@ -170,17 +170,11 @@ void TowerGradients::Clear() {
 
 absl::StatusOr<Tower> Tower::Create(const TowerShape& shape, uint64_t seed) {
   RETURN_IF_ERROR(shape.Validate());
-  std::mt19937_64 rng(seed);
-  // Box-Muller and a plain uniform, written out for identical results on every libstdc++.
-  const auto uniform = [&rng] { return (rng() >> 11) * 0x1.0p-53; };
-  const auto normal = [&] {
-    const double u1 = uniform() * (1 - 1e-12) + 1e-13, u2 = uniform();
-    return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2);
-  };
+  Rng rng(seed);
   std::vector<EmbeddingTable> embeddings;
   for (const TowerShape::Field& f : shape.fields) {
     EmbeddingTable table{f.rows, f.dim, std::vector<float>(static_cast<size_t>(f.rows) * f.dim)};
-    for (float& w : table.weights) w = static_cast<float>(0.1 * normal());
+    for (float& w : table.weights) w = static_cast<float>(0.1 * StandardNormal(rng));
     // Attention parameters start at 0: every head is the mean.
     std::fill(table.weights.begin() + static_cast<ptrdiff_t>(f.vocabulary_rows()) * f.dim, table.weights.end(), 0.0f);
     embeddings.push_back(std::move(table));
@@ -192,7 +186,7 @@ absl::StatusOr<Tower> Tower::Create(const TowerShape& shape, uint64_t seed) {
                      std::vector<float>(static_cast<size_t>(dims[l]) * dims[l + 1]),
                      std::vector<float>(dims[l + 1], 0.0f)};
     const double limit = std::sqrt(6.0 / (dims[l] + dims[l + 1]));
-    for (float& w : layer.weights) w = static_cast<float>((2 * uniform() - 1) * limit);
+    for (float& w : layer.weights) w = static_cast<float>((2 * UniformDouble(rng) - 1) * limit);
     layers.push_back(std::move(layer));
   }
   return FromParameters(shape, std::move(embeddings), std::move(layers));

@@ -4,10 +4,10 @@
 #define TWOTOWER_TRAINER_ALIAS_SAMPLER_H_
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "util/random.h"
 
 namespace twotower {
 
@@ -18,7 +18,7 @@ class AliasSampler {
   static absl::StatusOr<AliasSampler> Create(const std::vector<double>& weights);
 
   // An index drawn with probability weights[i] / sum(weights).
-  int32_t Sample(std::mt19937_64& rng) const {
+  int32_t Sample(Rng& rng) const {
     const uint64_t bits = rng();
     // High 32 bits pick the bucket, low 32 bits the coin: one engine call per sample.
     const uint32_t bucket = static_cast<uint32_t>(((bits >> 32) * size()) >> 32);

@@ -55,10 +55,10 @@ absl::Status NegativeSampler::MineHard(const TrainingData& data, const Tower& us
   return absl::OkStatus();
 }
 
-int32_t NegativeSampler::SampleHard(int32_t user_row, std::mt19937_64& rng) const {
+int32_t NegativeSampler::SampleHard(int32_t user_row, Rng& rng) const {
   const std::vector<int32_t>& pool = hard_[user_row];
   if (pool.empty()) return SampleEasy(rng);
-  return pool[rng() % pool.size()];
+  return pool[UniformIndex(rng, pool.size())];
 }
 
 }  // namespace twotower

@@ -8,13 +8,13 @@
 #define TWOTOWER_TRAINER_NEGATIVE_SAMPLER_H_
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "model/tower.h"
 #include "trainer/alias_sampler.h"
 #include "trainer/training_data.h"
+#include "util/random.h"
 
 namespace twotower {
 
@@ -22,7 +22,7 @@ class NegativeSampler {
  public:
   static absl::StatusOr<NegativeSampler> Create(const TrainingData& data, float alpha);
 
-  int32_t SampleEasy(std::mt19937_64& rng) const { return easy_.Sample(rng); }
+  int32_t SampleEasy(Rng& rng) const { return easy_.Sample(rng); }
   // Probability that one easy draw is `item` (for the logQ correction).
   double EasyProbability(int32_t item) const { return easy_.Probability(item); }
 
@@ -32,7 +32,7 @@ class NegativeSampler {
                         const std::vector<float>& item_vectors, int pool);
   bool has_hard() const { return !hard_.empty(); }
   // A uniformly drawn item of the user's pool (an easy negative if the pool is empty).
-  int32_t SampleHard(int32_t user_row, std::mt19937_64& rng) const;
+  int32_t SampleHard(int32_t user_row, Rng& rng) const;
   const std::vector<int32_t>& HardPool(int32_t user_row) const { return hard_[user_row]; }
 
  private:

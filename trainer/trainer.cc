@@ -8,7 +8,6 @@
 #include <mutex>
 #include <numbers>
 #include <numeric>
-#include <random>
 #include <thread>
 
 #include "absl/container/inlined_vector.h"
@@ -19,6 +18,7 @@
 #include "model/optimizer.h"
 #include "trainer/negative_sampler.h"
 #include "util/config_enums.h"
+#include "util/random.h"
 #include "util/status_macros.h"
 
 namespace twotower {
@@ -86,9 +86,6 @@ absl::Status CheckBundleFits(const char* side, const TowerShape& shape, const Fe
   return absl::OkStatus();
 }
 
-// True with probability p (a uniform double from the top 53 bits; p <= 0: never).
-bool Chance(std::mt19937_64& rng, float p) { return p > 0 && (rng() >> 11) * 0x1.0p-53 < p; }
-
 // Per-tower scratch of one worker: the unique entities of a batch and their vectors.
 struct TowerScratch {
   EncodedTable rows;
@@ -99,8 +96,7 @@ struct TowerScratch {
 
   // Position of entity `row` in this batch, added on first use (with id dropout, which
   // also empties `history_field` if there is one, as for positives: see AddLeavingOut).
-  int32_t Add(const EncodedTable& all, int32_t row, int history_field, float id_dropout,
-              std::mt19937_64& rng) {
+  int32_t Add(const EncodedTable& all, int32_t row, int history_field, float id_dropout, Rng& rng) {
     const auto [it, inserted] = slot.try_emplace(row, rows.size());
     if (inserted) {
       const bool dropped = Chance(rng, id_dropout);
@@ -117,8 +113,8 @@ struct TowerScratch {
   // sharing (each example's history lacks its own positive). A dropped id drops the whole
   // history too: that is what an entity never seen looks like, so the path serving it
   // (OOV id, empty history, features) gets trained. (Items; users go through AddUser.)
-  int32_t AddLeavingOut(const EncodedTable& all, int32_t row, int history_field, int32_t token,
-                        float id_dropout, std::mt19937_64& rng) {
+  int32_t AddLeavingOut(const EncodedTable& all, int32_t row, int history_field, int32_t token, float id_dropout,
+                        Rng& rng) {
     const bool dropped = Chance(rng, id_dropout);
     rows.AppendRowFromWithout(all, row, history_field, dropped ? EncodedTable::kWholeField : token);
     if (dropped) rows.SetId(rows.size() - 1, Vocabulary::kOov);
@@ -146,7 +142,7 @@ int32_t TowerScratch::AddUser(const EncodedTable& all, int32_t row, int history_
 // Everything one thread needs to run steps; nothing in it is shared.
 struct Worker {
   TowerScratch user, item;
-  std::mt19937_64 rng;
+  Rng rng;
   std::vector<int32_t> example_user, example_positive, example_negatives, shared_negatives;
   std::vector<int32_t> positive_keys, negative_keys, column_keys, example_user_rows;
   std::vector<uint8_t> masked;
@@ -401,17 +397,18 @@ double SelectionScore(const std::vector<EvalResult>& eval, int k) {
 
 }  // namespace
 
-UserDrop DrawUserDrop(const v1::TrainingSpec& t, std::mt19937_64& rng) {
+UserDrop DrawUserDrop(const v1::TrainingSpec& t, Rng& rng) {
   UserDrop drop;
   drop.id = Chance(rng, t.user_id_dropout());
   drop.history = t.has_user_history_dropout() ? Chance(rng, t.user_history_dropout()) : drop.id;
   if (!drop.history && t.short_history_rate() > 0 &&
       (drop.id || ResolvedShortHistoryScope(t) == v1::TrainingSpec::SHORT_HISTORY_SCOPE_ALL) && Chance(rng, t.short_history_rate())) {
-    drop.keep = 1 + static_cast<size_t>(rng() % static_cast<uint64_t>(t.short_history_max_length()));
+    drop.keep = 1 + static_cast<size_t>(UniformIndex(rng, static_cast<uint64_t>(t.short_history_max_length())));
     drop.from = ResolvedShortHistoryFrom(t);
     if (drop.from == v1::TrainingSpec::SHORT_HISTORY_FROM_RANDOM || drop.from == v1::TrainingSpec::SHORT_HISTORY_FROM_ANY) drop.seed = rng();
   }
-  if (t.history_gap_max() > 0) drop.gap = static_cast<int64_t>(rng() % (static_cast<uint64_t>(t.history_gap_max()) + 1));
+  if (t.history_gap_max() > 0)
+    drop.gap = static_cast<int64_t>(UniformIndex(rng, static_cast<uint64_t>(t.history_gap_max()) + 1));
   return drop;
 }
 
@@ -438,13 +435,7 @@ void AppendTrainingUser(const EncodedTable& all, int32_t row, int history_field,
         case v1::TrainingSpec::SHORT_HISTORY_FROM_ANY: {
           // Floyd's sample of keep positions out of n (splitmix64 from the drawn seed),
           // then the kept items in their order.
-          uint64_t state = drop.seed;
-          const auto next = [&state] {
-            uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-            return z ^ (z >> 31);
-          };
+          SplitMix64 next(drop.seed);
           absl::InlinedVector<size_t, 16> chosen;  // keep is short: a linear search
           for (size_t j = n - drop.keep; j < n; ++j) {
             const size_t r = static_cast<size_t>(next() % (j + 1));
@@ -495,10 +486,9 @@ std::vector<float> ColdRowWeights(double balance, std::span<const int32_t> train
   return weight;
 }
 
-absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const TrainingData& data,
-                                     const TrainOptions& options) {
-  const v1::TrainingSpec& t = config.training();
-  std::FILE* log = options.log;
+namespace {
+
+OptimizerOptions OptimizerFor(const v1::TrainingSpec& t) {
   OptimizerOptions optimizer;
   const v1::TrainingSpec::Optimizer kind = ResolvedOptimizer(t);
   optimizer.kind = kind == v1::TrainingSpec::OPTIMIZER_ADAGRAD ? OptimizerOptions::Kind::kAdagrad
@@ -506,170 +496,215 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
                                                                : OptimizerOptions::Kind::kAdam;
   optimizer.learning_rate = t.learning_rate();
   optimizer.weight_decay = t.weight_decay();
+  return optimizer;
+}
 
-  Model model;
+// Both towers, initialised from the seed, with their optimizers; FAILED_PRECONDITION when
+// the bundle of such a model could not be written (checked before any training).
+absl::StatusOr<Model> NewModel(const v1::TrainerConfig& config, const TrainingData& data) {
+  const v1::TrainingSpec& t = config.training();
   const TowerShape user_shape = ShapeFor(config.user_tower(), data.user_encoder);
   const TowerShape item_shape = ShapeFor(config.item_tower(), data.item_encoder);
-  if (absl::Status s = CheckBundleFits("user", user_shape, data.user_encoder, data.users); !s.ok()) {
-    return s;
-  }
+  RETURN_IF_ERROR(CheckBundleFits("user", user_shape, data.user_encoder, data.users));
   // item_embeddings.pb: the ids again and the vectors.
   int64_t item_embeddings = 4 * static_cast<int64_t>(data.items.ids.size()) * item_shape.output_dim;
   for (const std::string& id : data.items.ids) item_embeddings += static_cast<int64_t>(id.size()) + 3;
   if (item_embeddings > kMaxBundleFileBytes) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the item vectors (", data.items.ids.size(), " items x ", item_shape.output_dim,
-        ") would take ~", item_embeddings, " bytes, over the ", kMaxBundleFileBytes,
-        " bytes a bundle file can hold"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the item vectors (", data.items.ids.size(), " items x ", item_shape.output_dim, ") would take ~",
+                     item_embeddings, " bytes, over the ", kMaxBundleFileBytes, " bytes a bundle file can hold"));
   }
-  if (absl::Status s = CheckBundleFits("item", item_shape, data.item_encoder, data.items); !s.ok()) {
-    return s;
-  }
-  ASSIGN_OR_RETURN(Tower user, Tower::Create(user_shape, t.seed() * 2 + 1));
-  ASSIGN_OR_RETURN(Tower item, Tower::Create(item_shape, t.seed() * 2 + 2));
-  model.user = std::move(user);
-  model.item = std::move(item);
+  RETURN_IF_ERROR(CheckBundleFits("item", item_shape, data.item_encoder, data.items));
+  Model model;
+  ASSIGN_OR_RETURN(model.user, Tower::Create(user_shape, t.seed() * 2 + 1));
+  ASSIGN_OR_RETURN(model.item, Tower::Create(item_shape, t.seed() * 2 + 2));
+  const OptimizerOptions optimizer = OptimizerFor(t);
   model.user_optimizer = std::make_unique<Optimizer>(model.user, optimizer);
   model.item_optimizer = std::make_unique<Optimizer>(model.item, optimizer);
+  return model;
+}
 
+// How the examples of an epoch are cut into steps.
+struct EpochPlan {
+  size_t batch_size = 0;
+  int64_t steps_per_epoch = 0;
+  int64_t total_steps = 0;
+  int64_t log_every = 0;  // steps between progress lines
+};
+
+// Runs one epoch's steps over `order` on every worker's thread (one thread: the caller's);
+// returns the sum of the steps' losses. An exception in a worker (e.g. std::bad_alloc) is
+// rethrown here after the others stop, instead of terminating the process.
+double RunEpoch(const v1::TrainingSpec& t, int epoch, const EpochPlan& plan, const std::vector<int32_t>& order,
+                double seconds_before, TrainingLoop& loop, std::vector<Worker>& workers, std::FILE* log) {
+  const int threads = static_cast<int>(workers.size());
+  const Clock::time_point epoch_start = Clock::now();
+  std::atomic<int64_t> next_step{0};
+  std::vector<double> loss_sums(threads, 0.0);
+  std::vector<int64_t> steps_done(threads, 0);
+  std::mutex log_mutex;
+  const auto run = [&](int id) {
+    Worker& w = workers[id];
+    for (int64_t step = next_step.fetch_add(1); step < plan.steps_per_epoch; step = next_step.fetch_add(1)) {
+      const size_t begin = static_cast<size_t>(step) * plan.batch_size;
+      const size_t end = std::min(order.size(), begin + plan.batch_size);
+      if (end - begin < 2) continue;  // a one-example batch has no in-batch negatives
+      const int64_t global_step = (epoch - 1) * plan.steps_per_epoch + step;
+      loss_sums[id] += loop.Step(w, order, begin, end, LearningRateScale(t, global_step, plan.total_steps));
+      ++steps_done[id];
+      if (log != nullptr && (step + 1) % plan.log_every == 0) {
+        const int64_t done = (epoch - 1) * plan.steps_per_epoch + step + 1;
+        const double elapsed = seconds_before + Seconds(epoch_start);
+        const double rate = static_cast<double>(std::min(end, order.size())) / std::max(Seconds(epoch_start), 1e-9);
+        std::lock_guard<std::mutex> lock(log_mutex);
+        std::fprintf(log, "epoch %d/%d  step %lld/%lld  loss %.4f  %.0f examples/s  ETA %.0fs\n", epoch, t.epochs(),
+                     static_cast<long long>(step + 1), static_cast<long long>(plan.steps_per_epoch),
+                     loss_sums[id] / steps_done[id], rate, elapsed / done * (plan.total_steps - done));
+        std::fflush(log);
+      }
+    }
+  };
+  if (threads == 1) {
+    run(0);
+  } else {
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    const auto guarded = [&](int id) {
+      try {
+        run(id);
+      } catch (...) {
+        next_step.store(plan.steps_per_epoch);  // the others finish their step and stop
+        std::lock_guard<std::mutex> lock(failure_mutex);
+        if (failure == nullptr) failure = std::current_exception();
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int i = 0; i < threads; ++i) pool.emplace_back(guarded, i);
+    for (std::thread& th : pool) th.join();
+    if (failure != nullptr) std::rethrow_exception(failure);
+  }
+  return std::accumulate(loss_sums.begin(), loss_sums.end(), 0.0);
+}
+
+// select_best_epoch: the towers of the best evaluation so far.
+struct BestEpoch {
+  Tower user, item;
+  double score = -1;
+  int evaluations_without_improvement = 0;
+};
+
+// Evaluates the model into record->eval and, with select_best_epoch, keeps the towers of
+// the best evaluation in *best (report->exported_epoch / final_eval follow it). Returns
+// whether patience says to stop.
+absl::StatusOr<bool> EvaluateEpoch(const v1::TrainingSpec& t, const TrainingData& data, const Model& model, bool last,
+                                   EpochRecord* record, BestEpoch* best, TrainingReport* report, std::FILE* log) {
+  const std::vector<int> ks(t.eval_k().begin(), t.eval_k().end());
+  const std::vector<float> item_vectors = model.item.EmbedAll(data.items.rows);
+  ASSIGN_OR_RETURN(record->eval, Evaluate(data, model.user, item_vectors, ks, 0, nullptr));
+  const std::vector<EvalResult>& eval = record->eval;
+  if (log != nullptr) {
+    for (const EvalResult& r : eval) std::fprintf(log, "  eval %s\n", FormatEvalResult(r).c_str());
+  }
+  if (!t.select_best_epoch()) {
+    if (last) report->final_eval = eval;
+    return false;
+  }
+  bool stop = false;
+  const double score = SelectionScore(eval, t.selection_k());
+  if (score > best->score) {
+    best->score = score;
+    best->user = model.user;
+    best->item = model.item;
+    report->exported_epoch = record->epoch;
+    report->final_eval = eval;
+    best->evaluations_without_improvement = 0;
+  } else if (t.patience() > 0 && ++best->evaluations_without_improvement >= t.patience()) {
+    stop = true;
+  }
+  if (log != nullptr) {
+    std::fprintf(log, "  selection: sum of Recall@%d = %.6f (best %.6f at epoch %d)\n", t.selection_k(), score,
+                 best->score, report->exported_epoch);
+  }
+  return stop;
+}
+
+// The bundle of a trained model: config, version, encoders, towers, entities, each user's
+// seen items (the server leaves them out of their answers) and the item vectors.
+void ExportBundle(const v1::TrainerConfig& config, const TrainingData& data, Model model, Bundle* bundle) {
+  *bundle->manifest.mutable_config() = config;
+  bundle->manifest.set_model_version(NewModelVersion());
+  bundle->manifest.set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
+  bundle->user = {data.user_encoder, std::move(model.user)};
+  bundle->item = {data.item_encoder, std::move(model.item)};
+  bundle->users = data.users;
+  bundle->items = data.items;
+  bundle->seen_items = SeenItems::Of(data.train_items_of_user);
+  bundle->item_vectors = bundle->item.tower.EmbedAll(bundle->items.rows);
+}
+
+}  // namespace
+
+absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const TrainingData& data,
+                                     const TrainOptions& options) {
+  const v1::TrainingSpec& t = config.training();
+  std::FILE* log = options.log;
+  ASSIGN_OR_RETURN(Model model, NewModel(config, data));
   ASSIGN_OR_RETURN(NegativeSampler sampler, NegativeSampler::Create(data, t.negative_alpha()));
   std::unique_ptr<MetricsLog> metrics;
   if (!options.metrics_path.empty()) {
-    ASSIGN_OR_RETURN(std::unique_ptr<MetricsLog> opened, MetricsLog::Open(options.metrics_path));
-    metrics = std::move(opened);
+    ASSIGN_OR_RETURN(metrics, MetricsLog::Open(options.metrics_path));
   }
-
-  const int threads = std::max(1, t.threads());
-  std::vector<Worker> workers(threads);
-  for (int i = 0; i < threads; ++i) {
+  std::vector<Worker> workers(std::max(1, t.threads()));
+  for (size_t i = 0; i < workers.size(); ++i) {
     workers[i].rng.seed(t.seed() * 7919 + 17 * i + 3);
     workers[i].user.rows = data.user_encoder.NewTable();
     workers[i].item.rows = data.item_encoder.NewTable();
   }
   TrainingLoop loop(config, data, &model, &sampler);
-  const std::vector<int> ks(t.eval_k().begin(), t.eval_k().end());
-  std::mt19937_64 shuffle_rng(t.seed());
+  Rng shuffle_rng(t.seed());
   std::vector<int32_t> order(data.train_users.size());
   std::iota(order.begin(), order.end(), 0);
-  const size_t batch_size = static_cast<size_t>(t.batch_size());
-  const int64_t steps_per_epoch = static_cast<int64_t>((order.size() + batch_size - 1) / batch_size);
-  const int64_t log_every = t.log_every_steps() > 0 ? t.log_every_steps()
-                                                    : std::max<int64_t>(1, steps_per_epoch / 10);
-  const int64_t total_steps = steps_per_epoch * t.epochs();
+  EpochPlan plan;
+  plan.batch_size = static_cast<size_t>(t.batch_size());
+  plan.steps_per_epoch = static_cast<int64_t>((order.size() + plan.batch_size - 1) / plan.batch_size);
+  plan.log_every = t.log_every_steps() > 0 ? t.log_every_steps() : std::max<int64_t>(1, plan.steps_per_epoch / 10);
+  plan.total_steps = plan.steps_per_epoch * t.epochs();
 
   TrainingReport report;
-  Tower best_user, best_item;
-  double best_score = -1;
-  int evaluations_without_improvement = 0;
+  BestEpoch best;
   double train_seconds = 0;
   int64_t examples = 0;
-  std::mutex log_mutex;
   for (int epoch = 1; epoch <= t.epochs(); ++epoch) {
     const bool mine = t.hard_negative_fraction() > 0 && epoch > 1 &&
                       (epoch - 1) % std::max(1, t.hard_negative_every_epochs()) == 0;
     if (mine) {
       const std::vector<float> item_vectors = model.item.EmbedAll(data.items.rows);
-      if (absl::Status s = sampler.MineHard(data, model.user, item_vectors, t.hard_negative_pool()); !s.ok()) {
-        return s;
-      }
+      RETURN_IF_ERROR(sampler.MineHard(data, model.user, item_vectors, t.hard_negative_pool()));
     }
-    // Fisher-Yates with the raw engine: identical on every standard library.
-    for (size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[shuffle_rng() % (i + 1)]);
-
+    Shuffle(order, shuffle_rng);
     const Clock::time_point epoch_start = Clock::now();
-    std::atomic<int64_t> next_step{0};
-    std::vector<double> loss_sums(threads, 0.0);
-    std::vector<int64_t> steps_done(threads, 0);
-    const auto run = [&](int id) {
-      Worker& w = workers[id];
-      for (int64_t step = next_step.fetch_add(1); step < steps_per_epoch; step = next_step.fetch_add(1)) {
-        const size_t begin = static_cast<size_t>(step) * batch_size;
-        const size_t end = std::min(order.size(), begin + batch_size);
-        if (end - begin < 2) continue;  // a one-example batch has no in-batch negatives
-        const int64_t global_step = (epoch - 1) * steps_per_epoch + step;
-        loss_sums[id] += loop.Step(w, order, begin, end, LearningRateScale(t, global_step, total_steps));
-        ++steps_done[id];
-        if (log != nullptr && (step + 1) % log_every == 0) {
-          const int64_t done = (epoch - 1) * steps_per_epoch + step + 1;
-          const double elapsed = train_seconds + Seconds(epoch_start);
-          const double rate = static_cast<double>(std::min(end, order.size())) / std::max(Seconds(epoch_start), 1e-9);
-          std::lock_guard<std::mutex> lock(log_mutex);
-          std::fprintf(log, "epoch %d/%d  step %lld/%lld  loss %.4f  %.0f examples/s  ETA %.0fs\n",
-                       epoch, t.epochs(), static_cast<long long>(step + 1),
-                       static_cast<long long>(steps_per_epoch), loss_sums[id] / steps_done[id],
-                       rate, elapsed / done * (total_steps - done));
-          std::fflush(log);
-        }
-      }
-    };
-    if (threads == 1) {
-      run(0);
-    } else {
-      // An exception (e.g. std::bad_alloc) in a worker is rethrown here, after the others
-      // stop, instead of terminating the process.
-      std::exception_ptr failure;
-      std::mutex failure_mutex;
-      const auto guarded = [&](int id) {
-        try {
-          run(id);
-        } catch (...) {
-          next_step.store(steps_per_epoch);  // the others finish their step and stop
-          std::lock_guard<std::mutex> lock(failure_mutex);
-          if (failure == nullptr) failure = std::current_exception();
-        }
-      };
-      std::vector<std::thread> pool;
-      for (int i = 0; i < threads; ++i) pool.emplace_back(guarded, i);
-      for (std::thread& th : pool) th.join();
-      if (failure != nullptr) std::rethrow_exception(failure);
-    }
+    const double loss_sum = RunEpoch(t, epoch, plan, order, train_seconds, loop, workers, log);
     const double epoch_seconds = Seconds(epoch_start);
     train_seconds += epoch_seconds;
     examples += static_cast<int64_t>(order.size());
 
     EpochRecord record;
     record.epoch = epoch;
-    record.loss = std::accumulate(loss_sums.begin(), loss_sums.end(), 0.0) / std::max<int64_t>(1, steps_per_epoch);
+    record.loss = loss_sum / std::max<int64_t>(1, plan.steps_per_epoch);
     record.seconds = epoch_seconds;
     record.examples_per_second = order.size() / std::max(epoch_seconds, 1e-9);
     report.final_loss = record.loss;
     if (log != nullptr) {
-      std::fprintf(log, "epoch %d/%d done  loss %.4f  %.0f examples/s  %.2fs\n", epoch, t.epochs(),
-                   record.loss, record.examples_per_second, epoch_seconds);
+      std::fprintf(log, "epoch %d/%d done  loss %.4f  %.0f examples/s  %.2fs\n", epoch, t.epochs(), record.loss,
+                   record.examples_per_second, epoch_seconds);
     }
     const bool last = epoch == t.epochs();
     const bool periodic = t.eval_every_epochs() > 0 && epoch % t.eval_every_epochs() == 0;
     bool stop = false;
     if (!data.eval_sets.empty() && (last || periodic)) {
-      const std::vector<float> item_vectors = model.item.EmbedAll(data.items.rows);
-      ASSIGN_OR_RETURN(std::vector<EvalResult> eval, Evaluate(data, model.user, item_vectors, ks, 0, nullptr));
-      record.eval = eval;
-      if (log != nullptr) {
-        for (const EvalResult& r : eval) std::fprintf(log, "  eval %s\n", FormatEvalResult(r).c_str());
-      }
-      if (t.select_best_epoch()) {
-        const double score = SelectionScore(eval, t.selection_k());
-        if (score > best_score) {
-          best_score = score;
-          best_user = model.user;
-          best_item = model.item;
-          report.exported_epoch = epoch;
-          report.final_eval = eval;
-          evaluations_without_improvement = 0;
-        } else if (t.patience() > 0 && ++evaluations_without_improvement >= t.patience()) {
-          stop = true;
-        }
-        if (log != nullptr) {
-          std::fprintf(log, "  selection: sum of Recall@%d = %.6f (best %.6f at epoch %d)\n",
-                       t.selection_k(), score, best_score, report.exported_epoch);
-        }
-      } else if (last) {
-        report.final_eval = eval;
-      }
+      ASSIGN_OR_RETURN(stop, EvaluateEpoch(t, data, model, last, &record, &best, &report, log));
     }
-    if (metrics != nullptr) {
-      RETURN_IF_ERROR(metrics->Append(record));
-    }
+    if (metrics != nullptr) RETURN_IF_ERROR(metrics->Append(record));
     report.history.push_back(std::move(record));
     if (stop) {
       if (log != nullptr) std::fprintf(log, "early stop: no improvement in %d evaluations\n", t.patience());
@@ -677,24 +712,13 @@ absl::StatusOr<TrainingReport> Train(const v1::TrainerConfig& config, const Trai
     }
   }
   report.examples_per_second = examples / std::max(train_seconds, 1e-9);
-  if (t.select_best_epoch() && best_score >= 0) {
-    model.user = std::move(best_user);
-    model.item = std::move(best_item);
+  if (t.select_best_epoch() && best.score >= 0) {
+    model.user = std::move(best.user);
+    model.item = std::move(best.item);
   } else {
     report.exported_epoch = report.history.back().epoch;
   }
-
-  Bundle& bundle = report.bundle;
-  *bundle.manifest.mutable_config() = config;
-  bundle.manifest.set_model_version(NewModelVersion());
-  bundle.manifest.set_created_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
-  bundle.user = {data.user_encoder, std::move(model.user)};
-  bundle.item = {data.item_encoder, std::move(model.item)};
-  bundle.users = data.users;
-  bundle.items = data.items;
-  // What each user already has: the server leaves it out of their answers.
-  bundle.seen_items = SeenItems::Of(data.train_items_of_user);
-  bundle.item_vectors = bundle.item.tower.EmbedAll(bundle.items.rows);
+  ExportBundle(config, data, std::move(model), &report.bundle);
   return report;
 }
 

@@ -6,7 +6,6 @@
 
 #include <cstdint>
 #include <cstdio>
-#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,6 +16,7 @@
 #include "trainer/training_data.h"
 #include "trainer/training_log.h"
 #include "twotower/v1/config.pb.h"
+#include "util/random.h"
 
 namespace twotower {
 
@@ -67,7 +67,7 @@ struct UserDrop {
 // length (and seed, SHORT_HISTORY_FROM_RANDOM / _ANY); the gap (only when history_gap_max
 // > 0). A config without these options draws exactly one number per example, as before
 // they existed, so its runs are unchanged bit for bit.
-UserDrop DrawUserDrop(const v1::TrainingSpec& t, std::mt19937_64& rng);
+UserDrop DrawUserDrop(const v1::TrainingSpec& t, Rng& rng);
 
 // Appends to `out` user row `row` of `all` as one training example sees it: the history
 // field replaced by `history` minus `token` (the example's positive; 0 removes nothing),
