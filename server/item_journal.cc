@@ -355,15 +355,9 @@ absl::StatusOr<std::string> KeepCopy(const std::string& base, absl::string_view 
       if (errno == EEXIST) continue;
       return ErrnoStatus(errno, "create", name);
     }
-    for (size_t written = 0; written < data.size();) {
-      const ssize_t n = ::write(fd.get(), data.data() + written, data.size() - written);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        const int error = n < 0 ? errno : EIO;
-        ::unlink(name.c_str());
-        return ErrnoStatus(error, "write", name);
-      }
-      written += static_cast<size_t>(n);
+    if (const int error = WriteAll(fd.get(), data); error != 0) {
+      ::unlink(name.c_str());
+      return ErrnoStatus(error, "write", name);
     }
     if (::fsync(fd.get()) != 0 || fd.Close() != 0) {
       const int error = errno;
@@ -424,13 +418,8 @@ absl::Status ItemJournal::Rewrite(const State& state, const std::string& keep_ol
   {
     Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
     if (fd.get() < 0) return fail(errno, "create", temp);
-    for (size_t written = 0; written < content.size();) {
-      const int fault = Fault("write");
-      const ssize_t n = fault != 0 ? (errno = fault, -1)
-                                   : ::write(fd.get(), content.data() + written, content.size() - written);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return fail(n < 0 ? errno : EIO, "write", temp);
-      written += static_cast<size_t>(n);
+    if (const int error = WriteAll(fd.get(), content, -1, [this] { return Fault("write"); }); error != 0) {
+      return fail(error, "write", temp);
     }
     if (const int fault = Fault("fsync"); fault != 0 || ::fsync(fd.get()) != 0) {
       return fail(fault != 0 ? fault : errno, "fsync", temp);
@@ -597,14 +586,8 @@ absl::Status ItemJournal::AppendRecord(char kind, const std::string& payload, in
     return absl::InternalError(absl::StrCat("item journal ", path_, ": ", failure_,
                                             "; it refuses further appends until it is loaded again"));
   };
-  for (size_t written = 0; written < record.size();) {
-    const int fault = Fault("write");
-    const ssize_t n = fault != 0 ? (errno = fault, -1)
-                                 : ::pwrite(fd.get(), record.data() + written, record.size() - written,
-                                            end + static_cast<off_t>(written));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return roll_back(n < 0 ? errno : EIO, "append to");
-    written += static_cast<size_t>(n);
+  if (const int error = WriteAll(fd.get(), record, end, [this] { return Fault("write"); }); error != 0) {
+    return roll_back(error, "append to");
   }
   if (const int fault = Fault("fsync"); fault != 0 || ::fsync(fd.get()) != 0) {
     return roll_back(fault != 0 ? fault : errno, "fsync");

@@ -123,6 +123,28 @@ TEST(Utf8Test, CheckUtf8FieldsNamesTheField) {
             std::string::npos) << status;
 }
 
+TEST(WriteAllTest, WritesAtTheOffsetRetriesInterruptionsAndReportsTheFault) {
+  testing::ScopedTempDir dir;
+  const std::string path = dir.Join("f");
+  testing::WriteText(path, "0123456789");
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  // Two interrupted attempts, then the real write at byte 3.
+  int calls = 0;
+  EXPECT_EQ(WriteAll(fd, "abc", 3, [&calls] { return ++calls <= 2 ? EINTR : 0; }), 0);
+  EXPECT_EQ(calls, 3);
+  // A failing write reports its errno and writes nothing.
+  EXPECT_EQ(WriteAll(fd, "zz", 0, [] { return ENOSPC; }), ENOSPC);
+  // offset < 0: at the file position (0 after open).
+  EXPECT_EQ(WriteAll(fd, "XY"), 0);
+  ::close(fd);
+  absl::StatusOr<std::string> contents = ReadFile(path);
+  ASSERT_THAT(contents, IsOk());
+  EXPECT_EQ(*contents, "XY2abc6789");
+  EXPECT_EQ(WriteAll(-1, "x"), EBADF);
+  EXPECT_EQ(WriteAll(-1, ""), 0);  // nothing to write: no call
+}
+
 TEST(ReadFileTest, ReadsWholeFilesAndMissingIsNotFound) {
   testing::ScopedTempDir dir;
   const std::string big(200000, 'q');  // several read() calls

@@ -166,19 +166,31 @@ absl::StatusOr<ScopedFd> OpenFileAt(const ScopedFd& dir, const std::string& dir_
   return fd;
 }
 
+int WriteAll(int fd, absl::string_view data, int64_t offset, const std::function<int()>& fault) {
+  for (size_t written = 0; written < data.size();) {
+    const int injected = fault ? fault() : 0;
+    const char* from = data.data() + written;
+    const size_t count = data.size() - written;
+    const ssize_t n = injected != 0 ? (errno = injected, -1)
+                      : offset < 0
+                          ? ::write(fd, from, count)
+                          : ::pwrite(fd, from, count, static_cast<off_t>(offset + static_cast<int64_t>(written)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (n == 0) return EIO;
+    written += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
 absl::Status WriteFileDurably(const std::string& path, absl::string_view contents) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot create", path);
-  size_t written = 0;
-  while (written < contents.size()) {
-    const ssize_t n = ::write(fd, contents.data() + written, contents.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const absl::Status status = ErrnoError("cannot write", path);
-      ::close(fd);
-      return status;
-    }
-    written += static_cast<size_t>(n);
+  if (const int error = WriteAll(fd, contents); error != 0) {
+    errno = error;
+    const absl::Status status = ErrnoError("cannot write", path);
+    ::close(fd);
+    return status;
   }
   if (::fsync(fd) != 0) {
     const absl::Status status = ErrnoError("cannot fsync", path);

@@ -3,6 +3,7 @@
 #define TWOTOWER_UTIL_FILE_H_
 
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 
@@ -66,6 +67,13 @@ absl::StatusOr<std::string> ReadFileAt(const ScopedFd& dir, const std::string& d
 absl::StatusOr<ScopedFd> OpenFileAt(const ScopedFd& dir, const std::string& dir_path,
                                     const std::string& name, const ReadFileOptions& options,
                                     uint64_t* size);
+
+// Writes all of `data` to `fd`: at `offset` (pwrite) or, for offset < 0, at the file
+// position (write); interrupted and short writes are resumed. Returns 0, or the errno of
+// the write that failed (EIO for one that wrote nothing). `fault`, when set, is called
+// before each write; a nonzero result fails that write with it as errno (fault injection
+// in tests). Nothing is synced: fsync after it for durability.
+int WriteAll(int fd, absl::string_view data, int64_t offset = -1, const std::function<int()>& fault = nullptr);
 
 // Writes `contents` to `path` and fsyncs it, so a rename that follows publishes data that
 // survives a crash.
