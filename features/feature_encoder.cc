@@ -260,9 +260,8 @@ void FeatureEncoder::Encode(absl::string_view id, const std::vector<RawValue>* v
       for (const std::string& token : tokens) {
         if (seen.insert(token).second) distinct.push_back(&token);
       }
-      const size_t keep = static_cast<size_t>(spec.history_length());
-      const size_t from = keep > 0 && distinct.size() > keep ? distinct.size() - keep : 0;
-      for (size_t t = from; t < distinct.size(); ++t) rows.push_back(TokenRow(static_cast<int>(e) + 1, *distinct[t]));
+      for (size_t t = RecentHistoryStart(distinct.size(), spec.history_length()); t < distinct.size(); ++t)
+        rows.push_back(TokenRow(static_cast<int>(e) + 1, *distinct[t]));
     } else if (values != nullptr) {
       for (const std::string& token : (*values)[embedded_[e]].tokens) {
         rows.push_back(TokenRow(static_cast<int>(e) + 1, token));

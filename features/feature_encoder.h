@@ -22,6 +22,13 @@
 
 namespace twotower {
 
+// The history rule, the same for a stored history, a training example's and a request's:
+// a KIND_HISTORY feature keeps the last `length` items (0 = all) of its distinct items in
+// time order. Returns the index of the first item kept out of `size`.
+inline size_t RecentHistoryStart(size_t size, int64_t length) {
+  return length > 0 && size > static_cast<size_t>(length) ? size - static_cast<size_t>(length) : 0;
+}
+
 class FeatureEncoder {
  public:
   FeatureEncoder() = default;

@@ -129,11 +129,10 @@ int FillHistory(const v1::FeatureTableSpec& spec, HistoryOrder* order,
 // The stored history (serving, evaluation, HISTORY_CONTEXT_LEAVE_ONE_OUT training): the last
 // history_length partners.
 void KeepRecentHistory(const v1::FeatureSpec& feature, int history, FeatureTable* table) {
-  const size_t keep = static_cast<size_t>(feature.history_length());
-  if (keep == 0) return;
   for (auto& values : table->values) {
     std::vector<std::string>& tokens = values[history].tokens;
-    if (tokens.size() > keep) tokens.erase(tokens.begin(), tokens.end() - static_cast<ptrdiff_t>(keep));
+    tokens.erase(tokens.begin(),
+                 tokens.begin() + static_cast<ptrdiff_t>(RecentHistoryStart(tokens.size(), feature.history_length())));
   }
 }
 
@@ -164,7 +163,7 @@ TrainingData::PrecedingHistory PrecedingTokens(const v1::FeatureSpec& feature, c
   for (size_t i = 0; i < owners.size(); ++i) {
     const auto [at, stop] = start.at(owners[i]);
     const int64_t before = order.preceding[i];
-    out.begin[i] = at + (keep > 0 ? std::max<int64_t>(0, before - keep) : 0);
+    out.begin[i] = at + static_cast<int64_t>(RecentHistoryStart(static_cast<size_t>(before), keep));
     out.end[i] = at + before;
     out.start[i] = at;
     out.stop[i] = stop;
