@@ -247,6 +247,94 @@ bool CpuHasAvx2() {
   return has;
 }
 
+namespace {
+
+using HitHeap = std::priority_queue<ScanHit, std::vector<ScanHit>, Worse>;  // worst on top
+
+// Offers `hit` to a query's best k (rows arrive in ascending order, so on a tie the
+// earlier row stays).
+inline void Offer(const ScanHit& hit, int k, HitHeap& heap) {
+  if (static_cast<int>(heap.size()) == k && !Worse()(hit, heap.top())) return;
+  heap.push(hit);
+  if (static_cast<int>(heap.size()) > k) heap.pop();
+}
+
+// One query's fp16 pass over a block of rows: keeps for the float pass every allowed row
+// that can still be in the top k. Row r's fp16 score a_r is within e of its float score,
+// e being the bound for the largest row norm of the block. Let L be the k-th best of
+// (a_r - e_r) over the allowed rows: k rows have a float score >= L, so a row of the top
+// k has a float score >= L and a_r >= L - e_r. Keep the rows with a_r >= (that k-th best
+// so far) - e_r; L only grows, so that keeps every row of the final top k. (A lower bound
+// of the k-th best only keeps more rows.)
+template <typename Above>
+void KeepHalfCandidates(const float* block_scores, int start, int count, float e, const RowFilter* filter, Above above,
+                        KthLargest& best, std::vector<KeptRow>& kept, std::vector<int>& candidates) {
+  candidates.clear();
+  if (best.known()) {
+    const float floor = FloatNotAbove(static_cast<double>(best.bound()) - e);
+    // Strictly above the next float down: >= floor.
+    above(block_scores, count, std::isfinite(floor) ? NextDown(floor) : floor, &candidates);
+  } else {
+    for (int r = 0; r < count; ++r) candidates.push_back(r);
+  }
+  for (const int r : candidates) {
+    if (filter != nullptr && !filter->Allows(start + r)) continue;
+    kept.push_back({start + r, block_scores[r], e});
+    best.Add(FloatNotAbove(static_cast<double>(block_scores[r]) - e));
+  }
+}
+
+// One query's float scores of a block into its best k. Once the heap is full a row enters
+// only with a score strictly above the k-th best; until then every row is a candidate.
+template <typename Above>
+void OfferBlock(const float* scores, int start, int count, int k, const RowFilter* filter, Above above, HitHeap& heap,
+                std::vector<int>& candidates) {
+  candidates.clear();
+  if (static_cast<int>(heap.size()) == k) {
+    above(scores, count, heap.top().score, &candidates);
+  } else {
+    for (int r = 0; r < count; ++r) candidates.push_back(r);
+  }
+  for (const int r : candidates) {
+    const ScanHit hit{start + r, scores[r]};
+    if (static_cast<int>(heap.size()) == k && !Worse()(hit, heap.top())) continue;
+    if (filter != nullptr && !filter->Allows(hit.row)) continue;
+    heap.push(hit);
+    if (static_cast<int>(heap.size()) > k) heap.pop();
+  }
+}
+
+// The float pass of a query that had an fp16 pass: the kept rows with a_r + e_r >= the
+// final L, scored from the floats (prefetched together: they are scattered over the
+// matrix) and ranked as the float scan would rank them. Every other row scores below the
+// k-th best. Returns how many rows were rescored.
+int64_t RescoreKept(const float* rows, int dim, const float* query, int k, KthLargest& best,
+                    const std::vector<KeptRow>& kept, HitHeap& heap, std::vector<int>& finalists) {
+  best.Compact();
+  const double floor = best.known() ? static_cast<double>(best.bound()) : -std::numeric_limits<double>::infinity();
+  finalists.clear();
+  for (const KeptRow& row : kept) {
+    if (static_cast<double>(row.score) + row.error < floor) continue;
+    finalists.push_back(row.row);
+    const char* bytes = reinterpret_cast<const char*>(rows + static_cast<size_t>(row.row) * dim);
+    for (size_t byte = 0; byte < sizeof(float) * dim; byte += 64) _mm_prefetch(bytes + byte, _MM_HINT_T0);
+  }
+  for (const int row : finalists) Offer({row, DotAvx2(rows + static_cast<size_t>(row) * dim, query, dim)}, k, heap);
+  return static_cast<int64_t>(finalists.size());
+}
+
+// The heap's hits, best first.
+std::vector<ScanHit> BestFirst(HitHeap& heap) {
+  std::vector<ScanHit> out(heap.size());
+  for (size_t i = heap.size(); i > 0; --i) {
+    out[i - 1] = heap.top();
+    heap.pop();
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int dim,
                                             const float* queries, int n_queries, int k,
                                             std::span<const RowFilter> filters, ScanKernel kernel,
@@ -254,9 +342,11 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
   const bool avx2 = kernel == ScanKernel::kAvx2 || (kernel == ScanKernel::kAuto && CpuHasAvx2());
   // Per query: the bound on its fp16 scores' error, or none for no fp16 pass.
   std::vector<std::optional<HalfErrorBound>> half_error(n_queries);
+  std::vector<int> from_half;  // the queries with an fp16 pass
   if (avx2 && half != nullptr && half->dim() == dim && half->rows() == n_rows) {
     for (int q = 0; q < n_queries; ++q) {
       half_error[q] = HalfScoreErrorBound(queries + static_cast<size_t>(q) * dim, dim, half->max_row_norm());
+      from_half.push_back(q);
     }
   }
   // The first query of a block streams it from memory (row by row); the others find it
@@ -264,17 +354,12 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
   const auto streaming_scores_of = avx2 ? ScoresAvx2Rowwise : ScoresScalar;
   const auto cached_scores_of = avx2 ? ScoresAvx2<float> : ScoresScalar;
   const auto above_of = avx2 ? AboveAvx2 : AboveScalar;
-  std::vector<int> from_half;
-  for (int q = 0; q < n_queries; ++q) {
-    if (half_error[q].has_value()) from_half.push_back(q);
-  }
   // Blocks of ~16 KiB of what the scan reads: twice the rows when every query reads fp16.
   const int block_rows =
       static_cast<int>(from_half.size()) == n_queries ? std::min(2 * BlockRows(dim), 1024) : BlockRows(dim);
   std::vector<int> candidates;
   candidates.reserve(block_rows);
-  // Min-heaps (worst on top) of each query's best k so far.
-  std::vector<std::priority_queue<ScanHit, std::vector<ScanHit>, Worse>> heaps(n_queries);
+  std::vector<HitHeap> heaps(n_queries);
   // Queries with an fp16 pass: the k-th best lower bound (fp16 score - e) so far and the
   // rows kept for the float pass, with their fp16 scores, in row order.
   std::vector<KthLargest> half_best;
@@ -282,13 +367,6 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
   for (int q = 0; q < n_queries; ++q) half_best.emplace_back(k);
   std::vector<std::vector<KeptRow>> half_kept(n_queries);
   std::vector<float> scores(block_rows);
-  // The largest row norm of each block (of its groups'): the error bound of its fp16 scores.
-  std::vector<float> block_norms;
-  if (!from_half.empty()) {
-    for (int start = 0; start < n_rows; start += block_rows) {
-      block_norms.push_back(half->LargestNorm(start, std::min(n_rows, start + block_rows)));
-    }
-  }
   // The fp16 pass's scores of a block, per query (two queries at a time).
   std::vector<float> half_scores(from_half.empty() ? 0 : static_cast<size_t>(n_queries) * block_rows);
   const auto query_of = [&](int q) { return queries + static_cast<size_t>(q) * dim; };
@@ -296,101 +374,41 @@ std::vector<std::vector<ScanHit>> ExactTopK(const float* rows, int n_rows, int d
   for (int start = 0; start < n_rows; start += block_rows) {
     const int count = std::min(block_rows, n_rows - start);
     const float* block = rows + static_cast<size_t>(start) * dim;
-    const uint16_t* half_block = from_half.empty() ? nullptr : half->data() + static_cast<size_t>(start) * dim;
-    const float block_norm = from_half.empty() ? 0.0f : block_norms[start / block_rows];
-    size_t paired = 0;
-    for (; paired + 2 <= from_half.size(); paired += 2) {
-      const int q0 = from_half[paired], q1 = from_half[paired + 1];
-      HalfScoresPairAvx2(half_block, count, dim, query_of(q0), query_of(q1), half_scores_of(q0), half_scores_of(q1));
-    }
-    if (paired < from_half.size()) {
-      ScoresAvx2(half_block, count, dim, query_of(from_half[paired]), half_scores_of(from_half[paired]));
+    // The largest row norm of the block (of its groups'): the error bound of its fp16 scores.
+    const float block_norm = from_half.empty() ? 0.0f : half->LargestNorm(start, start + count);
+    if (!from_half.empty()) {
+      const uint16_t* half_block = half->data() + static_cast<size_t>(start) * dim;
+      size_t paired = 0;
+      for (; paired + 2 <= from_half.size(); paired += 2) {
+        const int q0 = from_half[paired], q1 = from_half[paired + 1];
+        HalfScoresPairAvx2(half_block, count, dim, query_of(q0), query_of(q1), half_scores_of(q0), half_scores_of(q1));
+      }
+      if (paired < from_half.size()) {
+        ScoresAvx2(half_block, count, dim, query_of(from_half[paired]), half_scores_of(from_half[paired]));
+      }
     }
     for (int q = 0; q < n_queries; ++q) {
-      const float* query = query_of(q);
       const RowFilter* filter = filters.empty() || filters[q].empty() ? nullptr : &filters[q];
-      candidates.clear();
       if (half_error[q].has_value()) {
-        // Row r's fp16 score a_r is within e_r of its float score, e_r being the bound for
-        // the largest row norm of r's block. Let L be the k-th best of (a_r - e_r) over the
-        // allowed rows: k rows have a float score >= L, so a row of the top k has a float
-        // score >= L and a_r >= L - e_r. Keep the rows with a_r >= (that k-th best so far)
-        // - e_r; L only grows, so that keeps every row of the final top k. (A lower bound
-        // of the k-th best only keeps more rows.)
-        const float* block_scores = half_scores_of(q);
-        KthLargest& best = half_best[q];
         const float e = FloatNotBelow(half_error[q]->For(block_norm));
-        if (best.known()) {
-          const float floor = FloatNotAbove(static_cast<double>(best.bound()) - e);
-          // Strictly above the next float down: >= floor.
-          above_of(block_scores, count, std::isfinite(floor) ? NextDown(floor) : floor, &candidates);
-        } else {
-          for (int r = 0; r < count; ++r) candidates.push_back(r);
-        }
-        for (const int r : candidates) {
-          if (filter != nullptr && !filter->Allows(start + r)) continue;
-          half_kept[q].push_back({start + r, block_scores[r], e});
-          best.Add(FloatNotAbove(static_cast<double>(block_scores[r]) - e));
-        }
-        continue;
-      }
-      (q == 0 ? streaming_scores_of : cached_scores_of)(block, count, dim, query, scores.data());
-      auto& heap = heaps[q];
-      // Rows scan in ascending order, so once the heap is full a row enters only with a
-      // score strictly above the k-th best (on a tie the earlier row stays).
-      // Until the heap is full every row is a candidate (whatever its score).
-      if (static_cast<int>(heap.size()) == k) {
-        above_of(scores.data(), count, heap.top().score, &candidates);
+        KeepHalfCandidates(half_scores_of(q), start, count, e, filter, above_of, half_best[q], half_kept[q],
+                           candidates);
       } else {
-        for (int r = 0; r < count; ++r) candidates.push_back(r);
-      }
-      for (const int r : candidates) {
-        const ScanHit hit{start + r, scores[r]};
-        if (static_cast<int>(heap.size()) == k && !Worse()(hit, heap.top())) continue;
-        if (filter != nullptr && !filter->Allows(hit.row)) continue;
-        heap.push(hit);
-        if (static_cast<int>(heap.size()) > k) heap.pop();
+        (q == 0 ? streaming_scores_of : cached_scores_of)(block, count, dim, query_of(q), scores.data());
+        OfferBlock(scores.data(), start, count, k, filter, above_of, heaps[q], candidates);
       }
     }
   }
-  // The float pass: the kept rows with a_r + e_r >= the final L, scored from the floats
-  // (prefetched together: they are scattered over the matrix) and ranked as the scan above
-  // would rank them. Every other row scores below the k-th best.
   std::vector<int> finalists;
-  for (int q = 0; q < n_queries; ++q) {
-    if (!half_error[q].has_value()) continue;
-    half_best[q].Compact();
-    const double floor = half_best[q].known() ? static_cast<double>(half_best[q].bound())
-                                              : -std::numeric_limits<double>::infinity();
-    finalists.clear();
-    for (const KeptRow& kept : half_kept[q]) {
-      if (static_cast<double>(kept.score) + kept.error < floor) continue;
-      finalists.push_back(kept.row);
-      const char* row = reinterpret_cast<const char*>(rows + static_cast<size_t>(kept.row) * dim);
-      for (size_t byte = 0; byte < sizeof(float) * dim; byte += 64) _mm_prefetch(row + byte, _MM_HINT_T0);
-    }
+  for (const int q : from_half) {
+    const int64_t rescored = RescoreKept(rows, dim, query_of(q), k, half_best[q], half_kept[q], heaps[q], finalists);
     if (stats != nullptr) {
       ++stats->half_queries;
-      stats->float_rescored += static_cast<int64_t>(finalists.size());
-    }
-    const float* query = query_of(q);
-    auto& heap = heaps[q];
-    for (const int row : finalists) {
-      const ScanHit hit{row, DotAvx2(rows + static_cast<size_t>(row) * dim, query, dim)};
-      if (static_cast<int>(heap.size()) == k && !Worse()(hit, heap.top())) continue;
-      heap.push(hit);
-      if (static_cast<int>(heap.size()) > k) heap.pop();
+      stats->float_rescored += rescored;
     }
   }
   std::vector<std::vector<ScanHit>> out(n_queries);
-  for (int q = 0; q < n_queries; ++q) {
-    auto& heap = heaps[q];
-    out[q].resize(heap.size());
-    for (size_t i = heap.size(); i > 0; --i) {
-      out[q][i - 1] = heap.top();
-      heap.pop();
-    }
-  }
+  for (int q = 0; q < n_queries; ++q) out[q] = BestFirst(heaps[q]);
   return out;
 }
 
