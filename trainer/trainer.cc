@@ -194,8 +194,33 @@ class TrainingLoop {
   // One step over examples order[begin, end) at learning_rate * lr_scale; returns the
   // batch's mean loss.
   float Step(Worker& w, const std::vector<int32_t>& order, size_t begin, size_t end, float lr_scale) {
+    AssembleBatch(w, order, begin, end);
+    // Forward each unique user and item once.
+    for (auto [scratch, tower] : {std::pair{&w.user, &model_->user}, std::pair{&w.item, &model_->item}}) {
+      const size_t size = static_cast<size_t>(scratch->rows.size()) * dim_;
+      scratch->out.resize(size);
+      scratch->d_out.assign(size, 0.0f);
+      tower->Forward(scratch->rows, &scratch->acts, scratch->out.data());
+    }
+
+    const float loss = Loss(w, static_cast<int>(end - begin));
+
+    for (auto [scratch, tower, optimizer] : {std::tuple{&w.user, &model_->user, model_->user_optimizer.get()},
+                                             std::tuple{&w.item, &model_->item, model_->item_optimizer.get()}}) {
+      if (scratch->grads.weights.empty()) scratch->grads = tower->NewGradients();
+      scratch->grads.Clear();
+      tower->Backward(scratch->rows, scratch->acts, scratch->d_out.data(), &scratch->grads);
+      optimizer->Step(scratch->grads, tower, lr_scale);
+    }
+    return loss;
+  }
+
+ private:
+  // The examples order[begin, end) into w: each unique user and item row once (with the
+  // example's history, dropout and short-history draws), the examples' slots and keys,
+  // and the negatives (per example, or shared by the batch for in-batch softmax).
+  void AssembleBatch(Worker& w, const std::vector<int32_t>& order, size_t begin, size_t end) {
     const int n = t_.num_negatives();
-    const int batch = static_cast<int>(end - begin);
     w.user.Clear();
     w.item.Clear();
     w.example_user.clear();
@@ -250,84 +275,74 @@ class TrainingLoop {
         w.negative_keys.push_back(neg);
       }
     }
-
-    // Forward each unique user and item once.
-    for (auto [scratch, tower] : {std::pair{&w.user, &model_->user}, std::pair{&w.item, &model_->item}}) {
-      const size_t size = static_cast<size_t>(scratch->rows.size()) * dim_;
-      scratch->out.resize(size);
-      scratch->d_out.assign(size, 0.0f);
-      tower->Forward(scratch->rows, &scratch->acts, scratch->out.data());
-    }
-
-    const float loss = Loss(w, batch);
-
-    for (auto [scratch, tower, optimizer] :
-         {std::tuple{&w.user, &model_->user, model_->user_optimizer.get()},
-          std::tuple{&w.item, &model_->item, model_->item_optimizer.get()}}) {
-      if (scratch->grads.weights.empty()) scratch->grads = tower->NewGradients();
-      scratch->grads.Clear();
-      tower->Backward(scratch->rows, scratch->acts, scratch->d_out.data(), &scratch->grads);
-      optimizer->Step(scratch->grads, tower, lr_scale);
-    }
-    return loss;
   }
 
- private:
   float LogQWeight() const { return t_.logq_correction() ? t_.logq_weight() : 0.0f; }
   bool IsExposed(int32_t user, int32_t item) const {
     return !data_.exposed_items_of_user.empty() && data_.exposed_items_of_user[user].contains(item);
   }
 
+  // The batch's loss; its gradients go to w.user.d_out and w.item.d_out.
   float Loss(Worker& w, int batch) {
-    const int d = dim_;
-    Gather(w.user.out, w.example_user, d, &w.users);
+    Gather(w.user.out, w.example_user, dim_, &w.users);
     w.d_users.resize(w.users.size());
-    if (t_.objective() == v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX) {
-      // Columns: every example's positive, then the shared negatives.
-      std::vector<int32_t> column_slots = w.example_positive;
-      column_slots.insert(column_slots.end(), w.shared_negatives.begin(), w.shared_negatives.end());
-      Gather(w.item.out, column_slots, d, &w.columns);
-      w.d_columns.resize(w.columns.size());
-      w.column_keys = w.positive_keys;
-      w.column_keys.insert(w.column_keys.end(), w.negative_keys.begin(), w.negative_keys.end());
-      w.log_q_columns.clear();
-      if (LogQWeight() != 0) {
-        // q of an in-batch column = the item's share of the positives; of a shared
-        // negative = its sampling probability.
-        for (int32_t v : w.positive_keys) w.log_q_columns.push_back(LogQWeight() * data_.item_log_frequency[v]);
-        for (int32_t v : w.negative_keys) {
-          w.log_q_columns.push_back(LogQWeight() * static_cast<float>(std::log(sampler_->EasyProbability(v))));
-        }
-      }
-      // Mask the columns that are the row user's exposures.
-      w.masked.clear();
-      if (data_.exposures_skipped > 0) {
-        w.masked.assign(static_cast<size_t>(batch) * column_slots.size(), 0);
-        for (int i = 0; i < batch; ++i) {
-          const int32_t u = w.example_user_rows[i];
-          for (size_t j = 0; j < w.column_keys.size(); ++j) {
-            if (IsExposed(u, w.column_keys[j])) w.masked[i * column_slots.size() + j] = 1;
-          }
-        }
-      }
-      // Rows served through the OOV id (dropped out) get the cold-start logQ weight.
-      w.row_log_q_scale.clear();
-      if (LogQWeight() != 0 && t_.cold_logq_weight() != t_.logq_weight()) {
-        const float cold = t_.cold_logq_weight() / t_.logq_weight();
-        for (int i = 0; i < batch; ++i) {
-          w.row_log_q_scale.push_back(w.user.rows.Id(w.example_user[i]) == Vocabulary::kOov ? cold : 1.0f);
-        }
-      }
-      FillRowWeights(w, batch);
-      const float loss = InBatchSoftmaxLoss(
-          w.users.data(), w.columns.data(), batch, static_cast<int>(column_slots.size()), d,
-          w.column_keys, w.log_q_columns, t_.temperature(), w.d_users.data(), w.d_columns.data(),
-          w.masked, w.row_log_q_scale, w.row_weight);
-      Scatter(w.d_users, w.example_user, d, &w.user.d_out);
-      Scatter(w.d_columns, column_slots, d, &w.item.d_out);
-      return loss;
-    }
+    return t_.objective() == v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX ? InBatchLoss(w, batch)
+                                                                          : ExampleLoss(w, batch);
+  }
 
+  // In-batch softmax: each row against every example's positive and the shared negatives,
+  // with logQ, exposure masking and the cold rows' weights.
+  float InBatchLoss(Worker& w, int batch) {
+    const int d = dim_;
+    // Columns: every example's positive, then the shared negatives.
+    std::vector<int32_t> column_slots = w.example_positive;
+    column_slots.insert(column_slots.end(), w.shared_negatives.begin(), w.shared_negatives.end());
+    Gather(w.item.out, column_slots, d, &w.columns);
+    w.d_columns.resize(w.columns.size());
+    w.column_keys = w.positive_keys;
+    w.column_keys.insert(w.column_keys.end(), w.negative_keys.begin(), w.negative_keys.end());
+    w.log_q_columns.clear();
+    if (LogQWeight() != 0) {
+      // q of an in-batch column = the item's share of the positives; of a shared
+      // negative = its sampling probability.
+      for (int32_t v : w.positive_keys) w.log_q_columns.push_back(LogQWeight() * data_.item_log_frequency[v]);
+      for (int32_t v : w.negative_keys) {
+        w.log_q_columns.push_back(LogQWeight() * static_cast<float>(std::log(sampler_->EasyProbability(v))));
+      }
+    }
+    // Mask the columns that are the row user's exposures.
+    w.masked.clear();
+    if (data_.exposures_skipped > 0) {
+      w.masked.assign(static_cast<size_t>(batch) * column_slots.size(), 0);
+      for (int i = 0; i < batch; ++i) {
+        const int32_t u = w.example_user_rows[i];
+        for (size_t j = 0; j < w.column_keys.size(); ++j) {
+          if (IsExposed(u, w.column_keys[j])) w.masked[i * column_slots.size() + j] = 1;
+        }
+      }
+    }
+    // Rows served through the OOV id (dropped out) get the cold-start logQ weight.
+    w.row_log_q_scale.clear();
+    if (LogQWeight() != 0 && t_.cold_logq_weight() != t_.logq_weight()) {
+      const float cold = t_.cold_logq_weight() / t_.logq_weight();
+      for (int i = 0; i < batch; ++i) {
+        w.row_log_q_scale.push_back(w.user.rows.Id(w.example_user[i]) == Vocabulary::kOov ? cold : 1.0f);
+      }
+    }
+    FillRowWeights(w, batch);
+    const float loss =
+        InBatchSoftmaxLoss(w.users.data(), w.columns.data(), batch, static_cast<int>(column_slots.size()), d,
+                           w.column_keys, w.log_q_columns, t_.temperature(), w.d_users.data(), w.d_columns.data(),
+                           w.masked, w.row_log_q_scale, w.row_weight);
+    Scatter(w.d_users, w.example_user, d, &w.user.d_out);
+    Scatter(w.d_columns, column_slots, d, &w.item.d_out);
+    return loss;
+  }
+
+  // The objectives over (user, positive, num_negatives negatives) examples: pointwise,
+  // triplet, sampled softmax.
+  float ExampleLoss(Worker& w, int batch) {
+    const int d = dim_;
     Gather(w.item.out, w.example_positive, d, &w.positives);
     Gather(w.item.out, w.example_negatives, d, &w.negatives);
     w.d_positives.resize(w.positives.size());
