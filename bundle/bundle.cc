@@ -525,11 +525,11 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& dir, const Bun
   return SyncDirectory(DirName(dir));
 }
 
-absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
-  Bundle bundle;
-  // Every file is read through this one open directory (a symlink to it is fine), by a
-  // plain name, without following a symlink, and only if it is a regular file.
-  ASSIGN_OR_RETURN(ScopedFd dir_fd, OpenDirectory(dir));
+namespace {
+
+// The MANIFEST of the bundle in `dir` (read through dir_fd): parsed only when its
+// format_version line is this format's; its model version checked.
+absl::Status ReadManifest(const ScopedFd& dir_fd, const std::string& dir, v1::BundleManifest* manifest) {
   const std::string manifest_path = absl::StrCat(dir, "/", kManifest);
   ReadFileOptions options;
   options.regular_only = true;
@@ -544,76 +544,84 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
       declared != 0 && declared != kBundleFormatVersion) {
     return OtherFormatVersion(manifest_path, declared);
   }
-  if (absl::Status s = ParseTextProto(*manifest_text, manifest_path, &bundle.manifest); !s.ok()) {
-    return s;
+  RETURN_IF_ERROR(ParseTextProto(*manifest_text, manifest_path, manifest));
+  if (manifest->format_version() != kBundleFormatVersion) {
+    return OtherFormatVersion(manifest_path, manifest->format_version());
   }
-  const v1::BundleManifest& manifest = bundle.manifest;
-  if (manifest.format_version() != kBundleFormatVersion) {
-    return OtherFormatVersion(manifest_path, manifest.format_version());
-  }
-  if (absl::Status s = ValidateModelVersion(manifest.model_version()); !s.ok()) {
+  if (absl::Status s = ValidateModelVersion(manifest->model_version()); !s.ok()) {
     return absl::DataLossError(absl::StrCat(manifest_path, ": ", s.message()));
   }
+  return absl::OkStatus();
+}
 
-  // Every file: one of the format's, listed once, a regular file of the declared size,
-  // checksum correct.
-  absl::flat_hash_map<std::string, std::string> contents;
+// The files a MANIFEST lists, checked: the small ones read, the tables file mapped, the
+// index file opened.
+struct ListedFiles {
+  absl::flat_hash_map<std::string, std::string> contents;  // kDataFiles by name
   std::optional<MappedTables> tables;
+  std::shared_ptr<const BundleIndexFile> index_file;
+};
+
+// Every file: one of the format's, listed once, a regular file of the declared size,
+// checksum correct; every required file listed, the index file with its record.
+absl::StatusOr<ListedFiles> ReadListedFiles(const ScopedFd& dir_fd, const std::string& dir,
+                                            const v1::BundleManifest& manifest) {
+  const std::string manifest_path = absl::StrCat(dir, "/", kManifest);
+  ReadFileOptions options;
+  options.regular_only = true;
+  options.no_follow = true;
+  ListedFiles files;
   for (int i = 0; i < manifest.files_size(); ++i) {
     const v1::BundleFile& file = manifest.files(i);
     const std::string where = absl::StrCat(manifest_path, ": files[", i, "] ", Quoted(file.name()));
     if (file.name() == kBundleTablesFile) {
-      if (tables.has_value()) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
+      if (files.tables.has_value()) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
       // Checksummed with read(), then mapped: the mapping's pages stay out of RSS until
       // a lookup touches them.
       ASSIGN_OR_RETURN(std::shared_ptr<const BundleIndexFile> checked, CheckStreamedFile(dir_fd, dir, file, where));
       ASSIGN_OR_RETURN(std::shared_ptr<const MappedFile> mapped,
                        MappedFile::Map(checked->fd.get(), checked->bytes, checked->path));
-      tables = MappedTables{checked->path, std::move(mapped), 0};
+      files.tables = MappedTables{checked->path, std::move(mapped), 0};
       continue;
     }
     if (file.name() == kBundleIndexFile) {
-      if (bundle.index_file != nullptr) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
-      ASSIGN_OR_RETURN(std::shared_ptr<const BundleIndexFile> index, CheckStreamedFile(dir_fd, dir, file, where));
-      bundle.index_file = std::move(index);
+      if (files.index_file != nullptr) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
+      ASSIGN_OR_RETURN(files.index_file, CheckStreamedFile(dir_fd, dir, file, where));
       continue;
     }
     if (std::find_if(std::begin(kDataFiles), std::end(kDataFiles), [&](const char* name) {
           return file.name() == name;
         }) == std::end(kDataFiles)) {
-      return absl::DataLossError(absl::StrCat(where, ": not a file of this format (",
-                                              absl::StrJoin(kDataFiles, ", "),
-                                              ", ", kBundleTablesFile,
-                                              ", optionally ", kBundleIndexFile, ")"));
+      return absl::DataLossError(absl::StrCat(where, ": not a file of this format (", absl::StrJoin(kDataFiles, ", "),
+                                              ", ", kBundleTablesFile, ", optionally ", kBundleIndexFile, ")"));
     }
-    if (contents.contains(file.name())) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
+    if (files.contents.contains(file.name())) return absl::DataLossError(absl::StrCat(where, ": listed twice"));
     if (file.bytes() < 0 || file.bytes() > kMaxBundleFileBytes) {
-      return absl::DataLossError(absl::StrCat(where, ": bytes ", file.bytes(), " out of range (0..",
-                                              kMaxBundleFileBytes, ")"));
+      return absl::DataLossError(
+          absl::StrCat(where, ": bytes ", file.bytes(), " out of range (0..", kMaxBundleFileBytes, ")"));
     }
     options.max_bytes = static_cast<uint64_t>(file.bytes());
     absl::StatusOr<std::string> data = ReadFileAt(dir_fd, dir, file.name(), options);
     if (data.status().code() == absl::StatusCode::kOutOfRange) {
-      return absl::DataLossError(absl::StrCat(dir, "/", file.name(), ": larger than the ",
-                                              file.bytes(), " bytes the MANIFEST lists (corrupt or modified)"));
+      return absl::DataLossError(absl::StrCat(dir, "/", file.name(), ": larger than the ", file.bytes(),
+                                              " bytes the MANIFEST lists (corrupt or modified)"));
     }
     if (!data.ok()) return data.status();
     if (static_cast<int64_t>(data->size()) != file.bytes() || Sha256Hex(*data) != file.sha256()) {
-      return absl::DataLossError(
-          absl::StrCat(dir, "/", file.name(), ": checksum mismatch (corrupt or modified)"));
+      return absl::DataLossError(absl::StrCat(dir, "/", file.name(), ": checksum mismatch (corrupt or modified)"));
     }
-    contents[file.name()] = *std::move(data);
+    files.contents[file.name()] = *std::move(data);
   }
   for (const char* required : kDataFiles) {
-    if (!contents.contains(required)) {
+    if (!files.contents.contains(required)) {
       return absl::DataLossError(absl::StrCat(manifest_path, ": does not list ", required));
     }
   }
-  if (!tables.has_value()) {
+  if (!files.tables.has_value()) {
     return absl::DataLossError(absl::StrCat(manifest_path, ": does not list ", kBundleTablesFile));
   }
   // An index file and its record come together.
-  if (manifest.has_index() != (bundle.index_file != nullptr)) {
+  if (manifest.has_index() != (files.index_file != nullptr)) {
     return absl::DataLossError(absl::StrCat(
         manifest_path, manifest.has_index() ? absl::StrCat(": has an index record but does not list ", kBundleIndexFile)
                                             : absl::StrCat(": lists ", kBundleIndexFile, " without an index record")));
@@ -621,71 +629,83 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   if (manifest.has_index() && manifest.index().factory().empty()) {
     return absl::DataLossError(absl::StrCat(manifest_path, ": index.factory is empty"));
   }
+  return files;
+}
 
+// The towers, entities, seen sets and item vectors of *bundle from the checked files.
+// Parse-then-free: each file's bytes go as soon as they are parsed (Take), each parsed
+// message as soon as it is converted (Free), so the load never holds a model three times
+// over (bytes, messages, Bundle).
+absl::Status DecodeModel(ListedFiles& files, Bundle* bundle) {
+  const v1::BundleManifest& manifest = bundle->manifest;
   const v1::TrainerConfig& config = manifest.config();
+  MappedTables& tables = *files.tables;
   v1::TowerState user_state, item_state;
   v1::EncodedTable users_proto, items_proto;
   v1::ItemEmbeddings embeddings;
-  // Parse-then-free: each file's bytes go as soon as they are parsed (Take), each parsed
-  // message as soon as it is converted (Free), so the load never holds a model three
-  // times over (bytes, messages, Bundle).
-  RETURN_IF_ERROR(ParseBinary(Take(&contents, kUserTower), kUserTower, &user_state));
-  RETURN_IF_ERROR(ParseBinary(Take(&contents, kItemTower), kItemTower, &item_state));
-  RETURN_IF_ERROR(ParseBinary(Take(&contents, kUsers), kUsers, &users_proto));
-  RETURN_IF_ERROR(ParseBinary(Take(&contents, kItems), kItems, &items_proto));
-  if (absl::Status s = ParseBinary(Take(&contents, kItemEmbeddings), kItemEmbeddings, &embeddings);
-      !s.ok()) {
-    return s;
-  }
+  RETURN_IF_ERROR(ParseBinary(Take(&files.contents, kUserTower), kUserTower, &user_state));
+  RETURN_IF_ERROR(ParseBinary(Take(&files.contents, kItemTower), kItemTower, &item_state));
+  RETURN_IF_ERROR(ParseBinary(Take(&files.contents, kUsers), kUsers, &users_proto));
+  RETURN_IF_ERROR(ParseBinary(Take(&files.contents, kItems), kItems, &items_proto));
+  RETURN_IF_ERROR(ParseBinary(Take(&files.contents, kItemEmbeddings), kItemEmbeddings, &embeddings));
 
-  ASSIGN_OR_RETURN(TowerModel user,
-                   TowerFromState(config.user_tower(), config.data().users(), user_state, kUserTower, &*tables));
-  ASSIGN_OR_RETURN(TowerModel item,
-                   TowerFromState(config.item_tower(), config.data().items(), item_state, kItemTower, &*tables));
-  bundle.user = std::move(user);
-  bundle.item = std::move(item);
+  ASSIGN_OR_RETURN(bundle->user,
+                   TowerFromState(config.user_tower(), config.data().users(), user_state, kUserTower, &tables));
+  ASSIGN_OR_RETURN(bundle->item,
+                   TowerFromState(config.item_tower(), config.data().items(), item_state, kItemTower, &tables));
   Free(&user_state);
   Free(&item_state);
-  if (static_cast<uint64_t>(tables->end) != tables->file->size()) {
-    return absl::DataLossError(absl::StrCat(tables->path, ": ", tables->file->size(), " bytes, the towers' tables end at ",
-                                            tables->end));
+  if (static_cast<uint64_t>(tables.end) != tables.file->size()) {
+    return absl::DataLossError(
+        absl::StrCat(tables.path, ": ", tables.file->size(), " bytes, the towers' tables end at ", tables.end));
   }
-  if (bundle.user.tower.output_dim() != bundle.item.tower.output_dim()) {
+  if (bundle->user.tower.output_dim() != bundle->item.tower.output_dim()) {
     return absl::DataLossError("user and item towers have different output widths");
   }
-  ASSIGN_OR_RETURN(EncodedEntities users, EntitiesFromProto(users_proto, bundle.user.encoder, kUsers));
-  ASSIGN_OR_RETURN(EncodedEntities items, EntitiesFromProto(items_proto, bundle.item.encoder, kItems));
+  ASSIGN_OR_RETURN(EncodedEntities users, EntitiesFromProto(users_proto, bundle->user.encoder, kUsers));
+  ASSIGN_OR_RETURN(EncodedEntities items, EntitiesFromProto(items_proto, bundle->item.encoder, kItems));
   if (items_proto.has_seen()) {
     return absl::DataLossError(absl::StrCat(kItems, ": has seen sets, which belong to ", kUsers));
   }
-  ASSIGN_OR_RETURN(SeenItems seen,
+  ASSIGN_OR_RETURN(bundle->seen_items,
                    SeenItems::FromProto(users_proto.mutable_seen(), static_cast<int64_t>(users.ids.size()),
                                         static_cast<int64_t>(items.ids.size()), kUsers));
-  bundle.users = std::move(users);
-  bundle.items = std::move(items);
-  bundle.seen_items = std::move(seen);
+  bundle->users = std::move(users);
+  bundle->items = std::move(items);
   Free(&users_proto);
   Free(&items_proto);
 
-  const int d = bundle.embedding_dim();
+  const int d = bundle->embedding_dim();
   if (embeddings.dim() != d || manifest.embedding_dim() != d) {
-    return absl::DataLossError(absl::StrCat(kItemEmbeddings, ": dim ", embeddings.dim(),
-                                            " but the towers output ", d));
+    return absl::DataLossError(absl::StrCat(kItemEmbeddings, ": dim ", embeddings.dim(), " but the towers output ", d));
   }
-  if (embeddings.item_ids_size() != static_cast<int>(bundle.items.ids.size()) ||
+  if (embeddings.item_ids_size() != static_cast<int>(bundle->items.ids.size()) ||
       manifest.item_count() != embeddings.item_ids_size()) {
     return absl::DataLossError(absl::StrCat(kItemEmbeddings, ": item count mismatch"));
   }
   for (int i = 0; i < embeddings.item_ids_size(); ++i) {
-    if (embeddings.item_ids(i) != bundle.items.ids[i]) {
+    if (embeddings.item_ids(i) != bundle->items.ids[i]) {
       return absl::DataLossError(absl::StrCat(kItemEmbeddings, ": item ids differ from ", kItems));
     }
   }
   ASSIGN_OR_RETURN(
-      std::vector<float> vectors,
+      bundle->item_vectors,
       FloatsFromBytes(embeddings.vectors(), static_cast<size_t>(embeddings.item_ids_size()) * d, kItemEmbeddings));
-  bundle.item_vectors = std::move(vectors);
   Free(&embeddings);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
+  Bundle bundle;
+  // Every file is read through this one open directory (a symlink to it is fine), by a
+  // plain name, without following a symlink, and only if it is a regular file.
+  ASSIGN_OR_RETURN(ScopedFd dir_fd, OpenDirectory(dir));
+  RETURN_IF_ERROR(ReadManifest(dir_fd, dir, &bundle.manifest));
+  ASSIGN_OR_RETURN(ListedFiles files, ReadListedFiles(dir_fd, dir, bundle.manifest));
+  bundle.index_file = files.index_file;
+  RETURN_IF_ERROR(DecodeModel(files, &bundle));
 
   // Every stored vector is finite and unit-length: the index serves all of them, and one
   // NaN or 1e30 would top (or scramble) every answer.
@@ -693,11 +713,11 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& dir) {
   // Sanity forward pass on a sample spread over the catalogue: the stored item vectors must
   // be what this item tower computes (so an index is never paired with another model's
   // tower).
-  const float deviation = MaxDeviationFromItemTower(
-      bundle, SpreadRows(static_cast<int>(bundle.items.ids.size()), kSanitySample));
+  const float deviation =
+      MaxDeviationFromItemTower(bundle, SpreadRows(static_cast<int>(bundle.items.ids.size()), kSanitySample));
   if (!(deviation < 1e-3f)) {
-    return absl::DataLossError(absl::StrCat(
-        "sanity forward pass: stored item vectors differ from the item tower by ", deviation));
+    return absl::DataLossError(
+        absl::StrCat("sanity forward pass: stored item vectors differ from the item tower by ", deviation));
   }
   return bundle;
 }
