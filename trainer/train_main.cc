@@ -31,6 +31,7 @@
 #include "trainer/trainer.h"
 #include "trainer/training_data.h"
 #include "util/file.h"
+#include "util/status_macros.h"
 
 ABSL_FLAG(std::string, config, "", "Trainer config (text TrainerConfig), required");
 ABSL_FLAG(std::string, data_dir, "",
@@ -117,6 +118,151 @@ int main(int argc, char** argv) {
 
 namespace {
 
+// The config file with --override and the flags that change it applied, validated.
+absl::StatusOr<twotower::v1::TrainerConfig> ConfigFromFlags(const std::string& config_path) {
+  ASSIGN_OR_RETURN(twotower::v1::TrainerConfig config, twotower::LoadTrainerConfig(config_path));
+  if (const std::string text = absl::GetFlag(FLAGS_override); !text.empty()) {
+    RETURN_IF_ERROR(twotower::ApplyOverride(text, &config));
+  }
+  if (absl::GetFlag(FLAGS_epochs) > 0) config.mutable_training()->set_epochs(absl::GetFlag(FLAGS_epochs));
+  if (absl::GetFlag(FLAGS_skip_bad_rows)) {
+    twotower::v1::DataSpec* data = config.mutable_data();
+    data->mutable_train()->mutable_table()->set_skip_bad_rows(true);
+    if (data->users().has_table()) data->mutable_users()->mutable_table()->set_skip_bad_rows(true);
+    if (data->items().has_table()) data->mutable_items()->mutable_table()->set_skip_bad_rows(true);
+    for (twotower::v1::EvalSetSpec& eval : *data->mutable_eval()) {
+      eval.mutable_interactions()->mutable_table()->set_skip_bad_rows(true);
+    }
+  }
+  if (absl::GetFlag(FLAGS_threads) > 0) config.mutable_training()->set_threads(absl::GetFlag(FLAGS_threads));
+  if (absl::GetFlag(FLAGS_seed) > 0) config.mutable_training()->set_seed(absl::GetFlag(FLAGS_seed));
+  RETURN_IF_ERROR(twotower::ValidateTrainerConfig(config));
+  return config;
+}
+
+// Where the run writes, every place checked before it starts: a run must not end in
+// "cannot write".
+struct Outputs {
+  std::string export_dir;
+  std::string plot_out;
+  std::string metrics_out;
+  bool recs_per_set = false;            // --recs_out has {set}: a file per eval set
+  std::vector<std::string> recs_paths;  // per eval set, or the one file, or none
+};
+
+absl::StatusOr<Outputs> CheckOutputs(const twotower::v1::TrainerConfig& config) {
+  Outputs out;
+  out.plot_out = absl::GetFlag(FLAGS_plot_out);
+  out.metrics_out = absl::GetFlag(FLAGS_metrics_out);
+  if (!out.plot_out.empty()) RETURN_IF_ERROR(twotower::CheckPlotterAvailable());
+  out.export_dir = absl::GetFlag(FLAGS_export_dir);
+  RETURN_IF_ERROR(CheckExportDir(out.export_dir));
+  const std::string recs_out = absl::GetFlag(FLAGS_recs_out);
+  out.recs_per_set = absl::StrContains(recs_out, "{set}");
+  if (out.recs_per_set) {
+    for (const twotower::v1::EvalSetSpec& eval : config.data().eval()) {
+      out.recs_paths.push_back(absl::StrReplaceAll(recs_out, {{"{set}", eval.name()}}));
+    }
+  } else if (!recs_out.empty()) {
+    out.recs_paths.push_back(recs_out);
+  }
+  for (const std::string& path : out.recs_paths) RETURN_IF_ERROR(CheckOutputFile("recs_out", path));
+  for (const auto& [flag, path] : {std::pair{"plot_out", out.plot_out}, std::pair{"metrics_out", out.metrics_out}}) {
+    if (!path.empty()) RETURN_IF_ERROR(CheckOutputFile(flag, path));
+  }
+  return out;
+}
+
+// One --recs_out file cannot rank a user twice (eval.py refuses it).
+absl::Status CheckOneRecsFile(const twotower::TrainingData& data) {
+  absl::flat_hash_map<int32_t, std::string> set_of_user;
+  for (const twotower::EvalSet& set : data.eval_sets) {
+    for (const int32_t u : set.user_rows) {
+      const auto [it, inserted] = set_of_user.emplace(u, set.name);
+      if (!inserted) {
+        return absl::InvalidArgumentError(absl::StrCat("--recs_out: eval sets \"", it->second, "\" and \"", set.name,
+                                                       "\" both rank user \"", data.users.ids[u],
+                                                       "\"; put {set} in the path to write one file per set"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The exported model's top-N lists of every eval set, to --recs_out.
+absl::Status WriteRecs(const Outputs& out, const twotower::v1::TrainerConfig& config,
+                       const twotower::TrainingData& data, const twotower::TrainingReport& report) {
+  std::vector<std::string> recs;
+  RETURN_IF_ERROR(twotower::Evaluate(data, report.bundle.user.tower, report.bundle.item_vectors,
+                                     {config.training().eval_k().begin(), config.training().eval_k().end()},
+                                     absl::GetFlag(FLAGS_recs_depth), &recs)
+                      .status());
+  if (!out.recs_per_set) recs = {absl::StrJoin(recs, "")};
+  for (size_t i = 0; i < out.recs_paths.size(); ++i) {
+    RETURN_IF_ERROR(twotower::WriteFileDurably(out.recs_paths[i], recs[i]));
+    std::printf("wrote recommendations to %s\n", out.recs_paths[i].c_str());
+  }
+  return absl::OkStatus();
+}
+
+// export_dir/<model version>/ (with the config's index) and export_dir/latest pointing at it.
+absl::Status Export(const std::string& export_dir, const std::string& index_factory,
+                    const twotower::TrainingReport& report) {
+  const std::string version = report.bundle.model_version();
+  const std::string bundle_dir = absl::StrCat(export_dir, "/", version);
+  twotower::IndexBuildReport index_report;
+  RETURN_IF_ERROR(twotower::WriteBundleWithIndex(report.bundle, bundle_dir, index_factory, &index_report));
+  if (index_report.file_bytes > 0) {
+    std::printf("index: %s built in %.1f s, %s/%s (%llu bytes)\n", index_factory.c_str(), index_report.build_seconds,
+                bundle_dir.c_str(), twotower::kBundleIndexFile,
+                static_cast<unsigned long long>(index_report.file_bytes));
+  }
+  RETURN_IF_ERROR(twotower::UpdateSymlink(version, absl::StrCat(export_dir, "/latest")));
+  std::printf("bundle: %s (model version %s; %s/latest points here)\n", bundle_dir.c_str(), version.c_str(),
+              export_dir.c_str());
+  return absl::OkStatus();
+}
+
+// Config, checks, data, popularity baseline, training, recommendations, bundle.
+absl::Status TrainAndExport(const std::string& config_path) {
+  ASSIGN_OR_RETURN(const twotower::v1::TrainerConfig config, ConfigFromFlags(config_path));
+  ASSIGN_OR_RETURN(const Outputs out, CheckOutputs(config));
+  std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  if (data_dir.empty()) data_dir = twotower::DirName(config_path);
+  ASSIGN_OR_RETURN(const twotower::TrainingData data, twotower::LoadTrainingData(config, data_dir, stderr));
+  if (!out.recs_paths.empty() && !out.recs_per_set) RETURN_IF_ERROR(CheckOneRecsFile(data));
+  std::printf("data: %zu users, %zu items, %zu training interactions\n", data.users.ids.size(), data.items.ids.size(),
+              data.train_users.size());
+  std::fflush(stdout);
+  // The index the bundle will carry fits these items (checked now, not after training).
+  const std::string index_factory = config.export_().index_factory();
+  if (absl::Status s =
+          twotower::CheckIndexFits(index_factory.empty() ? "Flat" : index_factory,
+                                   static_cast<int64_t>(data.items.ids.size()), config.item_tower().output_dim());
+      !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config: export.index_factory: ", s.message()));
+  }
+  ASSIGN_OR_RETURN(
+      const std::vector<twotower::EvalResult> popularity,
+      twotower::EvaluatePopularity(data, {config.training().eval_k().begin(), config.training().eval_k().end()}));
+  for (const twotower::EvalResult& r : popularity) {
+    std::printf("  popularity baseline %s\n", twotower::FormatEvalResult(r).c_str());
+  }
+
+  twotower::TrainOptions options;
+  options.log = stdout;
+  options.metrics_path = out.metrics_out;
+  ASSIGN_OR_RETURN(const twotower::TrainingReport report, twotower::Train(config, data, options));
+  std::printf("trained: %.0f examples/s overall, final loss %.4f, exporting epoch %d\n", report.examples_per_second,
+              report.final_loss, report.exported_epoch);
+  if (!out.plot_out.empty()) {
+    RETURN_IF_ERROR(twotower::RenderTrainingPlot(report.history, config.training().selection_k(), out.plot_out));
+    std::printf("wrote training curves to %s\n", out.plot_out.c_str());
+  }
+  if (!out.recs_paths.empty()) RETURN_IF_ERROR(WriteRecs(out, config, data, report));
+  return Export(out.export_dir, index_factory, report);
+}
+
 int Run(int argc, char** argv) {
   twotower::SetProgramUsage(
       "Trains a two-tower model: twotower_train --config FILE [--data_dir DIR] "
@@ -133,136 +279,7 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "error: --recs_depth must be in 1..%d and --epochs >= 0\n", twotower::kMaxEvalK);
     return 2;
   }
-  absl::StatusOr<twotower::v1::TrainerConfig> config = twotower::LoadTrainerConfig(config_path);
-  if (!config.ok()) return Fail(config.status());
-  if (const std::string text = absl::GetFlag(FLAGS_override); !text.empty()) {
-    if (absl::Status s = twotower::ApplyOverride(text, &*config); !s.ok()) return Fail(s);
-  }
-  if (absl::GetFlag(FLAGS_epochs) > 0) config->mutable_training()->set_epochs(absl::GetFlag(FLAGS_epochs));
-  if (absl::GetFlag(FLAGS_skip_bad_rows)) {
-    twotower::v1::DataSpec* data = config->mutable_data();
-    data->mutable_train()->mutable_table()->set_skip_bad_rows(true);
-    if (data->users().has_table()) data->mutable_users()->mutable_table()->set_skip_bad_rows(true);
-    if (data->items().has_table()) data->mutable_items()->mutable_table()->set_skip_bad_rows(true);
-    for (twotower::v1::EvalSetSpec& eval : *data->mutable_eval()) {
-      eval.mutable_interactions()->mutable_table()->set_skip_bad_rows(true);
-    }
-  }
-  if (absl::GetFlag(FLAGS_threads) > 0) config->mutable_training()->set_threads(absl::GetFlag(FLAGS_threads));
-  if (absl::GetFlag(FLAGS_seed) > 0) config->mutable_training()->set_seed(absl::GetFlag(FLAGS_seed));
-  if (absl::Status s = twotower::ValidateTrainerConfig(*config); !s.ok()) return Fail(s);
-  const std::string plot_out = absl::GetFlag(FLAGS_plot_out);
-  if (!plot_out.empty()) {
-    if (absl::Status s = twotower::CheckPlotterAvailable(); !s.ok()) return Fail(s);
-  }
-  // Every output place is checked now: a run must not end in "cannot write".
-  const std::string export_dir = absl::GetFlag(FLAGS_export_dir);
-  if (absl::Status s = CheckExportDir(export_dir); !s.ok()) return Fail(s);
-  const std::string recs_out = absl::GetFlag(FLAGS_recs_out);
-  const bool recs_per_set = absl::StrContains(recs_out, "{set}");
-  std::vector<std::string> recs_paths;  // per eval set, or the one file
-  if (recs_per_set) {
-    for (const twotower::v1::EvalSetSpec& eval : config->data().eval()) {
-      recs_paths.push_back(absl::StrReplaceAll(recs_out, {{"{set}", eval.name()}}));
-    }
-  } else if (!recs_out.empty()) {
-    recs_paths.push_back(recs_out);
-  }
-  for (const std::string& path : recs_paths) {
-    if (absl::Status s = CheckOutputFile("recs_out", path); !s.ok()) return Fail(s);
-  }
-  for (const auto& [flag, path] : {
-                                   std::pair{"plot_out", plot_out},
-                                   std::pair{"metrics_out", absl::GetFlag(FLAGS_metrics_out)}}) {
-    if (path.empty()) continue;
-    if (absl::Status s = CheckOutputFile(flag, path); !s.ok()) return Fail(s);
-  }
-  std::string data_dir = absl::GetFlag(FLAGS_data_dir);
-  if (data_dir.empty()) data_dir = twotower::DirName(config_path);
-
-  absl::StatusOr<twotower::TrainingData> data =
-      twotower::LoadTrainingData(*config, data_dir, stderr);
-  if (!data.ok()) return Fail(data.status());
-  if (!recs_out.empty() && !recs_per_set) {
-    // One file cannot rank a user twice (eval.py refuses it).
-    absl::flat_hash_map<int32_t, std::string> set_of_user;
-    for (const twotower::EvalSet& set : data->eval_sets) {
-      for (const int32_t u : set.user_rows) {
-        const auto [it, inserted] = set_of_user.emplace(u, set.name);
-        if (!inserted) {
-          return Fail(absl::InvalidArgumentError(absl::StrCat(
-              "--recs_out: eval sets \"", it->second, "\" and \"", set.name, "\" both rank user \"",
-              data->users.ids[u], "\"; put {set} in the path to write one file per set")));
-        }
-      }
-    }
-  }
-  std::printf("data: %zu users, %zu items, %zu training interactions\n", data->users.ids.size(),
-              data->items.ids.size(), data->train_users.size());
-  std::fflush(stdout);
-  // The index the bundle will carry fits these items (checked now, not after training).
-  const std::string index_factory = config->export_().index_factory();
-  if (absl::Status s = twotower::CheckIndexFits(index_factory.empty() ? "Flat" : index_factory,
-                                                static_cast<int64_t>(data->items.ids.size()),
-                                                config->item_tower().output_dim());
-      !s.ok()) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat("config: export.index_factory: ", s.message())));
-  }
-
-  absl::StatusOr<std::vector<twotower::EvalResult>> popularity = twotower::EvaluatePopularity(
-      *data, {config->training().eval_k().begin(), config->training().eval_k().end()});
-  if (!popularity.ok()) return Fail(popularity.status());
-  for (const twotower::EvalResult& r : *popularity) {
-    std::printf("  popularity baseline %s\n", twotower::FormatEvalResult(r).c_str());
-  }
-
-  twotower::TrainOptions options;
-  options.log = stdout;
-  options.metrics_path = absl::GetFlag(FLAGS_metrics_out);
-  absl::StatusOr<twotower::TrainingReport> report = twotower::Train(*config, *data, options);
-  if (!report.ok()) return Fail(report.status());
-  std::printf("trained: %.0f examples/s overall, final loss %.4f, exporting epoch %d\n",
-              report->examples_per_second, report->final_loss, report->exported_epoch);
-  if (!plot_out.empty()) {
-    if (absl::Status s = twotower::RenderTrainingPlot(report->history, config->training().selection_k(), plot_out);
-        !s.ok()) {
-      return Fail(s);
-    }
-    std::printf("wrote training curves to %s\n", plot_out.c_str());
-  }
-
-  if (!recs_out.empty()) {
-    std::vector<std::string> recs;
-    absl::StatusOr<std::vector<twotower::EvalResult>> eval = twotower::Evaluate(
-        *data, report->bundle.user.tower, report->bundle.item_vectors,
-        {config->training().eval_k().begin(), config->training().eval_k().end()},
-        absl::GetFlag(FLAGS_recs_depth), &recs);
-    if (!eval.ok()) return Fail(eval.status());
-    if (!recs_per_set) recs = {absl::StrJoin(recs, "")};
-    for (size_t i = 0; i < recs_paths.size(); ++i) {
-      if (absl::Status s = twotower::WriteFileDurably(recs_paths[i], recs[i]); !s.ok()) return Fail(s);
-      std::printf("wrote recommendations to %s\n", recs_paths[i].c_str());
-    }
-  }
-
-  const std::string version = report->bundle.model_version();
-  const std::string bundle_dir = absl::StrCat(export_dir, "/", version);
-  twotower::IndexBuildReport index_report;
-  if (absl::Status s = twotower::WriteBundleWithIndex(report->bundle, bundle_dir, index_factory, &index_report);
-      !s.ok()) {
-    return Fail(s);
-  }
-  if (index_report.file_bytes > 0) {
-    std::printf("index: %s built in %.1f s, %s/%s (%llu bytes)\n", index_factory.c_str(),
-                index_report.build_seconds, bundle_dir.c_str(), twotower::kBundleIndexFile,
-                static_cast<unsigned long long>(index_report.file_bytes));
-  }
-  if (absl::Status s = twotower::UpdateSymlink(version, absl::StrCat(export_dir, "/latest"));
-      !s.ok()) {
-    return Fail(s);
-  }
-  std::printf("bundle: %s (model version %s; %s/latest points here)\n", bundle_dir.c_str(),
-              version.c_str(), export_dir.c_str());
+  if (absl::Status s = TrainAndExport(config_path); !s.ok()) return Fail(s);
   return 0;
 }
 
