@@ -195,6 +195,13 @@ struct Server::State {
   bool stopped ABSL_GUARDED_BY(stop_mu) = false;
 
   std::vector<prometheus::MetricFamily> CollectGauges() const;
+  // The steps of Create: the bundle into `snapshots`; the Retrieval and Admin services,
+  // wired to `health`; both listeners (UNAVAILABLE when an address cannot be bound); the
+  // metrics exposer, the listener probe and the item log's follower.
+  absl::Status LoadModel();
+  void CreateServices();
+  absl::Status Listen();
+  absl::Status StartBackground();
 };
 
 std::vector<prometheus::MetricFamily> Server::State::CollectGauges() const {
@@ -289,42 +296,58 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
     options.retrieval.search_rounds = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   }
   auto state = std::make_unique<State>();
-  State& s = *state;
-  s.options = std::move(options);
-  const Options& o = s.options;
+  state->options = std::move(options);
+  RETURN_IF_ERROR(state->LoadModel());
+  state->CreateServices();
+  RETURN_IF_ERROR(state->Listen());
+  // From here on a failure must stop both listeners: the Server's destructor does.
+  std::unique_ptr<Server> server(new Server(std::move(state)));
+  State& st = *server->state_;
+  RETURN_IF_ERROR(st.StartBackground());
+  LogEvent("info", "serving",
+           {{"version", st.model_version}, {"address", st.retrieval.address}, {"admin", st.admin.address}});
+  return server;
+}
 
+absl::Status Server::State::LoadModel() {
+  const Options& o = options;
   LogEvent("info", "loading model",
            {{"bundle", o.bundle}, {"index", o.index.factory.empty() ? "the bundle's (else Flat)" : o.index.factory}});
-  {
-    ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot,
-                     LoadSnapshot(o.bundle, o.index, o.state_dir, o.item_log_dir));
-    s.model_version = snapshot->model_version;
-    LogEvent(snapshot->catalogue->index_ignores_bundle() ? "warn" : "info", "model loaded",
-             {{"version", s.model_version},
-              {"items", absl::StrCat(snapshot->catalogue->size())},
-              {"index", snapshot->catalogue->index_note()},
-              {"seen_item_bytes", absl::StrCat(snapshot->bundle->seen_items.MemoryBytes())},
-              {"seconds", absl::StrCat(absl::ToDoubleSeconds(snapshot->load_duration))}});
-    s.snapshots.Swap(std::move(snapshot));  // the holder alone owns it: a reload can free it
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const Snapshot> snapshot,
+                   LoadSnapshot(o.bundle, o.index, o.state_dir, o.item_log_dir));
+  model_version = snapshot->model_version;
+  LogEvent(snapshot->catalogue->index_ignores_bundle() ? "warn" : "info", "model loaded",
+           {{"version", model_version},
+            {"items", absl::StrCat(snapshot->catalogue->size())},
+            {"index", snapshot->catalogue->index_note()},
+            {"seen_item_bytes", absl::StrCat(snapshot->bundle->seen_items.MemoryBytes())},
+            {"seconds", absl::StrCat(absl::ToDoubleSeconds(snapshot->load_duration))}});
+  snapshots.Swap(std::move(snapshot));  // the holder alone owns it: a reload can free it
+  return absl::OkStatus();
+}
 
-  s.retrieval_service = std::make_unique<RetrievalService>(&s.snapshots, &s.metrics, o.retrieval);
+void Server::State::CreateServices() {
+  const Options& o = options;
+  retrieval_service = std::make_unique<RetrievalService>(&snapshots, &metrics, o.retrieval);
   AdminService::Options admin_options;
   admin_options.state_dir = o.state_dir;
   admin_options.item_log_dir = o.item_log_dir;
   admin_options.bundle_root = o.bundle_root;
   admin_options.token = o.admin_token;
-  RetrievalService* retrieval_service = s.retrieval_service.get();
-  ServingHealth* health = &s.health;
-  admin_options.search_stats = [retrieval_service] { return retrieval_service->search_stats(); };
-  admin_options.item_log_healthy = [health](bool ok) { health->SetItemLogApplied(ok); };
-  admin_options.serving_status = [retrieval_service, health](v1::GetStatusResponse* status) {
-    status->set_retrieval_listener_accepting(health->accepting());
-    status->set_calls_in_flight(retrieval_service->calls_in_flight());
-    status->set_response_bytes_in_flight(retrieval_service->response_bytes_in_flight());
+  RetrievalService* retrieval_service_ptr = retrieval_service.get();
+  ServingHealth* health_ptr = &health;
+  admin_options.search_stats = [retrieval_service_ptr] { return retrieval_service_ptr->search_stats(); };
+  admin_options.item_log_healthy = [health_ptr](bool ok) { health_ptr->SetItemLogApplied(ok); };
+  admin_options.serving_status = [retrieval_service_ptr, health_ptr](v1::GetStatusResponse* status) {
+    status->set_retrieval_listener_accepting(health_ptr->accepting());
+    status->set_calls_in_flight(retrieval_service_ptr->calls_in_flight());
+    status->set_response_bytes_in_flight(retrieval_service_ptr->response_bytes_in_flight());
   };
-  s.admin_service = std::make_unique<AdminService>(&s.snapshots, &s.metrics, std::move(admin_options));
+  admin_service = std::make_unique<AdminService>(&snapshots, &metrics, std::move(admin_options));
+}
 
+absl::Status Server::State::Listen() {
+  const Options& o = options;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   ListenerOptions public_listener;
@@ -337,55 +360,56 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
     }
     public_listener.credentials = grpc::SslServerCredentials(tls);
   }
-  s.quota = std::make_unique<grpc::ResourceQuota>("twotower-retrieval");
-  s.quota->Resize(static_cast<size_t>(o.grpc_memory_bytes));
-  public_listener.quota = s.quota.get();
+  quota = std::make_unique<grpc::ResourceQuota>("twotower-retrieval");
+  quota->Resize(static_cast<size_t>(o.grpc_memory_bytes));
+  public_listener.quota = quota.get();
   public_listener.max_age = o.max_connection_age;
   public_listener.max_age_grace = o.max_connection_age_grace;
-  ASSIGN_OR_RETURN(s.retrieval, Listen(o.address, s.retrieval_service.get(), o, public_listener));
-  absl::StatusOr<Listener> admin = Listen(o.admin_address, s.admin_service.get(), o, ListenerOptions{});
-  if (!admin.ok()) {
-    s.retrieval.server->Shutdown();
-    return admin.status();
+  ASSIGN_OR_RETURN(retrieval, twotower::Listen(o.address, retrieval_service.get(), o, public_listener));
+  absl::StatusOr<Listener> admin_listener =
+      twotower::Listen(o.admin_address, admin_service.get(), o, ListenerOptions{});
+  if (!admin_listener.ok()) {
+    retrieval.server->Shutdown();
+    return admin_listener.status();
   }
-  s.admin = *std::move(admin);
-  s.health.Attach(s.retrieval.server->GetHealthCheckService());
-  // From here on a failure must stop both listeners: the Server's destructor does.
-  std::unique_ptr<Server> server(new Server(std::move(state)));
-  State& st = *server->state_;
+  admin = *std::move(admin_listener);
+  health.Attach(retrieval.server->GetHealthCheckService());
+  return absl::OkStatus();
+}
 
+absl::Status Server::State::StartBackground() {
+  const Options& o = options;
   if (!o.metrics_address.empty()) {
     try {
-      st.exposer = std::make_unique<prometheus::Exposer>(o.metrics_address, /*num_threads=*/1);
+      exposer = std::make_unique<prometheus::Exposer>(o.metrics_address, /*num_threads=*/1);
     } catch (const std::exception& e) {
       return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", o.metrics_address, ": ", e.what()));
     }
-    const State* gauge_state = &st;
-    st.gauges = std::make_shared<ScrapeTimeGauges>([gauge_state] { return gauge_state->CollectGauges(); });
-    st.exposer->RegisterCollectable(st.metrics.registry());
-    st.exposer->RegisterCollectable(st.gauges);
+    const State* gauge_state = this;
+    gauges = std::make_shared<ScrapeTimeGauges>([gauge_state] { return gauge_state->CollectGauges(); });
+    exposer->RegisterCollectable(metrics.registry());
+    exposer->RegisterCollectable(gauges);
     LogEvent("info", "metrics", {{"address", o.metrics_address}});
   }
   if (o.listener_probe_interval > absl::ZeroDuration()) {
     ListenerProbe::Options probe_options;
     probe_options.interval = o.listener_probe_interval;
     probe_options.timeout = std::max(o.listener_probe_interval, absl::Seconds(1));
-    absl::MutexLock lock(&st.probe_mu);
-    st.probe = std::make_unique<ListenerProbe>(st.retrieval.address, probe_options,
-                                               [health](bool accepting) { health->SetAccepting(accepting); });
+    ServingHealth* health_ptr = &health;
+    absl::MutexLock lock(&probe_mu);
+    probe = std::make_unique<ListenerProbe>(retrieval.address, probe_options,
+                                            [health_ptr](bool accepting) { health_ptr->SetAccepting(accepting); });
   }
   // Replicas sharing an item log apply each other's changes.
   if (!o.item_log_dir.empty()) {
-    AdminService* admin_service = st.admin_service.get();
-    absl::Notification* stop = &st.stop_following;
+    AdminService* admin_service_ptr = admin_service.get();
+    absl::Notification* stop = &stop_following;
     const absl::Duration poll = o.item_log_poll;
-    st.follower = std::thread([admin_service, stop, poll] {
-      while (!stop->WaitForNotificationWithTimeout(poll)) admin_service->FollowItemLog();
+    follower = std::thread([admin_service_ptr, stop, poll] {
+      while (!stop->WaitForNotificationWithTimeout(poll)) admin_service_ptr->FollowItemLog();
     });
   }
-  LogEvent("info", "serving",
-           {{"version", st.model_version}, {"address", st.retrieval.address}, {"admin", st.admin.address}});
-  return server;
+  return absl::OkStatus();
 }
 
 Server::Server(std::unique_ptr<State> state) : state_(std::move(state)) {}
