@@ -4,13 +4,18 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_split.h"
+#include "dataset/synthetic.h"
 #include "features/vocabulary.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -21,6 +26,8 @@
 #include "tests/trained_model.h"
 #include "twotower/v1/admin.grpc.pb.h"
 #include "twotower/v1/retrieval.grpc.pb.h"
+#include "util/file.h"
+#include "util/text_proto.h"
 
 namespace twotower {
 namespace {
@@ -237,6 +244,103 @@ TEST_F(ServerTest, DrainAndStopFromTwoThreadsAtOnce) {
     stop.join();
     server->Wait();
   }
+}
+
+// A new user who brings a few clicks: Retrieve with them as the request's history returns
+// items of the clicked items' taste cluster (the synthetic data's planted structure), and
+// never the clicked items themselves.
+TEST(ServerNewUserTest, AFewClicksBringTheirClusterAndNoneOfTheClickedItems) {
+  ScopedTempDir dir;
+  SyntheticOptions synthetic;
+  synthetic.users = 600;
+  synthetic.items = 300;
+  ASSERT_THAT(WriteSyntheticDataset(synthetic, dir.path()), IsOk());
+  absl::StatusOr<v1::TrainerConfig> loaded = LoadTrainerConfig(testing::SourceDir() + "/configs/synthetic.textproto");
+  ASSERT_THAT(loaded, IsOk());
+  v1::TrainerConfig config = *loaded;
+  ASSERT_THAT(ParseTextProto(R"pb(name: "history"
+                                  kind: KIND_HISTORY
+                                  embedding_dim: 16
+                                  history_length: 20
+                                  history_context: HISTORY_CONTEXT_PRECEDING)pb",
+                             "history", config.mutable_data()->mutable_users()->add_features()),
+              IsOk());
+  v1::TrainingSpec* t = config.mutable_training();
+  t->set_epochs(8);
+  t->set_user_id_dropout(0.3f);
+  t->set_user_history_dropout(0.3f);
+  t->set_short_history_rate(1.0f);
+  t->set_short_history_from(v1::TrainingSpec::SHORT_HISTORY_FROM_RANDOM);
+  ApplyDefaults(&config);
+  ASSERT_THAT(ValidateTrainerConfig(config), IsOk());
+  absl::StatusOr<TrainingData> data = LoadTrainingData(config, dir.path(), stderr);
+  ASSERT_THAT(data, IsOk());
+  absl::StatusOr<TrainingReport> report = Train(config, *data, TrainOptions{});
+  ASSERT_THAT(report, IsOk());
+  ASSERT_THAT(WriteBundle(report->bundle, dir.Join("bundle")), IsOk());
+
+  // Each item's genres; the items with one genre only belong to that genre's cluster.
+  absl::StatusOr<std::string> items_csv = ReadFile(dir.Join("items.csv"));
+  ASSERT_THAT(items_csv, IsOk());
+  std::map<std::string, std::set<std::string>> genres_of;
+  std::map<std::string, std::vector<std::string>> only_of;  // genre -> its single-genre items
+  for (const absl::string_view line : absl::StrSplit(*items_csv, '\n', absl::SkipEmpty())) {
+    const std::vector<std::string> fields = absl::StrSplit(line, ',');
+    if (fields[0] == "item_id") continue;
+    const std::vector<std::string> genres = absl::StrSplit(fields[1], '|');
+    genres_of[fields[0]] = {genres.begin(), genres.end()};
+    if (genres.size() == 1) only_of[genres[0]].push_back(fields[0]);
+  }
+
+  Server::Options options;
+  options.bundle = dir.Join("bundle");
+  options.address = "127.0.0.1:0";
+  options.admin_address = "127.0.0.1:0";
+  options.listener_probe_interval = absl::ZeroDuration();
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(options);
+  ASSERT_THAT(server, IsOk());
+  auto stub = v1::Retrieval::NewStub(grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  constexpr int kK = 20;
+  // The share of `genre` among the top kK for a new user with these clicks.
+  const auto share_of = [&](const std::string& genre, const std::vector<std::string>& clicks) {
+    v1::RetrieveRequest request;
+    request.set_user_id("someone-new");
+    request.set_k(kK);
+    for (const std::string& id : clicks) {
+      (*request.mutable_user_features())["history"].mutable_multi_hot()->add_values(id);
+    }
+    v1::RetrieveResponse response;
+    const grpc::Status status = stub->Retrieve(Context().get(), request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.items_size(), kK);
+    int in_genre = 0;
+    for (const v1::ScoredItem& item : response.items()) {
+      EXPECT_EQ(std::find(clicks.begin(), clicks.end(), item.item_id()), clicks.end())
+          << item.item_id() << " was clicked";
+      in_genre += genres_of[item.item_id()].contains(genre) ? 1 : 0;
+    }
+    return static_cast<double>(in_genre) / kK;
+  };
+  double with_clicks = 0, without = 0, catalogue = 0;
+  int clusters = 0;
+  for (const auto& [genre, items] : only_of) {
+    if (items.size() < 6) continue;
+    const std::vector<std::string> clicks(items.begin(), items.begin() + 3);
+    with_clicks += share_of(genre, clicks);
+    without += share_of(genre, {});
+    catalogue += static_cast<double>(std::count_if(genres_of.begin(), genres_of.end(),
+                                                   [&](const auto& item) { return item.second.contains(genre); })) /
+                 static_cast<double>(genres_of.size());
+    ++clusters;
+  }
+  ASSERT_GE(clusters, 4);
+  with_clicks /= clusters;
+  without /= clusters;
+  catalogue /= clusters;
+  std::printf("share of the clicked cluster's genre in the top %d: with 3 clicks %.3f, without %.3f, catalogue %.3f\n",
+              kK, with_clicks, without, catalogue);
+  EXPECT_GT(with_clicks, 2 * catalogue);
+  EXPECT_GT(with_clicks, without + 0.2);
 }
 
 }  // namespace
