@@ -137,6 +137,52 @@ TEST(ConfigTest, OverrideSetsColdUserBalanceToZero) {
   EXPECT_EQ(config.training().cold_user_balance(), 0.0f);
 }
 
+// An --override entry named like an existing feature or eval set changes that entry; a
+// new name is appended.
+TEST(ConfigTest, OverrideMergesFeaturesAndEvalSetsByName) {
+  absl::StatusOr<v1::TrainerConfig> loaded = LoadTrainerConfig(testing::SourceDir() + "/configs/ml100k.textproto");
+  ASSERT_THAT(loaded, IsOk());
+  v1::TrainerConfig config = *loaded;
+  const int user_features = config.data().users().features_size();
+  const int evals = config.data().eval_size();
+  ASSERT_THAT(ApplyOverride(R"pb(data {
+                                   users {
+                                     features { name: "history" history_length: 50 }
+                                     features {
+                                       name: "extra"
+                                       kind: KIND_CATEGORICAL
+                                       column { index: 5 }
+                                       embedding_dim: 4
+                                     }
+                                   }
+                                   eval {
+                                     name: "cold"
+                                     interactions { table { path: "other.tsv" } }
+                                   }
+                                 })pb",
+                            &config),
+              IsOk());
+  ASSERT_EQ(config.data().users().features_size(), user_features + 1);
+  const auto feature = [&](const std::string& name) {
+    for (const v1::FeatureSpec& f : config.data().users().features()) {
+      if (f.name() == name) return f;
+    }
+    ADD_FAILURE() << "no feature " << name;
+    return v1::FeatureSpec();
+  };
+  EXPECT_EQ(feature("history").history_length(), 50);
+  EXPECT_EQ(feature("history").kind(), v1::FeatureSpec::KIND_HISTORY);  // the rest kept
+  EXPECT_EQ(feature("history").pooling(), v1::FeatureSpec::POOLING_ATTENTION);
+  EXPECT_EQ(config.data().users().features(user_features).name(), "extra");
+  ASSERT_EQ(config.data().eval_size(), evals);
+  for (const v1::EvalSetSpec& eval : config.data().eval()) {
+    if (eval.name() == "cold") {
+      EXPECT_EQ(eval.interactions().table().path(), "other.tsv");
+    }
+  }
+  EXPECT_THAT(ValidateTrainerConfig(config), IsOk());
+}
+
 // Each mutation must be rejected with a message naming the field.
 TEST(ConfigTest, InvalidSettingsNameTheField) {
   struct Case {

@@ -495,9 +495,43 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Merges each entry of *overrides whose name `into` has into that entry and removes it
+// from *overrides, so that the MergeFrom that follows appends only new names.
+template <typename Entry>
+void MergeByName(google::protobuf::RepeatedPtrField<Entry>* overrides,
+                 google::protobuf::RepeatedPtrField<Entry>* into) {
+  google::protobuf::RepeatedPtrField<Entry> appended;
+  for (Entry& entry : *overrides) {
+    const auto same = std::find_if(into->begin(), into->end(),
+                                   [&](const Entry& e) { return !entry.name().empty() && e.name() == entry.name(); });
+    if (same != into->end()) {
+      same->MergeFrom(entry);
+    } else {
+      *appended.Add() = std::move(entry);
+    }
+  }
+  overrides->Swap(&appended);
+}
+
+}  // namespace
+
 absl::Status ApplyOverride(absl::string_view text, v1::TrainerConfig* config) {
   v1::TrainerConfig overrides;
   RETURN_IF_ERROR(ParseTextProto(text, "override", &overrides));
+  if (overrides.has_data()) {  // (only what the override sets: no empty messages added)
+    v1::DataSpec* data = overrides.mutable_data();
+    if (data->has_users()) {
+      MergeByName(data->mutable_users()->mutable_features(),
+                  config->mutable_data()->mutable_users()->mutable_features());
+    }
+    if (data->has_items()) {
+      MergeByName(data->mutable_items()->mutable_features(),
+                  config->mutable_data()->mutable_items()->mutable_features());
+    }
+    MergeByName(data->mutable_eval(), config->mutable_data()->mutable_eval());
+  }
   config->MergeFrom(overrides);
   if (!overrides.training().has_num_negatives() &&
       overrides.training().objective() != v1::TrainingSpec::OBJECTIVE_UNSPECIFIED) {

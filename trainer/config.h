@@ -45,8 +45,11 @@ void ApplyDefaults(v1::TrainerConfig* config);
 // UTF-8 (feature names reach the bundle's binary protobufs and the serving API).
 absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config);
 
-// Merges a text-format TrainerConfig over `config` (scalars replace, repeated fields
-// append) and re-applies defaults. Changing the objective without giving num_negatives
+// Merges a text-format TrainerConfig over `config` and re-applies defaults. Scalars
+// replace; an entry of data.users.features, data.items.features or data.eval whose name
+// is already there merges into that entry (e.g. `data { users { features { name:
+// "history" history_length: 50 } } }` changes one field of the history feature); other
+// repeated entries are appended. Changing the objective without giving num_negatives
 // resets it to the new objective's default. Validate afterwards.
 absl::Status ApplyOverride(absl::string_view text, v1::TrainerConfig* config);
 

@@ -47,8 +47,10 @@ ABSL_FLAG(std::string, recs_out, "",
           "same user (e.g. cold, and cold5 with a request-time history)");
 ABSL_FLAG(int, recs_depth, 100, "Depth of the --recs_out lists");
 ABSL_FLAG(std::string, override, "",
-          "Text-format TrainerConfig merged over the config (scalars replace, repeated "
-          "fields append), e.g. 'training { objective: OBJECTIVE_POINTWISE num_negatives: 3 }'");
+          "Text-format TrainerConfig merged over the config (scalars replace; a feature or "
+          "eval set named like an existing one merges into it, other repeated entries are "
+          "appended), e.g. 'training { objective: OBJECTIVE_POINTWISE num_negatives: 3 }' or "
+          "'data { users { features { name: \"history\" history_length: 50 } } }'");
 ABSL_FLAG(int, epochs, 0, "Override training.epochs (0 = use the config)");
 ABSL_FLAG(int, threads, 0, "Override training.threads (0 = use the config)");
 ABSL_FLAG(bool, skip_bad_rows, false,

@@ -287,8 +287,17 @@ absl::StatusOr<int> FitAndEncode(const v1::TrainerConfig& config, RawTables* t, 
   // both cannot be recommended and count as misses.
   data->items = EncodeEntities(data->item_encoder, t->items, train.items, &items_without_features, &data->item_row);
   if (spec.users().has_table() && users_without_features > 0) {
-    std::fprintf(log, "warning: %d users in interactions have no row in %s (served by id only)\n",
-                 users_without_features, spec.users().table().path().c_str());
+    // The rows added after the table's: users of the interactions it lacks.
+    int trained = 0;
+    for (size_t r = t->users.ids.size(); r < data->users.ids.size(); ++r) {
+      trained += user_counts.contains(data->users.ids[r]) ? 1 : 0;
+    }
+    std::fprintf(log,
+                 "warning: %d users in interactions have no row in %s: %d of them are in the training "
+                 "interactions (served by their id embedding, without features), %d only in eval sets "
+                 "(served as new users without features, from the unknown-user row)\n",
+                 users_without_features, spec.users().table().path().c_str(), trained,
+                 users_without_features - trained);
   }
   if (spec.items().has_table() && items_without_features > 0) {
     std::fprintf(log,
