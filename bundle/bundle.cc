@@ -421,29 +421,17 @@ std::string NewModelVersion() {
                       absl::StrFormat("%08x", suffix));
 }
 
-absl::Status WriteBundle(const Bundle& bundle, const std::string& dir, const BundleIndexWriter* index) {
-  RETURN_IF_ERROR(ValidateModelVersion(bundle.model_version()));
-  struct stat st;
-  if (::lstat(dir.c_str(), &st) == 0) {
-    return absl::AlreadyExistsError(absl::StrCat(dir, " already exists; not overwriting"));
-  }
-  const std::string tmp = absl::StrCat(dir, ".tmp-", ::getpid());
-  if (::mkdir(tmp.c_str(), 0755) != 0) {
-    return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
-  }
-  // Nothing half-written stays behind.
-  const auto fail = [&tmp](const absl::Status& status) {
-    std::error_code ignored;
-    std::filesystem::remove_all(tmp, ignored);
-    return status;
-  };
-  v1::BundleManifest manifest = bundle.manifest;
-  manifest.set_format_version(kBundleFormatVersion);
-  manifest.set_embedding_dim(bundle.embedding_dim());
-  manifest.set_item_count(static_cast<int64_t>(bundle.items.ids.size()));
-  manifest.set_user_vocab_size(bundle.user.encoder.ids().rows() - 1);
-  manifest.clear_files();
-  manifest.clear_index();  // only what `index` writes below
+namespace {
+
+// The manifest's fields and the data files of `bundle` written (each fsynced) into `tmp`,
+// each listed in *manifest with its size and checksum.
+absl::Status WriteDataFiles(const Bundle& bundle, const std::string& tmp, v1::BundleManifest* manifest) {
+  manifest->set_format_version(kBundleFormatVersion);
+  manifest->set_embedding_dim(bundle.embedding_dim());
+  manifest->set_item_count(static_cast<int64_t>(bundle.items.ids.size()));
+  manifest->set_user_vocab_size(bundle.user.encoder.ids().rows() - 1);
+  manifest->clear_files();
+  manifest->clear_index();  // only what the index writer adds
 
   v1::ItemEmbeddings embeddings;
   embeddings.set_dim(bundle.embedding_dim());
@@ -467,60 +455,78 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& dir, const Bun
       {kBundleTablesFile, [&] { return TablesFileBytes(bundle); }},
   };
   for (const auto& [name, serialize] : files) {
-    const absl::StatusOr<std::string> contents = serialize();
-    if (!contents.ok()) return fail(contents.status());
-    if (absl::Status s = WriteFileDurably(absl::StrCat(tmp, "/", name), *contents); !s.ok()) {
-      return fail(s);
-    }
-    v1::BundleFile* file = manifest.add_files();
+    ASSIGN_OR_RETURN(const std::string contents, serialize());
+    RETURN_IF_ERROR(WriteFileDurably(absl::StrCat(tmp, "/", name), contents));
+    v1::BundleFile* file = manifest->add_files();
     file->set_name(name);
-    file->set_bytes(static_cast<int64_t>(contents->size()));
-    file->set_sha256(Sha256Hex(*contents));
+    file->set_bytes(static_cast<int64_t>(contents.size()));
+    file->set_sha256(Sha256Hex(contents));
   }
-  if (index != nullptr) {
-    const std::string path = absl::StrCat(tmp, "/", kBundleIndexFile);
-    if (absl::Status s = index->write(path); !s.ok()) return fail(s);
-    absl::StatusOr<std::string> checksum;
-    uint64_t bytes = 0;
-    {
-      ReadFileOptions options;
-      options.regular_only = true;
-      options.no_follow = true;
-      options.max_bytes = static_cast<uint64_t>(kMaxBundleIndexBytes);
-      absl::StatusOr<ScopedFd> tmp_fd = OpenDirectory(tmp);
-      if (!tmp_fd.ok()) return fail(tmp_fd.status());
-      absl::StatusOr<ScopedFd> fd = OpenFileAt(*tmp_fd, tmp, kBundleIndexFile, options, &bytes);
-      if (!fd.ok()) return fail(fd.status());
-      checksum = Sha256HexOfFile(fd->get(), bytes, path);
-    }
-    if (!checksum.ok()) return fail(checksum.status());
-    v1::BundleFile* file = manifest.add_files();
-    file->set_name(kBundleIndexFile);
-    file->set_bytes(static_cast<int64_t>(bytes));
-    file->set_sha256(*checksum);
-    *manifest.mutable_index() = index->record;
+  return absl::OkStatus();
+}
+
+// The index file written into `tmp` by `index`, listed in *manifest with its record.
+absl::Status WriteIndexFile(const BundleIndexWriter& index, const std::string& tmp, v1::BundleManifest* manifest) {
+  const std::string path = absl::StrCat(tmp, "/", kBundleIndexFile);
+  RETURN_IF_ERROR(index.write(path));
+  ReadFileOptions options;
+  options.regular_only = true;
+  options.no_follow = true;
+  options.max_bytes = static_cast<uint64_t>(kMaxBundleIndexBytes);
+  ASSIGN_OR_RETURN(const ScopedFd tmp_fd, OpenDirectory(tmp));
+  uint64_t bytes = 0;
+  ASSIGN_OR_RETURN(const ScopedFd fd, OpenFileAt(tmp_fd, tmp, kBundleIndexFile, options, &bytes));
+  ASSIGN_OR_RETURN(const std::string checksum, Sha256HexOfFile(fd.get(), bytes, path));
+  v1::BundleFile* file = manifest->add_files();
+  file->set_name(kBundleIndexFile);
+  file->set_bytes(static_cast<int64_t>(bytes));
+  file->set_sha256(checksum);
+  *manifest->mutable_index() = index.record;
+  return absl::OkStatus();
+}
+
+// The complete bundle in `tmp`: data files, index, then the manifest (a directory with a
+// manifest is complete), synced; then read back as a server would, so a bundle the server
+// would refuse (e.g. a string protobuf cannot parse back, a non-finite vector) is never
+// published as `dir`.
+absl::Status WriteComplete(const Bundle& bundle, const std::string& tmp, const std::string& dir,
+                           const BundleIndexWriter* index) {
+  v1::BundleManifest manifest = bundle.manifest;
+  RETURN_IF_ERROR(WriteDataFiles(bundle, tmp, &manifest));
+  if (index != nullptr) RETURN_IF_ERROR(WriteIndexFile(*index, tmp, &manifest));
+  RETURN_IF_ERROR(WriteFileDurably(absl::StrCat(tmp, "/", kManifest), ToTextProto(manifest)));
+  RETURN_IF_ERROR(SyncDirectory(tmp));
+  absl::StatusOr<Bundle> back = ReadBundle(tmp);
+  absl::Status read_back = back.status();
+  if (back.ok() && index != nullptr && index->check) read_back = index->check(*back);
+  if (!read_back.ok()) {
+    return absl::Status(
+        read_back.code(),
+        absl::StrCat("not publishing ", dir, ": the bundle written does not read back: ", read_back.message()));
   }
-  // The manifest goes last: a directory with a manifest is complete.
-  if (absl::Status s = WriteFileDurably(absl::StrCat(tmp, "/", kManifest), ToTextProto(manifest));
-      !s.ok()) {
-    return fail(s);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteBundle(const Bundle& bundle, const std::string& dir, const BundleIndexWriter* index) {
+  RETURN_IF_ERROR(ValidateModelVersion(bundle.model_version()));
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat(dir, " already exists; not overwriting"));
   }
-  if (absl::Status s = SyncDirectory(tmp); !s.ok()) return fail(s);
-  // Never publish a bundle the server would refuse (e.g. a string protobuf cannot parse
-  // back, a non-finite vector): read it back as a server would first.
-  {
-    absl::StatusOr<Bundle> back = ReadBundle(tmp);
-    absl::Status read_back = back.status();
-    if (back.ok() && index != nullptr && index->check) read_back = index->check(*back);
-    if (!read_back.ok()) {
-      return fail(absl::Status(read_back.code(),
-                               absl::StrCat("not publishing ", dir, ": the bundle written does not "
-                                            "read back: ", read_back.message())));
-    }
+  const std::string tmp = absl::StrCat(dir, ".tmp-", ::getpid());
+  if (::mkdir(tmp.c_str(), 0755) != 0) {
+    return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
   }
-  if (::rename(tmp.c_str(), dir.c_str()) != 0) {
-    return fail(absl::InternalError(
-        absl::StrCat("cannot rename ", tmp, " to ", dir, ": ", std::strerror(errno))));
+  absl::Status status = WriteComplete(bundle, tmp, dir, index);
+  if (status.ok() && ::rename(tmp.c_str(), dir.c_str()) != 0) {
+    status = absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", dir, ": ", std::strerror(errno)));
+  }
+  if (!status.ok()) {  // nothing half-written stays behind
+    std::error_code ignored;
+    std::filesystem::remove_all(tmp, ignored);
+    return status;
   }
   return SyncDirectory(DirName(dir));
 }
