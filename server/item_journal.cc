@@ -230,31 +230,43 @@ int ItemJournal::Fault(absl::string_view operation) const {
   return options_.fault_for_test ? options_.fault_for_test(operation) : 0;
 }
 
-absl::StatusOr<ItemJournal::Contents> ItemJournal::Read() const {
-  Contents contents;
+namespace {
+
+// The whole journal at `path` into *data (also what it grew by while being read); false
+// when there is no file.
+absl::StatusOr<bool> ReadJournalFile(const std::string& path, std::string* data) {
   // O_NONBLOCK: opening a FIFO planted at the path must not hang.
-  Fd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) {
-    if (errno == ENOENT) return contents;
-    return ErrnoStatus(errno, "open", path_);
+    if (errno == ENOENT) return false;
+    return ErrnoStatus(errno, "open", path);
   }
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, "stat", path_);
+  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus(errno, "stat", path);
   if (!S_ISREG(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat("item journal ", path_, " is not a regular file"));
+    return absl::FailedPreconditionError(absl::StrCat("item journal ", path, " is not a regular file"));
   }
-  std::string& data = contents.data;
-  data.resize(static_cast<size_t>(st.st_size));
+  data->resize(static_cast<size_t>(st.st_size));
   size_t got = 0;
   while (true) {
-    if (got == data.size()) data.resize(data.size() + 4096);  // grew since fstat
-    const ssize_t n = ::read(fd.get(), data.data() + got, data.size() - got);
+    if (got == data->size()) data->resize(data->size() + 4096);  // grew since fstat
+    const ssize_t n = ::read(fd.get(), data->data() + got, data->size() - got);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(errno, "read", path_);
+    if (n < 0) return ErrnoStatus(errno, "read", path);
     if (n == 0) break;
     got += static_cast<size_t>(n);
   }
-  data.resize(got);
+  data->resize(got);
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<ItemJournal::Contents> ItemJournal::Read() const {
+  Contents contents;
+  ASSIGN_OR_RETURN(const bool exists, ReadJournalFile(path_, &contents.data));
+  if (!exists) return contents;
+  const std::string& data = contents.data;
 
   const auto corrupt = [&](size_t pos, absl::string_view what) {
     return absl::DataLossError(absl::StrCat("item journal ", path_, ": corrupt record at byte ", pos, ": ", what,
