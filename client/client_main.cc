@@ -25,7 +25,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/status/status.h"
 #include "util/admin_token.h"
 #include "util/file.h"
@@ -498,12 +497,11 @@ int Health() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  twotower::SetProgramUsage(kUsage);
   std::optional<std::vector<std::string>> features = ExtractRepeated(&argc, argv, "feature");
   if (!features.has_value()) return UsageError("--feature needs a value");
   std::optional<std::vector<std::string>> filters = ExtractRepeated(&argc, argv, "filter");
   if (!filters.has_value()) return UsageError("--filter needs a value");
-  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  const std::vector<char*> positional = twotower::ParseCommandLineWithUsage(argc, argv, kUsage);
   if (positional.size() != 2) {
     return UsageError(positional.size() < 2 ? "no command given" : "one command at a time");
   }
