@@ -42,11 +42,11 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "bundle/bundle.h"
 #include "index/catalogue.h"
 #include "index/bundle_index.h"
@@ -54,7 +54,6 @@
 #include "index/item_index.h"
 #include "tests/server_process.h"
 #include "trainer/config.h"
-#include "util/program_usage.h"
 #include "util/sha256.h"
 #include "util/text_proto.h"
 
@@ -823,8 +822,6 @@ int Run() {
 }  // namespace twotower
 
 int main(int argc, char** argv) {
-  twotower::SetProgramUsage("Serving benchmark: twotower_serve_bench [--items 100000,1000000]");
-  absl::ParseCommandLine(argc, argv);
-  twotower::UseSingleThreadedBlas();
+  twotower::InitBenchmark(argc, argv, "Serving benchmark: twotower_serve_bench [--items 100000,1000000]");
   return twotower::Run();
 }

@@ -21,14 +21,13 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
 #include "model/tower.h"
 #include "trainer/config.h"
 #include "trainer/evaluator.h"
 #include "trainer/trainer.h"
 #include "trainer/training_data.h"
-#include "util/program_usage.h"
 #include "util/text_proto.h"
 
 ABSL_FLAG(std::string, ml100k_dir, "build/ml100k-split",
@@ -242,9 +241,7 @@ int Large() {
 }  // namespace twotower
 
 int main(int argc, char** argv) {
-  twotower::SetProgramUsage("Training speed and memory: twotower_train_bench [--ml100k_dir DIR] [--large]");
-  absl::ParseCommandLine(argc, argv);
-  twotower::UseSingleThreadedBlas();
+  twotower::InitBenchmark(argc, argv, "Training speed and memory: twotower_train_bench [--ml100k_dir DIR] [--large]");
   if (const int rc = twotower::Ml100k(); rc != 0) return rc;
   if (absl::GetFlag(FLAGS_large)) return twotower::Large();
   return 0;
