@@ -31,16 +31,8 @@ namespace {
 
 using testing::ScopedTempDir;
 
-class BundleTest : public ::testing::Test {
+class BundleTest : public testing::TrainedModelTest<2> {
  protected:
-  static void SetUpTestSuite() {
-    data_dir_ = new ScopedTempDir();
-    model_ = new testing::TrainedModel(testing::TrainSynthetic(*data_dir_, 2));
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete data_dir_;
-  }
   std::string WriteFresh() {
     const std::string path = out_.Join("bundle");
     EXPECT_THAT(WriteBundle(model_->report.bundle, path), IsOk());
@@ -89,12 +81,8 @@ class BundleTest : public ::testing::Test {
   }
   static std::string ItemId(int row) { return model_->report.bundle.items.ids[row]; }
 
-  static ScopedTempDir* data_dir_;
-  static testing::TrainedModel* model_;
   ScopedTempDir out_;
 };
-ScopedTempDir* BundleTest::data_dir_ = nullptr;
-testing::TrainedModel* BundleTest::model_ = nullptr;
 
 TEST_F(BundleTest, RoundTripKeepsEverything) {
   const Bundle& original = model_->report.bundle;

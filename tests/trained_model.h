@@ -41,6 +41,26 @@ inline TrainedModel TrainSynthetic(const ScopedTempDir& dir, int epochs, uint64_
   return model;
 }
 
+// A fixture whose test suite shares one model: TrainSynthetic(*data_dir_, kEpochs) in
+// SetUpTestSuite, freed with its data directory in TearDownTestSuite.
+template <int kEpochs>
+class TrainedModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_dir_ = new ScopedTempDir();
+    model_ = new TrainedModel(TrainSynthetic(*data_dir_, kEpochs));
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete data_dir_;
+    model_ = nullptr;
+    data_dir_ = nullptr;
+  }
+
+  static inline ScopedTempDir* data_dir_ = nullptr;
+  static inline TrainedModel* model_ = nullptr;
+};
+
 }  // namespace twotower::testing
 
 #endif  // TWOTOWER_TESTS_TRAINED_MODEL_H_
