@@ -118,17 +118,10 @@ double Percentile(std::vector<double> v, double p) {
 // tower (id 16-d + genre 8-d -> 64 -> 64), random weights.
 absl::StatusOr<Bundle> MakeBundle(int items) {
   v1::TrainerConfig config;
-  if (absl::Status s = ParseTextProto(R"pb(
-        data {
-          train { table { path: "-" } user_column { index: 0 } item_column { index: 1 } }
-          users { table { path: "-" } id_column { index: 0 }
-                  features { name: "segment" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
-          items { table { path: "-" } id_column { index: 0 }
-                  features { name: "genre" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
-        }
+  if (absl::Status s = ParseTextProto(absl::StrCat(kSegmentGenreData, R"pb(
         user_tower { id_embedding_dim: 16 hidden_dims: 64 output_dim: 64 }
         item_tower { id_embedding_dim: 16 hidden_dims: 64 output_dim: 64 }
-      )pb", "bench", &config);
+      )pb"), "bench", &config);
       !s.ok()) {
     return s;
   }

@@ -154,19 +154,12 @@ int Large() {
   constexpr int64_t kInteractions = 10000000;
   const auto start = std::chrono::steady_clock::now();
   v1::TrainerConfig config;
-  const absl::Status parsed = ParseTextProto(R"pb(
-    data {
-      train { table { path: "-" } user_column { index: 0 } item_column { index: 1 } }
-      users { table { path: "-" } id_column { index: 0 }
-              features { name: "segment" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
-      items { table { path: "-" } id_column { index: 0 }
-              features { name: "genre" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
-    }
+  const absl::Status parsed = ParseTextProto(absl::StrCat(kSegmentGenreData, R"pb(
     user_tower { id_embedding_dim: 32 hidden_dims: 64 output_dim: 32 }
     item_tower { id_embedding_dim: 32 hidden_dims: 64 output_dim: 32 }
     training { objective: OBJECTIVE_IN_BATCH_SOFTMAX batch_size: 1024 learning_rate: 0.002 temperature: 0.1
                logq_correction: true seed: 1 }
-  )pb", "large", &config);
+  )pb"), "large", &config);
   if (!parsed.ok()) return 1;
   ApplyDefaults(&config);
   std::mt19937_64 rng(1);
