@@ -13,6 +13,7 @@
 #include "index/huge_page_array.h"
 #include "index/item_index.h"
 #include "tests/status_matchers.h"
+#include "tests/test_util.h"
 
 using ::twotower::testing::IsOk;
 
@@ -727,13 +728,7 @@ TEST(ItemIndexTest, FloatsAreTheVectorsItWasBuiltFrom) {
   const auto b = (*copy)->Search(data.vectors.data(), 4, 10, nullptr);
   ASSERT_THAT(a, IsOk());
   ASSERT_THAT(b, IsOk());
-  for (int q = 0; q < 4; ++q) {
-    ASSERT_EQ((*a)[q].size(), (*b)[q].size());
-    for (size_t r = 0; r < (*a)[q].size(); ++r) {
-      EXPECT_EQ((*a)[q][r].row, (*b)[q][r].row);
-      EXPECT_EQ((*a)[q][r].score, (*b)[q][r].score);
-    }
-  }
+  testing::ExpectSameAnswers(*a, *b, &ItemIndex::Hit::row);
 }
 
 }  // namespace
