@@ -27,13 +27,12 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "bundle/bundle.h"
 #include "index/item_index.h"
 #include "model/tower.h"
-#include "util/program_usage.h"
 
 ABSL_FLAG(std::string, bundle, "", "Bundle directory (items + user queries)");
 ABSL_FLAG(int, synthetic_items, 0, "Instead of a bundle: this many clustered random items");
@@ -222,8 +221,7 @@ int Run() {
 }  // namespace twotower
 
 int main(int argc, char** argv) {
-  twotower::SetProgramUsage("ANN recall and latency: twotower_index_bench --bundle DIR | --synthetic_items N");
-  absl::ParseCommandLine(argc, argv);
-  twotower::UseSingleThreadedBlas();
+  twotower::InitBenchmark(argc, argv,
+                          "ANN recall and latency: twotower_index_bench --bundle DIR | --synthetic_items N");
   return twotower::Run();
 }

@@ -42,11 +42,11 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "bundle/bundle.h"
 #include "index/catalogue.h"
 #include "index/bundle_index.h"
@@ -54,7 +54,6 @@
 #include "index/item_index.h"
 #include "tests/server_process.h"
 #include "trainer/config.h"
-#include "util/program_usage.h"
 #include "util/sha256.h"
 #include "util/text_proto.h"
 
@@ -119,17 +118,10 @@ double Percentile(std::vector<double> v, double p) {
 // tower (id 16-d + genre 8-d -> 64 -> 64), random weights.
 absl::StatusOr<Bundle> MakeBundle(int items) {
   v1::TrainerConfig config;
-  if (absl::Status s = ParseTextProto(R"pb(
-        data {
-          train { table { path: "-" } user_column { index: 0 } item_column { index: 1 } }
-          users { table { path: "-" } id_column { index: 0 }
-                  features { name: "segment" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
-          items { table { path: "-" } id_column { index: 0 }
-                  features { name: "genre" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
-        }
+  if (absl::Status s = ParseTextProto(absl::StrCat(kSegmentGenreData, R"pb(
         user_tower { id_embedding_dim: 16 hidden_dims: 64 output_dim: 64 }
         item_tower { id_embedding_dim: 16 hidden_dims: 64 output_dim: 64 }
-      )pb", "bench", &config);
+      )pb"), "bench", &config);
       !s.ok()) {
     return s;
   }
@@ -823,8 +815,6 @@ int Run() {
 }  // namespace twotower
 
 int main(int argc, char** argv) {
-  twotower::SetProgramUsage("Serving benchmark: twotower_serve_bench [--items 100000,1000000]");
-  absl::ParseCommandLine(argc, argv);
-  twotower::UseSingleThreadedBlas();
+  twotower::InitBenchmark(argc, argv, "Serving benchmark: twotower_serve_bench [--items 100000,1000000]");
   return twotower::Run();
 }

@@ -21,14 +21,13 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "bench/bench_util.h"
 #include "model/tower.h"
 #include "trainer/config.h"
 #include "trainer/evaluator.h"
 #include "trainer/trainer.h"
 #include "trainer/training_data.h"
-#include "util/program_usage.h"
 #include "util/text_proto.h"
 
 ABSL_FLAG(std::string, ml100k_dir, "build/ml100k-split",
@@ -155,19 +154,12 @@ int Large() {
   constexpr int64_t kInteractions = 10000000;
   const auto start = std::chrono::steady_clock::now();
   v1::TrainerConfig config;
-  const absl::Status parsed = ParseTextProto(R"pb(
-    data {
-      train { table { path: "-" } user_column { index: 0 } item_column { index: 1 } }
-      users { table { path: "-" } id_column { index: 0 }
-              features { name: "segment" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
-      items { table { path: "-" } id_column { index: 0 }
-              features { name: "genre" kind: KIND_CATEGORICAL column { index: 1 } embedding_dim: 8 } }
-    }
+  const absl::Status parsed = ParseTextProto(absl::StrCat(kSegmentGenreData, R"pb(
     user_tower { id_embedding_dim: 32 hidden_dims: 64 output_dim: 32 }
     item_tower { id_embedding_dim: 32 hidden_dims: 64 output_dim: 32 }
     training { objective: OBJECTIVE_IN_BATCH_SOFTMAX batch_size: 1024 learning_rate: 0.002 temperature: 0.1
                logq_correction: true seed: 1 }
-  )pb", "large", &config);
+  )pb"), "large", &config);
   if (!parsed.ok()) return 1;
   ApplyDefaults(&config);
   std::mt19937_64 rng(1);
@@ -242,9 +234,7 @@ int Large() {
 }  // namespace twotower
 
 int main(int argc, char** argv) {
-  twotower::SetProgramUsage("Training speed and memory: twotower_train_bench [--ml100k_dir DIR] [--large]");
-  absl::ParseCommandLine(argc, argv);
-  twotower::UseSingleThreadedBlas();
+  twotower::InitBenchmark(argc, argv, "Training speed and memory: twotower_train_bench [--ml100k_dir DIR] [--large]");
   if (const int rc = twotower::Ml100k(); rc != 0) return rc;
   if (absl::GetFlag(FLAGS_large)) return twotower::Large();
   return 0;

@@ -14,11 +14,10 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "bundle/bundle.h"
 #include "model/tower.h"
-#include "util/program_usage.h"
 
 ABSL_FLAG(std::string, bundles, "", "Comma-separated bundle directories (required)");
 ABSL_FLAG(int, rounds, 20, "Passes over every stored user");
@@ -102,9 +101,8 @@ int Run(const std::string& dir, int rounds) {
 }  // namespace twotower
 
 int main(int argc, char** argv) {
-  twotower::SetProgramUsage("User tower latency per request: twotower_user_tower_bench --bundles DIR[,DIR...]");
-  absl::ParseCommandLine(argc, argv);
-  twotower::UseSingleThreadedBlas();
+  twotower::InitBenchmark(argc, argv,
+                          "User tower latency per request: twotower_user_tower_bench --bundles DIR[,DIR...]");
   const std::string bundles = absl::GetFlag(FLAGS_bundles);
   if (bundles.empty()) {
     std::fprintf(stderr, "error: --bundles is required\n");

@@ -25,7 +25,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/status/status.h"
 #include "util/admin_token.h"
 #include "util/file.h"
@@ -351,6 +350,20 @@ bool PrepareAdminCall(grpc::ClientContext* context, int default_ms) {
   return AddAdminToken(context);
 }
 
+// Calls `method` of the Admin API on --admin_address (see PrepareAdminCall): 0 with
+// `response` filled in, else the exit status after printing the error (2: the token could
+// not be read; 1: the call failed).
+template <typename Request, typename Response>
+int CallAdmin(grpc::Status (twotower::v1::Admin::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+              const Request& request, int default_ms, Response* response) {
+  const std::unique_ptr<twotower::v1::Admin::Stub> stub = AdminStub();
+  grpc::ClientContext context;
+  if (!PrepareAdminCall(&context, default_ms)) return 2;
+  const grpc::Status status = ((*stub).*method)(&context, request, response);
+  if (!status.ok()) return RpcError(status);
+  return 0;
+}
+
 void PrintIndex(const twotower::v1::IndexParams& index) {
   std::printf("index:           %s (ef_search %d, nprobe %d%s%s)\n", index.factory().c_str(),
               index.ef_search(), index.nprobe(), index.half_first_pass() ? ", fp16 first pass" : "",
@@ -358,12 +371,9 @@ void PrintIndex(const twotower::v1::IndexParams& index) {
 }
 
 int Status() {
-  const std::unique_ptr<twotower::v1::Admin::Stub> stub = AdminStub();
-  grpc::ClientContext context;
-  if (!PrepareAdminCall(&context, 5000)) return 2;
   twotower::v1::GetStatusResponse response;
-  const grpc::Status status = stub->GetStatus(&context, {}, &response);
-  if (!status.ok()) return RpcError(status);
+  const int rc = CallAdmin(&twotower::v1::Admin::Stub::GetStatus, twotower::v1::GetStatusRequest(), 5000, &response);
+  if (rc != 0) return rc;
   std::printf("model_version:   %s\n", response.model_version().c_str());
   std::printf("bundle_path:     %s\n", response.bundle_path().c_str());
   std::printf("items:           %lld\n", static_cast<long long>(response.item_count()));
@@ -408,12 +418,9 @@ int Reload() {
   twotower::v1::ReloadModelRequest request;
   request.set_bundle_path(absl::GetFlag(FLAGS_bundle));
   if (request.bundle_path().empty()) return UsageError("reload needs --bundle");
-  const std::unique_ptr<twotower::v1::Admin::Stub> stub = AdminStub();
-  grpc::ClientContext context;
-  if (!PrepareAdminCall(&context, 300000)) return 2;
   twotower::v1::ReloadModelResponse response;
-  const grpc::Status status = stub->ReloadModel(&context, request, &response);
-  if (!status.ok()) return RpcError(status);
+  const int rc = CallAdmin(&twotower::v1::Admin::Stub::ReloadModel, request, 300000, &response);
+  if (rc != 0) return rc;
   std::printf("serving %s (was %s): %lld items, loaded in %.2f s\n",
               response.model_version().c_str(), response.previous_model_version().c_str(),
               static_cast<long long>(response.item_count()), response.load_seconds());
@@ -430,12 +437,9 @@ int RebuildIndex() {
   } else if (!half.empty()) {
     return UsageError(absl::StrCat("--half_first_pass must be on or off, not \"", half, "\""));
   }
-  const std::unique_ptr<twotower::v1::Admin::Stub> stub = AdminStub();
-  grpc::ClientContext context;
-  if (!PrepareAdminCall(&context, 300000)) return 2;
   twotower::v1::RebuildIndexResponse response;
-  const grpc::Status status = stub->RebuildIndex(&context, request, &response);
-  if (!status.ok()) return RpcError(status);
+  const int rc = CallAdmin(&twotower::v1::Admin::Stub::RebuildIndex, request, 300000, &response);
+  if (rc != 0) return rc;
   std::printf("model %s: %lld items indexed in %.2f s\n", response.model_version().c_str(),
               static_cast<long long>(response.item_count()), response.build_seconds());
   PrintIndex(response.params());
@@ -498,12 +502,11 @@ int Health() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  twotower::SetProgramUsage(kUsage);
   std::optional<std::vector<std::string>> features = ExtractRepeated(&argc, argv, "feature");
   if (!features.has_value()) return UsageError("--feature needs a value");
   std::optional<std::vector<std::string>> filters = ExtractRepeated(&argc, argv, "filter");
   if (!filters.has_value()) return UsageError("--filter needs a value");
-  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  const std::vector<char*> positional = twotower::ParseCommandLineWithUsage(argc, argv, kUsage);
   if (positional.size() != 2) {
     return UsageError(positional.size() < 2 ? "no command given" : "one command at a time");
   }

@@ -78,77 +78,71 @@ absl::StatusOr<FeatureTable> ReadFeatureTable(const v1::FeatureTableSpec& spec,
   out.values.reserve(table.rows.size());
   absl::flat_hash_set<std::string> seen;
   out.skipped = table.skipped;
-  for (size_t r = 0; r < table.rows.size(); ++r) {
-    // Parse the whole row before keeping any of it, so a skipped row leaves no trace.
-    const absl::Status parsed = [&]() -> absl::Status {
-      const std::vector<std::string>& row = table.rows[r];
-      std::string id(absl::StripAsciiWhitespace(row[id_col]));
-      if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(table.Where(r), ": empty id"));
-      RETURN_IF_ERROR(table.CheckUtf8(r, id_col, id));
-      if (seen.contains(id)) {
-        return absl::InvalidArgumentError(absl::StrCat(table.Where(r), ": duplicate id \"", id, "\""));
-      }
-      std::vector<RawValue> values(sources.size());
-      for (size_t f = 0; f < sources.size(); ++f) {
-        const FeatureSource& source = sources[f];
-        RawValue& value = values[f];
-        const std::string where = absl::StrCat(table.Where(r), ": feature \"", spec.features(f).name(), "\": ");
-        if (!source.flag_columns.empty()) {
-          for (int col : source.flag_columns) {
-            absl::StatusOr<bool> set = ParseFlag(row[col]);
-            if (!set.ok()) return absl::InvalidArgumentError(where + std::string(set.status().message()));
-            if (*set) value.tokens.push_back(table.ColumnName(col));
-          }
-          continue;
-        }
-        if (source.kind == v1::FeatureSpec::KIND_POPULARITY || source.kind == v1::FeatureSpec::KIND_HISTORY) continue;
-        absl::string_view field = absl::StripAsciiWhitespace(row[source.column]);
-        // Tokens (and derived values) become vocabulary entries: UTF-8 only. A plain number
-        // is parsed, not kept.
-        if (source.kind == v1::FeatureSpec::KIND_CATEGORICAL || source.kind == v1::FeatureSpec::KIND_MULTI_HOT ||
-            source.derived) {
-          RETURN_IF_ERROR(table.CheckUtf8(r, source.column, field));
-        }
-        switch (source.kind) {
-          case v1::FeatureSpec::KIND_CATEGORICAL:
-            if (!field.empty()) value.tokens.emplace_back(field);
-            break;
-          case v1::FeatureSpec::KIND_MULTI_HOT:
-            for (absl::string_view token : absl::StrSplit(field, source.separator)) {
-              token = absl::StripAsciiWhitespace(token);
-              if (!token.empty()) value.tokens.emplace_back(token);
-            }
-            break;
-          case v1::FeatureSpec::KIND_NUMERIC:
-          case v1::FeatureSpec::KIND_BUCKETIZED:
-            // A derived number ("01-Jan-1995" -> 1995) is parsed by the encoder after the
-            // derivation, as for request values: keep the string.
-            if (source.derived) {
-              if (!field.empty()) value.tokens.emplace_back(field);
-            } else if (!field.empty()) {
-              const std::optional<double> number = ParseNumber(field);
-              if (!number.has_value()) {
-                return absl::InvalidArgumentError(
-                    absl::StrCat(where, "\"", field, "\" is not a finite number"));
-              }
-              value.number = *number;
-              value.has_number = true;
-            }
-            break;
-          default:
-            return absl::InvalidArgumentError(where + "kind not set");
-        }
-      }
-      seen.insert(id);
-      out.ids.push_back(std::move(id));
-      out.values.push_back(std::move(values));
-      return absl::OkStatus();
-    }();
-    if (!parsed.ok()) {
-      if (!spec.table().skip_bad_rows()) return parsed;
-      out.skipped.emplace_back(parsed.message());
+  // Parse the whole row before keeping any of it, so a skipped row leaves no trace.
+  RETURN_IF_ERROR(table.ParseRows(spec.table().skip_bad_rows(), &out.skipped, [&](size_t r) -> absl::Status {
+    const std::vector<std::string>& row = table.rows[r];
+    std::string id(absl::StripAsciiWhitespace(row[id_col]));
+    if (id.empty()) return absl::InvalidArgumentError(absl::StrCat(table.Where(r), ": empty id"));
+    RETURN_IF_ERROR(table.CheckUtf8(r, id_col, id));
+    if (seen.contains(id)) {
+      return absl::InvalidArgumentError(absl::StrCat(table.Where(r), ": duplicate id \"", id, "\""));
     }
-  }
+    std::vector<RawValue> values(sources.size());
+    for (size_t f = 0; f < sources.size(); ++f) {
+      const FeatureSource& source = sources[f];
+      RawValue& value = values[f];
+      const std::string where = absl::StrCat(table.Where(r), ": feature \"", spec.features(f).name(), "\": ");
+      if (!source.flag_columns.empty()) {
+        for (int col : source.flag_columns) {
+          absl::StatusOr<bool> set = ParseFlag(row[col]);
+          if (!set.ok()) return absl::InvalidArgumentError(where + std::string(set.status().message()));
+          if (*set) value.tokens.push_back(table.ColumnName(col));
+        }
+        continue;
+      }
+      if (source.kind == v1::FeatureSpec::KIND_POPULARITY || source.kind == v1::FeatureSpec::KIND_HISTORY) continue;
+      absl::string_view field = absl::StripAsciiWhitespace(row[source.column]);
+      // Tokens (and derived values) become vocabulary entries: UTF-8 only. A plain number
+      // is parsed, not kept.
+      if (source.kind == v1::FeatureSpec::KIND_CATEGORICAL || source.kind == v1::FeatureSpec::KIND_MULTI_HOT ||
+          source.derived) {
+        RETURN_IF_ERROR(table.CheckUtf8(r, source.column, field));
+      }
+      switch (source.kind) {
+        case v1::FeatureSpec::KIND_CATEGORICAL:
+          if (!field.empty()) value.tokens.emplace_back(field);
+          break;
+        case v1::FeatureSpec::KIND_MULTI_HOT:
+          for (absl::string_view token : absl::StrSplit(field, source.separator)) {
+            token = absl::StripAsciiWhitespace(token);
+            if (!token.empty()) value.tokens.emplace_back(token);
+          }
+          break;
+        case v1::FeatureSpec::KIND_NUMERIC:
+        case v1::FeatureSpec::KIND_BUCKETIZED:
+          // A derived number ("01-Jan-1995" -> 1995) is parsed by the encoder after the
+          // derivation, as for request values: keep the string.
+          if (source.derived) {
+            if (!field.empty()) value.tokens.emplace_back(field);
+          } else if (!field.empty()) {
+            const std::optional<double> number = ParseNumber(field);
+            if (!number.has_value()) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat(where, "\"", field, "\" is not a finite number"));
+            }
+            value.number = *number;
+            value.has_number = true;
+          }
+          break;
+        default:
+          return absl::InvalidArgumentError(where + "kind not set");
+      }
+    }
+    seen.insert(id);
+    out.ids.push_back(std::move(id));
+    out.values.push_back(std::move(values));
+    return absl::OkStatus();
+  }));
   return out;
 }
 

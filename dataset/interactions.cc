@@ -30,43 +30,37 @@ absl::StatusOr<InteractionLog> ReadInteractions(const v1::InteractionTableSpec& 
   log.users.reserve(table.rows.size());
   log.items.reserve(table.rows.size());
   log.skipped = table.skipped;
-  for (size_t r = 0; r < table.rows.size(); ++r) {
+  // Parse the whole row before keeping any of it, so a skipped row leaves no trace.
+  RETURN_IF_ERROR(table.ParseRows(spec.table().skip_bad_rows(), &log.skipped, [&](size_t r) -> absl::Status {
     const std::vector<std::string>& row = table.rows[r];
-    // Parse the whole row before keeping any of it, so a skipped row leaves no trace.
-    const absl::Status parsed = [&]() -> absl::Status {
-      absl::string_view user = absl::StripAsciiWhitespace(row[user_col]);
-      absl::string_view item = absl::StripAsciiWhitespace(row[item_col]);
-      if (user.empty() || item.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat(table.Where(r), ": empty user or item id"));
-      }
-      RETURN_IF_ERROR(table.CheckUtf8(r, user_col, user));
-      RETURN_IF_ERROR(table.CheckUtf8(r, item_col, item));
-      int64_t t = 0;
-      if (time_col >= 0 && !absl::SimpleAtoi(absl::StripAsciiWhitespace(row[time_col]), &t)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(table.Where(r), ": timestamp \"", row[time_col], "\" is not an integer"));
-      }
-      uint8_t label = 1;
-      if (label_col >= 0) {
-        const std::string text = absl::AsciiStrToLower(absl::StripAsciiWhitespace(row[label_col]));
-        if (text.empty() || text == "0" || text == "false" || text == "no") {
-          label = 0;
-        } else if (!(text == "1" || text == "true" || text == "yes")) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(table.Where(r), ": label \"", row[label_col], "\" is not 0/1 (clicked or not)"));
-        }
-      }
-      log.users.emplace_back(user);
-      log.items.emplace_back(item);
-      if (time_col >= 0) log.timestamps.push_back(t);
-      if (label_col >= 0) log.labels.push_back(label);
-      return absl::OkStatus();
-    }();
-    if (!parsed.ok()) {
-      if (!spec.table().skip_bad_rows()) return parsed;
-      log.skipped.emplace_back(parsed.message());
+    absl::string_view user = absl::StripAsciiWhitespace(row[user_col]);
+    absl::string_view item = absl::StripAsciiWhitespace(row[item_col]);
+    if (user.empty() || item.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(table.Where(r), ": empty user or item id"));
     }
-  }
+    RETURN_IF_ERROR(table.CheckUtf8(r, user_col, user));
+    RETURN_IF_ERROR(table.CheckUtf8(r, item_col, item));
+    int64_t t = 0;
+    if (time_col >= 0 && !absl::SimpleAtoi(absl::StripAsciiWhitespace(row[time_col]), &t)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(table.Where(r), ": timestamp \"", row[time_col], "\" is not an integer"));
+    }
+    uint8_t label = 1;
+    if (label_col >= 0) {
+      const std::string text = absl::AsciiStrToLower(absl::StripAsciiWhitespace(row[label_col]));
+      if (text.empty() || text == "0" || text == "false" || text == "no") {
+        label = 0;
+      } else if (!(text == "1" || text == "true" || text == "yes")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(table.Where(r), ": label \"", row[label_col], "\" is not 0/1 (clicked or not)"));
+      }
+    }
+    log.users.emplace_back(user);
+    log.items.emplace_back(item);
+    if (time_col >= 0) log.timestamps.push_back(t);
+    if (label_col >= 0) log.labels.push_back(label);
+    return absl::OkStatus();
+  }));
   return log;
 }
 

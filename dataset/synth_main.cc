@@ -5,7 +5,6 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "util/program_usage.h"
 #include "absl/flags/usage.h"
 #include "dataset/synthetic.h"
@@ -17,8 +16,7 @@ ABSL_FLAG(int, clusters, 8, "Number of hidden taste clusters");
 ABSL_FLAG(uint64_t, seed, 1, "Random seed");
 
 int main(int argc, char** argv) {
-  twotower::SetProgramUsage("Writes the synthetic default dataset: twotower_synth --out_dir DIR");
-  absl::ParseCommandLine(argc, argv);
+  twotower::ParseCommandLineWithUsage(argc, argv, "Writes the synthetic default dataset: twotower_synth --out_dir DIR");
   const std::string out_dir = absl::GetFlag(FLAGS_out_dir);
   if (out_dir.empty()) {
     std::fprintf(stderr, "error: --out_dir is required\n");

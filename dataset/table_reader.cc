@@ -58,6 +58,18 @@ absl::Status Table::CheckUtf8(size_t row, int column, absl::string_view value) c
       "an ISO-8859-1 file)"));
 }
 
+absl::Status Table::ParseRows(bool skip_bad_rows, std::vector<std::string>* skipped,
+                              const std::function<absl::Status(size_t row)>& parse_row) const {
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const absl::Status parsed = parse_row(r);
+    if (!parsed.ok()) {
+      if (!skip_bad_rows) return parsed;
+      skipped->emplace_back(parsed.message());
+    }
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 // Splits one record starting at `pos`; advances `pos` past its line end. CSV fields may be

@@ -3,10 +3,12 @@
 #ifndef TWOTOWER_DATASET_TABLE_READER_H_
 #define TWOTOWER_DATASET_TABLE_READER_H_
 
+#include <functional>
 #include <string>
 #include "absl/strings/string_view.h"
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "twotower/v1/config.pb.h"
 
@@ -29,6 +31,11 @@ struct Table {
   // else INVALID_ARGUMENT "source:line: column C: not valid UTF-8 (byte 0xE9 at offset 3)".
   // Ids and tokens must be: the model and the serving API carry them as UTF-8 strings.
   absl::Status CheckUtf8(size_t row, int column, absl::string_view value) const;
+  // Runs `parse_row(r)` on every row r, in order. A row it fails is an error (that status,
+  // returned at once), or with `skip_bad_rows` its message goes to *skipped and the next row
+  // follows: `parse_row` should keep nothing of a row before all of it has parsed.
+  absl::Status ParseRows(bool skip_bad_rows, std::vector<std::string>* skipped,
+                         const std::function<absl::Status(size_t row)>& parse_row) const;
 };
 
 // Largest table file ReadTable reads (the trainer holds every table in memory, several

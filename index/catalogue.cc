@@ -31,6 +31,24 @@ std::string IndexNote(const Bundle& bundle, const IndexOptions& used, IndexSourc
   return absl::StrCat(used.factory, " built in memory (the bundle carries no index file)");
 }
 
+// Appends item `r` of `items` (its id and encoded row) and its vector, row `r` of `vectors`
+// (`d` floats a row), to `out` and `out_vectors`.
+void AppendItem(const EncodedEntities& items, const std::vector<float>& vectors, size_t r, int d,
+                EncodedEntities* out, std::vector<float>* out_vectors) {
+  out->ids.push_back(items.ids[r]);
+  out->rows.AppendRowFrom(items.rows, static_cast<int>(r));
+  out_vectors->insert(out_vectors->end(), vectors.begin() + r * d, vectors.begin() + (r + 1) * d);
+}
+
+// AppendItem for every item of `items` whose id is not in `skip`, in order.
+void AppendItemsExcept(const EncodedEntities& items, const std::vector<float>& vectors, int d,
+                       const absl::flat_hash_set<std::string>& skip, EncodedEntities* out,
+                       std::vector<float>* out_vectors) {
+  for (size_t r = 0; r < items.ids.size(); ++r) {
+    if (!skip.contains(items.ids[r])) AppendItem(items, vectors, r, d, out, out_vectors);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Create(Bundle bundle, const IndexOptions& options,
@@ -148,20 +166,10 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Upsert(
   // upserted id are hidden: the delta's version wins.
   EncodedEntities merged{{}, bundle_->item.encoder.NewTable()};
   std::vector<float> merged_vectors;
-  if (delta_ != nullptr) {
-    for (size_t r = 0; r < delta_->items.ids.size(); ++r) {
-      if (fresh.contains(delta_->items.ids[r])) continue;
-      merged.ids.push_back(delta_->items.ids[r]);
-      merged.rows.AppendRowFrom(delta_->items.rows, static_cast<int>(r));
-      merged_vectors.insert(merged_vectors.end(), delta_->vectors.begin() + r * d,
-                            delta_->vectors.begin() + (r + 1) * d);
-    }
-  }
+  if (delta_ != nullptr) AppendItemsExcept(delta_->items, delta_->vectors, d, fresh, &merged, &merged_vectors);
   auto removed = std::make_shared<absl::flat_hash_set<int32_t>>(*removed_);
   for (size_t r = 0; r < items.ids.size(); ++r) {
-    merged.ids.push_back(items.ids[r]);
-    merged.rows.AppendRowFrom(items.rows, static_cast<int>(r));
-    merged_vectors.insert(merged_vectors.end(), vectors.begin() + r * d, vectors.begin() + (r + 1) * d);
+    AppendItem(items, vectors, r, d, &merged, &merged_vectors);
     if (const int32_t row = base_ids_->Find(items.ids[r]); row >= 0) removed->insert(row);
   }
   return WithDelta(std::move(merged), std::move(merged_vectors), std::move(removed));
@@ -183,16 +191,7 @@ absl::StatusOr<std::shared_ptr<const Catalogue>> Catalogue::Remove(std::span<con
   }
   EncodedEntities kept{{}, bundle_->item.encoder.NewTable()};
   std::vector<float> kept_vectors;
-  if (delta_ != nullptr) {
-    const int d = dim();
-    for (size_t r = 0; r < delta_->items.ids.size(); ++r) {
-      if (gone.contains(delta_->items.ids[r])) continue;
-      kept.ids.push_back(delta_->items.ids[r]);
-      kept.rows.AppendRowFrom(delta_->items.rows, static_cast<int>(r));
-      kept_vectors.insert(kept_vectors.end(), delta_->vectors.begin() + r * d,
-                          delta_->vectors.begin() + (r + 1) * d);
-    }
-  }
+  if (delta_ != nullptr) AppendItemsExcept(delta_->items, delta_->vectors, dim(), gone, &kept, &kept_vectors);
   return WithDelta(std::move(kept), std::move(kept_vectors), std::move(removed));
 }
 

@@ -13,7 +13,6 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "bundle/bundle.h"
 #include "index/bundle_index.h"
@@ -30,9 +29,9 @@ ABSL_FLAG(std::string, out, "", "New bundle directory to write (must not exist; 
 namespace {
 
 int Run(int argc, char** argv) {
-  twotower::SetProgramUsage(
+  twotower::ParseCommandLineWithUsage(
+      argc, argv,
       "Adds a persisted item index to a bundle: twotower_index_bundle --bundle DIR --index FACTORY --out NEW_DIR");
-  absl::ParseCommandLine(argc, argv);
   twotower::UseSingleThreadedBlas();
   const std::string in = absl::GetFlag(FLAGS_bundle), out = absl::GetFlag(FLAGS_out);
   const std::string factory = absl::GetFlag(FLAGS_index);

@@ -146,44 +146,29 @@ absl::StatusOr<FactorySpec> ParseFactory(absl::string_view factory) {
   }
   FactorySpec spec;
   const std::vector<absl::string_view> parts = absl::StrSplit(factory, ',');
-  if (parts.size() == 1) {
-    absl::string_view part = parts[0];
-    if (Consume(&part, "HNSW")) {
-      spec.coarse = FactorySpec::Coarse::kHnsw;
-      if (absl::Status s = ParseNumber(factory, part, "HNSW M", kMinHnswM, kMaxHnswM, &spec.coarse_number);
-          !s.ok()) {
-        return s;
-      }
-      return spec;
-    }
-    if (Consume(&part, "IVF")) {
-      return Invalid(factory, "an IVF index needs its codes: IVF<nlist>,Flat, ,SQ8, ,SQfp16 or ,PQ<m>[x<nbits>]");
-    }
-    RETURN_IF_ERROR(ParseCodes(factory, parts[0], &spec));
-    return spec;
-  }
-  if (parts.size() != 2) return NotSupported(factory);
+  if (parts.size() > 2) return NotSupported(factory);
+  const bool has_codes = parts.size() == 2;  // <coarse>,<codes>; else <coarse> or <codes> alone
   absl::string_view coarse = parts[0];
   if (Consume(&coarse, "HNSW")) {
     spec.coarse = FactorySpec::Coarse::kHnsw;
-    if (absl::Status s = ParseNumber(factory, coarse, "HNSW M", kMinHnswM, kMaxHnswM, &spec.coarse_number);
-        !s.ok()) {
-      return s;
-    }
-    if (parts[1] != "Flat") {
+    RETURN_IF_ERROR(ParseNumber(factory, coarse, "HNSW M", kMinHnswM, kMaxHnswM, &spec.coarse_number));
+    if (has_codes && parts[1] != "Flat") {
       return Invalid(factory, "HNSW is supported over Flat storage only (HNSW<M> or HNSW<M>,Flat)");
     }
     return spec;
   }
   if (Consume(&coarse, "IVF")) {
-    spec.coarse = FactorySpec::Coarse::kIvf;
-    if (absl::Status s = ParseNumber(factory, coarse, "IVF nlist", 1, kMaxNlist, &spec.coarse_number); !s.ok()) {
-      return s;
+    if (!has_codes) {
+      return Invalid(factory, "an IVF index needs its codes: IVF<nlist>,Flat, ,SQ8, ,SQfp16 or ,PQ<m>[x<nbits>]");
     }
+    spec.coarse = FactorySpec::Coarse::kIvf;
+    RETURN_IF_ERROR(ParseNumber(factory, coarse, "IVF nlist", 1, kMaxNlist, &spec.coarse_number));
     RETURN_IF_ERROR(ParseCodes(factory, parts[1], &spec));
     return spec;
   }
-  return NotSupported(factory);
+  if (has_codes) return NotSupported(factory);
+  RETURN_IF_ERROR(ParseCodes(factory, parts[0], &spec));
+  return spec;
 }
 
 absl::Status CheckSearchParams(const IndexOptions& options, const FactorySpec& spec) {

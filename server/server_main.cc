@@ -31,7 +31,6 @@
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -235,10 +234,10 @@ bool OptionsFromFlags(twotower::Server::Options* o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  twotower::SetProgramUsage(
+  twotower::ParseCommandLineWithUsage(
+      argc, argv,
       "Serves a twotower model bundle over gRPC: twotower_server --bundle DIR "
       "[--address HOST:PORT] [--admin_address HOST:PORT] [--index FACTORY]");
-  absl::ParseCommandLine(argc, argv);
   // Requests already run in parallel on gRPC's threads; BLAS threads would only contend.
   twotower::UseSingleThreadedBlas();
   // Model-sized blocks straight from / back to the OS: glibc would otherwise raise its

@@ -28,38 +28,36 @@ const prometheus::Histogram::BucketBoundaries& QueryBuckets() {
   return *buckets;
 }
 
+// A family of counters / histograms named `name` with `help`, registered in `registry`.
+prometheus::Family<prometheus::Counter>& Counters(prometheus::Registry& registry, const std::string& name,
+                                                  const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
+}
+
+prometheus::Family<prometheus::Histogram>& Histograms(prometheus::Registry& registry, const std::string& name,
+                                                      const std::string& help) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(registry);
+}
+
 }  // namespace
 
 ServerMetrics::ServerMetrics(int latency_window)
     : started_(absl::Now()),
       registry_(std::make_shared<prometheus::Registry>()),
-      calls_(prometheus::BuildCounter()
-                 .Name("twotower_retrieval_calls_total")
-                 .Help("Retrieval calls answered, by method and gRPC status code")
-                 .Register(*registry_)),
-      call_seconds_(prometheus::BuildHistogram()
-                        .Name("twotower_retrieval_call_seconds")
-                        .Help("Retrieval calls answered OK: arrival to answer, by method")
-                        .Register(*registry_)),
-      tower_seconds_(prometheus::BuildHistogram()
-                         .Name("twotower_user_tower_seconds")
-                         .Help("Per call answered OK: parsing, encoding the users and the user tower")
-                         .Register(*registry_)
+      calls_(Counters(*registry_, "twotower_retrieval_calls_total",
+                      "Retrieval calls answered, by method and gRPC status code")),
+      call_seconds_(Histograms(*registry_, "twotower_retrieval_call_seconds",
+                               "Retrieval calls answered OK: arrival to answer, by method")),
+      tower_seconds_(Histograms(*registry_, "twotower_user_tower_seconds",
+                                "Per call answered OK: parsing, encoding the users and the user tower")
                          .Add({}, SecondsBuckets())),
-      search_seconds_(prometheus::BuildHistogram()
-                          .Name("twotower_search_seconds")
-                          .Help("Per call answered OK: the index search (with the wait for its round) "
-                                "and the response")
-                          .Register(*registry_)
+      search_seconds_(Histograms(*registry_, "twotower_search_seconds",
+                                 "Per call answered OK: the index search (with the wait for its round) "
+                                 "and the response")
                           .Add({}, SecondsBuckets())),
-      call_queries_(prometheus::BuildHistogram()
-                        .Name("twotower_retrieval_call_users")
-                        .Help("Users per Retrieval call, by method (1 for Retrieve)")
-                        .Register(*registry_)),
-      reloads_(prometheus::BuildCounter()
-                   .Name("twotower_reloads_total")
-                   .Help("ReloadModel calls, by outcome (ok, failed)")
-                   .Register(*registry_)),
+      call_queries_(Histograms(*registry_, "twotower_retrieval_call_users",
+                               "Users per Retrieval call, by method (1 for Retrieve)")),
+      reloads_(Counters(*registry_, "twotower_reloads_total", "ReloadModel calls, by outcome (ok, failed)")),
       window_(static_cast<size_t>(std::max(1, latency_window))) {}
 
 void ServerMetrics::RecordRequest(const Call& call) {

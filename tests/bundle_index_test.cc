@@ -66,16 +66,8 @@ std::unique_ptr<faiss::Index> FaissIndex(const std::string& factory, const float
   return index;
 }
 
-class BundleIndexTest : public ::testing::Test {
+class BundleIndexTest : public testing::TrainedModelTest<2> {
  protected:
-  static void SetUpTestSuite() {
-    data_dir_ = new ScopedTempDir();
-    model_ = new testing::TrainedModel(testing::TrainSynthetic(*data_dir_, 2));
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete data_dir_;
-  }
   static const Bundle& Model() { return model_->report.bundle; }
   static int Dim() { return Model().embedding_dim(); }
   static int64_t Items() { return static_cast<int64_t>(Model().items.ids.size()); }
@@ -131,12 +123,8 @@ class BundleIndexTest : public ::testing::Test {
     return reversed;
   }
 
-  static ScopedTempDir* data_dir_;
-  static testing::TrainedModel* model_;
   ScopedTempDir out_;
 };
-ScopedTempDir* BundleIndexTest::data_dir_ = nullptr;
-testing::TrainedModel* BundleIndexTest::model_ = nullptr;
 
 TEST_F(BundleIndexTest, RoundTripWithAndWithoutAnIndex) {
   const std::string plain = Write("", "plain");

@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "index/catalogue.h"
 #include "tests/status_matchers.h"
+#include "tests/test_util.h"
 #include "tests/trained_model.h"
 #include "util/file.h"
 #include "util/sha256.h"
@@ -31,16 +32,8 @@ namespace {
 
 using testing::ScopedTempDir;
 
-class BundleTest : public ::testing::Test {
+class BundleTest : public testing::TrainedModelTest<2> {
  protected:
-  static void SetUpTestSuite() {
-    data_dir_ = new ScopedTempDir();
-    model_ = new testing::TrainedModel(testing::TrainSynthetic(*data_dir_, 2));
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete data_dir_;
-  }
   std::string WriteFresh() {
     const std::string path = out_.Join("bundle");
     EXPECT_THAT(WriteBundle(model_->report.bundle, path), IsOk());
@@ -89,12 +82,8 @@ class BundleTest : public ::testing::Test {
   }
   static std::string ItemId(int row) { return model_->report.bundle.items.ids[row]; }
 
-  static ScopedTempDir* data_dir_;
-  static testing::TrainedModel* model_;
   ScopedTempDir out_;
 };
-ScopedTempDir* BundleTest::data_dir_ = nullptr;
-testing::TrainedModel* BundleTest::model_ = nullptr;
 
 TEST_F(BundleTest, RoundTripKeepsEverything) {
   const Bundle& original = model_->report.bundle;
@@ -424,13 +413,7 @@ TEST_F(BundleTest, RebuildFromLossyCodesRereadsTheVectorsThatWereLoaded) {
   const auto b = (*reference)->Search(original.item_vectors.data(), queries);
   ASSERT_THAT(a, IsOk());
   ASSERT_THAT(b, IsOk());
-  for (int q = 0; q < 2; ++q) {
-    ASSERT_EQ((*a)[q].size(), (*b)[q].size());
-    for (size_t r = 0; r < (*a)[q].size(); ++r) {
-      EXPECT_EQ((*a)[q][r].id, (*b)[q][r].id);
-      EXPECT_EQ((*a)[q][r].score, (*b)[q][r].score);
-    }
-  }
+  testing::ExpectSameAnswers(*a, *b, &Catalogue::Result::id);
   // Another file in its place (consistent with the MANIFEST on disk, not the one loaded).
   EditItemVectors(path, [](std::vector<float>* vectors, int dim) {
     std::swap_ranges(vectors->begin(), vectors->begin() + dim, vectors->begin() + dim);

@@ -13,6 +13,7 @@
 #include "index/huge_page_array.h"
 #include "index/item_index.h"
 #include "tests/status_matchers.h"
+#include "tests/test_util.h"
 
 using ::twotower::testing::IsOk;
 
@@ -389,6 +390,16 @@ TEST(ItemIndexTest, ApproximateIndexesReturnKWhenKEligibleRowsExist) {
   RowFilter filter;
   filter.allowed = &allowed;
   const std::vector<RowFilter> filters(4, filter);
+  // k = 10 with the 137-row filter: 10 allowed rows for every query.
+  const auto expect_ten_filtered = [&](const ItemIndex& index, const std::string& name) {
+    const absl::StatusOr<std::vector<std::vector<ItemIndex::Hit>>> filtered =
+        index.Search(queries.vectors.data(), 4, 10, filters);
+    ASSERT_THAT(filtered, IsOk());
+    for (int q = 0; q < 4; ++q) {
+      EXPECT_EQ((*filtered)[q].size(), 10u) << name << " 137 eligible query " << q;
+      ExpectWellFormed((*filtered)[q], 10, n, &filter, name + " filtered");
+    }
+  };
 
   absl::StatusOr<std::unique_ptr<ItemIndex>> ivf = ItemIndex::Build(data.ids, data.vectors, dim, {"IVF16,Flat", 0, 0});
   ASSERT_THAT(ivf, IsOk());
@@ -406,12 +417,7 @@ TEST(ItemIndexTest, ApproximateIndexesReturnKWhenKEligibleRowsExist) {
     ExpectWellFormed((*hits)[q], 300, n, nullptr, "IVF16,Flat k=300");
   }
   EXPECT_EQ((*ivf)->counters().widened, 4);
-  hits = (*ivf)->Search(queries.vectors.data(), 4, 10, filters);
-  ASSERT_THAT(hits, IsOk());
-  for (int q = 0; q < 4; ++q) {
-    EXPECT_EQ((*hits)[q].size(), 10u) << "IVF16,Flat 137 eligible query " << q;
-    ExpectWellFormed((*hits)[q], 10, n, &filter, "IVF16,Flat filtered");
-  }
+  expect_ten_filtered(**ivf, "IVF16,Flat");
 
   absl::StatusOr<std::unique_ptr<ItemIndex>> hnsw = ItemIndex::Build(data.ids, data.vectors, dim, {"HNSW32,Flat", 0, 0});
   ASSERT_THAT(hnsw, IsOk());
@@ -425,12 +431,7 @@ TEST(ItemIndexTest, ApproximateIndexesReturnKWhenKEligibleRowsExist) {
     for (int r = 0; r < 1000; r += 97) EXPECT_EQ((*hits)[q][r].row, exact[r]) << r;
   }
   EXPECT_EQ((*hnsw)->counters().exact, 4);
-  hits = (*hnsw)->Search(queries.vectors.data(), 4, 10, filters);
-  ASSERT_THAT(hits, IsOk());
-  for (int q = 0; q < 4; ++q) {
-    EXPECT_EQ((*hits)[q].size(), 10u) << "HNSW32,Flat 137 eligible query " << q;
-    ExpectWellFormed((*hits)[q], 10, n, &filter, "HNSW32,Flat filtered");
-  }
+  expect_ten_filtered(**hnsw, "HNSW32,Flat");
   // A filter half the rows pass, inside the graph search (an IDSelector): k rows, all
   // allowed, no fallback.
   ASSERT_THAT((*hnsw)->SetSearchParams(64, 0), IsOk());
@@ -727,13 +728,7 @@ TEST(ItemIndexTest, FloatsAreTheVectorsItWasBuiltFrom) {
   const auto b = (*copy)->Search(data.vectors.data(), 4, 10, nullptr);
   ASSERT_THAT(a, IsOk());
   ASSERT_THAT(b, IsOk());
-  for (int q = 0; q < 4; ++q) {
-    ASSERT_EQ((*a)[q].size(), (*b)[q].size());
-    for (size_t r = 0; r < (*a)[q].size(); ++r) {
-      EXPECT_EQ((*a)[q][r].row, (*b)[q][r].row);
-      EXPECT_EQ((*a)[q][r].score, (*b)[q][r].score);
-    }
-  }
+  testing::ExpectSameAnswers(*a, *b, &ItemIndex::Hit::row);
 }
 
 }  // namespace

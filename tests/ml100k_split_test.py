@@ -116,7 +116,10 @@ def pairs(path: str) -> list[tuple[int, int]]:
     return [(row[0], row[1]) for row in read_rows(path)]
 
 
-class SplitRulesTest(unittest.TestCase):
+class DownloadTestCase(unittest.TestCase):
+    """Each test gets a fresh hand-made download in self.raw and a split folder self.out to
+    write (both in a temporary directory)."""
+
     def setUp(self) -> None:
         self.tmp = tempfile.TemporaryDirectory()
         self.raw = os.path.join(self.tmp.name, "ml-100k")
@@ -126,6 +129,8 @@ class SplitRulesTest(unittest.TestCase):
     def tearDown(self) -> None:
         self.tmp.cleanup()
 
+
+class SplitRulesTest(DownloadTestCase):
     def split(self) -> str:
         result = run_split(self.raw, self.out)
         self.assertEqual(result.returncode, 0, result.stderr)
@@ -192,16 +197,7 @@ class SplitRulesTest(unittest.TestCase):
         self.assertEqual({name: actual[name] for name in sums}, sums)
 
 
-class InputErrorTest(unittest.TestCase):
-    def setUp(self) -> None:
-        self.tmp = tempfile.TemporaryDirectory()
-        self.raw = os.path.join(self.tmp.name, "ml-100k")
-        self.out = os.path.join(self.tmp.name, "split")
-        write_download(self.raw)
-
-    def tearDown(self) -> None:
-        self.tmp.cleanup()
-
+class InputErrorTest(DownloadTestCase):
     def replace_line(self, name: str, number: int, text: str) -> None:
         path = os.path.join(self.raw, name)
         with open(path, encoding="latin-1") as f:

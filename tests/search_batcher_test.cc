@@ -178,10 +178,36 @@ TEST_F(SearchBatcherTest, LimitOneSearchesEveryCallerAlone) {
   EXPECT_EQ(batcher.stats().largest_batch, 1);
 }
 
+// A before_round hook for a batcher: the first round waits until `release` is set;
+// `rounds` counts the rounds begun. While it waits, further searches stay queued.
+struct HeldFirstRound {
+  std::atomic<int> rounds = 0;
+  std::atomic<bool> release = false;
+  std::function<void()> Hook() {
+    return [this] {
+      if (rounds++ == 0) {
+        while (!release.load()) std::this_thread::yield();
+      }
+    };
+  }
+};
+
+// A fixture whose tests run twice: with short rounds (answered on the callers' threads) and
+// with long rounds (searched on background threads).
+class SearchBatcherRoundsTest : public SearchBatcherTest, public ::testing::WithParamInterface<bool> {};
+
+INSTANTIATE_TEST_SUITE_P(ShortAndLong, SearchBatcherRoundsTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return std::string(info.param ? "LongRounds" : "ShortRounds");
+                         });
+
 // With two rounds allowed, a second caller is searched while the first round is still
 // running (the first round waits, with a time limit, to see it start): on the second
 // caller's thread with short rounds, on a background thread with long ones.
-void ExpectTwoRoundsAtOnce(const Catalogue& catalogue, const std::vector<float>& vectors, bool long_rounds) {
+TEST_P(SearchBatcherRoundsTest, TwoRoundsRunAtOnce) {
+  const bool long_rounds = GetParam();
+  const Catalogue& catalogue = *shared_->catalogue;
+  const std::vector<float> vectors = Vectors(2);
   std::atomic<int> started = 0;
   std::atomic<bool> overlapped = false;
   std::atomic<bool> second_on_caller = false;
@@ -206,14 +232,6 @@ void ExpectTwoRoundsAtOnce(const Catalogue& catalogue, const std::vector<float>&
   EXPECT_TRUE(overlapped.load());
   EXPECT_EQ(second_on_caller.load(), !long_rounds);
   EXPECT_EQ(batcher.stats().searches, 2);
-}
-
-TEST_F(SearchBatcherTest, TwoRoundsRunAtOnce) {
-  ExpectTwoRoundsAtOnce(*shared_->catalogue, Vectors(2), /*long_rounds=*/false);
-}
-
-TEST_F(SearchBatcherTest, TwoRoundsRunAtOnceWithLongRounds) {
-  ExpectTwoRoundsAtOnce(*shared_->catalogue, Vectors(2), /*long_rounds=*/true);
 }
 
 // On an exact catalogue, callers with different k share a round, and each gets exactly
@@ -260,19 +278,13 @@ TEST_F(SearchBatcherTest, AThrowingRoundFailsItsCallsAndTheNextRoundWorks) {
 // Submit returns at once. With short rounds the running leader answers it on its own
 // thread, once; with long rounds a background thread does, and the leader's Submit
 // returns after its own round.
-void ExpectQueuedSearchAnswered(const Catalogue& catalogue, const std::vector<float>& vectors,
-                                bool long_rounds) {
-  std::atomic<int> rounds = 0;
-  std::atomic<bool> release = false;
+TEST_P(SearchBatcherRoundsTest, AQueuedSearchIsAnsweredByTheLeaderOrInTheBackground) {
+  const bool long_rounds = GetParam();
+  const Catalogue& catalogue = *shared_->catalogue;
+  const std::vector<float> vectors = Vectors(2);
+  HeldFirstRound held;
   // Every round counts as long above a negative time, none above an infinite one.
-  SearchBatcher batcher(
-      64, 1,
-      [&] {
-        if (rounds++ == 0) {
-          while (!release.load()) std::this_thread::yield();
-        }
-      },
-      long_rounds ? absl::Nanoseconds(-1) : absl::InfiniteDuration());
+  SearchBatcher batcher(64, 1, held.Hook(), long_rounds ? absl::Nanoseconds(-1) : absl::InfiniteDuration());
   const Catalogue::Query query{4, nullptr, nullptr};
   std::thread::id leader_thread, answered_on;
   std::atomic<int> answers = 0;
@@ -281,7 +293,7 @@ void ExpectQueuedSearchAnswered(const Catalogue& catalogue, const std::vector<fl
     batcher.Submit(catalogue, vectors.data(), {&query, 1},
                    [&](absl::StatusOr<SearchBatcher::Results> r) { EXPECT_THAT(r, IsOk()); });
   });
-  while (rounds.load() == 0) std::this_thread::yield();  // the leader's round is held
+  while (held.rounds.load() == 0) std::this_thread::yield();  // the leader's round is held
   absl::StatusOr<SearchBatcher::Results> second;
   batcher.Submit(catalogue, vectors.data() + catalogue.dim(), {&query, 1},
                  [&](absl::StatusOr<SearchBatcher::Results> r) {
@@ -292,7 +304,7 @@ void ExpectQueuedSearchAnswered(const Catalogue& catalogue, const std::vector<fl
   // Submit returned while the only round is still held: not answered yet, and queued.
   EXPECT_EQ(answers.load(), 0);
   EXPECT_EQ(batcher.waiting(), 1);
-  release = true;
+  held.release = true;
   leader.join();
   if (long_rounds) {  // answered by a background thread, maybe after the leader returned
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -311,32 +323,16 @@ void ExpectQueuedSearchAnswered(const Catalogue& catalogue, const std::vector<fl
   EXPECT_EQ(batcher.waiting(), 0);
 }
 
-TEST_F(SearchBatcherTest, ShortRoundsAQueuedSearchIsAnsweredByTheRunningLeader) {
-  ExpectQueuedSearchAnswered(*shared_->catalogue, Vectors(2), /*long_rounds=*/false);
-}
-
-TEST_F(SearchBatcherTest, LongRoundsAQueuedSearchIsAnsweredByABackgroundThread) {
-  ExpectQueuedSearchAnswered(*shared_->catalogue, Vectors(2), /*long_rounds=*/true);
-}
-
 // A queued search whose caller gave up meanwhile (its check fails when a round takes it)
 // is answered with that status and not searched; the others of the round are.
 TEST_F(SearchBatcherTest, ASearchNoLongerWantedIsAnsweredWithoutASearch) {
   const Catalogue& catalogue = *shared_->catalogue;
-  std::atomic<int> rounds = 0;
-  std::atomic<bool> release = false;
-  SearchBatcher batcher(
-      64, 1,
-      [&] {
-        if (rounds++ == 0) {
-          while (!release.load()) std::this_thread::yield();
-        }
-      },
-      absl::InfiniteDuration());
+  HeldFirstRound held;
+  SearchBatcher batcher(64, 1, held.Hook(), absl::InfiniteDuration());
   const std::vector<float> vectors = Vectors(3);
   const Catalogue::Query query{6, nullptr, nullptr};
   std::thread leader([&] { EXPECT_THAT(SearchAndWait(batcher, catalogue, vectors.data(), {&query, 1}), IsOk()); });
-  while (rounds.load() == 0) std::this_thread::yield();  // the leader's round is held
+  while (held.rounds.load() == 0) std::this_thread::yield();  // the leader's round is held
   absl::StatusOr<SearchBatcher::Results> given_up, wanted;
   batcher.Submit(
       catalogue, vectors.data() + catalogue.dim(), {&query, 1},
@@ -346,7 +342,7 @@ TEST_F(SearchBatcherTest, ASearchNoLongerWantedIsAnsweredWithoutASearch) {
       catalogue, vectors.data() + 2 * catalogue.dim(), {&query, 1},
       [&](absl::StatusOr<SearchBatcher::Results> r) { wanted = std::move(r); },
       [] { return absl::OkStatus(); });
-  release = true;
+  held.release = true;
   leader.join();  // short rounds: the leader answered both before returning
   EXPECT_EQ(given_up.status().code(), absl::StatusCode::kDeadlineExceeded);
   ASSERT_THAT(wanted, IsOk());

@@ -639,9 +639,7 @@ TEST(TrainerFeaturesTest, EvalSetWithARequestHistoryScoresLikeTheProtocol) {
 // independently of the id and short histories sampled (as configs/ml100k.textproto).
 TEST(TrainerFeaturesTest, IndependentHistoryDropoutServesNewUsersFromTheirFirstClicks) {
   ScopedTempDir dir;
-  SyntheticOptions options;
-  options.users = 600;
-  options.items = 300;
+  SyntheticOptions options = testing::TrainingSyntheticOptions();
   options.cold_user_fraction = 0.2;
   ASSERT_THAT(WriteSyntheticDataset(options, dir.path()), IsOk());
   // cold5-like split of test_cold.csv: each cold user's first 3 clicks are its history.
@@ -658,13 +656,11 @@ TEST(TrainerFeaturesTest, IndependentHistoryDropoutServesNewUsersFromTheirFirstC
   }
   testing::WriteText(dir.Join("history.csv"), history);
   testing::WriteText(dir.Join("targets.csv"), targets);
-  absl::StatusOr<v1::TrainerConfig> loaded = LoadTrainerConfig(testing::SourceDir() + "/configs/synthetic.textproto");
+  absl::StatusOr<v1::TrainerConfig> loaded = testing::SyntheticConfigWithUserFeature(
+      R"pb(name: "history" kind: KIND_HISTORY embedding_dim: 16 history_length: 20
+           history_context: HISTORY_CONTEXT_PRECEDING)pb");
   ASSERT_THAT(loaded, IsOk());
   v1::TrainerConfig config = *loaded;
-  v1::FeatureTableSpec* users = config.mutable_data()->mutable_users();
-  users->clear_features();
-  ASSERT_THAT(ParseTextProto(R"pb(name: "history" kind: KIND_HISTORY embedding_dim: 16 history_length: 20
-                                  history_context: HISTORY_CONTEXT_PRECEDING)pb", "history", users->add_features()), IsOk());
   config.mutable_data()->clear_eval();
   ASSERT_THAT(ParseTextProto(R"pb(
                                name: "new"
@@ -713,18 +709,12 @@ TEST(TrainerFeaturesTest, IndependentHistoryDropoutServesNewUsersFromTheirFirstC
 // request that carries a user's stored history as item ids gets the stored row's vector.
 TEST(TrainerFeaturesTest, AttentionPooledHistoryTrainsAndServesFromTheBundle) {
   ScopedTempDir dir;
-  SyntheticOptions options;
-  options.users = 600;
-  options.items = 300;
-  ASSERT_THAT(WriteSyntheticDataset(options, dir.path()), IsOk());
-  absl::StatusOr<v1::TrainerConfig> loaded = LoadTrainerConfig(testing::SourceDir() + "/configs/synthetic.textproto");
+  ASSERT_THAT(WriteSyntheticDataset(testing::TrainingSyntheticOptions(), dir.path()), IsOk());
+  absl::StatusOr<v1::TrainerConfig> loaded = testing::SyntheticConfigWithUserFeature(
+      R"pb(name: "history" kind: KIND_HISTORY embedding_dim: 16 history_length: 10
+           history_context: HISTORY_CONTEXT_PRECEDING pooling: POOLING_ATTENTION pooling_heads: 2)pb");
   ASSERT_THAT(loaded, IsOk());
   v1::TrainerConfig config = *loaded;
-  v1::FeatureTableSpec* users = config.mutable_data()->mutable_users();
-  users->clear_features();
-  ASSERT_THAT(ParseTextProto(R"pb(name: "history" kind: KIND_HISTORY embedding_dim: 16 history_length: 10
-                                  history_context: HISTORY_CONTEXT_PRECEDING pooling: POOLING_ATTENTION pooling_heads: 2)pb",
-                             "history", users->add_features()), IsOk());
   config.mutable_training()->set_epochs(6);
   config.mutable_training()->set_history_gap_max(2);
   ApplyDefaults(&config);

@@ -158,7 +158,7 @@ TEST(TrainerTest, AModelTooBigForABundleIsRefusedBeforeTraining) {
   options.min_clicks = 3;
   options.max_clicks = 6;
   ASSERT_THAT(WriteSyntheticDataset(options, dir.path()), IsOk());
-  absl::StatusOr<v1::TrainerConfig> config = LoadTrainerConfig(testing::SourceDir() + "/configs/synthetic.textproto");
+  absl::StatusOr<v1::TrainerConfig> config = testing::SyntheticConfig();
   ASSERT_THAT(config, IsOk());
   // Two hashed features of 2^26 rows x 7: each fits the per-tensor bound, together they are
   // ~3.8 GB of user tower.

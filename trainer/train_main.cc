@@ -14,7 +14,6 @@
 #include <system_error>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "util/program_usage.h"
 #include "absl/flags/usage.h"
 #include "absl/container/flat_hash_map.h"
@@ -266,10 +265,10 @@ absl::Status TrainAndExport(const std::string& config_path) {
 }
 
 int Run(int argc, char** argv) {
-  twotower::SetProgramUsage(
+  twotower::ParseCommandLineWithUsage(
+      argc, argv,
       "Trains a two-tower model: twotower_train --config FILE [--data_dir DIR] "
       "[--export_dir DIR] [--recs_out FILE]");
-  absl::ParseCommandLine(argc, argv);
   twotower::UseSingleThreadedBlas();
   const std::string config_path = absl::GetFlag(FLAGS_config);
   if (config_path.empty()) {

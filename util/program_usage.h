@@ -3,6 +3,9 @@
 #ifndef TWOTOWER_UTIL_PROGRAM_USAGE_H_
 #define TWOTOWER_UTIL_PROGRAM_USAGE_H_
 
+#include <vector>
+
+#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
@@ -17,6 +20,13 @@ inline void SetProgramUsage(absl::string_view message) {
   };
   absl::SetFlagsUsageConfig(config);
   absl::SetProgramUsageMessage(message);
+}
+
+// SetProgramUsage(message), then absl::ParseCommandLine(argc, argv): the positional
+// arguments (argv[0] first). Exits like absl's parser on --help or a bad flag.
+inline std::vector<char*> ParseCommandLineWithUsage(int argc, char** argv, absl::string_view message) {
+  SetProgramUsage(message);
+  return absl::ParseCommandLine(argc, argv);
 }
 
 }  // namespace twotower

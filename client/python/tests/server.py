@@ -1,6 +1,6 @@
-"""Test support: a bundle trained from synthetic data, and a twotower_server child process
-on free loopback ports. Paths come from TWOTOWER_BINARY_DIR / TWOTOWER_SOURCE_DIR (set by
-the CTest entry python_client)."""
+"""Test support: a bundle trained from synthetic data, a twotower_server child process
+on free loopback ports, and both with a RetrievalClient for a test module. Paths come from
+TWOTOWER_BINARY_DIR / TWOTOWER_SOURCE_DIR (set by the CTest entry python_client)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from twotower.client import RetrievalClient
 
 BINARY_DIR = Path(os.environ.get("TWOTOWER_BINARY_DIR", "build"))
 SOURCE_DIR = Path(os.environ.get("TWOTOWER_SOURCE_DIR", Path(__file__).resolve().parents[3]))
@@ -113,6 +115,20 @@ class ServerProcess:
         finally:
             if process.stdout is not None:
                 process.stdout.close()
+
+
+def serve_trained_bundle() -> tuple[TrainedBundle, ServerProcess, RetrievalClient]:
+    """trained_bundle(), a started ServerProcess on it and a RetrievalClient of its Retrieval
+    API (a test module's set-up; stop_served undoes it)."""
+    bundle = trained_bundle()
+    server = ServerProcess(bundle.path).start()
+    return bundle, server, RetrievalClient(server.address)
+
+
+def stop_served(server: ServerProcess, client: RetrievalClient) -> None:
+    """Closes the client, then stops the server (what serve_trained_bundle started)."""
+    client.close()
+    server.stop()
 
 
 def free_port() -> int:

@@ -9,20 +9,16 @@ import sys
 import tempfile
 import unittest
 
-from server import ServerProcess, free_port, trained_bundle
-from twotower.client import RetrievalClient
+from server import free_port, serve_trained_bundle, stop_served
 
 
 def setUpModule() -> None:
     global bundle, server, client
-    bundle = trained_bundle()
-    server = ServerProcess(bundle.path).start()
-    client = RetrievalClient(server.address)
+    bundle, server, client = serve_trained_bundle()
 
 
 def tearDownModule() -> None:
-    client.close()
-    server.stop()
+    stop_served(server, client)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

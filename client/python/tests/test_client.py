@@ -9,7 +9,7 @@ import unittest
 
 import grpc
 
-from server import ServerProcess, free_port, trained_bundle
+from server import ServerProcess, free_port, serve_trained_bundle, stop_served
 from twotower.client import (Query, RetrievalClient, TwoTowerError, load_service_config,
                              shipped_service_config)
 
@@ -18,14 +18,11 @@ COLD_FEATURES = {"segment": "s1", "age": 31.0, "region": "r2", "interests": ["g0
 
 def setUpModule() -> None:
     global bundle, server, client
-    bundle = trained_bundle()
-    server = ServerProcess(bundle.path).start()
-    client = RetrievalClient(server.address)
+    bundle, server, client = serve_trained_bundle()
 
 
 def tearDownModule() -> None:
-    client.close()
-    server.stop()
+    stop_served(server, client)
 
 
 class RetrieveTest(unittest.TestCase):
