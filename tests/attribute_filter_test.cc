@@ -18,20 +18,14 @@ namespace twotower {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::AddFilter;
 using testing::BrandOf;
+using testing::Filters;
 using testing::GenresOf;
 using testing::IsOk;
 using testing::StatusIs;
 
 constexpr int kItems = 60;
-
-using Filters = google::protobuf::RepeatedPtrField<v1::ItemFilter>;
-
-void AddFilter(Filters* filters, const std::string& feature, const std::vector<std::string>& any_of) {
-  v1::ItemFilter* filter = filters->Add();
-  filter->set_feature(feature);
-  for (const std::string& value : any_of) filter->add_any_of(value);
-}
 
 bool HasGenre(int r, const std::string& genre) {
   const std::vector<std::string> genres = GenresOf(r);

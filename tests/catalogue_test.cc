@@ -205,9 +205,8 @@ TEST_F(CatalogueTest, RemovedItemsAreNeverReturned) {
   // Whatever k, with filters and exclusions too.
   Catalogue::Query filtered;
   filtered.k = 1000;
-  google::protobuf::RepeatedPtrField<v1::ItemFilter> filters;
-  filters.Add()->set_feature("genres");
-  filters[0].add_any_of("g0");  // items 0, 4, 8, ...
+  testing::Filters filters;
+  testing::AddFilter(&filters, "genres", {"g0"});  // items 0, 4, 8, ...
   filtered.filters = &filters;
   ExpectSearch(**after, filtered, query_.data(),
                Expected(model, query_.data(), 1000, {}, [](int r) { return AnyGenre(r, {"g0"}); }));
@@ -232,15 +231,9 @@ TEST_F(CatalogueTest, ExclusionsAndFiltersApplyToBaseAndDelta) {
   for (const char* id : {"item-1", "item-8", "item-124", "item-125", "item-4", "no-such-item"}) {
     exclude.Add(std::string(id));
   }
-  google::protobuf::RepeatedPtrField<v1::ItemFilter> filters;
-  v1::ItemFilter* genres = filters.Add();
-  genres->set_feature("genres");
-  genres->add_any_of("g0");
-  genres->add_any_of("g1");
-  v1::ItemFilter* brand = filters.Add();
-  brand->set_feature("brand");
-  brand->add_any_of("b0");
-  brand->add_any_of("b2");
+  testing::Filters filters;
+  testing::AddFilter(&filters, "genres", {"g0", "g1"});
+  testing::AddFilter(&filters, "brand", {"b0", "b2"});
   const auto pass = [](int r) { return AnyGenre(r, {"g0", "g1"}) && (BrandOf(r) == "b0" || BrandOf(r) == "b2"); };
   const std::set<std::string> excluded(exclude.begin(), exclude.end());
   for (const int k : {1, 5, 1000}) {
@@ -266,9 +259,8 @@ TEST_F(CatalogueTest, EachQueryGetsMinOfItsKAndTheEligibleItems) {
   const CataloguePtr catalogue = Upsert(*base_, kItems, testing::RandomVectors(10, kDim, 14), &model);
   ASSERT_NE(catalogue, nullptr);
   const std::vector<float> vectors = testing::RandomVectors(4, kDim, 15);
-  google::protobuf::RepeatedPtrField<v1::ItemFilter> filters;
-  filters.Add()->set_feature("genres");
-  filters[0].add_any_of("g9");  // every fifth item
+  testing::Filters filters;
+  testing::AddFilter(&filters, "genres", {"g9"});  // every fifth item
   std::vector<Catalogue::Query> queries(4);
   queries[0].k = 3;
   queries[1].k = 1000;
@@ -295,9 +287,8 @@ TEST_F(CatalogueTest, FiltersOnFeaturesThatCannotFilterAreInvalidArgument) {
   const CataloguePtr catalogue = Upsert(*base_, kItems, testing::RandomVectors(2, kDim, 16), &model_);
   ASSERT_NE(catalogue, nullptr);
   for (const std::string feature : {"price", "shoe_size"}) {
-    google::protobuf::RepeatedPtrField<v1::ItemFilter> filters;
-    filters.Add()->set_feature(feature);
-    filters[0].add_any_of("1");
+    testing::Filters filters;
+    testing::AddFilter(&filters, feature, {"1"});
     const std::string message = "filter on \"" + feature + "\": not a categorical or multi-hot item feature";
     EXPECT_THAT(catalogue->CheckFilters(filters), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message)));
     Catalogue::Query query;

@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "model/tower.h"
 #include "tests/status_matchers.h"
+#include "twotower/v1/retrieval.pb.h"
 
 namespace twotower::testing {
 
@@ -73,6 +74,15 @@ inline EncodedEntities EncodeItems(const FeatureEncoder& encoder, int first, int
     encoder.Encode(items.ids.back(), &values, &items.rows);
   }
   return items;
+}
+
+using Filters = google::protobuf::RepeatedPtrField<v1::ItemFilter>;
+
+// Appends a filter on `feature` passing items that hold any of `any_of`.
+inline void AddFilter(Filters* filters, const std::string& feature, const std::vector<std::string>& any_of) {
+  v1::ItemFilter* filter = filters->Add();
+  filter->set_feature(feature);
+  for (const std::string& value : any_of) filter->add_any_of(value);
 }
 
 inline std::vector<float> RandomVectors(int n, int dim, unsigned seed) {
