@@ -71,7 +71,6 @@ using ::twotower::testing::ColdUserRequest;
 using ::twotower::testing::ExpectOfflineTopK;
 using ::twotower::testing::KnownUserRequest;
 using ::twotower::testing::KnownUsers;
-using ::twotower::testing::OfflineScores;
 using ::twotower::testing::OfflineUserRow;
 using ::twotower::testing::SeenItemsOf;
 using ::twotower::testing::kScoreTolerance;
@@ -238,29 +237,6 @@ TEST_F(E2eServerTest, QueuedSearchesHandedOffAreAnsweredExactly) {
 
 // --- Admin ------------------------------------------------------------------------------
 
-TEST_F(E2eServerTest, StatusReportsTheModelAndCounters) {
-  v1::RetrieveResponse response;
-  ASSERT_TRUE(Retrieve(KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5), &response).ok());
-  EXPECT_FALSE(Retrieve(KnownUserRequest("u", 0), &response).ok());
-
-  const v1::GetStatusResponse status = Status();
-  EXPECT_EQ(status.model_version(), latest_->model_version());
-  EXPECT_EQ(status.bundle_path(), std::filesystem::canonical(latest_path_).string());
-  EXPECT_EQ(status.item_count(), static_cast<int64_t>(latest_->items.ids.size()));
-  EXPECT_EQ(status.embedding_dim(), latest_->embedding_dim());
-  EXPECT_EQ(status.index().factory(), "Flat");
-  EXPECT_EQ(status.requests_total(), 2);
-  EXPECT_EQ(status.requests_failed(), 1);
-  EXPECT_GT(status.retrieve_latency().max_ms(), 0.0);
-  EXPECT_LE(status.retrieve_latency().p50_ms(), status.retrieve_latency().max_ms());
-  EXPECT_GT(status.uptime_seconds(), 0.0);
-  EXPECT_EQ(status.reloads_total(), 0);
-  // One index search for the one valid call (the invalid one fails before searching).
-  EXPECT_EQ(status.index_searches(), 1);
-  EXPECT_EQ(status.searched_queries(), 1);
-  EXPECT_EQ(status.largest_search_batch(), 1);
-}
-
 TEST_F(E2eServerTest, CorruptBundleReloadFailsAndTheOldModelKeepsServing) {
   const std::string corrupt = dir_->Join("corrupt-" + std::to_string(::getpid()));
   std::filesystem::copy(first_path_, corrupt, std::filesystem::copy_options::recursive);
@@ -358,52 +334,6 @@ TEST_F(E2eServerTest, RequestsDuringReloadsSeeOneModelEach) {
   EXPECT_GT(answered.load(), 20);
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(Status().reloads_total(), 20);
-}
-
-TEST_F(E2eServerTest, RebuildIndexWithHnsw) {
-  v1::RebuildIndexRequest rebuild;
-  rebuild.mutable_params()->set_factory("HNSW32,Flat");
-  rebuild.mutable_params()->set_ef_search(64);
-  v1::RebuildIndexResponse rebuilt;
-  const grpc::Status status = server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(rebuilt.params().factory(), "HNSW32,Flat");
-  EXPECT_EQ(rebuilt.params().ef_search(), 64);
-  EXPECT_EQ(rebuilt.model_version(), latest_->model_version());
-  EXPECT_EQ(rebuilt.item_count(), static_cast<int64_t>(latest_->items.ids.size()));
-  const v1::GetStatusResponse after = Status();
-  EXPECT_EQ(after.index().factory(), "HNSW32,Flat");
-  EXPECT_EQ(after.index().ef_search(), 64);
-
-  // Approximate now, but on 200 items with ef_search 64 it should find nearly all of the
-  // exact top 10; and whatever it returns must be scored right and ordered.
-  for (const std::string& user : KnownUsers(*latest_, 3)) {
-    v1::RetrieveRequest request = KnownUserRequest(user, 10);
-    request.set_include_history_items(true);  // compared with the exact top 10 of all items
-    v1::RetrieveResponse response;
-    ASSERT_TRUE(Retrieve(request, &response).ok());
-    ASSERT_EQ(response.items_size(), 10);
-    const std::map<std::string, float> scores =
-        OfflineScores(*latest_, OfflineUserRow(*latest_, request));
-    std::vector<float> sorted;
-    for (const auto& [id, score] : scores) sorted.push_back(score);
-    std::sort(sorted.begin(), sorted.end(), std::greater<>());
-    int in_exact_top = 0;
-    for (int i = 0; i < response.items_size(); ++i) {
-      const float score = scores.at(response.items(i).item_id());
-      EXPECT_NEAR(response.items(i).score(), score, kScoreTolerance);
-      if (i > 0) {
-        EXPECT_GE(response.items(i - 1).score(), response.items(i).score());
-      }
-      if (score >= sorted[9] - kScoreTolerance) ++in_exact_top;
-    }
-    EXPECT_GE(in_exact_top, 8) << user;
-  }
-
-  // An invalid factory fails and keeps the HNSW index.
-  rebuild.mutable_params()->set_factory("NoSuchIndex");
-  EXPECT_FALSE(server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt).ok());
-  EXPECT_EQ(Status().index().factory(), "HNSW32,Flat");
 }
 
 // The index persisted in the bundle (twotower_index_bundle writes a new bundle with it):

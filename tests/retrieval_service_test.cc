@@ -1,12 +1,16 @@
 // The Retrieval service through a Server started in this process: answers checked
 // against the offline model computed from the bundle (known and cold users, k, filters,
-// exclusions, batches) and the requests it refuses, with their messages. The behaviour
+// exclusions, batches) and the requests it refuses, with their messages; what GetStatus
+// counts of them, and answers after RebuildIndex. The behaviour
 // that needs a real server process (signals, exit codes, the CLI and Python clients, TLS
 // files, hostile raw clients) is in e2e_server_test.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -22,6 +26,7 @@
 #include "tests/server_process.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
+#include "twotower/v1/admin.grpc.pb.h"
 #include "twotower/v1/retrieval.grpc.pb.h"
 
 namespace twotower {
@@ -34,6 +39,8 @@ using testing::ExpectOfflineTopK;
 using testing::IsOk;
 using testing::KnownUserRequest;
 using testing::KnownUsers;
+using testing::OfflineScores;
+using testing::OfflineUserRow;
 using testing::SeenItemsOf;
 using testing::kScoreTolerance;
 
@@ -45,45 +52,52 @@ constexpr int kMaxFilterValues = 4096;
 
 class RetrievalServiceTest : public ::testing::Test {
  protected:
-  // One trained bundle and one server (default limits) for the suite: no test changes it.
+  // One trained bundle for the suite.
   static void SetUpTestSuite() {
     trained_ = std::make_unique<testing::TrainedBundle>(2);
     absl::StatusOr<Bundle> bundle = ReadBundle(trained_->path);
     ASSERT_THAT(bundle, IsOk());
     latest_ = std::make_unique<Bundle>(*std::move(bundle));
+  }
+
+  static void TearDownTestSuite() {
+    latest_.reset();
+    trained_.reset();
+  }
+
+  // A server of its own for each test (default limits), as tests may change it.
+  void SetUp() override {
+    ASSERT_NE(latest_, nullptr);
     const Server::Options options = testing::InProcessOptions(trained_->path);
     ASSERT_EQ(options.retrieval.max_k, kMaxK);
     ASSERT_EQ(options.retrieval.max_exclude, kMaxExclude);
     ASSERT_EQ(options.retrieval.max_filters, kMaxFilters);
     ASSERT_EQ(options.retrieval.max_filter_values, kMaxFilterValues);
     server_ = testing::StartServer(options);
-    if (server_ != nullptr) {
-      stub_ = v1::Retrieval::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
-    }
+    ASSERT_NE(server_, nullptr);
+    retrieval_ = v1::Retrieval::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+    admin_ = v1::Admin::NewStub(grpc::CreateChannel(server_->admin_address(), grpc::InsecureChannelCredentials()));
   }
 
-  static void TearDownTestSuite() {
-    stub_.reset();
-    server_.reset();
-    latest_.reset();
-    trained_.reset();
-  }
+  v1::Retrieval::Stub& retrieval() { return *retrieval_; }
+  v1::Admin::Stub& admin() { return *admin_; }
 
-  void SetUp() override {
-    ASSERT_NE(latest_, nullptr);
-    ASSERT_NE(stub_, nullptr);
-  }
-
-  static v1::Retrieval::Stub& retrieval() { return *stub_; }
-
-  static grpc::Status Retrieve(const v1::RetrieveRequest& request, v1::RetrieveResponse* response) {
+  grpc::Status Retrieve(const v1::RetrieveRequest& request, v1::RetrieveResponse* response) {
     return retrieval().Retrieve(Context().get(), request, response);
+  }
+
+  v1::GetStatusResponse Status() {
+    v1::GetStatusResponse status;
+    const grpc::Status rpc = admin().GetStatus(Context().get(), {}, &status);
+    EXPECT_TRUE(rpc.ok()) << rpc.error_message();
+    return status;
   }
 
   static inline std::unique_ptr<testing::TrainedBundle> trained_;
   static inline std::unique_ptr<Bundle> latest_;
-  static inline std::unique_ptr<Server> server_;
-  static inline std::unique_ptr<v1::Retrieval::Stub> stub_;
+  std::unique_ptr<Server> server_;
+  std::unique_ptr<v1::Retrieval::Stub> retrieval_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
 };
 
 TEST_F(RetrievalServiceTest, KnownUsersGetTheOfflineModelsTopK) {
@@ -395,6 +409,77 @@ TEST_F(RetrievalServiceTest, LimitsAreInclusiveAndNamedWhenPassed) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(),
               HasSubstr(absl::StrCat("at most ", kMaxExclude, " exclude_item_ids, got ", kMaxExclude + 1)));
+}
+
+// --- Through the Admin API of the same server ------------------------------------------
+
+TEST_F(RetrievalServiceTest, StatusReportsTheModelAndCounters) {
+  v1::RetrieveResponse response;
+  ASSERT_TRUE(Retrieve(KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5), &response).ok());
+  EXPECT_FALSE(Retrieve(KnownUserRequest("u", 0), &response).ok());
+
+  const v1::GetStatusResponse status = Status();
+  EXPECT_EQ(status.model_version(), latest_->model_version());
+  EXPECT_EQ(status.bundle_path(), std::filesystem::canonical(trained_->path).string());
+  EXPECT_EQ(status.item_count(), static_cast<int64_t>(latest_->items.ids.size()));
+  EXPECT_EQ(status.embedding_dim(), latest_->embedding_dim());
+  EXPECT_EQ(status.index().factory(), "Flat");
+  EXPECT_EQ(status.requests_total(), 2);
+  EXPECT_EQ(status.requests_failed(), 1);
+  EXPECT_GT(status.retrieve_latency().max_ms(), 0.0);
+  EXPECT_LE(status.retrieve_latency().p50_ms(), status.retrieve_latency().max_ms());
+  EXPECT_GT(status.uptime_seconds(), 0.0);
+  EXPECT_EQ(status.reloads_total(), 0);
+  // One index search for the one valid call (the invalid one fails before searching).
+  EXPECT_EQ(status.index_searches(), 1);
+  EXPECT_EQ(status.searched_queries(), 1);
+  EXPECT_EQ(status.largest_search_batch(), 1);
+}
+
+TEST_F(RetrievalServiceTest, RebuildIndexWithHnsw) {
+  v1::RebuildIndexRequest rebuild;
+  rebuild.mutable_params()->set_factory("HNSW32,Flat");
+  rebuild.mutable_params()->set_ef_search(64);
+  v1::RebuildIndexResponse rebuilt;
+  const grpc::Status status = admin().RebuildIndex(Context().get(), rebuild, &rebuilt);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(rebuilt.params().factory(), "HNSW32,Flat");
+  EXPECT_EQ(rebuilt.params().ef_search(), 64);
+  EXPECT_EQ(rebuilt.model_version(), latest_->model_version());
+  EXPECT_EQ(rebuilt.item_count(), static_cast<int64_t>(latest_->items.ids.size()));
+  const v1::GetStatusResponse after = Status();
+  EXPECT_EQ(after.index().factory(), "HNSW32,Flat");
+  EXPECT_EQ(after.index().ef_search(), 64);
+
+  // Approximate now, but on 300 items with ef_search 64 it should find nearly all of the
+  // exact top 10; and whatever it returns must be scored right and ordered.
+  for (const std::string& user : KnownUsers(*latest_, 3)) {
+    v1::RetrieveRequest request = KnownUserRequest(user, 10);
+    request.set_include_history_items(true);  // compared with the exact top 10 of all items
+    v1::RetrieveResponse response;
+    ASSERT_TRUE(Retrieve(request, &response).ok());
+    ASSERT_EQ(response.items_size(), 10);
+    const std::map<std::string, float> scores =
+        OfflineScores(*latest_, OfflineUserRow(*latest_, request));
+    std::vector<float> sorted;
+    for (const auto& [id, score] : scores) sorted.push_back(score);
+    std::sort(sorted.begin(), sorted.end(), std::greater<>());
+    int in_exact_top = 0;
+    for (int i = 0; i < response.items_size(); ++i) {
+      const float score = scores.at(response.items(i).item_id());
+      EXPECT_NEAR(response.items(i).score(), score, kScoreTolerance);
+      if (i > 0) {
+        EXPECT_GE(response.items(i - 1).score(), response.items(i).score());
+      }
+      if (score >= sorted[9] - kScoreTolerance) ++in_exact_top;
+    }
+    EXPECT_GE(in_exact_top, 8) << user;
+  }
+
+  // An invalid factory fails and keeps the HNSW index.
+  rebuild.mutable_params()->set_factory("NoSuchIndex");
+  EXPECT_FALSE(admin().RebuildIndex(Context().get(), rebuild, &rebuilt).ok());
+  EXPECT_EQ(Status().index().factory(), "HNSW32,Flat");
 }
 
 }  // namespace
