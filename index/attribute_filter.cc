@@ -7,6 +7,19 @@
 
 namespace twotower {
 
+namespace {
+
+// INVALID_ARGUMENT for more filters than Allowed takes.
+absl::Status CheckCount(const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) {
+  if (filters.size() > AttributeFilter::kMaxFilters) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", AttributeFilter::kMaxFilters, " filters, got ", filters.size()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 AttributeFilter::AttributeFilter(const FeatureEncoder& encoder, const EncodedTable& rows)
     : encoder_(&encoder), rows_(rows.size()) {
   postings_.resize(encoder_->num_fields());
@@ -51,6 +64,7 @@ absl::StatusOr<int> AttributeFilter::FieldOf(const v1::ItemFilter& filter) const
 
 absl::Status AttributeFilter::Check(
     const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const {
+  RETURN_IF_ERROR(CheckCount(filters));
   for (const v1::ItemFilter& filter : filters) {
     if (absl::StatusOr<int> field = FieldOf(filter); !field.ok()) return field.status();
   }
@@ -59,10 +73,7 @@ absl::Status AttributeFilter::Check(
 
 absl::StatusOr<std::vector<uint8_t>> AttributeFilter::Allowed(
     const google::protobuf::RepeatedPtrField<v1::ItemFilter>& filters) const {
-  if (filters.size() > kMaxFilters) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("at most ", kMaxFilters, " filters, got ", filters.size()));
-  }
+  RETURN_IF_ERROR(CheckCount(filters));
   // passed[r] = how many of the filters so far row r passes. A row reaches filter f's
   // count only through f's postings, once (rows already at f + 1 are skipped), so the
   // cost is one pass over the rows plus the postings of the values asked for, not a

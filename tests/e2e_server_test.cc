@@ -39,11 +39,11 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "bundle/bundle.h"
-#include "features/vocabulary.h"
 #include "gtest/gtest.h"
 #include "index/exact_scan.h"
 #include "model/tower.h"
 #include "tests/grpc_raw.h"
+#include "tests/offline_model.h"
 #include "tests/raw_http2.h"
 #include "tests/server_process.h"
 #include "tests/status_matchers.h"
@@ -67,9 +67,14 @@ using ::twotower::testing::Context;
 using ::twotower::testing::BinaryDir;
 using ::twotower::testing::SourceDir;
 using ::twotower::testing::WriteText;
+using ::twotower::testing::ColdUserRequest;
+using ::twotower::testing::ExpectOfflineTopK;
+using ::twotower::testing::KnownUserRequest;
+using ::twotower::testing::KnownUsers;
+using ::twotower::testing::OfflineUserRow;
+using ::twotower::testing::SeenItemsOf;
+using ::twotower::testing::kScoreTolerance;
 
-constexpr int kMaxK = 1000;  // the server's default --max_k
-constexpr float kScoreTolerance = 1e-4f;
 
 // Debian's python3-grpcio / python3-protobuf are installed for the system interpreter,
 // which may not be the first python3 on PATH (pyenv, venvs).
@@ -94,130 +99,6 @@ std::string ReadLink(const std::string& link) {
   return error ? std::string() : target.string();
 }
 
-
-// --- The offline model: what the server must answer, computed from the bundle ----------
-
-// Scores of every catalogue item for the user tower input `row`, by brute force.
-std::map<std::string, float> OfflineScores(const Bundle& bundle, const EncodedTable& row) {
-  const int dim = bundle.embedding_dim();
-  std::vector<float> user(dim);
-  TowerActivations activations;
-  bundle.user.tower.Forward(row, &activations, user.data());
-  std::map<std::string, float> scores;
-  for (size_t i = 0; i < bundle.items.ids.size(); ++i) {
-    double dot = 0.0;
-    for (int d = 0; d < dim; ++d) {
-      dot += static_cast<double>(user[d]) * bundle.item_vectors[i * dim + d];
-    }
-    scores.emplace(bundle.items.ids[i], static_cast<float>(dot));
-  }
-  return scores;
-}
-
-// The tower input the server should build for `request` (the documented rules).
-EncodedTable OfflineUserRow(const Bundle& bundle, const v1::RetrieveRequest& request) {
-  EncodedTable row = bundle.user.encoder.NewTable();
-  if (!request.user_features().empty()) {
-    absl::StatusOr<std::vector<RawValue>> values =
-        bundle.user.encoder.FromRequest(request.user_features());
-    EXPECT_THAT(values, IsOk());
-    if (values.ok()) bundle.user.encoder.Encode(request.user_id(), &*values, &row);
-    return row;
-  }
-  const auto it = std::find(bundle.users.ids.begin(), bundle.users.ids.end(), request.user_id());
-  if (it != bundle.users.ids.end()) {
-    row.AppendRowFrom(bundle.users.rows, static_cast<int>(it - bundle.users.ids.begin()));
-  } else {
-    bundle.user.encoder.Encode(request.user_id(), nullptr, &row);
-  }
-  return row;
-}
-
-// Checks `response` is the exact top-k of the offline model. Ties make "equal ids" too
-// strict (two items within float noise may come in either order), so it checks what
-// defines a correct top-k: every position's score equals the offline k-th best score at
-// that position, every returned item's score is its offline score, no item twice, none
-// excluded. When scores are distinct this is the same as equal ids.
-// Whether catalogue item `id` passes every filter of `request`, computed independently
-// of the server from the bundle's encoded catalogue.
-bool PassesFilters(const Bundle& bundle, const std::string& id, const v1::RetrieveRequest& request) {
-  const auto row = std::find(bundle.items.ids.begin(), bundle.items.ids.end(), id) - bundle.items.ids.begin();
-  const FeatureEncoder& encoder = bundle.item.encoder;
-  for (const v1::ItemFilter& filter : request.filters()) {
-    bool pass = false;
-    for (int f = 1; f < encoder.num_fields(); ++f) {
-      if (encoder.FieldSpec(f).name() != filter.feature()) continue;
-      for (const std::string& value : filter.any_of()) {
-        const int32_t token = encoder.FieldVocabulary(f).Lookup(value);
-        for (int32_t have : bundle.items.rows.Field(static_cast<int>(row), f)) {
-          pass = pass || (token != Vocabulary::kOov && have == token);
-        }
-      }
-    }
-    if (!pass) return false;
-  }
-  return true;
-}
-
-// The items a known user interacted with in training (the bundle's seen sets): what
-// Retrieve leaves out of that user's answers unless include_history_items.
-std::set<std::string> SeenItemsOf(const Bundle& bundle, const std::string& user) {
-  std::set<std::string> ids;
-  const auto it = std::find(bundle.users.ids.begin(), bundle.users.ids.end(), user);
-  if (it == bundle.users.ids.end()) return ids;
-  std::vector<int32_t> rows;
-  bundle.seen_items.AppendRowsOf(it - bundle.users.ids.begin(), &rows);
-  for (const int32_t row : rows) ids.insert(bundle.items.ids[row]);
-  return ids;
-}
-
-void ExpectOfflineTopK(const Bundle& bundle, const v1::RetrieveRequest& request,
-                       const v1::RetrieveResponse& response) {
-  const std::map<std::string, float> scores = OfflineScores(bundle, OfflineUserRow(bundle, request));
-  std::set<std::string> excluded(request.exclude_item_ids().begin(), request.exclude_item_ids().end());
-  if (!request.include_history_items()) excluded.merge(SeenItemsOf(bundle, request.user_id()));
-  std::vector<float> expected;
-  for (const auto& [id, score] : scores) {
-    if (!excluded.contains(id) && PassesFilters(bundle, id, request)) expected.push_back(score);
-  }
-  std::sort(expected.begin(), expected.end(), std::greater<>());
-  expected.resize(std::min<size_t>(expected.size(), request.k()));
-
-  ASSERT_EQ(response.items_size(), static_cast<int>(expected.size()));
-  std::set<std::string> seen;
-  for (int i = 0; i < response.items_size(); ++i) {
-    const v1::ScoredItem& item = response.items(i);
-    EXPECT_NEAR(item.score(), expected[i], kScoreTolerance) << "rank " << i + 1;
-    const auto it = scores.find(item.item_id());
-    ASSERT_NE(it, scores.end()) << item.item_id() << " is not in the catalogue";
-    EXPECT_NEAR(item.score(), it->second, kScoreTolerance) << item.item_id();
-    EXPECT_TRUE(seen.insert(item.item_id()).second) << item.item_id() << " returned twice";
-    EXPECT_FALSE(excluded.contains(item.item_id())) << item.item_id() << " was excluded";
-    EXPECT_TRUE(PassesFilters(bundle, item.item_id(), request)) << item.item_id() << " fails a filter";
-    if (i > 0) {
-      EXPECT_GE(response.items(i - 1).score(), item.score()) << "rank " << i + 1;
-    }
-  }
-}
-
-v1::RetrieveRequest KnownUserRequest(const std::string& user, int k) {
-  v1::RetrieveRequest request;
-  request.set_user_id(user);
-  request.set_k(k);
-  return request;
-}
-
-// A user the model never saw, described by features of configs/synthetic.textproto.
-v1::RetrieveRequest ColdUserRequest(const std::string& user, int k) {
-  v1::RetrieveRequest request = KnownUserRequest(user, k);
-  auto& features = *request.mutable_user_features();
-  features["segment"].set_categorical("s1");
-  features["age"].set_numeric(31);
-  features["region"].set_categorical("r2");
-  features["interests"].mutable_multi_hot()->add_values("g0");
-  features["interests"].mutable_multi_hot()->add_values("g3");
-  return request;
-}
 
 // First item id of a CLI "rank item_id score" listing (header lines skipped).
 std::string TopItemOfListing(const std::string& out) {
@@ -291,16 +172,6 @@ class E2eServerTest : public ::testing::Test {
         << "server did not exit 0 within 5 s of SIGTERM (wait status " << status << ")";
   }
 
-  // Known users with their own id embedding (in the id vocabulary and in users.pb).
-  static std::vector<std::string> KnownUsers(const Bundle& bundle, size_t count) {
-    std::vector<std::string> users;
-    for (const std::string& id : bundle.users.ids) {
-      if (bundle.user.encoder.ids().Lookup(id) != Vocabulary::kOov) users.push_back(id);
-      if (users.size() == count) break;
-    }
-    return users;
-  }
-
   grpc::Status Retrieve(const v1::RetrieveRequest& request, v1::RetrieveResponse* response) {
     return server_.retrieval().Retrieve(Context().get(), request, response);
   }
@@ -320,208 +191,6 @@ class E2eServerTest : public ::testing::Test {
 };
 
 // --- Retrieval --------------------------------------------------------------------------
-
-TEST_F(E2eServerTest, KnownUsersGetTheOfflineModelsTopK) {
-  const std::vector<std::string> users = KnownUsers(*latest_, 5);
-  ASSERT_EQ(users.size(), 5u);
-  for (const std::string& user : users) {
-    SCOPED_TRACE(user);
-    const v1::RetrieveRequest request = KnownUserRequest(user, 10);
-    v1::RetrieveResponse response;
-    const grpc::Status status = Retrieve(request, &response);
-    ASSERT_TRUE(status.ok()) << status.error_message();
-    EXPECT_EQ(response.model_version(), latest_->model_version());
-    EXPECT_TRUE(response.user_known());
-    EXPECT_EQ(response.items_size(), 10);
-    ExpectOfflineTopK(*latest_, request, response);
-  }
-}
-
-TEST_F(E2eServerTest, KLargerThanTheCatalogueReturnsEveryItemOnce) {
-  // Every item but those the user interacted with in training; with them, every item.
-  const std::string user = KnownUsers(*latest_, 1).at(0);
-  const size_t seen = SeenItemsOf(*latest_, user).size();
-  ASSERT_GT(seen, 0u);
-  v1::RetrieveRequest request = KnownUserRequest(user, kMaxK);
-  v1::RetrieveResponse response;
-  ASSERT_TRUE(Retrieve(request, &response).ok());
-  EXPECT_EQ(response.items_size(), static_cast<int>(latest_->items.ids.size() - seen));
-  ExpectOfflineTopK(*latest_, request, response);
-  request.set_include_history_items(true);
-  ASSERT_TRUE(Retrieve(request, &response).ok());
-  EXPECT_EQ(response.items_size(), static_cast<int>(latest_->items.ids.size()));
-  ExpectOfflineTopK(*latest_, request, response);
-}
-
-TEST_F(E2eServerTest, ColdUserWithFeaturesIsServedFromFeatures) {
-  const v1::RetrieveRequest request = ColdUserRequest("never-seen-user", 10);
-  v1::RetrieveResponse response;
-  const grpc::Status status = Retrieve(request, &response);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_FALSE(response.user_known());
-  EXPECT_EQ(response.items_size(), 10);
-  ExpectOfflineTopK(*latest_, request, response);
-
-  // Features without any id work too.
-  v1::RetrieveRequest anonymous = ColdUserRequest("", 5);
-  ASSERT_TRUE(Retrieve(anonymous, &response).ok());
-  EXPECT_FALSE(response.user_known());
-  ExpectOfflineTopK(*latest_, anonymous, response);
-}
-
-TEST_F(E2eServerTest, ColdUserWithoutFeaturesGetsTheOovEmbedding) {
-  const v1::RetrieveRequest request = KnownUserRequest("never-seen-user", 10);
-  v1::RetrieveResponse response;
-  ASSERT_TRUE(Retrieve(request, &response).ok());
-  EXPECT_FALSE(response.user_known());
-  ExpectOfflineTopK(*latest_, request, response);
-}
-
-TEST_F(E2eServerTest, InvalidRequestsAreRejected) {
-  v1::RetrieveResponse response;
-  v1::RetrieveRequest nobody;
-  nobody.set_k(10);
-  EXPECT_EQ(Retrieve(nobody, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-
-  const std::string user = KnownUsers(*latest_, 1).at(0);
-  EXPECT_EQ(Retrieve(KnownUserRequest(user, 0), &response).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(Retrieve(KnownUserRequest(user, -3), &response).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(Retrieve(KnownUserRequest(user, kMaxK + 1), &response).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
-
-  v1::RetrieveRequest unknown_feature = ColdUserRequest("x", 5);
-  (*unknown_feature.mutable_user_features())["shoe_size"].set_numeric(44);
-  const grpc::Status unknown = Retrieve(unknown_feature, &response);
-  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(unknown.error_message().find("shoe_size"), std::string::npos)
-      << unknown.error_message();
-
-  v1::RetrieveRequest wrong_type = ColdUserRequest("x", 5);
-  (*wrong_type.mutable_user_features())["age"].set_categorical("old");
-  EXPECT_EQ(Retrieve(wrong_type, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-
-  v1::RetrieveRequest filtered = KnownUserRequest(user, 5);
-  v1::ItemFilter* filter = filtered.add_filters();
-  filter->set_feature("price");  // numeric: cannot filter by value sets
-  filter->add_any_of("9.5");
-  EXPECT_EQ(Retrieve(filtered, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  filter->set_feature("no_such_feature");
-  EXPECT_EQ(Retrieve(filtered, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-
-  v1::RetrieveRequest not_a_number = ColdUserRequest("x", 5);
-  (*not_a_number.mutable_user_features())["age"].set_numeric(std::nan(""));
-  EXPECT_EQ(Retrieve(not_a_number, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  (*not_a_number.mutable_user_features())["age"].set_numeric(INFINITY);
-  EXPECT_EQ(Retrieve(not_a_number, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-
-  // A category never seen is not an error: it uses the OOV row.
-  v1::RetrieveRequest unseen = ColdUserRequest("x", 5);
-  (*unseen.mutable_user_features())["segment"].set_categorical("a-segment-nobody-has");
-  EXPECT_TRUE(Retrieve(unseen, &response).ok());
-
-  {  // A deadline that has already passed.
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() - std::chrono::seconds(1));
-    EXPECT_EQ(server_.retrieval().Retrieve(&context, KnownUserRequest(user, 5), &response).error_code(),
-              grpc::StatusCode::DEADLINE_EXCEEDED);
-  }
-
-  // A finite but absurd number overflows the tower: rejected, not answered with garbage.
-  v1::RetrieveRequest huge = ColdUserRequest("x", 5);
-  (*huge.mutable_user_features())["age"].set_numeric(1e300);
-  EXPECT_EQ(Retrieve(huge, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-
-  // More exclusions than the server's --max_exclude (default 10000).
-  v1::RetrieveRequest too_many = KnownUserRequest(user, 5);
-  for (int i = 0; i <= 10000; ++i) too_many.add_exclude_item_ids("item-" + std::to_string(i));
-  EXPECT_EQ(Retrieve(too_many, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  // The server is still fine.
-  EXPECT_TRUE(Retrieve(KnownUserRequest(user, 5), &response).ok());
-}
-
-TEST_F(E2eServerTest, FiltersAreHonouredExactly) {
-  const std::string user = KnownUsers(*latest_, 1).at(0);
-  v1::RetrieveRequest request = KnownUserRequest(user, 20);
-  v1::ItemFilter* genres = request.add_filters();
-  genres->set_feature("genres");
-  genres->add_any_of("g1");
-  genres->add_any_of("g2");
-  v1::RetrieveResponse response;
-  ASSERT_TRUE(Retrieve(request, &response).ok());
-  EXPECT_EQ(response.items_size(), 20);
-  ExpectOfflineTopK(*latest_, request, response);
-  // Two filters (AND) plus exclusions.
-  v1::ItemFilter* brand = request.add_filters();
-  brand->set_feature("brand");
-  for (const char* b : {"b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9"}) brand->add_any_of(b);
-  request.add_exclude_item_ids(response.items(0).item_id());
-  ASSERT_TRUE(Retrieve(request, &response).ok());
-  ExpectOfflineTopK(*latest_, request, response);
-  // A value no item has: nothing passes, an empty answer (not an error).
-  v1::RetrieveRequest none = KnownUserRequest(user, 5);
-  v1::ItemFilter* nothing = none.add_filters();
-  nothing->set_feature("genres");
-  nothing->add_any_of("no-such-genre");
-  ASSERT_TRUE(Retrieve(none, &response).ok());
-  EXPECT_EQ(response.items_size(), 0);
-}
-
-TEST_F(E2eServerTest, ExcludedItemsAreNeverReturned) {
-  const std::string user = KnownUsers(*latest_, 1).at(0);
-  v1::RetrieveResponse top;
-  ASSERT_TRUE(Retrieve(KnownUserRequest(user, 10), &top).ok());
-  ASSERT_EQ(top.items_size(), 10);
-
-  v1::RetrieveRequest request = KnownUserRequest(user, 10);
-  for (int i : {0, 2, 5}) request.add_exclude_item_ids(top.items(i).item_id());
-  request.add_exclude_item_ids("no-such-item");  // unknown ids are ignored
-  v1::RetrieveResponse response;
-  ASSERT_TRUE(Retrieve(request, &response).ok());
-  EXPECT_EQ(response.items_size(), 10);
-  ExpectOfflineTopK(*latest_, request, response);
-}
-
-TEST_F(E2eServerTest, BatchRetrieveEqualsRetrieveOneByOne) {
-  v1::BatchRetrieveRequest batch;
-  int k = 3;
-  for (const std::string& user : KnownUsers(*latest_, 4)) {
-    *batch.add_requests() = KnownUserRequest(user, k++);
-  }
-  *batch.add_requests() = ColdUserRequest("cold-1", 7);
-  *batch.add_requests() = KnownUserRequest("cold-2", 2);
-  v1::RetrieveRequest with_exclude = KnownUserRequest(KnownUsers(*latest_, 1).at(0), 4);
-  with_exclude.add_exclude_item_ids(latest_->items.ids[0]);
-  with_exclude.add_exclude_item_ids(latest_->items.ids[1]);
-  *batch.add_requests() = with_exclude;
-
-  v1::BatchRetrieveResponse answers;
-  const grpc::Status status = server_.retrieval().BatchRetrieve(Context().get(), batch, &answers);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  ASSERT_EQ(answers.responses_size(), batch.requests_size());
-  for (int i = 0; i < batch.requests_size(); ++i) {
-    SCOPED_TRACE(absl::StrCat("request ", i));
-    v1::RetrieveResponse single;
-    ASSERT_TRUE(Retrieve(batch.requests(i), &single).ok());
-    const v1::RetrieveResponse& batched = answers.responses(i);
-    EXPECT_EQ(batched.model_version(), single.model_version());
-    EXPECT_EQ(batched.user_known(), single.user_known());
-    ASSERT_EQ(batched.items_size(), single.items_size());
-    for (int j = 0; j < single.items_size(); ++j) {
-      EXPECT_NEAR(batched.items(j).score(), single.items(j).score(), kScoreTolerance);
-    }
-    ExpectOfflineTopK(*latest_, batch.requests(i), batched);
-  }
-
-  // One bad request fails the batch, naming it.
-  *batch.add_requests() = KnownUserRequest("u", 0);
-  const grpc::Status bad = server_.retrieval().BatchRetrieve(Context().get(), batch, &answers);
-  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(bad.error_message().find(absl::StrCat("requests[", batch.requests_size() - 1, "]")),
-            std::string::npos)
-      << bad.error_message();
-}
 
 // Concurrent calls with every round handed off (--search_hand_off_ms=0: the search of a
 // call that arrives while a round runs is queued, and a background thread runs it, in a
@@ -567,29 +236,6 @@ TEST_F(E2eServerTest, QueuedSearchesHandedOffAreAnsweredExactly) {
 }
 
 // --- Admin ------------------------------------------------------------------------------
-
-TEST_F(E2eServerTest, StatusReportsTheModelAndCounters) {
-  v1::RetrieveResponse response;
-  ASSERT_TRUE(Retrieve(KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5), &response).ok());
-  EXPECT_FALSE(Retrieve(KnownUserRequest("u", 0), &response).ok());
-
-  const v1::GetStatusResponse status = Status();
-  EXPECT_EQ(status.model_version(), latest_->model_version());
-  EXPECT_EQ(status.bundle_path(), std::filesystem::canonical(latest_path_).string());
-  EXPECT_EQ(status.item_count(), static_cast<int64_t>(latest_->items.ids.size()));
-  EXPECT_EQ(status.embedding_dim(), latest_->embedding_dim());
-  EXPECT_EQ(status.index().factory(), "Flat");
-  EXPECT_EQ(status.requests_total(), 2);
-  EXPECT_EQ(status.requests_failed(), 1);
-  EXPECT_GT(status.retrieve_latency().max_ms(), 0.0);
-  EXPECT_LE(status.retrieve_latency().p50_ms(), status.retrieve_latency().max_ms());
-  EXPECT_GT(status.uptime_seconds(), 0.0);
-  EXPECT_EQ(status.reloads_total(), 0);
-  // One index search for the one valid call (the invalid one fails before searching).
-  EXPECT_EQ(status.index_searches(), 1);
-  EXPECT_EQ(status.searched_queries(), 1);
-  EXPECT_EQ(status.largest_search_batch(), 1);
-}
 
 TEST_F(E2eServerTest, CorruptBundleReloadFailsAndTheOldModelKeepsServing) {
   const std::string corrupt = dir_->Join("corrupt-" + std::to_string(::getpid()));
@@ -688,52 +334,6 @@ TEST_F(E2eServerTest, RequestsDuringReloadsSeeOneModelEach) {
   EXPECT_GT(answered.load(), 20);
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(Status().reloads_total(), 20);
-}
-
-TEST_F(E2eServerTest, RebuildIndexWithHnsw) {
-  v1::RebuildIndexRequest rebuild;
-  rebuild.mutable_params()->set_factory("HNSW32,Flat");
-  rebuild.mutable_params()->set_ef_search(64);
-  v1::RebuildIndexResponse rebuilt;
-  const grpc::Status status = server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt);
-  ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(rebuilt.params().factory(), "HNSW32,Flat");
-  EXPECT_EQ(rebuilt.params().ef_search(), 64);
-  EXPECT_EQ(rebuilt.model_version(), latest_->model_version());
-  EXPECT_EQ(rebuilt.item_count(), static_cast<int64_t>(latest_->items.ids.size()));
-  const v1::GetStatusResponse after = Status();
-  EXPECT_EQ(after.index().factory(), "HNSW32,Flat");
-  EXPECT_EQ(after.index().ef_search(), 64);
-
-  // Approximate now, but on 200 items with ef_search 64 it should find nearly all of the
-  // exact top 10; and whatever it returns must be scored right and ordered.
-  for (const std::string& user : KnownUsers(*latest_, 3)) {
-    v1::RetrieveRequest request = KnownUserRequest(user, 10);
-    request.set_include_history_items(true);  // compared with the exact top 10 of all items
-    v1::RetrieveResponse response;
-    ASSERT_TRUE(Retrieve(request, &response).ok());
-    ASSERT_EQ(response.items_size(), 10);
-    const std::map<std::string, float> scores =
-        OfflineScores(*latest_, OfflineUserRow(*latest_, request));
-    std::vector<float> sorted;
-    for (const auto& [id, score] : scores) sorted.push_back(score);
-    std::sort(sorted.begin(), sorted.end(), std::greater<>());
-    int in_exact_top = 0;
-    for (int i = 0; i < response.items_size(); ++i) {
-      const float score = scores.at(response.items(i).item_id());
-      EXPECT_NEAR(response.items(i).score(), score, kScoreTolerance);
-      if (i > 0) {
-        EXPECT_GE(response.items(i - 1).score(), response.items(i).score());
-      }
-      if (score >= sorted[9] - kScoreTolerance) ++in_exact_top;
-    }
-    EXPECT_GE(in_exact_top, 8) << user;
-  }
-
-  // An invalid factory fails and keeps the HNSW index.
-  rebuild.mutable_params()->set_factory("NoSuchIndex");
-  EXPECT_FALSE(server_.admin().RebuildIndex(Context().get(), rebuild, &rebuilt).ok());
-  EXPECT_EQ(Status().index().factory(), "HNSW32,Flat");
 }
 
 // The index persisted in the bundle (twotower_index_bundle writes a new bundle with it):
@@ -1720,39 +1320,6 @@ TEST_F(E2eServerTest, CompressedRequestsAreRefusedBeforeInflating) {
   EXPECT_LT(server_.ResidentMb() - rss_before, 32.0) << "the server inflated the requests";
   v1::RetrieveResponse response;  // and it still serves
   EXPECT_TRUE(Retrieve(KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5), &response).ok());
-}
-
-TEST_F(E2eServerTest, ErrorMessagesQuoteABoundedPartOfTheInput) {
-  v1::RetrieveRequest request = KnownUserRequest(KnownUsers(*latest_, 1).at(0), 5);
-  (*request.mutable_user_features())[std::string(1 << 20, 'f')].set_categorical("x");
-  v1::RetrieveResponse response;
-  const grpc::Status status = Retrieve(request, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message().size();
-  EXPECT_LT(status.error_message().size(), 2048u);
-}
-
-TEST_F(E2eServerTest, FiltersPerCallAreBounded) {
-  const std::string user = KnownUsers(*latest_, 1).at(0);
-  const auto with_filters = [&](int filters, int values) {
-    v1::RetrieveRequest request = KnownUserRequest(user, 5);
-    for (int f = 0; f < filters; ++f) {
-      v1::ItemFilter* filter = request.add_filters();
-      filter->set_feature("genres");
-      for (int v = 0; v < values; ++v) filter->add_any_of(absl::StrCat("g", v));
-    }
-    return request;
-  };
-  v1::RetrieveResponse response;
-  EXPECT_TRUE(Retrieve(with_filters(64, 2), &response).ok());
-  EXPECT_EQ(Retrieve(with_filters(65, 1), &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(Retrieve(with_filters(1, 4097), &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  // The limit holds per call: a batch's requests share it.
-  v1::BatchRetrieveRequest batch;
-  for (int i = 0; i < 2; ++i) *batch.add_requests() = with_filters(40, 1);
-  v1::BatchRetrieveResponse answers;
-  const grpc::Status status = server_.retrieval().BatchRetrieve(Context().get(), batch, &answers);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(status.error_message().find("requests[1]"), std::string::npos) << status.error_message();
 }
 
 TEST_F(E2eServerTest, EachListenerBindsOneSocket) {

@@ -16,10 +16,11 @@
 
 #include "absl/strings/str_split.h"
 #include "dataset/synthetic.h"
-#include "features/vocabulary.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/grpc_raw.h"
+#include "tests/in_process_server.h"
+#include "tests/offline_model.h"
 #include "tests/server_process.h"
 #include "tests/status_matchers.h"
 #include "tests/test_util.h"
@@ -42,44 +43,16 @@ using testing::StatusIs;
 constexpr int kServing = 1;
 constexpr int kNotServing = 2;
 
-struct SharedBundle {
-  ScopedTempDir dir;
-  testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
-  std::string path = dir.Join("bundle");
-  SharedBundle() { EXPECT_THAT(WriteBundle(model.report.bundle, path), IsOk()); }
-};
-
 class ServerTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { shared_ = std::make_unique<SharedBundle>(); }
+  static void SetUpTestSuite() { shared_ = std::make_unique<testing::TrainedBundle>(1); }
   static void TearDownTestSuite() { shared_.reset(); }
 
-  // Free ports, no drain delay, a fast listener probe.
-  static Server::Options TestOptions() {
-    Server::Options options;
-    options.bundle = shared_->path;
-    options.address = "127.0.0.1:0";
-    options.admin_address = "127.0.0.1:0";
-    options.drain_delay = absl::ZeroDuration();
-    options.listener_probe_interval = absl::Milliseconds(20);
-    return options;
-  }
-
-  static std::unique_ptr<Server> Start(Server::Options options) {
-    absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(std::move(options));
-    EXPECT_THAT(server, IsOk());
-    return server.ok() ? *std::move(server) : nullptr;
-  }
+  static Server::Options TestOptions() { return testing::InProcessOptions(shared_->path); }
+  static std::unique_ptr<Server> Start(Server::Options options) { return testing::StartServer(std::move(options)); }
 
   // A user with its own id embedding.
-  static std::string KnownUser() {
-    const Bundle& bundle = shared_->model.report.bundle;
-    for (const std::string& id : bundle.users.ids) {
-      if (bundle.user.encoder.ids().Lookup(id) != Vocabulary::kOov) return id;
-    }
-    ADD_FAILURE() << "no known user";
-    return "";
-  }
+  static std::string KnownUser() { return testing::KnownUsers(shared_->model.report.bundle, 1).at(0); }
 
   static grpc::Status Retrieve(const Server& server, int k, v1::RetrieveResponse* response) {
     auto stub = v1::Retrieval::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
@@ -89,9 +62,9 @@ class ServerTest : public ::testing::Test {
     return stub->Retrieve(Context().get(), request, response);
   }
 
-  static std::unique_ptr<SharedBundle> shared_;
+  static std::unique_ptr<testing::TrainedBundle> shared_;
 };
-std::unique_ptr<SharedBundle> ServerTest::shared_;
+std::unique_ptr<testing::TrainedBundle> ServerTest::shared_;
 
 TEST_F(ServerTest, ValidateNamesTheOptionThatCannotWork) {
   ASSERT_THAT(Server::Validate(TestOptions()), IsOk());
