@@ -83,6 +83,14 @@ class CatalogueTest : public ::testing::Test {
     return next.ok() ? *next : nullptr;
   }
 
+  // The base catalogue with `added` new items (features of rows kItems..) upserted, then
+  // base item `replaced` upserted again with a new vector (random vectors from `seed`).
+  CataloguePtr AddAndReplace(int added, int replaced, uint64_t seed, Model* model) {
+    const CataloguePtr with_new = Upsert(*base_, kItems, testing::RandomVectors(added, kDim, seed), model);
+    if (with_new == nullptr) return nullptr;
+    return Upsert(*with_new, replaced, testing::RandomVectors(1, kDim, seed + 1), model);
+  }
+
   // The top k of `model` for `query`, without `excluded`, items passing `pass`.
   static std::vector<std::pair<std::string, float>> Expected(const Model& model, const float* query, int k,
                                                              const std::set<std::string>& excluded,
@@ -185,9 +193,7 @@ TEST_F(CatalogueTest, BadUpsertsAreInvalidArgumentAndChangeNothing) {
 
 TEST_F(CatalogueTest, RemovedItemsAreNeverReturned) {
   Model model = model_;
-  const CataloguePtr upserted = Upsert(*base_, kItems, testing::RandomVectors(4, kDim, 10), &model);
-  ASSERT_NE(upserted, nullptr);
-  const CataloguePtr replaced = Upsert(*upserted, 5, testing::RandomVectors(1, kDim, 11), &model);
+  const CataloguePtr replaced = AddAndReplace(4, 5, 10, &model);
   ASSERT_NE(replaced, nullptr);
   // Base items, an upserted one, a replaced base item (counted once), an unknown id.
   const std::vector<std::string> gone = {"item-0", "item-7", "item-50", absl::StrCat("item-", kItems + 1),
@@ -222,9 +228,7 @@ TEST_F(CatalogueTest, RemovedItemsAreNeverReturned) {
 TEST_F(CatalogueTest, ExclusionsAndFiltersApplyToBaseAndDelta) {
   Model model = model_;
   // Upserted items with the features of items 120..139, and base item 4 replaced.
-  const CataloguePtr with_new = Upsert(*base_, kItems, testing::RandomVectors(20, kDim, 12), &model);
-  ASSERT_NE(with_new, nullptr);
-  const CataloguePtr catalogue = Upsert(*with_new, 4, testing::RandomVectors(1, kDim, 13), &model);
+  const CataloguePtr catalogue = AddAndReplace(20, 4, 12, &model);
   ASSERT_NE(catalogue, nullptr);
 
   google::protobuf::RepeatedPtrField<std::string> exclude;
