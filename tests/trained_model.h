@@ -3,6 +3,7 @@
 #ifndef TWOTOWER_TESTS_TRAINED_MODEL_H_
 #define TWOTOWER_TESTS_TRAINED_MODEL_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -70,18 +71,16 @@ template <int kEpochs>
 class TrainedModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    data_dir_ = new ScopedTempDir();
-    model_ = new TrainedModel(TrainSynthetic(*data_dir_, kEpochs));
+    data_dir_ = std::make_unique<ScopedTempDir>();
+    model_ = std::make_unique<TrainedModel>(TrainSynthetic(*data_dir_, kEpochs));
   }
   static void TearDownTestSuite() {
-    delete model_;
-    delete data_dir_;
-    model_ = nullptr;
-    data_dir_ = nullptr;
+    model_.reset();
+    data_dir_.reset();
   }
 
-  static inline ScopedTempDir* data_dir_ = nullptr;
-  static inline TrainedModel* model_ = nullptr;
+  static inline std::unique_ptr<ScopedTempDir> data_dir_;
+  static inline std::unique_ptr<TrainedModel> model_;
 };
 
 }  // namespace twotower::testing

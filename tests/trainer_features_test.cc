@@ -323,13 +323,15 @@ TEST(TrainerFeaturesTest, HistoryLengthAndPrecedingContextFollowTime) {
       << ValidateTrainerConfig(categorical);
 }
 
+// Tests that read the synthetic data and a 1-epoch model, shared by the suite.
+class SharedModelTest : public testing::TrainedModelTest<1> {};
+
 // Train/serve skew check: for every user of the table, the features sent as a request
 // (raw values, typed) encode to exactly the trainer's row and give the same embedding.
-TEST(TrainerFeaturesTest, RequestFeaturesEncodeExactlyLikeTraining) {
-  ScopedTempDir dir;
-  testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
+TEST_F(SharedModelTest, RequestFeaturesEncodeExactlyLikeTraining) {
+  const testing::TrainedModel& model = *model_;
   const v1::FeatureTableSpec& spec = model.config.data().users();
-  absl::StatusOr<FeatureTable> table = ReadFeatureTable(spec, dir.path());
+  absl::StatusOr<FeatureTable> table = ReadFeatureTable(spec, data_dir_->path());
   ASSERT_THAT(table, IsOk());
   const Bundle& bundle = model.report.bundle;
   int checked = 0;
@@ -765,9 +767,8 @@ TEST(TrainerFeaturesTest, AttentionPooledHistoryTrainsAndServesFromTheBundle) {
   EXPECT_GT(with_history, 300);
 }
 
-TEST(TrainerFeaturesTest, SelectionExportsTheBestEvaluatedEpoch) {
-  ScopedTempDir dir;
-  testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
+TEST_F(SharedModelTest, SelectionExportsTheBestEvaluatedEpoch) {
+  const testing::TrainedModel& model = *model_;
   v1::TrainerConfig config = model.config;
   config.mutable_training()->set_epochs(6);
   config.mutable_training()->set_eval_every_epochs(1);
@@ -793,9 +794,8 @@ TEST(TrainerFeaturesTest, SelectionExportsTheBestEvaluatedEpoch) {
   EXPECT_DOUBLE_EQ(Recall(*again, "warm", 50) + Recall(*again, "cold", 50), best);
 }
 
-TEST(TrainerFeaturesTest, TwoThreadsTrain) {
-  ScopedTempDir dir;
-  testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
+TEST_F(SharedModelTest, TwoThreadsTrain) {
+  const testing::TrainedModel& model = *model_;
   v1::TrainerConfig config = model.config;
   config.mutable_training()->set_threads(2);
   config.mutable_training()->set_epochs(4);
@@ -805,9 +805,9 @@ TEST(TrainerFeaturesTest, TwoThreadsTrain) {
   EXPECT_GT(Recall(report->final_eval, "warm", 10), 1.3 * Recall(*popularity, "warm", 10));
 }
 
-TEST(TrainerFeaturesTest, MetricsFileAndPlot) {
-  ScopedTempDir dir;
-  testing::TrainedModel model = testing::TrainSynthetic(dir, 1);
+TEST_F(SharedModelTest, MetricsFileAndPlot) {
+  const testing::TrainedModel& model = *model_;
+  ScopedTempDir dir;  // the outputs
   v1::TrainerConfig config = model.config;
   config.mutable_training()->set_epochs(3);
   config.mutable_training()->set_eval_every_epochs(1);
