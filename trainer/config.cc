@@ -295,16 +295,18 @@ void ApplyDefaults(v1::TrainerConfig* config) {
   }
 }
 
-absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
-  if (absl::Status s = CheckUtf8Fields(config); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("config: ", s.message()));
-  }
-  // The bundle's MANIFEST carries the config as text.
-  if (const size_t text = ToTextProto(config).size(); text > static_cast<size_t>(kMaxConfigTextBytes)) {
-    return absl::InvalidArgumentError(absl::StrCat("config: its text form is ", text, " bytes, over the ",
-                                                   kMaxConfigTextBytes, " a bundle MANIFEST holds"));
-  }
-  const v1::DataSpec& data = config.data();
+namespace {
+
+// The user tower has a KIND_HISTORY feature with HISTORY_CONTEXT_PRECEDING.
+bool HasPrecedingHistory(const v1::FeatureTableSpec& users) {
+  return std::any_of(users.features().begin(), users.features().end(), [](const v1::FeatureSpec& f) {
+    return f.kind() == v1::FeatureSpec::KIND_HISTORY &&
+           ResolvedHistoryContext(f) == v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING;
+  });
+}
+
+// data: the tables, their features, the history context, the eval sets.
+absl::Status ValidateData(const v1::DataSpec& data) {
   if (!data.has_train()) return Invalid("data.train", "must be set");
   RETURN_IF_ERROR(ValidateInteractions("data.train", data.train()));
   RETURN_IF_ERROR(ValidateFeatures("data.users", data.users()));
@@ -335,13 +337,11 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
       }
     }
   }
-  RETURN_IF_ERROR(ValidateTower("user_tower", config.user_tower(), data.users()));
-  RETURN_IF_ERROR(ValidateTower("item_tower", config.item_tower(), data.items()));
-  if (config.user_tower().output_dim() != config.item_tower().output_dim()) {
-    return Invalid("item_tower.output_dim", absl::StrCat("must equal user_tower.output_dim (",
-                                                         config.user_tower().output_dim(), ")"));
-  }
-  const v1::TrainingSpec& t = config.training();
+  return absl::OkStatus();
+}
+
+// training: the objective, its negatives and scales, logQ, optimizer, id dropout.
+absl::Status ValidateObjective(const v1::TrainingSpec& t) {
   if (!v1::TrainingSpec::Objective_IsValid(t.objective()) ||
       t.objective() == v1::TrainingSpec::OBJECTIVE_UNSPECIFIED) {
     return Invalid("training.objective", "unsupported objective");
@@ -383,14 +383,17 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
                                     std::pair{"training.item_id_dropout", t.item_id_dropout()}}) {
     if (!(value >= 0 && value < 1)) return Invalid(name, "must be in [0, 1)");
   }
+  return absl::OkStatus();
+}
+
+// training: the options of the user history (history dropout, short histories, gaps),
+// which need a KIND_HISTORY feature in `users`.
+absl::Status ValidateHistoryTraining(const v1::TrainingSpec& t, const v1::FeatureTableSpec& users) {
   // The history options act on the user tower's KIND_HISTORY feature: without one they would
   // be silently ignored.
-  const bool user_history = [&] {
-    for (const v1::FeatureSpec& f : data.users().features()) {
-      if (f.kind() == v1::FeatureSpec::KIND_HISTORY) return true;
-    }
-    return false;
-  }();
+  const bool user_history = std::any_of(users.features().begin(), users.features().end(), [](const v1::FeatureSpec& f) {
+    return f.kind() == v1::FeatureSpec::KIND_HISTORY;
+  });
   if (t.has_user_history_dropout()) {
     if (!(t.user_history_dropout() >= 0 && t.user_history_dropout() < 1)) {
       return Invalid("training.user_history_dropout", "must be in [0, 1)");
@@ -415,11 +418,7 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
                    "or SHORT_HISTORY_FROM_ANY");
   }
   if (ResolvedShortHistoryFrom(t) != v1::TrainingSpec::SHORT_HISTORY_FROM_LAST) {
-    bool preceding = false;
-    for (const v1::FeatureSpec& f : data.users().features()) {
-      preceding |= f.kind() == v1::FeatureSpec::KIND_HISTORY && ResolvedHistoryContext(f) == v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING;
-    }
-    if (!preceding) {
+    if (!HasPrecedingHistory(users)) {
       return Invalid("training.short_history_from",
                      "all but SHORT_HISTORY_FROM_LAST need the user KIND_HISTORY feature's history_context "
                      "HISTORY_CONTEXT_PRECEDING");
@@ -438,14 +437,16 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     return Invalid("training.history_gap_max", Range(0, kMaxHistoryLength));
   }
   if (t.history_gap_max() > 0) {
-    bool preceding = false;
-    for (const v1::FeatureSpec& f : data.users().features()) {
-      preceding |= f.kind() == v1::FeatureSpec::KIND_HISTORY && ResolvedHistoryContext(f) == v1::FeatureSpec::HISTORY_CONTEXT_PRECEDING;
-    }
-    if (!preceding) {
+    if (!HasPrecedingHistory(users)) {
       return Invalid("training.history_gap_max", "needs the user KIND_HISTORY feature's history_context HISTORY_CONTEXT_PRECEDING");
     }
   }
+  return absl::OkStatus();
+}
+
+// training: cold-user balance, threads, selection, epochs, batch, rates, evaluation.
+absl::Status ValidateLoop(const v1::TrainingSpec& t, int eval_sets) {
+  const bool in_batch = t.objective() == v1::TrainingSpec::OBJECTIVE_IN_BATCH_SOFTMAX;
   if (!(t.cold_user_balance() >= 0 && t.cold_user_balance() <= 4)) {
     return Invalid("training.cold_user_balance", "must be in [0, 4]");
   }
@@ -460,7 +461,7 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
   if (t.patience() < 0) return Invalid("training.patience", "must be >= 0");
   if (t.log_every_steps() < 0) return Invalid("training.log_every_steps", "must be >= 0");
   if (t.select_best_epoch()) {
-    if (config.data().eval_size() == 0) return Invalid("training.select_best_epoch", "needs data.eval sets (a validation split)");
+    if (eval_sets == 0) return Invalid("training.select_best_epoch", "needs data.eval sets (a validation split)");
     bool has_k = false;
     for (int k : t.eval_k()) has_k |= k == t.selection_k();
     if (!has_k) return Invalid("training.selection_k", "must be one of training.eval_k");
@@ -485,6 +486,31 @@ absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
     if (!InRange(k, 1, kMaxEvalK)) return Invalid("training.eval_k", absl::StrCat("cut-offs ", Range(1, kMaxEvalK)));
   }
   if (t.eval_every_epochs() < 0) return Invalid("training.eval_every_epochs", "must be >= 0");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateTrainerConfig(const v1::TrainerConfig& config) {
+  if (absl::Status s = CheckUtf8Fields(config); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config: ", s.message()));
+  }
+  // The bundle's MANIFEST carries the config as text.
+  if (const size_t text = ToTextProto(config).size(); text > static_cast<size_t>(kMaxConfigTextBytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("config: its text form is ", text, " bytes, over the ",
+                                                   kMaxConfigTextBytes, " a bundle MANIFEST holds"));
+  }
+  RETURN_IF_ERROR(ValidateData(config.data()));
+  RETURN_IF_ERROR(ValidateTower("user_tower", config.user_tower(), config.data().users()));
+  RETURN_IF_ERROR(ValidateTower("item_tower", config.item_tower(), config.data().items()));
+  if (config.user_tower().output_dim() != config.item_tower().output_dim()) {
+    return Invalid("item_tower.output_dim",
+                   absl::StrCat("must equal user_tower.output_dim (", config.user_tower().output_dim(), ")"));
+  }
+  const v1::TrainingSpec& t = config.training();
+  RETURN_IF_ERROR(ValidateObjective(t));
+  RETURN_IF_ERROR(ValidateHistoryTraining(t, config.data().users()));
+  RETURN_IF_ERROR(ValidateLoop(t, config.data().eval_size()));
   // The index persisted in the bundle: a form the server takes (what needs the items, e.g.
   // IVF's nlist against the item count, is checked once the item table is read).
   if (const std::string& factory = config.export_().index_factory(); !factory.empty()) {
