@@ -59,6 +59,147 @@ absl::Status ValidateInteractions(absl::string_view field, const v1::Interaction
   return ValidateColumn(absl::StrCat(field, ".item_column"), spec.item_column());
 }
 
+// The options only some kinds read: on another kind they would be silently ignored.
+absl::Status ValidateKindOptions(const std::string& where, const v1::FeatureSpec& f) {
+  const v1::FeatureSpec::Kind kind = f.kind();
+  const bool tokens = kind == v1::FeatureSpec::KIND_CATEGORICAL || kind == v1::FeatureSpec::KIND_MULTI_HOT;
+  const bool number = kind == v1::FeatureSpec::KIND_NUMERIC || kind == v1::FeatureSpec::KIND_BUCKETIZED;
+  if (kind != v1::FeatureSpec::KIND_HISTORY &&
+      (f.history_length() != 0 || ResolvedHistoryContext(f) != v1::FeatureSpec::HISTORY_CONTEXT_LEAVE_ONE_OUT)) {
+    return Invalid(where, "history_length and history_context apply to KIND_HISTORY features only");
+  }
+  if (!v1::FeatureSpec::Derive_IsValid(f.derive())) return Invalid(where, "unknown derive");
+  if (!v1::FeatureSpec::Transform_IsValid(f.transform())) return Invalid(where, "unknown transform");
+  if (!v1::FeatureSpec::Pooling_IsValid(f.pooling())) {
+    return Invalid(where, "pooling must be POOLING_MEAN, POOLING_SUM or POOLING_ATTENTION");
+  }
+  if (ResolvedPooling(f) == v1::FeatureSpec::POOLING_ATTENTION && kind != v1::FeatureSpec::KIND_HISTORY) {
+    return Invalid(where, "pooling POOLING_ATTENTION applies to KIND_HISTORY features only");
+  }
+  if (f.pooling_heads() != 0 && ResolvedPooling(f) != v1::FeatureSpec::POOLING_ATTENTION) {
+    return Invalid(where, "pooling_heads applies to pooling POOLING_ATTENTION only");
+  }
+  if (!InRange(f.pooling_heads(), 0, kMaxPoolingHeads)) {
+    return Invalid(where, absl::StrCat("pooling_heads ", Range(0, kMaxPoolingHeads)));
+  }
+  if (!tokens && (f.hash_buckets() != 0 || f.max_vocabulary_size() != 0)) {
+    return Invalid(where,
+                   "hash_buckets and max_vocabulary_size apply to KIND_CATEGORICAL and KIND_MULTI_HOT "
+                   "features only");
+  }
+  if (kind != v1::FeatureSpec::KIND_MULTI_HOT && !f.separator().empty()) {
+    return Invalid(where, "separator applies to KIND_MULTI_HOT features only");
+  }
+  if (kind != v1::FeatureSpec::KIND_BUCKETIZED && (f.boundaries_size() > 0 || f.quantile_buckets() != 0)) {
+    return Invalid(where, "boundaries and quantile_buckets apply to KIND_BUCKETIZED features only");
+  }
+  if (kind != v1::FeatureSpec::KIND_NUMERIC &&
+      (ResolvedTransform(f) != v1::FeatureSpec::TRANSFORM_STANDARDIZE || f.has_default_value())) {
+    return Invalid(where, "transform and default_value apply to KIND_NUMERIC features only");
+  }
+  if (!number && (f.has_clip_min() || f.has_clip_max())) {
+    return Invalid(where, "clip_min and clip_max apply to KIND_NUMERIC and KIND_BUCKETIZED features only");
+  }
+  if (!tokens && !number && ResolvedDerive(f) != v1::FeatureSpec::DERIVE_NONE) {
+    return Invalid(where, "derive applies to features read from a column");
+  }
+  if (f.prefix_length() != 0 && ResolvedDerive(f) != v1::FeatureSpec::DERIVE_PREFIX) {
+    return Invalid(where, "prefix_length applies to derive: DERIVE_PREFIX only");
+  }
+  return absl::OkStatus();
+}
+
+// The sizes and settings of f's kind (*histories counts the KIND_HISTORY features).
+// Returns whether f is read from columns (false: derived from the interactions).
+absl::StatusOr<bool> ValidateKindSettings(const std::string& where, const v1::FeatureSpec& f, int* histories) {
+  switch (f.kind()) {
+    case v1::FeatureSpec::KIND_CATEGORICAL:
+    case v1::FeatureSpec::KIND_MULTI_HOT:
+      if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
+        return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
+      }
+      if (!InRange(f.hash_buckets(), 0, kMaxHashBuckets)) {
+        return Invalid(where, absl::StrCat("hash_buckets ", Range(0, kMaxHashBuckets)));
+      }
+      if ((int64_t{f.hash_buckets()} + 1) * f.embedding_dim() > kMaxTensorFloats) {
+        return Invalid(where, absl::StrCat("hash_buckets x embedding_dim must be <= ", kMaxTensorFloats,
+                                           " (the embedding table must fit in a 2 GiB bundle file)"));
+      }
+      if (f.max_vocabulary_size() < 0) return Invalid(where, "max_vocabulary_size must be >= 0");
+      break;
+    case v1::FeatureSpec::KIND_BUCKETIZED: {
+      if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
+        return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
+      }
+      const bool fixed = f.boundaries_size() > 0;
+      if (fixed == (f.quantile_buckets() > 0)) {
+        return Invalid(where, "KIND_BUCKETIZED needs either boundaries or quantile_buckets");
+      }
+      if (!fixed && !InRange(f.quantile_buckets(), 2, kMaxBuckets)) {
+        return Invalid(where, absl::StrCat("quantile_buckets ", Range(2, kMaxBuckets)));
+      }
+      if (f.boundaries_size() > kMaxBuckets) {
+        return Invalid(where, absl::StrCat("boundaries: at most ", kMaxBuckets));
+      }
+      for (int b = 1; b < f.boundaries_size(); ++b) {
+        if (!(f.boundaries(b) > f.boundaries(b - 1))) return Invalid(where, "boundaries must be strictly ascending");
+      }
+      break;
+    }
+    case v1::FeatureSpec::KIND_NUMERIC:
+      if (f.embedding_dim() != 0) return Invalid(where, "KIND_NUMERIC features have no embedding_dim");
+      break;
+    case v1::FeatureSpec::KIND_HISTORY:
+      if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
+        return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
+      }
+      if (!InRange(f.history_length(), 0, kMaxHistoryLength)) {
+        return Invalid(where, absl::StrCat("history_length ", Range(0, kMaxHistoryLength)));
+      }
+      if (!v1::FeatureSpec::HistoryContext_IsValid(f.history_context())) {
+        return Invalid(where, "history_context must be HISTORY_CONTEXT_LEAVE_ONE_OUT or HISTORY_CONTEXT_PRECEDING");
+      }
+      if (++*histories > 1) return Invalid(where, "at most one KIND_HISTORY feature per tower");
+      if (f.has_column() || f.flag_columns_size() > 0) {
+        return Invalid(where, "KIND_HISTORY is derived from the interactions: no column");
+      }
+      return false;
+    case v1::FeatureSpec::KIND_POPULARITY:
+      if (f.embedding_dim() != 0 || f.has_column() || f.flag_columns_size() > 0) {
+        return Invalid(where, "KIND_POPULARITY is derived from the interactions: no column, no embedding_dim");
+      }
+      return false;
+    default:
+      return Invalid(where,
+                     "kind must be KIND_CATEGORICAL, KIND_MULTI_HOT, KIND_NUMERIC, KIND_BUCKETIZED, "
+                     "KIND_POPULARITY or KIND_HISTORY");
+  }
+  return true;
+}
+
+// The columns of a feature read from the table, and its value settings.
+absl::Status ValidateColumnsAndValues(const std::string& where, const v1::FeatureSpec& f) {
+  if (f.flag_columns_size() > 0) {
+    if (f.kind() != v1::FeatureSpec::KIND_MULTI_HOT) return Invalid(where, "flag_columns is for KIND_MULTI_HOT only");
+    if (f.has_column()) return Invalid(where, "set either column or flag_columns, not both");
+    for (int c = 0; c < f.flag_columns_size(); ++c) {
+      RETURN_IF_ERROR(ValidateColumn(absl::StrCat(where, ".flag_columns[", c, "]"), f.flag_columns(c)));
+    }
+  } else if (absl::Status s = ValidateColumn(absl::StrCat(where, ".column"), f.column()); !s.ok()) {
+    return s;
+  }
+  if (f.min_count() < 0) return Invalid(where, "min_count must be >= 0");
+  if (f.prefix_length() < 0) return Invalid(where, "prefix_length must be >= 0");
+  if (f.has_clip_min() && f.has_clip_max() && f.clip_min() > f.clip_max()) {
+    return Invalid(where, "clip_min must be <= clip_max");
+  }
+  if (ResolvedPooling(f) == v1::FeatureSpec::POOLING_SUM && f.kind() != v1::FeatureSpec::KIND_MULTI_HOT &&
+      f.kind() != v1::FeatureSpec::KIND_HISTORY) {
+    return Invalid(where, "pooling applies to KIND_MULTI_HOT and KIND_HISTORY features");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpec& spec) {
   if (spec.features_size() == 0 && !spec.has_table()) return absl::OkStatus();  // no features
   // Derived features (KIND_POPULARITY, KIND_HISTORY) come from the interactions: without a
@@ -82,131 +223,10 @@ absl::Status ValidateFeatures(absl::string_view field, const v1::FeatureTableSpe
     if (f.name().empty()) return Invalid(where, "name must be set");
     if (f.name() == "id") return Invalid(where, "the name \"id\" is reserved");
     if (!names.insert(f.name()).second) return Invalid(where, "duplicate feature name");
-    // Options only some kinds read: on another kind they would be silently ignored.
-    const v1::FeatureSpec::Kind kind = f.kind();
-    const bool tokens = kind == v1::FeatureSpec::KIND_CATEGORICAL || kind == v1::FeatureSpec::KIND_MULTI_HOT;
-    const bool number = kind == v1::FeatureSpec::KIND_NUMERIC || kind == v1::FeatureSpec::KIND_BUCKETIZED;
-    if (kind != v1::FeatureSpec::KIND_HISTORY &&
-        (f.history_length() != 0 ||
-         ResolvedHistoryContext(f) != v1::FeatureSpec::HISTORY_CONTEXT_LEAVE_ONE_OUT)) {
-      return Invalid(where, "history_length and history_context apply to KIND_HISTORY features only");
-    }
-    if (!v1::FeatureSpec::Derive_IsValid(f.derive())) return Invalid(where, "unknown derive");
-    if (!v1::FeatureSpec::Transform_IsValid(f.transform())) return Invalid(where, "unknown transform");
-    if (!v1::FeatureSpec::Pooling_IsValid(f.pooling())) {
-      return Invalid(where, "pooling must be POOLING_MEAN, POOLING_SUM or POOLING_ATTENTION");
-    }
-    if (ResolvedPooling(f) == v1::FeatureSpec::POOLING_ATTENTION && kind != v1::FeatureSpec::KIND_HISTORY) {
-      return Invalid(where, "pooling POOLING_ATTENTION applies to KIND_HISTORY features only");
-    }
-    if (f.pooling_heads() != 0 && ResolvedPooling(f) != v1::FeatureSpec::POOLING_ATTENTION) {
-      return Invalid(where, "pooling_heads applies to pooling POOLING_ATTENTION only");
-    }
-    if (!InRange(f.pooling_heads(), 0, kMaxPoolingHeads)) {
-      return Invalid(where, absl::StrCat("pooling_heads ", Range(0, kMaxPoolingHeads)));
-    }
-    if (!tokens && (f.hash_buckets() != 0 || f.max_vocabulary_size() != 0)) {
-      return Invalid(where, "hash_buckets and max_vocabulary_size apply to KIND_CATEGORICAL and KIND_MULTI_HOT "
-                            "features only");
-    }
-    if (kind != v1::FeatureSpec::KIND_MULTI_HOT && !f.separator().empty()) {
-      return Invalid(where, "separator applies to KIND_MULTI_HOT features only");
-    }
-    if (kind != v1::FeatureSpec::KIND_BUCKETIZED && (f.boundaries_size() > 0 || f.quantile_buckets() != 0)) {
-      return Invalid(where, "boundaries and quantile_buckets apply to KIND_BUCKETIZED features only");
-    }
-    if (kind != v1::FeatureSpec::KIND_NUMERIC &&
-        (ResolvedTransform(f) != v1::FeatureSpec::TRANSFORM_STANDARDIZE || f.has_default_value())) {
-      return Invalid(where, "transform and default_value apply to KIND_NUMERIC features only");
-    }
-    if (!number && (f.has_clip_min() || f.has_clip_max())) {
-      return Invalid(where, "clip_min and clip_max apply to KIND_NUMERIC and KIND_BUCKETIZED features only");
-    }
-    if (!tokens && !number && ResolvedDerive(f) != v1::FeatureSpec::DERIVE_NONE) {
-      return Invalid(where, "derive applies to features read from a column");
-    }
-    if (f.prefix_length() != 0 && ResolvedDerive(f) != v1::FeatureSpec::DERIVE_PREFIX) {
-      return Invalid(where, "prefix_length applies to derive: DERIVE_PREFIX only");
-    }
-    switch (f.kind()) {
-      case v1::FeatureSpec::KIND_CATEGORICAL:
-      case v1::FeatureSpec::KIND_MULTI_HOT:
-        if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
-          return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
-        }
-        if (!InRange(f.hash_buckets(), 0, kMaxHashBuckets)) {
-          return Invalid(where, absl::StrCat("hash_buckets ", Range(0, kMaxHashBuckets)));
-        }
-        if ((int64_t{f.hash_buckets()} + 1) * f.embedding_dim() > kMaxTensorFloats) {
-          return Invalid(where, absl::StrCat("hash_buckets x embedding_dim must be <= ", kMaxTensorFloats,
-                                             " (the embedding table must fit in a 2 GiB bundle file)"));
-        }
-        if (f.max_vocabulary_size() < 0) return Invalid(where, "max_vocabulary_size must be >= 0");
-        break;
-      case v1::FeatureSpec::KIND_BUCKETIZED: {
-        if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
-          return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
-        }
-        const bool fixed = f.boundaries_size() > 0;
-        if (fixed == (f.quantile_buckets() > 0)) {
-          return Invalid(where, "KIND_BUCKETIZED needs either boundaries or quantile_buckets");
-        }
-        if (!fixed && !InRange(f.quantile_buckets(), 2, kMaxBuckets)) {
-          return Invalid(where, absl::StrCat("quantile_buckets ", Range(2, kMaxBuckets)));
-        }
-        if (f.boundaries_size() > kMaxBuckets) {
-          return Invalid(where, absl::StrCat("boundaries: at most ", kMaxBuckets));
-        }
-        for (int b = 1; b < f.boundaries_size(); ++b) {
-          if (!(f.boundaries(b) > f.boundaries(b - 1))) return Invalid(where, "boundaries must be strictly ascending");
-        }
-        break;
-      }
-      case v1::FeatureSpec::KIND_NUMERIC:
-        if (f.embedding_dim() != 0) return Invalid(where, "KIND_NUMERIC features have no embedding_dim");
-        break;
-      case v1::FeatureSpec::KIND_HISTORY:
-        if (!InRange(f.embedding_dim(), 1, kMaxEmbeddingDim)) {
-          return Invalid(where, absl::StrCat("embedding_dim ", Range(1, kMaxEmbeddingDim)));
-        }
-        if (!InRange(f.history_length(), 0, kMaxHistoryLength)) {
-          return Invalid(where, absl::StrCat("history_length ", Range(0, kMaxHistoryLength)));
-        }
-        if (!v1::FeatureSpec::HistoryContext_IsValid(f.history_context())) {
-          return Invalid(where, "history_context must be HISTORY_CONTEXT_LEAVE_ONE_OUT or HISTORY_CONTEXT_PRECEDING");
-        }
-        if (++histories > 1) return Invalid(where, "at most one KIND_HISTORY feature per tower");
-        if (f.has_column() || f.flag_columns_size() > 0) {
-          return Invalid(where, "KIND_HISTORY is derived from the interactions: no column");
-        }
-        continue;
-      case v1::FeatureSpec::KIND_POPULARITY:
-        if (f.embedding_dim() != 0 || f.has_column() || f.flag_columns_size() > 0) {
-          return Invalid(where, "KIND_POPULARITY is derived from the interactions: no column, no embedding_dim");
-        }
-        continue;
-      default:
-        return Invalid(where, "kind must be KIND_CATEGORICAL, KIND_MULTI_HOT, KIND_NUMERIC, KIND_BUCKETIZED, "
-                            "KIND_POPULARITY or KIND_HISTORY");
-    }
-    if (f.flag_columns_size() > 0) {
-      if (f.kind() != v1::FeatureSpec::KIND_MULTI_HOT) return Invalid(where, "flag_columns is for KIND_MULTI_HOT only");
-      if (f.has_column()) return Invalid(where, "set either column or flag_columns, not both");
-      for (int c = 0; c < f.flag_columns_size(); ++c) {
-        RETURN_IF_ERROR(ValidateColumn(absl::StrCat(where, ".flag_columns[", c, "]"), f.flag_columns(c)));
-      }
-    } else if (absl::Status s = ValidateColumn(absl::StrCat(where, ".column"), f.column()); !s.ok()) {
-      return s;
-    }
-    if (f.min_count() < 0) return Invalid(where, "min_count must be >= 0");
-    if (f.prefix_length() < 0) return Invalid(where, "prefix_length must be >= 0");
-    if (f.has_clip_min() && f.has_clip_max() && f.clip_min() > f.clip_max()) {
-      return Invalid(where, "clip_min must be <= clip_max");
-    }
-    if (ResolvedPooling(f) == v1::FeatureSpec::POOLING_SUM && f.kind() != v1::FeatureSpec::KIND_MULTI_HOT &&
-        f.kind() != v1::FeatureSpec::KIND_HISTORY) {
-      return Invalid(where, "pooling applies to KIND_MULTI_HOT and KIND_HISTORY features");
-    }
+    RETURN_IF_ERROR(ValidateKindOptions(where, f));
+    ASSIGN_OR_RETURN(const bool from_columns, ValidateKindSettings(where, f, &histories));
+    if (!from_columns) continue;
+    RETURN_IF_ERROR(ValidateColumnsAndValues(where, f));
   }
   return absl::OkStatus();
 }
