@@ -423,23 +423,20 @@ int64_t Server::requests_total() const { return state_->metrics.requests_total()
 int64_t Server::requests_failed() const { return state_->metrics.requests_failed(); }
 
 void Server::StartDrain() {
-  // The probe would otherwise keep reporting; health stays NOT_SERVING from here on.
-  // (The probe's callback takes only the health's lock, so stopping it under probe_mu
-  // cannot deadlock.)
-  {
-    absl::MutexLock lock(&state_->probe_mu);
-    state_->probe.reset();
-  }
+  // NOT_SERVING first (a probe stuck in a connect would delay it), and for good: a report
+  // of the probe after this changes nothing. Then the probe stops (its callback takes only
+  // the health's lock, so stopping it under probe_mu cannot deadlock).
   state_->health.Stop();
+  absl::MutexLock lock(&state_->probe_mu);
+  state_->probe.reset();
 }
 
 void Server::Stop() {
   State& s = *state_;
-  {
-    absl::MutexLock lock(&s.stop_mu);
-    if (s.stopped) return;
-    s.stopped = true;
-  }
+  // Held to the end: another Stop (or the destructor) waits until this one is done.
+  absl::MutexLock lock(&s.stop_mu);
+  if (s.stopped) return;
+  s.stopped = true;
   StartDrain();
   // grpc::Server::Shutdown drains in-flight calls but also waits for every client to
   // acknowledge its GOAWAY, and an idle client (one not inside a call) may not do so
@@ -461,6 +458,10 @@ void Server::Stop() {
 }
 
 void Server::Shutdown() {
+  {
+    absl::MutexLock lock(&state_->stop_mu);
+    if (state_->stopped) return;
+  }
   StartDrain();
   if (state_->options.drain_delay > absl::ZeroDuration()) {
     LogEvent("info", "draining", {{"delay_ms", absl::StrCat(absl::ToInt64Milliseconds(state_->options.drain_delay))}});

@@ -42,9 +42,17 @@ class Server {
     std::string address = "127.0.0.1:50051";
     std::string admin_address = "127.0.0.1:50052";
     // The item index (factory empty: the bundle's index, else Flat).
-    IndexOptions index;
+    IndexOptions index = [] {
+      IndexOptions o;
+      o.factory.clear();
+      return o;
+    }();
     // Retrieval limits and dynamic batching; search_rounds 0 = one per core.
-    RetrievalOptions retrieval;
+    RetrievalOptions retrieval = [] {
+      RetrievalOptions r;
+      r.search_rounds = 0;
+      return r;
+    }();
     // Largest request message; most concurrent calls per connection; gRPC's memory for
     // its transports' buffers.
     int64_t max_request_bytes = 4 << 20;
@@ -98,9 +106,10 @@ class Server {
   // Health turns NOT_SERVING; calls are still served (load balancers move away).
   void StartDrain();
   // Waits for the in-flight Retrieval calls (up to shutdown_grace), stops the listeners
-  // and the background threads. Idempotent; also implies StartDrain.
+  // and the background threads. Idempotent: a call made while another runs returns once
+  // that one has finished. Also implies StartDrain.
   void Stop();
-  // StartDrain, drain_delay, Stop.
+  // StartDrain, drain_delay, Stop (without the delay when already stopped).
   void Shutdown();
   // Blocks until the listeners have stopped.
   void Wait();

@@ -32,6 +32,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -252,7 +253,9 @@ int main(int argc, char** argv) {
   twotower::Server::Options options;
   if (!OptionsFromFlags(&options)) return 2;
   if (absl::Status s = twotower::Server::Validate(options); !s.ok()) {
-    std::fprintf(stderr, "error: --%s\n", std::string(s.message()).c_str());
+    // Options are named like their flags; the TLS checks name the flags already.
+    const std::string message(s.message());
+    std::fprintf(stderr, "error: %s%s\n", absl::StartsWith(message, "--") ? "" : "--", message.c_str());
     return 2;
   }
 

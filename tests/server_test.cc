@@ -161,6 +161,25 @@ TEST_F(ServerTest, ServesRetrieveAndAdminOnTheAddressesItBound) {
   EXPECT_TRUE(status.retrieval_listener_accepting());
 }
 
+// Options left at their defaults serve as twotower_server does without flags: the index
+// the bundle carries, and one search round per core.
+TEST_F(ServerTest, DefaultOptionsServeTheBundlesOwnIndex) {
+  const Server::Options defaults;
+  EXPECT_EQ(defaults.index.factory, "");
+  EXPECT_EQ(defaults.retrieval.search_rounds, 0);
+  ScopedTempDir dir;
+  const std::string bundle = dir.Join("with-index");
+  ASSERT_THAT(WriteBundleWithIndex(shared_->model.report.bundle, bundle, "IVF4,Flat", nullptr), IsOk());
+  const std::unique_ptr<Server> server = Start(testing::InProcessOptions(bundle));
+  ASSERT_NE(server, nullptr);
+  auto admin = v1::Admin::NewStub(grpc::CreateChannel(server->admin_address(), grpc::InsecureChannelCredentials()));
+  v1::GetStatusResponse status;
+  const grpc::Status got = admin->GetStatus(Context().get(), {}, &status);
+  ASSERT_TRUE(got.ok()) << got.error_message();
+  EXPECT_EQ(status.index().factory(), "IVF4,Flat");
+  EXPECT_EQ(status.index().source(), "bundle");
+}
+
 TEST_F(ServerTest, AdminCallsNeedTheToken) {
   Server::Options options = TestOptions();
   options.admin_token = "s3cret";

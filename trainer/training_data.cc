@@ -250,6 +250,8 @@ absl::StatusOr<int> FitAndEncode(const v1::TrainerConfig& config, RawTables* t, 
   HistoryOrder item_order = HistoryFeature(spec.items()) < 0
                                 ? HistoryOrder{}
                                 : OrderHistories(train.items, train.users, train.timestamps);
+  // Rows read from the tables; FillHistory and EncodeEntities append the entities they lack.
+  const size_t user_rows_read = t->users.ids.size(), item_rows_read = t->items.ids.size();
   const int user_history = FillHistory(spec.users(), &user_order, train.users, &t->users);
   const int item_history = FillHistory(spec.items(), &item_order, train.items, &t->items);
 
@@ -281,15 +283,16 @@ absl::StatusOr<int> FitAndEncode(const v1::TrainerConfig& config, RawTables* t, 
   for (const InteractionLog& held_out : t->eval_logs) {
     extra_users.insert(extra_users.end(), held_out.users.begin(), held_out.users.end());
   }
-  int users_without_features = 0, items_without_features = 0;
-  data->users = EncodeEntities(data->user_encoder, t->users, extra_users, &users_without_features, &data->user_row);
+  int added = 0;
+  data->users = EncodeEntities(data->user_encoder, t->users, extra_users, &added, &data->user_row);
   // The catalogue: the item table, plus training items it lacks. Held-out items outside
   // both cannot be recommended and count as misses.
-  data->items = EncodeEntities(data->item_encoder, t->items, train.items, &items_without_features, &data->item_row);
+  data->items = EncodeEntities(data->item_encoder, t->items, train.items, &added, &data->item_row);
+  const int users_without_features = static_cast<int>(data->users.ids.size() - user_rows_read);
+  const int items_without_features = static_cast<int>(data->items.ids.size() - item_rows_read);
   if (spec.users().has_table() && users_without_features > 0) {
-    // The rows added after the table's: users of the interactions it lacks.
     int trained = 0;
-    for (size_t r = t->users.ids.size(); r < data->users.ids.size(); ++r) {
+    for (size_t r = user_rows_read; r < data->users.ids.size(); ++r) {
       trained += user_counts.contains(data->users.ids[r]) ? 1 : 0;
     }
     std::fprintf(log,
