@@ -1,5 +1,5 @@
-// Offline evaluation exactly as ../shared/eval/PROTOCOL.md defines it: rank the whole
-// catalogue minus the user's training items; Recall@K = hits / |held-out items|;
+// Offline evaluation exactly as the ML-100K protocol (docs/BENCHMARKS.md) defines it:
+// rank the whole catalogue minus the user's training items; Recall@K = hits / |held-out items|;
 // NDCG@10 with binary relevance; unweighted means over users in protocol order.
 #ifndef TWOTOWER_TRAINER_EVALUATOR_H_
 #define TWOTOWER_TRAINER_EVALUATOR_H_
@@ -23,7 +23,7 @@ struct EvalResult {
 
 // Metrics of every eval set of `data`. When `recs` is not null, it gets one string per
 // eval set holding the top `recs_depth` items of each of its users as
-// "user<TAB>item<TAB>rank" lines (the input of ../shared/eval/eval.py).
+// "user<TAB>item<TAB>rank" lines (the input of the protocol's scorer, eval.py).
 absl::StatusOr<std::vector<EvalResult>> Evaluate(const TrainingData& data,
                                                  const Tower& user_tower,
                                                  const std::vector<float>& item_vectors,

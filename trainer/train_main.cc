@@ -41,7 +41,7 @@ ABSL_FLAG(std::string, export_dir, "bundles",
           "at the newest");
 ABSL_FLAG(std::string, recs_out, "",
           "If set, write the top --recs_depth items of every evaluated user here "
-          "(user<TAB>item<TAB>rank, the input of ../shared/eval/eval.py). With {set} in the "
+          "(user<TAB>item<TAB>rank, the input of the protocol's scorer eval.py). With {set} in the "
           "path, one file per eval set ({set} = its name); needed when two sets rank the "
           "same user (e.g. cold, and cold5 with a request-time history)");
 ABSL_FLAG(int, recs_depth, 100, "Depth of the --recs_out lists");
